@@ -1,0 +1,90 @@
+//! Errors of the backup engine, one variant per failing step, each phrased so an MoH system
+//! administrator knows what to do next.
+
+use crate::postgres::PostgresError;
+
+use super::repo::RepoError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Postgres(#[from] PostgresError),
+    #[error("{tool} failed: {reason}")]
+    Tool { tool: String, reason: String },
+    #[error(
+        "no complete backup '{id}' of instance '{instance}' in {repo}; `dhis2ctl backup list --repo {repo} --instance {instance}` shows the backups there"
+    )]
+    NotFound {
+        instance: String,
+        id: String,
+        repo: String,
+    },
+    #[error("backup {backup} is damaged: {object}: {reason}")]
+    Damaged {
+        backup: String,
+        object: String,
+        reason: String,
+    },
+    #[error(
+        "refusing to restore into {target}: it already holds {count} tables or other objects (e.g. {examples}); pass --force to replace its contents"
+    )]
+    TargetNotEmpty {
+        target: String,
+        count: i64,
+        examples: String,
+    },
+    #[error(
+        "refusing to restore the file store into {dir}: it is not empty; pass --force (the current contents are kept aside as {dir}.replaced-<time>)"
+    )]
+    FilesDirNotEmpty { dir: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl BackupError {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Instance names become key prefixes and Kubernetes names: DNS labels.
+pub fn validate_instance_name(name: &str) -> Result<(), BackupError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(BackupError::Input(format!(
+            "--instance: '{name}' is not a valid instance name; use 1-63 lowercase letters, digits and '-' (e.g. hmis-production)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_names_are_dns_labels() {
+        assert!(validate_instance_name("hmis-prod").is_ok());
+        for bad in ["", "HMIS", "hmis/prod", "-x", "x-", &"a".repeat(64)] {
+            let e = validate_instance_name(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--instance:"), "{e}");
+        }
+    }
+}

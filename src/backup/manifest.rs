@@ -1,0 +1,196 @@
+//! The backup manifest: written last, it is what makes a backup exist. Everything `list`,
+//! `verify`, `restore`, `prune` and `drill` know about a backup comes from here.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::schema_version::release_line;
+use super::table_rules::TableName;
+
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const DATABASE_OBJECT: &str = "database.pgdump.zst";
+pub const FILESTORE_OBJECT: &str = "filestore.tar.zst";
+pub const DHIS_CONF_OBJECT: &str = "dhis.conf.zst";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ObjectKind {
+    /// `pg_dump --format=custom --compress=0`, compressed with zstd.
+    Database,
+    /// A tar of the DHIS2 file store directory, compressed with zstd.
+    FileStore,
+    /// `dhis.conf` (holds `encryption.password`), compressed with zstd.
+    DhisConf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredObject {
+    pub name: String,
+    pub kind: ObjectKind,
+    /// Size of the stored (compressed) bytes.
+    pub size_bytes: u64,
+    /// SHA-256 of the stored bytes, lowercase hex.
+    pub sha256: String,
+    /// Size before compression.
+    pub uncompressed_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableRecord {
+    pub schema: String,
+    pub name: String,
+    /// Exact row count in the dump's snapshot; not counted when the data was skipped.
+    pub rows: Option<i64>,
+    /// False when DHIS2 regenerates the table and only its definition was kept.
+    pub data_included: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionRecord {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolRecord {
+    pub name: String,
+    pub version: String,
+    pub pg_dump: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupManifest {
+    pub format_version: u32,
+    pub id: String,
+    pub instance: String,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: DateTime<Utc>,
+    pub database: String,
+    /// Highest version in `flyway_schema_history`, e.g. `2.41.38`.
+    pub dhis2_schema_version: Option<String>,
+    pub postgres_version: String,
+    pub extensions: Vec<ExtensionRecord>,
+    pub include_analytics: bool,
+    pub objects: Vec<StoredObject>,
+    pub tables: Vec<TableRecord>,
+    /// Exactly the tables whose data was skipped (`schema.name`).
+    pub skipped_table_data: Vec<String>,
+    pub tool: ToolRecord,
+}
+
+impl BackupManifest {
+    pub fn size_bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.size_bytes).sum()
+    }
+
+    pub fn object(&self, kind: ObjectKind) -> Option<&StoredObject> {
+        self.objects.iter().find(|o| o.kind == kind)
+    }
+
+    /// The DHIS2 release line (`2.41`) derived from the schema version.
+    pub fn dhis2_version(&self) -> Option<String> {
+        self.dhis2_schema_version.as_deref().map(release_line)
+    }
+
+    /// A manifest that parses but does not describe a usable backup is treated as absent.
+    pub fn validate(&self, expected_id: &str, expected_instance: &str) -> Result<(), String> {
+        if self.format_version != MANIFEST_FORMAT_VERSION {
+            return Err(format!(
+                "manifest format {} is not supported by this dhis2ctl (supports {})",
+                self.format_version, MANIFEST_FORMAT_VERSION
+            ));
+        }
+        if self.id != expected_id || self.instance != expected_instance {
+            return Err(format!(
+                "manifest names backup {}/{} but is stored as {}/{}",
+                self.instance, self.id, expected_instance, expected_id
+            ));
+        }
+        if self.object(ObjectKind::Database).is_none() {
+            return Err("manifest lists no database dump".to_string());
+        }
+        if self
+            .objects
+            .iter()
+            .any(|o| o.sha256.len() != 64 || !o.sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err("manifest holds a malformed checksum".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// What `list -o json` shows for one backup.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSummary {
+    pub id: String,
+    pub instance: String,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: DateTime<Utc>,
+    pub size_bytes: u64,
+    pub dhis2_version: Option<String>,
+    pub dhis2_schema_version: Option<String>,
+    pub postgres_version: String,
+    pub database: String,
+    pub skipped_tables: usize,
+}
+
+impl From<&BackupManifest> for BackupSummary {
+    fn from(m: &BackupManifest) -> Self {
+        Self {
+            id: m.id.clone(),
+            instance: m.instance.clone(),
+            started_at: m.started_at,
+            completed_at: m.completed_at,
+            size_bytes: m.size_bytes(),
+            dhis2_version: m.dhis2_version(),
+            dhis2_schema_version: m.dhis2_schema_version.clone(),
+            postgres_version: m.postgres_version.clone(),
+            database: m.database.clone(),
+            skipped_tables: m.skipped_table_data.len(),
+        }
+    }
+}
+
+/// Backup ids sort by time: `20261125T101500Z-3f9a` (UTC start time, then a random suffix so two
+/// backups started in the same second never collide).
+pub fn new_backup_id(started_at: DateTime<Utc>, suffix: u16) -> String {
+    format!("{}-{:04x}", started_at.format("%Y%m%dT%H%M%SZ"), suffix)
+}
+
+/// The start time encoded in a backup id, if it is one.
+pub fn backup_id_time(id: &str) -> Option<DateTime<Utc>> {
+    let stamp = id.split('-').next()?;
+    NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+pub fn skipped_names(tables: &[TableName]) -> Vec<String> {
+    tables.iter().map(TableName::qualified).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn ids_sort_by_time_and_round_trip() {
+        let a = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let b = Utc.with_ymd_and_hms(2026, 11, 2, 3, 4, 5).unwrap();
+        let ida = new_backup_id(a, 0xffff);
+        let idb = new_backup_id(b, 0);
+        assert_eq!(ida, "20260102T030405Z-ffff");
+        assert!(ida < idb);
+        assert_eq!(backup_id_time(&ida), Some(a));
+        assert_eq!(backup_id_time("latest"), None);
+    }
+}

@@ -1,0 +1,24 @@
+//! The DHIS2 backup engine. The same code runs from `dhis2ctl` on a plain server and inside the
+//! operator's Jobs.
+//!
+//! A backup set lives under `INSTANCE/ID/` in a repository: `database.pgdump.zst` (pg_dump custom
+//! format, zstd), `filestore.tar.zst`, `dhis.conf.zst`, and `manifest.json`, written last.
+
+pub mod catalog;
+pub mod drill;
+pub mod error;
+pub mod inventory;
+pub mod manifest;
+pub mod pg_tools;
+pub mod prune;
+pub mod repo;
+pub mod restore;
+pub mod retention;
+pub mod run;
+pub mod schema_version;
+pub mod store;
+pub mod stream;
+pub mod table_rules;
+pub mod verify;
+
+pub use error::BackupError;

@@ -1,0 +1,136 @@
+//! Backup repositories: an S3-compatible bucket or a local directory, behind one interface.
+//! Keys are relative to the repository root: `INSTANCE/BACKUP_ID/OBJECT`.
+
+mod local;
+mod location;
+mod s3;
+mod sink;
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncRead;
+use tokio::sync::mpsc;
+
+pub use local::LocalRepo;
+pub use location::RepoLocation;
+pub use s3::{S3Options, S3Repo};
+pub use sink::{Chunk, ObjectSink, SinkSummary, part_size};
+
+pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("{0}")]
+    BadLocation(String),
+    #[error("backup repository {location}: {operation} failed: {reason}")]
+    S3 {
+        location: String,
+        operation: String,
+        reason: String,
+    },
+    #[error("backup repository {location}: {operation} failed: {source}")]
+    Local {
+        location: String,
+        operation: String,
+        source: std::io::Error,
+    },
+    #[error("backup repository {location}: object {key} does not exist")]
+    NotFound { location: String, key: String },
+    #[error(
+        "backup repository {location}: upload of {key} was abandoned because its producer failed"
+    )]
+    Abandoned { location: String, key: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
+}
+
+pub enum Repository {
+    Local(LocalRepo),
+    S3(S3Repo),
+}
+
+impl Repository {
+    /// Opens the repository and checks that it is reachable (bucket exists, credentials work,
+    /// directory is usable), so a bad `--repo` fails before any work starts.
+    pub async fn open(location: RepoLocation, s3: &S3Options) -> Result<Self, RepoError> {
+        match location {
+            RepoLocation::Local { root } => Ok(Self::Local(LocalRepo::open(root).await?)),
+            RepoLocation::S3 { bucket, prefix } => {
+                Ok(Self::S3(S3Repo::open(bucket, prefix, s3).await?))
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Local(r) => r.describe(),
+            Self::S3(r) => r.describe(),
+        }
+    }
+
+    pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), RepoError> {
+        match self {
+            Self::Local(r) => r.put_bytes(key, data).await,
+            Self::S3(r) => r.put_bytes(key, data).await,
+        }
+    }
+
+    pub async fn get_bytes(&self, key: &str) -> Result<Bytes, RepoError> {
+        match self {
+            Self::Local(r) => r.get_bytes(key).await,
+            Self::S3(r) => r.get_bytes(key).await,
+        }
+    }
+
+    pub async fn open_reader(&self, key: &str) -> Result<ObjectReader, RepoError> {
+        match self {
+            Self::Local(r) => r.open_reader(key).await,
+            Self::S3(r) => r.open_reader(key).await,
+        }
+    }
+
+    /// Every object under `prefix` (a key prefix relative to the repository root).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, RepoError> {
+        match self {
+            Self::Local(r) => r.list(prefix).await,
+            Self::S3(r) => r.list(prefix).await,
+        }
+    }
+
+    pub async fn delete(&self, keys: &[String]) -> Result<(), RepoError> {
+        match self {
+            Self::Local(r) => r.delete(keys).await,
+            Self::S3(r) => r.delete(keys).await,
+        }
+    }
+
+    /// Consumes chunks until `Chunk::End` and stores them as one object; nothing is visible
+    /// under `key` unless the end marker arrived. Returns the stored size.
+    pub async fn upload(&self, key: &str, chunks: mpsc::Receiver<Chunk>) -> Result<u64, RepoError> {
+        match self {
+            Self::Local(r) => r.upload(key, chunks).await,
+            Self::S3(r) => r.upload(key, chunks).await,
+        }
+    }
+
+    /// Unfinished uploads (S3 multipart uploads, local `.partial` files are listed objects)
+    /// started before `cutoff` under `prefix`: aborted unless `dry_run`. Returns how many.
+    pub async fn abort_stale_uploads(
+        &self,
+        prefix: &str,
+        cutoff: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<usize, RepoError> {
+        match self {
+            Self::Local(_) => Ok(0),
+            Self::S3(r) => r.abort_stale_uploads(prefix, cutoff, dry_run).await,
+        }
+    }
+}

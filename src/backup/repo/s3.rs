@@ -1,0 +1,486 @@
+//! A backup repository in an S3-compatible bucket (AWS, MinIO, SeaweedFS, Ceph, …). Large objects
+//! go up as multipart uploads, a few parts in flight at a time; an upload that does not receive its
+//! end marker is aborted, so a failed backup leaves no object behind.
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+
+use super::{Chunk, ObjectMeta, ObjectReader, RepoError};
+
+/// How many parts upload at once: enough to hide latency, few enough to bound memory.
+const PARTS_IN_FLIGHT: usize = 2;
+
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// `--s3-endpoint`; falls back to `AWS_ENDPOINT_URL`, then AWS itself.
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`); on by default with a custom endpoint.
+    pub path_style: Option<bool>,
+    pub region: Option<String>,
+}
+
+pub struct S3Repo {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Repo {
+    pub async fn open(
+        bucket: String,
+        prefix: String,
+        options: &S3Options,
+    ) -> Result<Self, RepoError> {
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .read_timeout(Duration::from_secs(120))
+                    .build(),
+            )
+            .load()
+            .await;
+        let endpoint = options
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .filter(|e| !e.is_empty());
+        let mut config = aws_sdk_s3::config::Builder::from(&shared);
+        if let Some(endpoint) = &endpoint {
+            if url::Url::parse(endpoint).is_err() {
+                return Err(RepoError::BadLocation(format!(
+                    "--s3-endpoint: '{endpoint}' is not a URL; give e.g. https://s3.moh.gov.kh or http://127.0.0.1:9000"
+                )));
+            }
+            config = config.endpoint_url(endpoint);
+        }
+        config = config.force_path_style(options.path_style.unwrap_or(endpoint.is_some()));
+        if let Some(region) = &options.region {
+            config = config.region(Region::new(region.clone()));
+        } else if shared.region().is_none() {
+            config = config.region(Region::new("us-east-1"));
+        }
+        let repo = Self {
+            client: Client::from_conf(config.build()),
+            bucket,
+            prefix,
+        };
+        repo.client
+            .head_bucket()
+            .bucket(&repo.bucket)
+            .send()
+            .await
+            .map_err(|e| repo.error("checking the bucket", &e))?;
+        Ok(repo)
+    }
+
+    pub fn describe(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{}", self.prefix, key)
+        }
+    }
+
+    fn relative_key<'a>(&self, full: &'a str) -> &'a str {
+        if self.prefix.is_empty() {
+            full
+        } else {
+            full.strip_prefix(&self.prefix)
+                .map(|k| k.trim_start_matches('/'))
+                .unwrap_or(full)
+        }
+    }
+
+    fn error<E>(&self, operation: &str, err: &SdkError<E, HttpResponse>) -> RepoError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        RepoError::S3 {
+            location: self.describe(),
+            operation: operation.to_string(),
+            reason: describe_s3_error(err),
+        }
+    }
+
+    pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), RepoError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| self.error(&format!("writing {key}"), &e))?;
+        Ok(())
+    }
+
+    pub async fn get_bytes(&self, key: &str) -> Result<Bytes, RepoError> {
+        let out = self.get(key).await?;
+        let data = out.body.collect().await.map_err(|e| RepoError::S3 {
+            location: self.describe(),
+            operation: format!("reading {key}"),
+            reason: e.to_string(),
+        })?;
+        Ok(data.into_bytes())
+    }
+
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, RepoError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                Err(RepoError::NotFound {
+                    location: self.describe(),
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => Err(self.error(&format!("reading {key}"), &e)),
+        }
+    }
+
+    pub async fn open_reader(&self, key: &str) -> Result<ObjectReader, RepoError> {
+        let out = self.get(key).await?;
+        Ok(Box::pin(out.body.into_async_read()))
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, RepoError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("listing backups", &e))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                out.push(ObjectMeta {
+                    key: self.relative_key(key).to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    last_modified: obj
+                        .last_modified()
+                        .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn delete(&self, keys: &[String]) -> Result<(), RepoError> {
+        for batch in keys.chunks(1000) {
+            let objects = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(self.full_key(k)).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| RepoError::S3 {
+                    location: self.describe(),
+                    operation: "deleting".into(),
+                    reason: e.to_string(),
+                })?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| RepoError::S3 {
+                    location: self.describe(),
+                    operation: "deleting".into(),
+                    reason: e.to_string(),
+                })?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| self.error("deleting expired objects", &e))?;
+            if let Some(err) = out.errors().first() {
+                return Err(RepoError::S3 {
+                    location: self.describe(),
+                    operation: format!("deleting {}", err.key().unwrap_or("?")),
+                    reason: format!(
+                        "{}: {}",
+                        err.code().unwrap_or("error"),
+                        err.message().unwrap_or("")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn upload(
+        &self,
+        key: &str,
+        mut chunks: mpsc::Receiver<Chunk>,
+    ) -> Result<u64, RepoError> {
+        let abandoned = || RepoError::Abandoned {
+            location: self.describe(),
+            key: key.to_string(),
+        };
+        // One part and the end marker: a plain PUT.
+        let first = match chunks.recv().await {
+            Some(Chunk::Data(d)) => d,
+            Some(Chunk::End) => Bytes::new(),
+            None => return Err(abandoned()),
+        };
+        let second = if first.is_empty() {
+            Some(Chunk::End)
+        } else {
+            chunks.recv().await
+        };
+        match second {
+            None => Err(abandoned()),
+            Some(Chunk::End) => {
+                let size = first.len() as u64;
+                self.put_bytes(key, first).await?;
+                Ok(size)
+            }
+            Some(Chunk::Data(second)) => {
+                let full_key = self.full_key(key);
+                let created = self
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&full_key)
+                    .send()
+                    .await
+                    .map_err(|e| self.error(&format!("starting the upload of {key}"), &e))?;
+                let upload_id = created.upload_id().unwrap_or_default().to_string();
+                let result = self
+                    .upload_parts(key, &full_key, &upload_id, [first, second], &mut chunks)
+                    .await;
+                if result.is_err() {
+                    // Best effort: the server also expires it, and `prune` aborts stale ones.
+                    let _ = self
+                        .client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(&full_key)
+                        .upload_id(&upload_id)
+                        .send()
+                        .await;
+                }
+                result
+            }
+        }
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        full_key: &str,
+        upload_id: &str,
+        first_two: [Bytes; 2],
+        chunks: &mut mpsc::Receiver<Chunk>,
+    ) -> Result<u64, RepoError> {
+        let mut in_flight = FuturesUnordered::new();
+        let mut completed: Vec<CompletedPart> = Vec::new();
+        let mut queued: std::collections::VecDeque<Bytes> = first_two.into_iter().collect();
+        let mut part_number = 0i32;
+        let mut size = 0u64;
+        let mut ended = false;
+        loop {
+            while in_flight.len() < PARTS_IN_FLIGHT
+                && let Some(data) = queued.pop_front()
+            {
+                part_number += 1;
+                size += data.len() as u64;
+                let request = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(full_key)
+                    .upload_id(upload_id)
+                    .part_number(part_number)
+                    .body(ByteStream::from(data))
+                    .send();
+                let n = part_number;
+                in_flight.push(async move { (n, request.await) });
+            }
+            if !ended && queued.is_empty() && in_flight.len() < PARTS_IN_FLIGHT {
+                match chunks.recv().await {
+                    Some(Chunk::Data(d)) => {
+                        queued.push_back(d);
+                        continue;
+                    }
+                    Some(Chunk::End) => ended = true,
+                    None => {
+                        return Err(RepoError::Abandoned {
+                            location: self.describe(),
+                            key: key.to_string(),
+                        });
+                    }
+                }
+            }
+            match in_flight.next().await {
+                Some((n, Ok(out))) => completed.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+                        .build(),
+                ),
+                Some((n, Err(e))) => {
+                    return Err(self.error(&format!("uploading part {n} of {key}"), &e));
+                }
+                None if ended && queued.is_empty() => break,
+                None => {}
+            }
+        }
+        completed.sort_by_key(|p| p.part_number());
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full_key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.error(&format!("completing the upload of {key}"), &e))?;
+        Ok(size)
+    }
+
+    pub async fn abort_stale_uploads(
+        &self,
+        prefix: &str,
+        cutoff: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<usize, RepoError> {
+        let out = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .send()
+            .await
+            .map_err(|e| self.error("listing unfinished uploads", &e))?;
+        let mut aborted = 0;
+        for upload in out.uploads() {
+            let started = upload
+                .initiated()
+                .and_then(|t| DateTime::from_timestamp(t.secs(), 0))
+                .unwrap_or_default();
+            if started >= cutoff {
+                continue;
+            }
+            let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                continue;
+            };
+            aborted += 1;
+            if !dry_run {
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| self.error("aborting an unfinished upload", &e))?;
+            }
+        }
+        Ok(aborted)
+    }
+}
+
+/// A one-line reason with a hint a ministry IT officer can act on.
+pub fn describe_s3_error<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::DispatchFailure(failure) => {
+            let mut reason = "the S3 endpoint is not reachable".to_string();
+            if let Some(conn) = failure.as_connector_error() {
+                reason.push_str(&format!(" ({})", error_chain(conn)));
+            }
+            reason + "; check --s3-endpoint / AWS_ENDPOINT_URL and the network"
+        }
+        SdkError::TimeoutError(_) => {
+            "the S3 endpoint did not answer in time; check --s3-endpoint and the network".into()
+        }
+        SdkError::ConstructionFailure(_) => format!(
+            "the request could not be built ({}); are AWS credentials configured (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a profile)?",
+            error_chain(err)
+        ),
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            // HEAD answers carry no body, so the status is all there is to go on.
+            let code = match (e.code(), service.raw().status().as_u16()) {
+                (Some(code), _) => code,
+                (None, 404) => "NotFound",
+                (None, 403) => "Forbidden",
+                (None, _) => "",
+            };
+            let message = e.message().unwrap_or("");
+            match code {
+                "NoSuchBucket" | "NotFound" => {
+                    "the bucket does not exist; create it or fix the bucket in --repo".into()
+                }
+                "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "AccessDenied"
+                | "Forbidden"
+                | "InvalidToken"
+                | "ExpiredToken" => format!(
+                    "the credentials were refused ({code}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the AWS profile) for this endpoint"
+                ),
+                "" => format!("the server answered with an error ({})", error_chain(err)),
+                _ if message.is_empty() => code.to_string(),
+                _ => format!("{code}: {message}"),
+            }
+        }
+        _ => error_chain(err),
+    }
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

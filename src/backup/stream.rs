@@ -1,0 +1,102 @@
+//! Readers and writers that watch bytes go by: hashing for checksums, counting for progress.
+
+use std::io::{self, Read, Write};
+
+use indicatif::ProgressBar;
+use sha2::{Digest, Sha256};
+
+/// Hashes and counts everything read through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    /// Reads what is left, so the checksum covers the whole object.
+    pub fn drain(&mut self) -> io::Result<()> {
+        io::copy(self, &mut io::sink()).map(|_| ())
+    }
+
+    pub fn finish(self) -> (u64, String) {
+        (self.size, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+/// Advances a progress bar and counts bytes read through it.
+pub struct ProgressReader<R> {
+    inner: R,
+    bar: ProgressBar,
+    pub count: u64,
+}
+
+impl<R: Read> ProgressReader<R> {
+    pub fn new(inner: R, bar: ProgressBar) -> Self {
+        Self {
+            inner,
+            bar,
+            count: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for ProgressReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+/// Counts bytes written through it (the size before compression).
+pub struct CountingWriter<W> {
+    pub inner: W,
+    pub count: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashing_reader_matches_a_direct_hash() {
+        let data = b"\xe1\x9e\x81\xe1\x9f\x81\xe1\x9e\x8f\xe1\x9f\x92\xe1\x9e\x8f".repeat(1000);
+        let mut r = HashingReader::new(&data[..]);
+        let mut head = [0u8; 10];
+        r.read_exact(&mut head).unwrap();
+        r.drain().unwrap();
+        let (size, sha) = r.finish();
+        assert_eq!(size, data.len() as u64);
+        assert_eq!(sha, hex::encode(Sha256::digest(&data)));
+    }
+}

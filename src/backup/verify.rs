@@ -1,0 +1,223 @@
+//! `backup verify`: re-reads every object of a backup and checks its size and SHA-256, that it
+//! decompresses, that the dump's table of contents is readable by `pg_restore`, and that the file
+//! store archive is a readable tar. A restore runs the same check before touching its target.
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::process::Stdio;
+
+use serde::Serialize;
+use tokio_util::io::SyncIoBridge;
+
+use crate::progress::Progress;
+
+use super::error::BackupError;
+use super::manifest::{BackupManifest, ObjectKind, StoredObject};
+use super::pg_tools::PgTools;
+use super::repo::{ObjectReader, Repository};
+use super::run::object_key;
+use super::stream::{HashingReader, ProgressReader};
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    pub id: String,
+    pub instance: String,
+    pub objects: Vec<VerifiedObject>,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedObject {
+    pub name: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    /// Entries in the dump's table of contents, or files in the file store archive.
+    pub entries: Option<u64>,
+}
+
+/// A blocking `Read` over a stored object, for use on a blocking thread.
+pub async fn blocking_reader(
+    repo: &Repository,
+    manifest: &BackupManifest,
+    object: &StoredObject,
+) -> Result<SyncIoBridge<ObjectReader>, BackupError> {
+    let key = object_key(&manifest.instance, &manifest.id, &object.name);
+    Ok(SyncIoBridge::new(repo.open_reader(&key).await?))
+}
+
+/// Compares what was read with what the manifest promises.
+pub fn check_digest(
+    manifest: &BackupManifest,
+    object: &StoredObject,
+    size: u64,
+    sha256: &str,
+) -> Result<(), BackupError> {
+    let damaged = |reason: String| BackupError::Damaged {
+        backup: format!("{}/{}", manifest.instance, manifest.id),
+        object: object.name.clone(),
+        reason,
+    };
+    if size != object.size_bytes {
+        return Err(damaged(format!(
+            "size is {size} bytes, the manifest says {}",
+            object.size_bytes
+        )));
+    }
+    if sha256 != object.sha256 {
+        return Err(damaged(format!(
+            "SHA-256 is {sha256}, the manifest says {}",
+            object.sha256
+        )));
+    }
+    Ok(())
+}
+
+/// The major version of the `pg_dump` that wrote the dump: `pg_restore` must be at least as new.
+pub fn dump_major(manifest: &BackupManifest) -> u32 {
+    manifest
+        .tool
+        .pg_dump
+        .split_whitespace()
+        .last()
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub async fn verify_backup(
+    repo: &Repository,
+    manifest: &BackupManifest,
+    pg_bin_dir: Option<&Path>,
+    progress: Progress,
+) -> Result<VerifyReport, BackupError> {
+    let tools = PgTools::locate(pg_bin_dir, dump_major(manifest));
+    let mut objects = Vec::new();
+    for object in &manifest.objects {
+        let reader = blocking_reader(repo, manifest, object).await?;
+        let bar = progress.bytes(
+            &format!("verify {}", short_kind(object.kind)),
+            Some(object.size_bytes),
+        );
+        let (m, o, t, b) = (manifest.clone(), object.clone(), tools.clone(), bar.clone());
+        let entries = tokio::task::spawn_blocking(move || {
+            check_object(&m, &o, &t, ProgressReader::new(reader, b))
+        })
+        .await
+        .map_err(|e| BackupError::io("verify worker", io::Error::other(e)))??;
+        bar.finish_and_clear();
+        objects.push(VerifiedObject {
+            name: object.name.clone(),
+            size_bytes: object.size_bytes,
+            sha256: object.sha256.clone(),
+            entries,
+        });
+    }
+    Ok(VerifyReport {
+        id: manifest.id.clone(),
+        instance: manifest.instance.clone(),
+        objects,
+        ok: true,
+    })
+}
+
+fn short_kind(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Database => "database",
+        ObjectKind::FileStore => "file store",
+        ObjectKind::DhisConf => "dhis.conf",
+    }
+}
+
+/// Reads one object to the end; checksum problems take precedence over decoding problems, since
+/// they explain them.
+fn check_object<R: Read>(
+    manifest: &BackupManifest,
+    object: &StoredObject,
+    tools: &PgTools,
+    reader: R,
+) -> Result<Option<u64>, BackupError> {
+    let mut hashing = HashingReader::new(reader);
+    let content = check_content(object.kind, tools, &mut hashing);
+    let drained = hashing.drain();
+    let (size, sha) = hashing.finish();
+    drained.map_err(|e| BackupError::io(format!("reading {}", object.name), e))?;
+    check_digest(manifest, object, size, &sha)?;
+    content.map_err(|reason| BackupError::Damaged {
+        backup: format!("{}/{}", manifest.instance, manifest.id),
+        object: object.name.clone(),
+        reason,
+    })
+}
+
+fn check_content<R: Read>(
+    kind: ObjectKind,
+    tools: &PgTools,
+    reader: R,
+) -> Result<Option<u64>, String> {
+    let mut decoder = zstd::stream::read::Decoder::new(reader).map_err(|e| format!("zstd: {e}"))?;
+    match kind {
+        ObjectKind::Database => {
+            let mut cmd = tools.plain_command("pg_restore");
+            cmd.arg("--list")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped());
+            let mut running = tools.spawn("pg_restore", cmd).map_err(|e| e.to_string())?;
+            let mut stdin = running
+                .child
+                .stdin
+                .take()
+                .ok_or("pg_restore has no stdin")?;
+            let stdout = running
+                .child
+                .stdout
+                .take()
+                .ok_or("pg_restore has no stdout")?;
+            let toc = std::thread::spawn(move || {
+                let mut text = String::new();
+                let mut stdout = stdout;
+                let _ = stdout.read_to_string(&mut text);
+                text
+            });
+            let copied = io::copy(&mut decoder, &mut stdin);
+            drop(stdin);
+            // pg_restore --list stops reading after the table of contents.
+            if let Err(e) = &copied
+                && e.kind() != io::ErrorKind::BrokenPipe
+            {
+                running.kill();
+                return Err(format!("decompressing: {e}"));
+            }
+            let result = running.finish();
+            let toc = toc.join().unwrap_or_default();
+            result.map_err(|e| format!("the dump's table of contents is not readable: {e}"))?;
+            // Whatever pg_restore did not read must still decompress cleanly.
+            io::copy(&mut decoder, &mut io::sink()).map_err(|e| format!("decompressing: {e}"))?;
+            let entries = toc
+                .lines()
+                .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+                .count() as u64;
+            if entries == 0 {
+                return Err("the dump's table of contents is empty".into());
+            }
+            Ok(Some(entries))
+        }
+        ObjectKind::FileStore => {
+            let mut archive = tar::Archive::new(decoder);
+            let mut files = 0u64;
+            for entry in archive.entries().map_err(|e| format!("tar: {e}"))? {
+                let mut entry = entry.map_err(|e| format!("tar: {e}"))?;
+                io::copy(&mut entry, &mut io::sink()).map_err(|e| format!("tar: {e}"))?;
+                if entry.header().entry_type().is_file() {
+                    files += 1;
+                }
+            }
+            Ok(Some(files))
+        }
+        ObjectKind::DhisConf => {
+            io::copy(&mut decoder, &mut io::sink()).map_err(|e| format!("decompressing: {e}"))?;
+            Ok(None)
+        }
+    }
+}

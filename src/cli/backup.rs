@@ -1,0 +1,384 @@
+//! Handlers for `dhis2ctl backup …` and `dhis2ctl drill`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::Utc;
+use clap::Args;
+
+use crate::backup::BackupError;
+use crate::backup::catalog::{find_backup, load_catalog};
+use crate::backup::drill::run_drill;
+use crate::backup::error::validate_instance_name;
+use crate::backup::manifest::{BackupSummary, ObjectKind};
+use crate::backup::prune::prune_backups;
+use crate::backup::restore::{RestoreRequest, restore_backup};
+use crate::backup::retention::RetentionPolicy;
+use crate::backup::run::{BackupRequest, run_backup};
+use crate::backup::verify::verify_backup;
+use crate::output::{OutputFormat, human_bytes, human_duration, render_table};
+use crate::postgres::DatabaseTarget;
+use crate::progress::Progress;
+
+use super::{DrillArgs, PgBinArgs, RepoArgs, emit};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The DHIS2 database, postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (or PGPASSWORD for the password).
+    #[arg(long, env = "DHIS2_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// DHIS2 instance name (groups backups in the repository).
+    #[arg(long)]
+    pub instance: String,
+    /// The DHIS2 file store directory (filestore.provider=filesystem), e.g. /opt/dhis2/files.
+    #[arg(long)]
+    pub files_dir: Option<PathBuf>,
+    /// dhis.conf, which holds encryption.password: without it encrypted DHIS2 data is lost.
+    #[arg(long)]
+    pub dhis_conf: Option<PathBuf>,
+    /// Also keep the data of analytics and resource tables (DHIS2 regenerates it).
+    #[arg(long)]
+    pub include_analytics: bool,
+    #[command(flatten)]
+    pub pg: PgBinArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Only this instance's backups.
+    #[arg(long)]
+    pub instance: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub instance: String,
+    /// Backup id, or `latest`.
+    pub id: String,
+    #[command(flatten)]
+    pub pg: PgBinArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub instance: String,
+    /// Backup id, or `latest`.
+    pub id: String,
+    /// The database to restore into; must be empty unless --force.
+    #[arg(long, env = "DHIS2_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Restore the file store into this directory (must be empty unless --force).
+    #[arg(long)]
+    pub files_dir: Option<PathBuf>,
+    /// Write the backed-up dhis.conf here (refused if it exists, unless --force).
+    #[arg(long)]
+    pub dhis_conf: Option<PathBuf>,
+    /// Replace what the target holds: the database is emptied first; replaced files are kept aside.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub pg: PgBinArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub instance: String,
+    /// Keep the N newest backups.
+    #[arg(long)]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N days that have one.
+    #[arg(long)]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last N ISO weeks that have one.
+    #[arg(long)]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last N months that have one.
+    #[arg(long)]
+    pub keep_monthly: Option<u32>,
+    /// Time zone for days, weeks and months (IANA name, e.g. Asia/Phnom_Penh). Default UTC.
+    #[arg(long, value_parser = parse_time_zone)]
+    pub time_zone: Option<chrono_tz::Tz>,
+    /// Only report what would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_time_zone(s: &str) -> Result<chrono_tz::Tz, String> {
+    s.parse::<chrono_tz::Tz>()
+        .map_err(|_| format!("'{s}' is not an IANA time zone name (e.g. Asia/Phnom_Penh, UTC)"))
+}
+
+pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
+    validate_instance_name(&args.instance)?;
+    let database = DatabaseTarget::parse(&args.database_url, "--database-url")?;
+    let repo = args.repo.open().await?;
+    let request = BackupRequest {
+        instance: args.instance,
+        database,
+        files_dir: args.files_dir,
+        dhis_conf: args.dhis_conf,
+        include_analytics: args.include_analytics,
+        pg_bin_dir: args.pg.pg_bin_dir,
+    };
+    let manifest = run_backup(&repo, &request, Progress::new(output.is_machine())).await?;
+    emit(output, &manifest, || {
+        let took = (manifest.completed_at - manifest.started_at).num_milliseconds() as f64 / 1000.0;
+        let mut text = format!(
+            "backup {} of {} stored in {}: {} in {:.1}s",
+            manifest.id,
+            manifest.instance,
+            repo.describe(),
+            human_bytes(manifest.size_bytes()),
+            took
+        );
+        if let Some(db) = manifest.object(ObjectKind::Database) {
+            text.push_str(&format!(
+                "\n  database   {} (dump of {}), {} tables, data of {} regenerated tables skipped",
+                human_bytes(db.size_bytes),
+                human_bytes(db.uncompressed_bytes),
+                manifest.tables.len(),
+                manifest.skipped_table_data.len()
+            ));
+        }
+        if let Some(fs) = manifest.object(ObjectKind::FileStore) {
+            text.push_str(&format!("\n  file store {}", human_bytes(fs.size_bytes)));
+        }
+        if manifest.object(ObjectKind::DhisConf).is_some() {
+            text.push_str("\n  dhis.conf  included (with encryption.password)");
+        }
+        if let Some(v) = &manifest.dhis2_schema_version {
+            text.push_str(&format!(
+                "\n  DHIS2 schema {v}, PostgreSQL {}",
+                manifest.postgres_version
+            ));
+        }
+        text
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn list(args: ListArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
+    if let Some(i) = &args.instance {
+        validate_instance_name(i)?;
+    }
+    let repo = args.repo.open().await?;
+    let catalog = load_catalog(&repo, args.instance.as_deref()).await?;
+    let summaries: Vec<BackupSummary> = catalog.complete.iter().map(BackupSummary::from).collect();
+    emit(output, &summaries, || {
+        if summaries.is_empty() {
+            return format!("no complete backups in {}", repo.describe());
+        }
+        let now = Utc::now();
+        render_table(
+            &[
+                "id",
+                "instance",
+                "completed",
+                "age",
+                "size",
+                "dhis2",
+                "postgres",
+            ],
+            summaries
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.id.clone(),
+                        s.instance.clone(),
+                        s.completed_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+                        human_duration((now - s.completed_at).num_seconds()),
+                        human_bytes(s.size_bytes),
+                        s.dhis2_schema_version.clone().unwrap_or_else(|| "-".into()),
+                        s.postgres_version.clone(),
+                    ]
+                })
+                .collect(),
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn verify(args: VerifyArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
+    validate_instance_name(&args.instance)?;
+    let repo = args.repo.open().await?;
+    let catalog = load_catalog(&repo, Some(&args.instance)).await?;
+    let manifest = find_backup(&catalog, &repo, &args.instance, &args.id)?;
+    let report = verify_backup(
+        &repo,
+        manifest,
+        args.pg.pg_bin_dir.as_deref(),
+        Progress::new(output.is_machine()),
+    )
+    .await?;
+    emit(output, &report, || {
+        let mut text = format!(
+            "backup {} of {} is intact: {} objects, {} checked",
+            report.id,
+            report.instance,
+            report.objects.len(),
+            human_bytes(report.objects.iter().map(|o| o.size_bytes).sum())
+        );
+        for o in &report.objects {
+            text.push_str(&format!(
+                "\n  {:<22} {:>10}  sha256 {}{}",
+                o.name,
+                human_bytes(o.size_bytes),
+                &o.sha256[..16],
+                o.entries
+                    .map(|e| format!("  ({e} entries)"))
+                    .unwrap_or_default()
+            ));
+        }
+        text
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
+    validate_instance_name(&args.instance)?;
+    let database = DatabaseTarget::parse(&args.database_url, "--database-url")?;
+    let repo = args.repo.open().await?;
+    let catalog = load_catalog(&repo, Some(&args.instance)).await?;
+    let manifest = find_backup(&catalog, &repo, &args.instance, &args.id)?;
+    let request = RestoreRequest {
+        database,
+        files_dir: args.files_dir,
+        dhis_conf: args.dhis_conf,
+        force: args.force,
+        pg_bin_dir: args.pg.pg_bin_dir,
+    };
+    let report = restore_backup(
+        &repo,
+        manifest,
+        &request,
+        Progress::new(output.is_machine()),
+    )
+    .await?;
+    emit(output, &report, || {
+        let mut text = format!(
+            "restored backup {} of {} into {} in {:.1}s",
+            report.id, report.instance, report.target, report.duration_seconds
+        );
+        if let Some(d) = &report.files_dir {
+            text.push_str(&format!("\n  file store -> {d}"));
+        }
+        if let Some(c) = &report.dhis_conf {
+            text.push_str(&format!("\n  dhis.conf  -> {c}"));
+        }
+        for a in &report.kept_aside {
+            text.push_str(&format!("\n  previous contents kept at {a}"));
+        }
+        for step in &report.next_steps {
+            text.push_str(&format!("\nnext: {step}"));
+        }
+        text
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn prune(args: PruneArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
+    validate_instance_name(&args.instance)?;
+    let policy = RetentionPolicy {
+        keep_last: args.keep_last,
+        keep_daily: args.keep_daily,
+        keep_weekly: args.keep_weekly,
+        keep_monthly: args.keep_monthly,
+        time_zone: args.time_zone,
+    };
+    if policy.is_empty() {
+        return Err(BackupError::Input(
+            "prune needs a retention policy: give at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly".into(),
+        ));
+    }
+    let repo = args.repo.open().await?;
+    let report = prune_backups(&repo, &args.instance, &policy, args.dry_run).await?;
+    emit(output, &report, || {
+        let verb = if report.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        let mut text = render_table(
+            &["kept", "why"],
+            report
+                .kept
+                .iter()
+                .map(|k| vec![k.id.clone(), k.reasons.join(",")])
+                .collect(),
+        );
+        text.push_str(&format!(
+            "\n{verb} {} backups, {} incomplete, {} unfinished uploads: {}",
+            report.deleted.len(),
+            report.incomplete_deleted.len(),
+            report.aborted_uploads,
+            human_bytes(report.freed_bytes)
+        ));
+        for id in &report.deleted {
+            text.push_str(&format!("\n  {verb} {id}"));
+        }
+        text
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn drill(args: DrillArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
+    validate_instance_name(&args.instance)?;
+    let scratch = DatabaseTarget::parse(&args.scratch_database_url, "--scratch-database-url")?;
+    let repo = args.repo.open().await?;
+    let catalog = load_catalog(&repo, Some(&args.instance)).await?;
+    let manifest = find_backup(&catalog, &repo, &args.instance, &args.backup)?;
+    let report = run_drill(
+        &repo,
+        manifest,
+        &scratch,
+        args.pg.pg_bin_dir,
+        Progress::new(output.is_machine()),
+    )
+    .await?;
+    emit(output, &report, || {
+        let mut text = format!(
+            "restore drill of backup {} ({}): {}\n  RPO {} (age of the backup)\n  RTO {:.1}s (restore and checks)\n",
+            report.backup_id,
+            report.instance,
+            if report.passed { "PASSED" } else { "FAILED" },
+            human_duration(report.rpo_seconds),
+            report.rto_seconds
+        );
+        text.push_str(&render_table(
+            &["check", "result", "detail"],
+            report
+                .checks
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.name.clone(),
+                        if c.passed { "ok" } else { "FAILED" }.to_string(),
+                        c.detail.clone(),
+                    ]
+                })
+                .collect(),
+        ));
+        for f in &report.failures {
+            text.push_str(&format!("\nfailure: {f}"));
+        }
+        text
+    });
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

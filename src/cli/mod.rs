@@ -1,0 +1,210 @@
+//! `dhis2ctl` (also `kubectl dhis2`): the command line. It parses, calls the engine, and prints.
+
+mod backup;
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::backup::BackupError;
+use crate::backup::repo::{RepoLocation, Repository, S3Options};
+use crate::output::OutputFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dhis2ctl",
+    version,
+    about = "Run DHIS2 safely: backups, verified restores and restore drills",
+    long_about = "Run DHIS2 safely: DHIS2-aware backups into S3 or a local directory, verification, \
+                  guarded restores, retention and restore drills. Works on a plain server; also \
+                  installable as the kubectl plugin `kubectl dhis2`."
+)]
+pub struct Cli {
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value_t
+    )]
+    pub output: OutputFormat,
+    /// More log output (-v info, -vv debug); logs go to stderr. DHIS2_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up, list, verify, restore and prune DHIS2 backups.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Restore the latest backup into a scratch database, check it, wipe it, report RPO/RTO.
+    Drill(DrillArgs),
+    /// Demo data for trying things out and for benchmarks.
+    #[command(subcommand)]
+    Demo(DemoCommand),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RepoArgs {
+    /// Backup repository: s3://BUCKET/PREFIX, file:///PATH or a directory path.
+    #[arg(long, env = "DHIS2_BACKUP_REPO")]
+    pub repo: String,
+    /// S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, Ceph); defaults to AWS_ENDPOINT_URL.
+    #[arg(long, env = "DHIS2_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Path-style S3 addressing (on by default with a custom endpoint).
+    #[arg(long)]
+    pub s3_path_style: Option<bool>,
+    /// S3 region (default: from the AWS configuration, else us-east-1).
+    #[arg(long, env = "DHIS2_S3_REGION")]
+    pub s3_region: Option<String>,
+}
+
+impl RepoArgs {
+    pub async fn open(&self) -> Result<Repository, BackupError> {
+        let location = RepoLocation::parse(&self.repo).map_err(BackupError::Input)?;
+        let options = S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            path_style: self.s3_path_style,
+            region: self.s3_region.clone(),
+        };
+        Ok(Repository::open(location, &options).await?)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PgBinArgs {
+    /// Directory with pg_dump/pg_restore (default: the newest /usr/lib/postgresql/N/bin that fits the server, then PATH).
+    #[arg(long, env = "DHIS2_PG_BIN_DIR")]
+    pub pg_bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Take a backup: database (without regenerated analytics data), file store, dhis.conf.
+    Run(backup::RunArgs),
+    /// List complete backups, newest first.
+    List(backup::ListArgs),
+    /// Re-read a backup and check every object's size, checksum and readability.
+    Verify(backup::VerifyArgs),
+    /// Restore a backup (ID or `latest`) into a database and file store.
+    Restore(backup::RestoreArgs),
+    /// Delete backups that retention no longer keeps, and debris of failed backups.
+    Prune(backup::PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// DHIS2 instance name.
+    #[arg(long)]
+    pub instance: String,
+    /// Backup to drill (default: the latest).
+    #[arg(long, default_value = "latest")]
+    pub backup: String,
+    /// An empty database to restore into; it is wiped again afterwards.
+    #[arg(long, env = "DHIS2_SCRATCH_DATABASE_URL", hide_env_values = true)]
+    pub scratch_database_url: String,
+    #[command(flatten)]
+    pub pg: PgBinArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Create a DHIS2-shaped database (Cambodia-like hierarchy, data values, analytics tables).
+    Seed(demo::SeedArgs),
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DHIS2_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if cli.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Entry point shared by `dhis2ctl` and `kubectl-dhis2`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode, BackupError> {
+    let output = cli.output;
+    match cli.command {
+        Command::Backup(BackupCommand::Run(args)) => backup::run(args, output).await,
+        Command::Backup(BackupCommand::List(args)) => backup::list(args, output).await,
+        Command::Backup(BackupCommand::Verify(args)) => backup::verify(args, output).await,
+        Command::Backup(BackupCommand::Restore(args)) => backup::restore(args, output).await,
+        Command::Backup(BackupCommand::Prune(args)) => backup::prune(args, output).await,
+        Command::Drill(args) => backup::drill(args, output).await,
+        Command::Demo(DemoCommand::Seed(args)) => demo::seed(args, output).await,
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            let name = cmd.get_name().to_string();
+            clap_complete::generate(shell, &mut cmd, name, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Prints a report as JSON/YAML, or as the given human text.
+pub fn emit<T: serde::Serialize>(output: OutputFormat, report: &T, human: impl FnOnce() -> String) {
+    match crate::output::render_structured(output, report) {
+        Some(text) => println!("{text}"),
+        None => println!("{}", human()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

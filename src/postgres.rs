@@ -1,0 +1,204 @@
+//! PostgreSQL connection settings: parsed once from a URL, shown without the password, and handed
+//! to child processes (`pg_dump`, `pg_restore`) through the environment, never the command line.
+
+use std::fmt;
+use std::str::FromStr;
+
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, NoTls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error(
+        "{flag}: not a PostgreSQL connection URL ({reason}); expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+    )]
+    BadUrl { flag: &'static str, reason: String },
+    #[error(
+        "{flag}: the URL names no database; add it after the host, e.g. postgresql://dhis@db.example:5432/dhis2"
+    )]
+    NoDatabase { flag: &'static str },
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("query on {target} failed ({what}): {reason}")]
+    Query {
+        target: String,
+        what: &'static str,
+        reason: String,
+    },
+}
+
+/// Connection settings for one database. `Display` never shows the password.
+#[derive(Clone)]
+pub struct DatabaseTarget {
+    config: tokio_postgres::Config,
+    host: String,
+    port: u16,
+    user: String,
+    dbname: String,
+    password: Option<String>,
+}
+
+impl DatabaseTarget {
+    /// Parses a connection URL; `flag` names the argument in error messages.
+    pub fn parse(url: &str, flag: &'static str) -> Result<Self, PostgresError> {
+        if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+            return Err(PostgresError::BadUrl {
+                flag,
+                reason: "it must start with postgresql://".into(),
+            });
+        }
+        // tokio-postgres' own messages never echo the input, so the password stays out of them.
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| PostgresError::BadUrl {
+            flag,
+            reason: e.to_string(),
+        })?;
+        let host = match config.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_string(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let user = config.get_user().unwrap_or("postgres").to_string();
+        let dbname = config
+            .get_dbname()
+            .map(str::to_string)
+            .ok_or(PostgresError::NoDatabase { flag })?;
+        let password = config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned());
+        Ok(Self {
+            config,
+            host,
+            port,
+            user,
+            dbname,
+            password,
+        })
+    }
+
+    pub fn dbname(&self) -> &str {
+        &self.dbname
+    }
+
+    /// The same server, another database (used by the drill and the demo to create databases).
+    pub fn with_dbname(&self, dbname: &str) -> Self {
+        let mut other = self.clone();
+        other.config.dbname(dbname);
+        other.dbname = dbname.to_string();
+        other
+    }
+
+    /// Environment for libpq-based tools: keeps the password out of `ps` output and logs.
+    pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("PGHOST", self.host.clone()),
+            ("PGPORT", self.port.to_string()),
+            ("PGUSER", self.user.clone()),
+            ("PGDATABASE", self.dbname.clone()),
+            ("PGCONNECT_TIMEOUT", "10".to_string()),
+            ("PGAPPNAME", "dhis2ctl".to_string()),
+        ];
+        if let Some(p) = &self.password {
+            env.push(("PGPASSWORD", p.clone()));
+        }
+        env
+    }
+
+    pub async fn connect(&self) -> Result<Client, PostgresError> {
+        let (client, connection) =
+            self.config
+                .connect(NoTls)
+                .await
+                .map_err(|e| PostgresError::Connect {
+                    target: self.to_string(),
+                    reason: describe_pg_error(&e),
+                })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection closed");
+            }
+        });
+        Ok(client)
+    }
+
+    pub fn query_error(&self, what: &'static str, e: tokio_postgres::Error) -> PostgresError {
+        PostgresError::Query {
+            target: self.to_string(),
+            what,
+            reason: describe_pg_error(&e),
+        }
+    }
+}
+
+impl fmt::Display for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "postgresql://{}@{}:{}/{}",
+            self.user, self.host, self.port, self.dbname
+        )
+    }
+}
+
+impl fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The server's own message when there is one ("password authentication failed for user …").
+pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_string();
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_and_errors_never_show_the_password() {
+        let t = DatabaseTarget::parse(
+            "postgresql://dhis:s3cret@db.moh.gov.kh:5433/dhis2",
+            "--database-url",
+        )
+        .expect("valid url");
+        assert_eq!(t.to_string(), "postgresql://dhis@db.moh.gov.kh:5433/dhis2");
+        assert!(!format!("{t:?}").contains("s3cret"));
+        let env = t.libpq_env();
+        assert!(env.contains(&("PGPASSWORD", "s3cret".to_string())));
+        assert!(env.contains(&("PGPORT", "5433".to_string())));
+    }
+
+    #[test]
+    fn bad_urls_name_the_flag() {
+        let e = DatabaseTarget::parse("mysql://x@y/z", "--database-url").unwrap_err();
+        assert!(e.to_string().starts_with("--database-url:"), "{e}");
+        let e = DatabaseTarget::parse("postgresql://dhis:pw@host:notaport/db", "--database-url")
+            .unwrap_err();
+        assert!(e.to_string().contains("--database-url"), "{e}");
+        assert!(!e.to_string().contains("pw@"), "{e}");
+        let e = DatabaseTarget::parse("postgresql://dhis@host:5432", "--scratch-database-url")
+            .unwrap_err();
+        assert!(e.to_string().contains("names no database"), "{e}");
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

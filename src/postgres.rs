@@ -48,10 +48,18 @@ impl DatabaseTarget {
             });
         }
         // tokio-postgres' own messages never echo the input, so the password stays out of them.
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| PostgresError::BadUrl {
-            flag,
-            reason: e.to_string(),
-        })?;
+        let mut config =
+            tokio_postgres::Config::from_str(url).map_err(|e| PostgresError::BadUrl {
+                flag,
+                reason: e.to_string(),
+            })?;
+        // Like libpq: a URL without a password takes PGPASSWORD, which keeps the password out of
+        // shell history and process listings.
+        if config.get_password().is_none()
+            && let Ok(password) = std::env::var("PGPASSWORD")
+        {
+            config.password(password);
+        }
         let host = match config.get_hosts().first() {
             Some(Host::Tcp(h)) => h.clone(),
             Some(Host::Unix(p)) => p.display().to_string(),

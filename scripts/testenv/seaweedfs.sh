@@ -4,14 +4,15 @@
 #   seaweedfs.sh start DIR ACCESS_KEY SECRET_KEY
 #   seaweedfs.sh stop DIR
 #
-# Data in DIR/data, identity in DIR/s3.json, log in DIR/weed.log, pid in DIR/weed.pid.
-# weed mini also binds fixed ports (7333, 8888, 9333, 9340, 18888, 19333, ...), so only one
+# Data in DIR/data, identity in DIR/s3.json, log in DIR/weed.log (+ glog files weed.*),
+# pid in DIR/weed.pid.
+# weed mini also binds fixed ports (7333, 8888, 9333, 9340, 18888, 19333, 23646, ...), so only one
 # instance can run per machine, and a leftover weed from an earlier run must be killed first.
 set -euo pipefail
 
 S3_PORT=8333
 # Fixed ports of `weed mini` (master, volume, filer, s3, webdav, ... and their gRPC twins).
-WEED_PORTS=(7333 8181 8333 8888 9101 9333 9340 18333 18888 19333 19340)
+WEED_PORTS=(7333 8181 8333 8888 9101 9333 9340 18333 18888 19333 19340 23646 33646)
 START_TIMEOUT=30
 
 die() { echo "seaweedfs.sh: $*" >&2; exit 1; }
@@ -91,9 +92,10 @@ cmd_start() {
   rm -f /tmp/seaweedfs-*.sock   # stale sockets of a killed instance
   (umask 077; printf '%s\n' "$conf" >"$dir/s3.json")
 
-  # -ip=127.0.0.1: otherwise it advertises another interface's address. setsid: own process
-  # group, so stop can kill everything it spawned; stdio detached from the caller.
-  setsid "$weed" mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  # -ip=127.0.0.1: otherwise it advertises another interface's address. -logdir (a global
+  # flag, before `mini`): its glog files otherwise pile up in /tmp. setsid: own process group,
+  # so stop can kill everything it spawned; stdio detached from the caller.
+  setsid "$weed" -logdir="$dir" mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -s3.config="$dir/s3.json" -admin.ui=false >"$dir/weed.log" 2>&1 </dev/null &
   local pid=$!
   echo "$pid" >"$dir/weed.pid"

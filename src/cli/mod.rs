@@ -131,9 +131,10 @@ pub enum DemoCommand {
 }
 
 fn init_logging(cli: &Cli) {
+    // The AWS SDK warns about every credential source it tries; only its errors matter here.
     let default = match cli.verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,aws_config=error,aws_smithy_runtime=error",
+        1 => "info,aws_config=error,aws_smithy_runtime=warn",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DHIS2_LOG")

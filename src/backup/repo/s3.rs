@@ -51,6 +51,19 @@ impl S3Repo {
             )
             .load()
             .await;
+        // Fail early and plainly when no credentials exist, instead of a vague network error later.
+        if let Some(provider) = shared.credentials_provider() {
+            use aws_sdk_s3::config::ProvideCredentials;
+            if let Err(e) = provider.provide_credentials().await {
+                return Err(RepoError::S3 {
+                    location: describe(&bucket, &prefix),
+                    operation: "loading credentials".into(),
+                    reason: format!(
+                        "no usable AWS credentials ({e}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+                    ),
+                });
+            }
+        }
         let endpoint = options
             .endpoint
             .clone()
@@ -87,11 +100,7 @@ impl S3Repo {
     }
 
     pub fn describe(&self) -> String {
-        if self.prefix.is_empty() {
-            format!("s3://{}", self.bucket)
-        } else {
-            format!("s3://{}/{}", self.bucket, self.prefix)
-        }
+        describe(&self.bucket, &self.prefix)
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -417,6 +426,14 @@ impl S3Repo {
             }
         }
         Ok(aborted)
+    }
+}
+
+fn describe(bucket: &str, prefix: &str) -> String {
+    if prefix.is_empty() {
+        format!("s3://{bucket}")
+    } else {
+        format!("s3://{bucket}/{prefix}")
     }
 }
 

@@ -1,0 +1,69 @@
+//! The README promises a backup restores with standard tools alone (sha256sum, zstd, pg_restore,
+//! tar). This test runs exactly those steps, without dhis2ctl.
+
+mod support;
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_restores_with_standard_tools_alone() {
+    let env = env();
+    let (src, src_url) = env.seeded_database("emerg_src").await;
+    let repo = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(files.path().join("document")).unwrap();
+    std::fs::write(files.path().join("document/report.txt"), "របាយការណ៍").unwrap();
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("dhis.conf");
+    std::fs::write(&conf, "encryption.password = abc123\n").unwrap();
+    let out = dhis2ctl(&[
+        "backup", "run", "--database-url", &src_url, "--repo", repo.path().to_str().unwrap(), "--instance", "hmis",
+        "--files-dir", files.path().to_str().unwrap(), "--dhis-conf", conf.to_str().unwrap(), "-o", "json",
+    ])
+    .await;
+    assert_success(&out, "backup");
+    let id = json(&out)["id"].as_str().unwrap().to_string();
+    let (dst, dst_url) = env.create_database("emerg_dst").await;
+    let restored = tempfile::tempdir().unwrap();
+
+    // The same steps as README.md, "Emergency restore with standard tools".
+    let script = r#"
+        set -euo pipefail
+        cd "$BACKUP"
+        jq -r '.objects[] | "\(.sha256)  \(.name)"' manifest.json | sha256sum -c --quiet
+        psql -v ON_ERROR_STOP=1 -q "$TARGET" -c 'CREATE EXTENSION IF NOT EXISTS postgis'
+        zstd -dc database.pgdump.zst | pg_restore --no-owner --no-privileges --exit-on-error -d "$TARGET"
+        mkdir -p "$FILES" && zstd -dc filestore.tar.zst | tar -x -C "$FILES" --strip-components=1
+        zstd -dc dhis.conf.zst > "$CONF" && chmod 600 "$CONF"
+    "#;
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .env("BACKUP", repo.path().join("hmis").join(&id))
+        .env("TARGET", &dst_url)
+        .env("FILES", restored.path().join("files"))
+        .env("CONF", restored.path().join("dhis.conf"))
+        .status()
+        .expect("bash");
+    assert!(status.success(), "the emergency restore steps failed");
+
+    let src_client = env.client(&src).await;
+    let dst_client = env.client(&dst).await;
+    for sql in [
+        "SELECT count(*) FROM datavalue",
+        "SELECT count(*) FROM organisationunit WHERE geometry IS NOT NULL",
+        "SELECT last_value FROM hibernate_sequence",
+    ] {
+        let a: i64 = src_client.query_one(sql, &[]).await.unwrap().get(0);
+        let b: i64 = dst_client.query_one(sql, &[]).await.unwrap().get(0);
+        assert_eq!(a, b, "{sql}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(restored.path().join("files/document/report.txt")).unwrap(),
+        "របាយការណ៍"
+    );
+    assert_eq!(
+        std::fs::read_to_string(restored.path().join("dhis.conf")).unwrap(),
+        "encryption.password = abc123\n"
+    );
+}

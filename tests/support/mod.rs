@@ -1,0 +1,214 @@
+//! Test harness: real PostgreSQL and real SeaweedFS, started by scripts/test.sh (which exports
+//! DHIS2_TEST_PG_URL, DHIS2_TEST_S3_ENDPOINT and AWS credentials). Tests drive the real
+//! `dhis2ctl` binary the way an administrator would.
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::process::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use tokio::process::Command;
+use tokio_postgres::NoTls;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub struct Env {
+    pub pg_url: String,
+    pub s3_endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+pub fn env() -> Env {
+    let get = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run the tests with scripts/test.sh, which starts PostgreSQL and SeaweedFS")
+        })
+    };
+    Env {
+        pg_url: get("DHIS2_TEST_PG_URL"),
+        s3_endpoint: get("DHIS2_TEST_S3_ENDPOINT"),
+        access_key: get("AWS_ACCESS_KEY_ID"),
+        secret_key: get("AWS_SECRET_ACCESS_KEY"),
+    }
+}
+
+/// A name unique to this test run: `prefix-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+impl Env {
+    /// The server URL with another database name.
+    pub fn url_for(&self, db: &str) -> String {
+        let base = self
+            .pg_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&self.pg_url);
+        format!("{base}/{db}")
+    }
+
+    pub async fn client(&self, db: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url_for(db), NoTls)
+            .await
+            .expect("connect to the test PostgreSQL");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// A fresh, empty database; returns its URL.
+    pub async fn create_database(&self, prefix: &str) -> (String, String) {
+        let name = unique(prefix).replace('-', "_");
+        let admin = self.client("postgres").await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        (name.clone(), self.url_for(&name))
+    }
+
+    /// A fresh database filled by `dhis2ctl demo seed --scale small`.
+    pub async fn seeded_database(&self, prefix: &str) -> (String, String) {
+        let (name, url) = self.create_database(prefix).await;
+        let out = dhis2ctl(&["demo", "seed", "--database-url", &url]).await;
+        assert_success(&out, "demo seed");
+        (name, url)
+    }
+
+    pub fn s3_client(&self) -> Client {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&self.s3_endpoint)
+            .force_path_style(true)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                &self.access_key,
+                &self.secret_key,
+                None,
+                None,
+                "test",
+            ))
+            .build();
+        Client::from_conf(config)
+    }
+
+    /// A fresh bucket; returns `s3://bucket/prefix`.
+    pub async fn create_bucket(&self, prefix: &str) -> (String, String) {
+        let bucket = unique(prefix);
+        self.s3_client()
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create bucket");
+        (bucket.clone(), format!("s3://{bucket}/dhis2"))
+    }
+
+    pub async fn s3_keys(&self, bucket: &str) -> Vec<String> {
+        let out = self
+            .s3_client()
+            .list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("list bucket");
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+
+    /// Every secret the tests use: none may ever appear in dhis2ctl's output.
+    pub fn secrets(&self) -> Vec<String> {
+        let pg_password = self
+            .pg_url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .map(|(_, pw)| pw.to_string());
+        let mut secrets = vec![self.secret_key.clone()];
+        secrets.extend(pg_password);
+        secrets
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_dhis2ctl")
+}
+
+/// Runs dhis2ctl with the S3 endpoint of the test environment; checks no secret leaks.
+pub async fn dhis2ctl(args: &[&str]) -> Output {
+    dhis2ctl_with_env(args, &[]).await
+}
+
+pub async fn dhis2ctl_with_env(args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+    let env = env();
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env("DHIS2_S3_ENDPOINT", &env.s3_endpoint)
+        .env_remove("DHIS2_LOG");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("run dhis2ctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for secret in env.secrets() {
+        assert!(
+            !text.contains(&secret),
+            "dhis2ctl {args:?} printed a secret:\n{text}"
+        );
+    }
+    out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// A failure with exactly one line on stderr containing `needle`.
+pub fn assert_clear_failure(out: &Output, needle: &str) {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        stdout(out)
+    );
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "expected one line of error, got:\n{err}"
+    );
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+}
+
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(out), stderr(out)))
+}

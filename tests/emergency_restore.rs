@@ -17,8 +17,20 @@ async fn a_backup_restores_with_standard_tools_alone() {
     let conf = conf_dir.path().join("dhis.conf");
     std::fs::write(&conf, "encryption.password = abc123\n").unwrap();
     let out = dhis2ctl(&[
-        "backup", "run", "--database-url", &src_url, "--repo", repo.path().to_str().unwrap(), "--instance", "hmis",
-        "--files-dir", files.path().to_str().unwrap(), "--dhis-conf", conf.to_str().unwrap(), "-o", "json",
+        "backup",
+        "run",
+        "--database-url",
+        &src_url,
+        "--repo",
+        repo.path().to_str().unwrap(),
+        "--instance",
+        "hmis",
+        "--files-dir",
+        files.path().to_str().unwrap(),
+        "--dhis-conf",
+        conf.to_str().unwrap(),
+        "-o",
+        "json",
     ])
     .await;
     assert_success(&out, "backup");

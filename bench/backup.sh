@@ -24,6 +24,7 @@ trap 'scripts/testenv/down.sh "$BENCH_DIR/env-dir" >/dev/null 2>&1 || true' EXIT
 # shellcheck disable=SC1091
 source "$BENCH_DIR/env-dir/env"
 BASE=${DHIS2_TEST_PG_URL%/*}
+export DHIS2_S3_ENDPOINT=$DHIS2_TEST_S3_ENDPOINT
 export PGPASSWORD=${DHIS2_TEST_PG_URL#postgresql://postgres:}; PGPASSWORD=${PGPASSWORD%%@*}
 export PGHOST=127.0.0.1 PGPORT=55432 PGUSER=postgres
 DB=dhis2_bench_$SCALE
@@ -66,7 +67,7 @@ for i in $(seq 1 "$RUNS"); do
   t2=$(now)
   record baseline.dump "$(elapsed "$t0" "$t1")"; record baseline.upload "$(elapsed "$t1" "$t2")"
   record baseline "$(elapsed "$t0" "$t2")"
-  timed ours "$DHIS2CTL" backup run --database-url "$BASE/$DB" --repo "s3://$BUCKET/ours" --instance bench -o json
+  timed ours "$DHIS2CTL" backup run --database-url "$BASE/$DB" --repo "s3://$BUCKET/ours" --instance bench -o json >/dev/null
 done
 BASELINE_BYTES=$(stat -c %s "$WORK/baseline.dump")
 OURS_BYTES=$("$DHIS2CTL" backup list --repo "s3://$BUCKET/ours" -o json | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['sizeBytes'])")
@@ -75,7 +76,7 @@ for i in $(seq 1 "$RESTORE_RUNS"); do
   echo "restore run $i/$RESTORE_RUNS"
   psql -qc "DROP DATABASE IF EXISTS r_base" -c "DROP DATABASE IF EXISTS r_ours" -c "CREATE DATABASE r_base" -c "CREATE DATABASE r_ours" postgres
   timed restore.baseline pg_restore --no-owner --no-privileges -d r_base "$WORK/baseline.dump"
-  timed restore.ours "$DHIS2CTL" backup restore --repo "s3://$BUCKET/ours" --instance bench latest --database-url "$BASE/r_ours" -o json
+  timed restore.ours "$DHIS2CTL" backup restore --repo "s3://$BUCKET/ours" --instance bench latest --database-url "$BASE/r_ours" -o json >/dev/null
 done
 psql -qc "DROP DATABASE IF EXISTS r_base" -c "DROP DATABASE IF EXISTS r_ours" postgres
 $S3 rb --force "s3://$BUCKET" >/dev/null

@@ -3,7 +3,9 @@
 
 pub mod backup;
 pub mod cli;
+pub mod crd;
 pub mod demo;
+pub mod operator;
 pub mod output;
 pub mod postgres;
 pub mod progress;

@@ -96,6 +96,14 @@ impl DatabaseTarget {
         other
     }
 
+    /// The same target with a password given separately (e.g. read from a Kubernetes Secret).
+    pub fn with_password(&self, password: &str) -> Self {
+        let mut other = self.clone();
+        other.config.password(password);
+        other.password = Some(password.to_string());
+        other
+    }
+
     /// Environment for libpq-based tools: keeps the password out of `ps` output and logs.
     pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![

@@ -1,0 +1,165 @@
+//! `Dhis2Instance`: one DHIS2 (the `dhis2/core` image on Tomcat) with its dhis.conf, file store,
+//! Service and Ingress, over a `Dhis2Database`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{DeletionPolicy, Resources, VolumeSpec};
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "dhis2operator.io",
+    version = "v1alpha1",
+    kind = "Dhis2Instance",
+    plural = "dhis2instances",
+    shortname = "d2",
+    shortname = "dhis2",
+    category = "dhis2",
+    namespaced,
+    status = "Dhis2InstanceStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.version"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Environment","type":"string","jsonPath":".spec.environment"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Dhis2InstanceSpec {
+    /// DHIS2 version, e.g. `2.41.3` (or `41.3.0`); selects the `dhis2/core` image tag.
+    #[schemars(regex(pattern = r"^(2\.)?[0-9]{2}\.[0-9]+(\.[0-9]+)?$"))]
+    pub version: String,
+    /// Image override (e.g. an immutable `dhis2/core:41.3.0-<timestamp>` tag or a mirror).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub environment: Environment,
+    /// DHIS2 replicas; more than one needs `redis` (DHIS2 clusters require it).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 20))]
+    pub replicas: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// A `Dhis2Database` in the same namespace; when absent the instance gets its own managed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_ref: Option<String>,
+    /// Volume of the dedicated managed database (when `databaseRef` is absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_storage: Option<VolumeSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_store: Option<FileStore>,
+    /// Public host name: sets server.base.url and an Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+    /// Extra dhis.conf keys (the operator's own keys win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dhis_conf: BTreeMap<String, String>,
+    /// JVM options (JAVA_OPTS); the operator's defaults size the heap from the memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jvm_options: Option<String>,
+    /// Redis, required by DHIS2 for more than one replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpec>,
+    /// Secret with `username`/`password` of a DHIS2 account the operator uses for
+    /// /api/system/info (non-superusers get a stripped answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_secret_ref: Option<String>,
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Staging,
+    Production,
+    Training,
+    Other,
+}
+
+/// Where DHIS2 keeps uploaded files: a volume (filesystem provider) or S3.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileStore {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3FileStore>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3FileStore {
+    pub bucket: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Secret with `accessKey` and `secretKey`.
+    pub credentials_secret_ref: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// TLS Secret for the hostname.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    pub host: String,
+    #[serde(default = "default_redis_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Secret with `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<String>,
+    #[serde(default)]
+    pub ssl: bool,
+}
+
+fn default_redis_port() -> i32 {
+    6379
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Dhis2InstanceStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pending, Provisioning, Migrating, Ready, Degraded or Deleting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// `Ready`, `Progressing`, `Degraded`, `DatabaseReady`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The version DHIS2 itself reports (/api/system/info → version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// /api/system/info → revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Outcome of the last health probe, e.g. `pong`, or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_health_check: Option<String>,
+    /// URL DHIS2 answers on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}

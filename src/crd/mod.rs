@@ -1,0 +1,29 @@
+//! The custom resources (API group `dhis2operator.io`, version `v1alpha1`): what an MoH IT
+//! officer declares. Schemas come from these types; `dhis2-operator crd` prints them and
+//! manifests/crds/ holds the generated copy (CI fails when it drifts).
+
+pub mod common;
+pub mod dhis2_database;
+pub mod dhis2_instance;
+
+use kube::CustomResourceExt;
+
+pub use dhis2_database::{Dhis2Database, Dhis2DatabaseSpec};
+pub use dhis2_instance::{Dhis2Instance, Dhis2InstanceSpec};
+
+pub const API_GROUP: &str = "dhis2operator.io";
+
+/// Every CRD, in the order they should be applied, as one multi-document YAML.
+pub fn crds_yaml() -> String {
+    let crds = [Dhis2Database::crd(), Dhis2Instance::crd()];
+    crds.iter()
+        .map(|crd| {
+            // serde-saphyr: kube-rs' choice now that serde_yaml is unmaintained.
+            let mut doc = serde_saphyr::to_string(crd).unwrap_or_default();
+            if !doc.ends_with('\n') {
+                doc.push('\n');
+            }
+            format!("---\n{doc}")
+        })
+        .collect()
+}

@@ -1,0 +1,73 @@
+//! What every reconcile needs: the API client, an event recorder, metrics, an HTTP client for
+//! DHIS2's health endpoints, and the namespace scope.
+
+use std::sync::Arc;
+
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use super::metrics::Metrics;
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub http: reqwest::Client,
+    /// Watch one namespace, or all when `None`.
+    pub namespace: Option<String>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, namespace: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: "dhis2-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            http: reqwest::Client::builder()
+                .user_agent(concat!("dhis2-operator/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default(),
+            namespace,
+        }
+    }
+
+    /// The API for a namespaced kind in the object's namespace.
+    pub fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Publishes an Event on `obj`; failures to publish are logged, never fatal.
+    pub async fn event<K>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(object = %obj.name_any(), error = %e, "could not publish an event");
+        }
+    }
+}

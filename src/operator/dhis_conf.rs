@@ -1,0 +1,182 @@
+//! Renders `dhis.conf` for an instance (pure). The operator's keys — connection, base URL, file
+//! store, cluster — win over extra keys from the spec, so a typo in `spec.dhisConf` cannot point
+//! DHIS2 at another database.
+
+use std::collections::BTreeMap;
+
+use crate::crd::dhis2_instance::Dhis2InstanceSpec;
+
+/// Connection settings read from the database's credentials Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConnection {
+    pub host: String,
+    pub port: String,
+    pub database: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// Secret values the file store and Redis need, read from their Secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterSecrets {
+    pub s3_access_key: Option<String>,
+    pub s3_secret_key: Option<String>,
+    pub redis_password: Option<String>,
+}
+
+pub fn render_dhis_conf(
+    spec: &Dhis2InstanceSpec,
+    db: &DatabaseConnection,
+    secrets: &ClusterSecrets,
+) -> String {
+    let mut keys: BTreeMap<String, String> = spec.dhis_conf.clone();
+    let mut set = |k: &str, v: String| {
+        keys.insert(k.to_string(), v);
+    };
+    set(
+        "connection.url",
+        format!("jdbc:postgresql://{}:{}/{}", db.host, db.port, db.database),
+    );
+    set("connection.username", db.username.clone());
+    set("connection.password", db.password.clone());
+    if let Some(host) = &spec.hostname {
+        let scheme = if spec
+            .ingress
+            .as_ref()
+            .and_then(|i| i.tls_secret_name.as_ref())
+            .is_some()
+        {
+            "https"
+        } else {
+            "http"
+        };
+        set("server.base.url", format!("{scheme}://{host}"));
+    }
+    match spec.file_store.as_ref().and_then(|f| f.s3.as_ref()) {
+        Some(s3) => {
+            set(
+                "filestore.provider",
+                if s3.endpoint.is_some() {
+                    "s3"
+                } else {
+                    "aws-s3"
+                }
+                .into(),
+            );
+            set("filestore.container", s3.bucket.clone());
+            if let Some(e) = &s3.endpoint {
+                set("filestore.endpoint", e.clone());
+            }
+            if let Some(r) = &s3.region {
+                set("filestore.location", r.clone());
+            }
+            if let Some(a) = &secrets.s3_access_key {
+                set("filestore.identity", a.clone());
+            }
+            if let Some(s) = &secrets.s3_secret_key {
+                set("filestore.secret", s.clone());
+            }
+        }
+        None => set("filestore.provider", "filesystem".into()),
+    }
+    if let Some(redis) = &spec.redis {
+        set("redis.enabled", "on".into());
+        set("redis.host", redis.host.clone());
+        set("redis.port", redis.port.to_string());
+        set(
+            "redis.use.ssl",
+            if redis.ssl { "true" } else { "false" }.into(),
+        );
+        if let Some(p) = &secrets.redis_password {
+            set("redis.password", p.clone());
+        }
+    }
+    // Metrics for /api/metrics unless the spec says otherwise.
+    for key in [
+        "monitoring.api.enabled",
+        "monitoring.jvm.enabled",
+        "monitoring.dbpool.enabled",
+        "monitoring.uptime.enabled",
+    ] {
+        keys.entry(key.to_string())
+            .or_insert_with(|| "on".to_string());
+    }
+    let mut out =
+        String::from("# Rendered by dhis2-operator; edit the Dhis2Instance, not this file.\n");
+    for (k, v) in keys {
+        out.push_str(&format!("{k} = {v}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::dhis2_instance::{FileStore, RedisSpec, S3FileStore};
+
+    fn spec(yaml: &str) -> Dhis2InstanceSpec {
+        serde_saphyr::from_str(yaml).expect("fixture")
+    }
+
+    fn db() -> DatabaseConnection {
+        DatabaseConnection {
+            host: "hmis-db".into(),
+            port: "5432".into(),
+            database: "dhis2".into(),
+            username: "dhis".into(),
+            password: "pw".into(),
+        }
+    }
+
+    #[test]
+    fn operator_keys_win_over_extra_keys() {
+        let s = spec(
+            "version: '2.41.3'\nenvironment: production\nhostname: hmis.moh.gov.kh\ndhisConf:\n  connection.url: jdbc:postgresql://evil/db\n  system.session.timeout: '3600'\n",
+        );
+        let conf = render_dhis_conf(&s, &db(), &ClusterSecrets::default());
+        assert!(
+            conf.contains("connection.url = jdbc:postgresql://hmis-db:5432/dhis2\n"),
+            "{conf}"
+        );
+        assert!(!conf.contains("evil"));
+        assert!(conf.contains("system.session.timeout = 3600\n"));
+        assert!(conf.contains("server.base.url = http://hmis.moh.gov.kh\n"));
+        assert!(conf.contains("filestore.provider = filesystem\n"));
+    }
+
+    #[test]
+    fn s3_file_store_and_redis_keys() {
+        let mut s = spec("version: '2.41.3'\nenvironment: production\nreplicas: 2\n");
+        s.file_store = Some(FileStore {
+            volume: None,
+            s3: Some(S3FileStore {
+                bucket: "hmis-files".into(),
+                endpoint: Some("https://minio.moh".into()),
+                region: None,
+                credentials_secret_ref: "s3".into(),
+            }),
+        });
+        s.redis = Some(RedisSpec {
+            host: "redis".into(),
+            port: 6379,
+            password_secret_ref: None,
+            ssl: false,
+        });
+        let secrets = ClusterSecrets {
+            s3_access_key: Some("AK".into()),
+            s3_secret_key: Some("SK".into()),
+            redis_password: Some("rp".into()),
+        };
+        let conf = render_dhis_conf(&s, &db(), &secrets);
+        for line in [
+            "filestore.provider = s3",
+            "filestore.container = hmis-files",
+            "filestore.identity = AK",
+            "redis.enabled = on",
+            "redis.host = redis",
+            "redis.password = rp",
+        ] {
+            assert!(conf.contains(line), "{line} missing:\n{conf}");
+        }
+    }
+}

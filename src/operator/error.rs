@@ -1,0 +1,37 @@
+//! Errors of the operator's reconcile loops, one variant per failing step.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "{kind} {name} exists and is not managed by dhis2-operator; rename or delete it, the operator will not overwrite it"
+    )]
+    Conflict { kind: &'static str, name: String },
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    pub fn kube(what: impl Into<String>, source: kube::Error) -> Self {
+        Self::Kube {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// A short label for the error metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "kube",
+            Self::Conflict { .. } => "conflict",
+            Self::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,312 @@
+//! The objects a `Dhis2Instance` needs (pure): the dhis.conf Secret, the file store volume claim,
+//! the DHIS2 Deployment, its Service and Ingress, and — without `databaseRef` — a dedicated
+//! `Dhis2Database` it owns.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, HTTPGetAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
+    Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec as K8sIngressSpec, IngressTLS, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use sha2::{Digest, Sha256};
+
+use crate::crd::common::DeletionPolicy;
+use crate::crd::dhis2_database::{Dhis2Database, Dhis2DatabaseSpec};
+use crate::crd::dhis2_instance::Dhis2Instance;
+
+use super::database_build::resource_requirements;
+use super::dhis_conf::{ClusterSecrets, DatabaseConnection, render_dhis_conf};
+use super::labels::{
+    dedicated_database_name, dhis_conf_secret_name, file_store_claim_name, labels, selector,
+};
+
+pub const APP: &str = "dhis2";
+pub const DEFAULT_FILE_STORE: &str = "10Gi";
+pub const CONFIG_HASH_ANNOTATION: &str = "dhis2operator.io/config-hash";
+const JAVA_DEFAULTS: &str = "-XX:MaxRAMPercentage=75 -XX:+UseG1GC -Dfile.encoding=UTF-8";
+
+pub struct InstanceChildren {
+    pub dhis_conf_secret: Secret,
+    pub file_store_claim: Option<PersistentVolumeClaim>,
+    pub deployment: Deployment,
+    pub service: Service,
+    pub ingress: Option<Ingress>,
+}
+
+/// `dhis2/core:<version>`; DHIS2 publishes both `2.41.3` and `41.3.0` style tags.
+pub fn dhis2_image(instance: &Dhis2Instance) -> String {
+    instance
+        .spec
+        .image
+        .clone()
+        .unwrap_or_else(|| format!("dhis2/core:{}", instance.spec.version))
+}
+
+fn owner(instance: &Dhis2Instance) -> Option<Vec<OwnerReference>> {
+    instance.controller_owner_ref(&()).map(|o| vec![o])
+}
+
+/// The managed database an instance without `databaseRef` gets; it follows the instance's
+/// deletion policy.
+pub fn build_dedicated_database(instance: &Dhis2Instance) -> Dhis2Database {
+    let name = instance.metadata.name.clone().unwrap_or_default();
+    let mut db = Dhis2Database::new(
+        &dedicated_database_name(&name),
+        Dhis2DatabaseSpec {
+            provider: Default::default(),
+            image: None,
+            storage: instance.spec.database_storage.clone(),
+            resources: None,
+            parameters: BTreeMap::new(),
+            external_secret_ref: None,
+            deletion_policy: instance.spec.deletion_policy,
+        },
+    );
+    db.metadata.namespace = instance.metadata.namespace.clone();
+    db.metadata.labels = Some(labels(APP, &name, "database"));
+    db.metadata.owner_references = owner(instance);
+    db
+}
+
+pub fn build_instance_children(
+    instance: &Dhis2Instance,
+    db: &DatabaseConnection,
+    secrets: &ClusterSecrets,
+) -> InstanceChildren {
+    let name = instance.metadata.name.clone().unwrap_or_default();
+    let namespace = instance.metadata.namespace.clone();
+    let lbl = labels(APP, &name, "dhis2");
+    let meta = |object_name: String, owned: bool| ObjectMeta {
+        name: Some(object_name),
+        namespace: namespace.clone(),
+        labels: Some(lbl.clone()),
+        owner_references: if owned { owner(instance) } else { None },
+        ..Default::default()
+    };
+    let spec = &instance.spec;
+    let conf = render_dhis_conf(spec, db, secrets);
+    let conf_hash = hex::encode(Sha256::digest(conf.as_bytes()));
+    let dhis_conf_secret = Secret {
+        metadata: meta(dhis_conf_secret_name(&name), true),
+        string_data: Some(BTreeMap::from([("dhis.conf".to_string(), conf)])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    let uses_s3 = spec
+        .file_store
+        .as_ref()
+        .and_then(|f| f.s3.as_ref())
+        .is_some();
+    let file_store_claim = (!uses_s3).then(|| {
+        let volume = spec.file_store.as_ref().and_then(|f| f.volume.as_ref());
+        PersistentVolumeClaim {
+            // Uploaded files are health data too: kept unless deletionPolicy is Delete.
+            metadata: meta(
+                file_store_claim_name(&name),
+                spec.deletion_policy == DeletionPolicy::Delete,
+            ),
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: volume.and_then(|v| v.storage_class_name.clone()),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".to_string(),
+                        Quantity(
+                            volume
+                                .map(|v| v.size.clone())
+                                .unwrap_or_else(|| DEFAULT_FILE_STORE.into()),
+                        ),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    });
+
+    let ping = |period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/api/system/ping".into()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(5),
+        ..Default::default()
+    };
+    let java_opts = match &spec.jvm_options {
+        Some(extra) => format!("{JAVA_DEFAULTS} {extra}"),
+        None => JAVA_DEFAULTS.to_string(),
+    };
+    let mut mounts = vec![VolumeMount {
+        name: "dhis-conf".into(),
+        mount_path: "/opt/dhis2/dhis.conf".into(),
+        sub_path: Some("dhis.conf".into()),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "dhis-conf".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(dhis_conf_secret_name(&name)),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    if !uses_s3 {
+        mounts.push(VolumeMount {
+            name: "files".into(),
+            mount_path: "/opt/dhis2/files".into(),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: "files".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: file_store_claim_name(&name),
+                read_only: None,
+            }),
+            ..Default::default()
+        });
+    }
+    let deployment = Deployment {
+        metadata: meta(name.clone(), true),
+        spec: DeploymentSpec {
+            replicas: Some(spec.replicas),
+            // Two DHIS2 versions must never run against one database: never overlap pods.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                rolling_update: None,
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector(APP, &name)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(lbl.clone()),
+                    // A changed dhis.conf restarts DHIS2, which reads it only at startup.
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        conf_hash,
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    termination_grace_period_seconds: Some(60),
+                    containers: vec![Container {
+                        name: "dhis2".into(),
+                        image: Some(dhis2_image(instance)),
+                        env: Some(vec![
+                            EnvVar {
+                                name: "DHIS2_HOME".into(),
+                                value: Some("/opt/dhis2".into()),
+                                ..Default::default()
+                            },
+                            EnvVar {
+                                name: "JAVA_OPTS".into(),
+                                value: Some(java_opts),
+                                ..Default::default()
+                            },
+                        ]),
+                        ports: Some(vec![ContainerPort {
+                            name: Some("http".into()),
+                            container_port: 8080,
+                            ..Default::default()
+                        }]),
+                        // Flyway migrates at startup, for long on big databases: allow an hour.
+                        startup_probe: Some(ping(10, 360)),
+                        readiness_probe: Some(ping(10, 3)),
+                        liveness_probe: Some(ping(20, 6)),
+                        resources: Some(resource_requirements(
+                            spec.resources.as_ref(),
+                            "1",
+                            "4Gi",
+                            "6Gi",
+                        )),
+                        volume_mounts: Some(mounts),
+                        ..Default::default()
+                    }],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let service = Service {
+        metadata: meta(name.clone(), true),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(APP, &name)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("http".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ingress = spec.hostname.as_ref().map(|host| {
+        let ing = spec.ingress.clone().unwrap_or_default();
+        let mut m = meta(name.clone(), true);
+        if !ing.annotations.is_empty() {
+            m.annotations = Some(ing.annotations.clone());
+        }
+        Ingress {
+            metadata: m,
+            spec: Some(K8sIngressSpec {
+                ingress_class_name: ing.class_name.clone(),
+                tls: ing.tls_secret_name.as_ref().map(|s| {
+                    vec![IngressTLS {
+                        hosts: Some(vec![host.clone()]),
+                        secret_name: Some(s.clone()),
+                    }]
+                }),
+                rules: Some(vec![IngressRule {
+                    host: Some(host.clone()),
+                    http: Some(HTTPIngressRuleValue {
+                        paths: vec![HTTPIngressPath {
+                            path: Some("/".into()),
+                            path_type: "Prefix".into(),
+                            backend: IngressBackend {
+                                service: Some(IngressServiceBackend {
+                                    name: name.clone(),
+                                    port: Some(ServiceBackendPort {
+                                        name: Some("http".into()),
+                                        number: None,
+                                    }),
+                                }),
+                                resource: None,
+                            },
+                        }],
+                    }),
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    });
+    InstanceChildren {
+        dhis_conf_secret,
+        file_store_claim,
+        deployment,
+        service,
+        ingress,
+    }
+}

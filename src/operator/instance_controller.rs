@@ -1,0 +1,322 @@
+//! Reconciles `Dhis2Instance`: validate → database → build → apply → prune → probe DHIS2 →
+//! status. Children are owned by the instance and garbage-collected with it; the file store
+//! volume and the database's data follow `deletionPolicy`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database};
+use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceStatus};
+
+use super::apply::{apply_owned, prune_owned};
+use super::conditions::{is_true, merge_conditions};
+use super::context::Context;
+use super::database_controller::connection_from_secret;
+use super::dhis_conf::{ClusterSecrets, DatabaseConnection};
+use super::error::{Error, Result};
+use super::health::{Dhis2Health, probe};
+use super::instance_build::{APP, build_dedicated_database, build_instance_children};
+use super::labels::{ENDPOINT_OVERRIDE_ANNOTATION, credentials_secret_name};
+use super::status::{InstanceObservation, instance_phase_and_conditions};
+use super::validate::validate_instance;
+
+pub const KIND: &str = "Dhis2Instance";
+
+pub async fn reconcile(instance: Arc<Dhis2Instance>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started(KIND);
+    if instance.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = instance.namespace().unwrap_or_else(|| "default".into());
+    match reconcile_instance(&instance, &ctx, &ns).await {
+        Err(e @ Error::Conflict { .. }) => {
+            ctx.event(&*instance, true, "Conflict", "Apply", e.to_string())
+                .await;
+            write_status(
+                &instance,
+                &ctx,
+                &ns,
+                vec![e.to_string()],
+                Err(String::new()),
+                0,
+                None,
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(60)))
+        }
+        other => other,
+    }
+}
+
+pub fn error_policy(instance: Arc<Dhis2Instance>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(instance = %instance.name_any(), %error, "reconcile failed");
+    ctx.metrics.reconcile_failed(KIND, error.metric_label());
+    Action::requeue(Duration::from_secs(15))
+}
+
+async fn secret_value(ctx: &Context, ns: &str, name: &str, key: &str) -> Result<Option<String>> {
+    let secret = ctx
+        .api::<Secret>(ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Secret {name}"), e))?;
+    Ok(secret.and_then(|s| {
+        s.data
+            .and_then(|d| d.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok()))
+    }))
+}
+
+/// The database's connection settings, or why DHIS2 cannot connect yet.
+async fn database_connection(
+    instance: &Dhis2Instance,
+    ctx: &Context,
+    ns: &str,
+) -> Result<std::result::Result<DatabaseConnection, String>> {
+    let databases: Api<Dhis2Database> = ctx.api(ns);
+    let db = match &instance.spec.database_ref {
+        Some(name) => match databases
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::kube(format!("reading Dhis2Database {name}"), e))?
+        {
+            Some(db) => db,
+            None => {
+                return Ok(Err(format!(
+                    "Dhis2Database {name} (spec.databaseRef) does not exist"
+                )));
+            }
+        },
+        None => {
+            apply_owned(
+                &databases,
+                "Dhis2Database",
+                &build_dedicated_database(instance),
+            )
+            .await?
+        }
+    };
+    let db_name = db.name_any();
+    let ready = db
+        .status
+        .as_ref()
+        .is_some_and(|s| is_true(&s.conditions, "Ready"));
+    if !ready {
+        let why = db
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.message.clone())
+            .unwrap_or_else(|| "not reconciled yet".into());
+        return Ok(Err(format!("Dhis2Database {db_name} is not ready: {why}")));
+    }
+    let secret_name = match db.spec.provider {
+        DatabaseProvider::Managed => credentials_secret_name(&db_name),
+        DatabaseProvider::External => db.spec.external_secret_ref.clone().unwrap_or_default(),
+    };
+    let secret = ctx
+        .api::<Secret>(ns)
+        .get_opt(&secret_name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Secret {secret_name}"), e))?;
+    Ok(secret
+        .as_ref()
+        .and_then(connection_from_secret)
+        .ok_or_else(|| {
+            format!("Secret {secret_name} with the database credentials is missing or incomplete")
+        }))
+}
+
+async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -> Result<Action> {
+    let name = instance.name_any();
+    let problems: Vec<String> = validate_instance(&instance.spec)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !problems.is_empty() {
+        let old_generation = instance.status.as_ref().and_then(|s| s.observed_generation);
+        if old_generation != instance.metadata.generation {
+            ctx.event(
+                instance,
+                true,
+                "InvalidSpec",
+                "Validate",
+                problems.join("; "),
+            )
+            .await;
+        }
+        write_status(
+            instance,
+            ctx,
+            ns,
+            problems,
+            Err("not checked".into()),
+            0,
+            None,
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+    let connection = match database_connection(instance, ctx, ns).await? {
+        Ok(c) => c,
+        Err(why) => {
+            write_status(instance, ctx, ns, vec![], Err(why), 0, None).await?;
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+    };
+    let mut secrets = ClusterSecrets::default();
+    if let Some(s3) = instance
+        .spec
+        .file_store
+        .as_ref()
+        .and_then(|f| f.s3.as_ref())
+    {
+        secrets.s3_access_key =
+            secret_value(ctx, ns, &s3.credentials_secret_ref, "accessKey").await?;
+        secrets.s3_secret_key =
+            secret_value(ctx, ns, &s3.credentials_secret_ref, "secretKey").await?;
+    }
+    if let Some(secret) = instance
+        .spec
+        .redis
+        .as_ref()
+        .and_then(|r| r.password_secret_ref.as_ref())
+    {
+        secrets.redis_password = secret_value(ctx, ns, secret, "password").await?;
+    }
+    let children = build_instance_children(instance, &connection, &secrets);
+    apply_owned(&ctx.api::<Secret>(ns), "Secret", &children.dhis_conf_secret).await?;
+    if let Some(claim) = &children.file_store_claim {
+        apply_owned(
+            &ctx.api::<PersistentVolumeClaim>(ns),
+            "PersistentVolumeClaim",
+            claim,
+        )
+        .await?;
+    }
+    apply_owned(&ctx.api::<Service>(ns), "Service", &children.service).await?;
+    let deployment = apply_owned(
+        &ctx.api::<Deployment>(ns),
+        "Deployment",
+        &children.deployment,
+    )
+    .await?;
+    let ingresses: Api<Ingress> = ctx.api(ns);
+    let mut keep = vec![];
+    if let Some(ingress) = &children.ingress {
+        apply_owned(&ingresses, "Ingress", ingress).await?;
+        keep.push(name.clone());
+    }
+    let selector = format!("app.kubernetes.io/name={APP},app.kubernetes.io/instance={name}");
+    prune_owned(&ingresses, "Ingress", &selector, &keep).await?;
+
+    let ready_replicas = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let endpoint = instance
+        .annotations()
+        .get(ENDPOINT_OVERRIDE_ANNOTATION)
+        .cloned()
+        .unwrap_or_else(|| format!("http://{name}.{ns}.svc"));
+    let health = if ready_replicas > 0
+        || instance
+            .annotations()
+            .contains_key(ENDPOINT_OVERRIDE_ANNOTATION)
+    {
+        let account = match &instance.spec.admin_secret_ref {
+            Some(s) => match (
+                secret_value(ctx, ns, s, "username").await?,
+                secret_value(ctx, ns, s, "password").await?,
+            ) {
+                (Some(u), Some(p)) => Some((u, p)),
+                _ => None,
+            },
+            None => None,
+        };
+        Some(
+            probe(
+                &ctx.http,
+                &endpoint,
+                account.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+    write_status(
+        instance,
+        ctx,
+        ns,
+        vec![],
+        Ok(()),
+        ready_replicas,
+        health.as_ref(),
+    )
+    .await?;
+    let ready =
+        matches!(health, Some(Dhis2Health::Up { .. })) && ready_replicas >= instance.spec.replicas;
+    Ok(Action::requeue(Duration::from_secs(if ready {
+        60
+    } else {
+        15
+    })))
+}
+
+async fn write_status(
+    instance: &Dhis2Instance,
+    ctx: &Context,
+    ns: &str,
+    problems: Vec<String>,
+    database: std::result::Result<(), String>,
+    ready_replicas: i32,
+    health: Option<&Dhis2Health>,
+) -> Result<()> {
+    let name = instance.name_any();
+    let old = instance.status.clone().unwrap_or_default();
+    let (phase, conditions) = instance_phase_and_conditions(&InstanceObservation {
+        generation: instance.metadata.generation,
+        problems: &problems,
+        database,
+        desired_replicas: instance.spec.replicas,
+        ready_replicas,
+        health,
+    });
+    let (version, revision) = match health {
+        Some(Dhis2Health::Up { version, revision }) => (version.clone(), revision.clone()),
+        _ => (old.version.clone(), old.revision.clone()),
+    };
+    let status = Dhis2InstanceStatus {
+        observed_generation: instance.metadata.generation,
+        phase: Some(phase),
+        conditions: merge_conditions(&old.conditions, conditions),
+        version,
+        revision,
+        ready_replicas: Some(ready_replicas),
+        last_health_check: health.map(Dhis2Health::summary).or(old.last_health_check),
+        endpoint: instance
+            .spec
+            .hostname
+            .as_ref()
+            .map(|h| format!("http://{h}"))
+            .or_else(|| Some(format!("http://{name}.{ns}.svc"))),
+    };
+    let api: Api<Dhis2Instance> = ctx.api(ns);
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .map_err(|e| Error::kube(format!("writing the status of Dhis2Instance {name}"), e))?;
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! Names and labels of the objects the operator creates: deterministic, and carrying the
+//! standard `app.kubernetes.io/*` labels so what the operator owns can be found and pruned.
+
+use std::collections::BTreeMap;
+
+pub const MANAGED_BY: &str = "dhis2-operator";
+/// The one server-side-apply field manager.
+pub const FIELD_MANAGER: &str = "dhis2-operator";
+pub const FINALIZER: &str = "dhis2operator.io/finalizer";
+/// Lets an operator running outside the cluster (development, tests) reach DHIS2.
+pub const ENDPOINT_OVERRIDE_ANNOTATION: &str = "dhis2operator.io/endpoint-override";
+
+pub fn labels(app: &str, instance: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), app.to_string()),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            instance.to_string(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            component.to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            MANAGED_BY.to_string(),
+        ),
+    ])
+}
+
+/// The subset of labels that selects pods (must never change over an object's life).
+pub fn selector(app: &str, instance: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), app.to_string()),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            instance.to_string(),
+        ),
+    ])
+}
+
+pub fn credentials_secret_name(database: &str) -> String {
+    format!("{database}-credentials")
+}
+
+pub fn dhis_conf_secret_name(instance: &str) -> String {
+    format!("{instance}-dhis-conf")
+}
+
+pub fn file_store_claim_name(instance: &str) -> String {
+    format!("{instance}-files")
+}
+
+pub fn dedicated_database_name(instance: &str) -> String {
+    format!("{instance}-db")
+}
+
+/// The volume claim a StatefulSet creates from its `data` template for pod 0.
+pub fn database_data_claim_name(database: &str) -> String {
+    format!("data-{database}-0")
+}

@@ -1,0 +1,21 @@
+//! The Kubernetes operator: reconciles `Dhis2Database` and `Dhis2Instance` resources. Decisions
+//! (what objects are needed, what is wrong with a spec, what status to report) are pure functions
+//! in their own files; the controllers are the thin I/O shell around them.
+
+pub mod apply;
+pub mod conditions;
+pub mod context;
+pub mod database_build;
+pub mod database_controller;
+pub mod dhis_conf;
+pub mod error;
+pub mod health;
+pub mod instance_build;
+pub mod instance_controller;
+pub mod labels;
+pub mod metrics;
+pub mod quantity;
+pub mod run;
+pub mod server;
+pub mod status;
+pub mod validate;

@@ -1,0 +1,121 @@
+//! Starts the operator: checks the CRDs are installed, serves health and metrics, and runs both
+//! controllers until SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, ListParams};
+use kube::runtime::{Controller, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::crd::{Dhis2Database, Dhis2Instance};
+
+use super::context::Context;
+use super::labels::MANAGED_BY;
+use super::metrics::Metrics;
+use super::{database_controller, instance_controller, server};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot reach the Kubernetes API (kubeconfig or in-cluster config): {0}")]
+    Client(String),
+    #[error(
+        "the dhis2operator.io CRDs are not installed ({0}); run: dhis2-operator crd | kubectl apply -f -"
+    )]
+    CrdsMissing(String),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Serve {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+pub async fn run(namespace: Option<String>, metrics_addr: SocketAddr) -> Result<(), StartError> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| StartError::Client(e.to_string()))?;
+    let ns = namespace.as_deref();
+    for check in [
+        api::<Dhis2Instance>(&client, ns)
+            .list(&ListParams::default().limit(1))
+            .await
+            .map(|_| ()),
+        api::<Dhis2Database>(&client, ns)
+            .list(&ListParams::default().limit(1))
+            .await
+            .map(|_| ()),
+    ] {
+        check.map_err(|e| StartError::CrdsMissing(e.to_string()))?;
+    }
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener_check = tokio::net::TcpListener::bind(metrics_addr)
+        .await
+        .map_err(|source| StartError::Serve {
+            addr: metrics_addr,
+            source,
+        })?;
+    drop(listener_check);
+    tokio::spawn(server::serve(metrics_addr, metrics.clone(), ready.clone()));
+
+    let ctx = Arc::new(Context::new(client.clone(), metrics, namespace.clone()));
+    // Only our children wake the controllers: fewer events, less memory.
+    let ours =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+    let databases = Controller::new(
+        api::<Dhis2Database>(&client, ns),
+        watcher::Config::default(),
+    )
+    .owns(api::<StatefulSet>(&client, ns), ours.clone())
+    .owns(api::<Service>(&client, ns), ours.clone())
+    .owns(api::<Secret>(&client, ns), ours.clone())
+    .shutdown_on_signal()
+    .run(
+        database_controller::reconcile,
+        database_controller::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| futures::future::ready(()));
+    let instances = Controller::new(
+        api::<Dhis2Instance>(&client, ns),
+        watcher::Config::default(),
+    )
+    .owns(api::<Deployment>(&client, ns), ours.clone())
+    .owns(api::<Service>(&client, ns), ours.clone())
+    .owns(api::<Secret>(&client, ns), ours.clone())
+    .owns(api::<PersistentVolumeClaim>(&client, ns), ours.clone())
+    .owns(api::<Ingress>(&client, ns), ours.clone())
+    .owns(api::<Dhis2Database>(&client, ns), ours)
+    .shutdown_on_signal()
+    .run(
+        instance_controller::reconcile,
+        instance_controller::error_policy,
+        ctx,
+    )
+    .for_each(|_| futures::future::ready(()));
+    ready.store(true, Ordering::SeqCst);
+    tracing::info!(namespace = ?namespace, "dhis2-operator running");
+    tokio::join!(databases, instances);
+    tracing::info!("dhis2-operator stopped");
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! What the CRD schema cannot express, checked before anything is built (pure). Each problem
+//! names the field and the fix; the controller reports them as a `Degraded` condition and an
+//! Event and builds nothing until they are fixed.
+
+use crate::crd::dhis2_database::{DatabaseProvider, Dhis2DatabaseSpec};
+use crate::crd::dhis2_instance::Dhis2InstanceSpec;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// The DHIS2 major version (`2.41.3` → 41, `41.3.0` → 41).
+pub fn dhis2_major(version: &str) -> Option<u32> {
+    let mut parts = version.split('.');
+    let first = parts.next()?;
+    let major = if first == "2" { parts.next()? } else { first };
+    major.parse().ok()
+}
+
+pub fn validate_instance(spec: &Dhis2InstanceSpec) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    match dhis2_major(&spec.version) {
+        Some(major) if major < 30 => problems.push(Problem {
+            field: "spec.version",
+            message: format!(
+                "DHIS2 {} is older than 2.30, which this operator cannot run or upgrade; upgrade to 2.30 or later first",
+                spec.version
+            ),
+        }),
+        Some(_) => {}
+        None => problems.push(Problem {
+            field: "spec.version",
+            message: format!("'{}' is not a DHIS2 version such as 2.41.3", spec.version),
+        }),
+    }
+    if spec.replicas > 1 && spec.redis.is_none() {
+        problems.push(Problem {
+            field: "spec.replicas",
+            message: format!(
+                "{} replicas need spec.redis: DHIS2 runs more than one replica only as a cluster, which shares sessions and caches through Redis; set spec.redis or use 1 replica",
+                spec.replicas
+            ),
+        });
+    }
+    if let Some(fs) = &spec.file_store {
+        if fs.volume.is_some() && fs.s3.is_some() {
+            problems.push(Problem {
+                field: "spec.fileStore",
+                message: "give either volume or s3, not both".into(),
+            });
+        }
+        if spec.replicas > 1 && fs.s3.is_none() {
+            problems.push(Problem {
+                field: "spec.fileStore",
+                message: "more than one replica needs a shared file store: set spec.fileStore.s3"
+                    .into(),
+            });
+        }
+    } else if spec.replicas > 1 {
+        problems.push(Problem {
+            field: "spec.fileStore",
+            message: "more than one replica needs a shared file store: set spec.fileStore.s3"
+                .into(),
+        });
+    }
+    if spec.database_ref.is_some() && spec.database_storage.is_some() {
+        problems.push(Problem {
+            field: "spec.databaseStorage",
+            message: "applies only to the dedicated database; with spec.databaseRef set it on that Dhis2Database".into(),
+        });
+    }
+    problems
+}
+
+pub fn validate_database(spec: &Dhis2DatabaseSpec) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if spec.provider == DatabaseProvider::External && spec.external_secret_ref.is_none() {
+        problems.push(Problem {
+            field: "spec.externalSecretRef",
+            message: "an external database needs a Secret with host, port, database, username and password; name it in spec.externalSecretRef".into(),
+        });
+    }
+    if spec.provider == DatabaseProvider::External && spec.storage.is_some() {
+        problems.push(Problem {
+            field: "spec.storage",
+            message: "applies only to provider: managed".into(),
+        });
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(yaml: &str) -> Dhis2InstanceSpec {
+        serde_saphyr::from_str(yaml).expect("fixture")
+    }
+
+    #[test]
+    fn versions_parse_both_schemes() {
+        assert_eq!(dhis2_major("2.41.3"), Some(41));
+        assert_eq!(dhis2_major("41.3.0"), Some(41));
+        assert_eq!(dhis2_major("2.29"), Some(29));
+        assert_eq!(dhis2_major("x"), None);
+    }
+
+    #[test]
+    fn a_plain_instance_is_valid() {
+        assert_eq!(
+            validate_instance(&instance("version: '2.41.3'\nenvironment: staging\n")),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn replicas_without_redis_are_refused_with_the_reason() {
+        let p = validate_instance(&instance(
+            "version: '2.41.3'\nenvironment: production\nreplicas: 3\nfileStore:\n  s3:\n    bucket: b\n    credentialsSecretRef: s\n",
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field, "spec.replicas");
+        assert!(p[0].message.contains("Redis"));
+    }
+
+    #[test]
+    fn old_versions_and_conflicts_are_refused() {
+        let p = validate_instance(&instance(
+            "version: '2.29.1'\nenvironment: staging\ndatabaseRef: db\ndatabaseStorage:\n  size: 10Gi\n",
+        ));
+        let fields: Vec<&str> = p.iter().map(|p| p.field).collect();
+        assert_eq!(fields, vec!["spec.version", "spec.databaseStorage"]);
+    }
+
+    #[test]
+    fn external_databases_need_a_secret() {
+        let spec: Dhis2DatabaseSpec = serde_saphyr::from_str("provider: external\n").unwrap();
+        assert_eq!(validate_database(&spec)[0].field, "spec.externalSecretRef");
+    }
+}

@@ -16,7 +16,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-scripts/testenv/up.sh "$ENV_DIR"
+scripts/testenv/up.sh "$ENV_DIR" --with-kube
 # shellcheck disable=SC1091
 source "$ENV_DIR/env"
 

@@ -9,3 +9,9 @@ pub mod operator;
 pub mod output;
 pub mod postgres;
 pub mod progress;
+
+/// kube (ring) and the AWS SDK (aws-lc-rs) both enable a rustls crypto backend, so rustls cannot
+/// pick one itself: choose aws-lc-rs once, at start-up, in every binary.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -112,7 +112,7 @@ fn the_apiserver_accepts_the_crds_defaults_specs_and_refuses_bad_ones() {
             "  version: \"2.41.3\"\n  environment: staging\n  databaseStorage:\n    size: lots\n",
             "spec.databaseStorage.size",
         ),
-        ("  environment: staging\n", "spec.version"),
+        ("  environment: staging\n", "required field \"version\""),
     ] {
         let (ok, text) = kubectl(
             &["apply", "--dry-run=server", "-f", "-"],

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
             } else {
                 builder.init();
             }
+            dhis2_operator::install_crypto_provider();
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {

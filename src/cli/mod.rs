@@ -154,6 +154,7 @@ fn init_logging(cli: &Cli) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    crate::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -10,11 +10,16 @@ pub fn condition(
     message: impl Into<String>,
     generation: Option<i64>,
 ) -> Condition {
+    // The API requires a message; an empty one would be sent as null.
+    let mut message = message.into();
+    if message.is_empty() {
+        message = reason.to_string();
+    }
     Condition {
         type_: kind.to_string(),
         status: if ok { "True" } else { "False" }.to_string(),
         reason: reason.to_string(),
-        message: message.into(),
+        message,
         observed_generation: generation,
         last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
     }

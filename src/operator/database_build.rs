@@ -160,6 +160,8 @@ pub fn build_database_children(db: &Dhis2Database, password: &str) -> DatabaseCh
             ports: Some(vec![ServicePort {
                 name: Some("postgresql".into()),
                 port: 5432,
+                // Server-side apply keys ports by port and protocol: name both.
+                protocol: Some("TCP".into()),
                 target_port: Some(IntOrString::Int(5432)),
                 ..Default::default()
             }]),
@@ -239,6 +241,7 @@ pub fn build_database_children(db: &Dhis2Database, password: &str) -> DatabaseCh
                         ports: Some(vec![ContainerPort {
                             name: Some("postgresql".into()),
                             container_port: 5432,
+                            protocol: Some("TCP".into()),
                             ..Default::default()
                         }]),
                         readiness_probe: Some(probe(10, 3)),

@@ -225,6 +225,7 @@ pub fn build_instance_children(
                         ports: Some(vec![ContainerPort {
                             name: Some("http".into()),
                             container_port: 8080,
+                            protocol: Some("TCP".into()),
                             ..Default::default()
                         }]),
                         // Flyway migrates at startup, for long on big databases: allow an hour.
@@ -255,6 +256,8 @@ pub fn build_instance_children(
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: 80,
+                // Server-side apply keys ports by port and protocol: name both.
+                protocol: Some("TCP".into()),
                 target_port: Some(IntOrString::String("http".into())),
                 ..Default::default()
             }]),

@@ -3,6 +3,7 @@
 //! `dhis2ctl` binary the way an administrator would.
 #![allow(dead_code)]
 
+pub mod kube_env;
 pub mod proxy;
 
 use std::process::Output;

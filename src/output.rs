@@ -8,20 +8,22 @@ use serde::Serialize;
 pub enum OutputFormat {
     #[default]
     Table,
+    /// A table with more columns (`get` only; elsewhere the same as table).
+    Wide,
     Json,
     Yaml,
 }
 
 impl OutputFormat {
     pub fn is_machine(self) -> bool {
-        self != Self::Table
+        matches!(self, Self::Json | Self::Yaml)
     }
 }
 
 /// JSON or YAML of any report; `None` for the table format (the caller prints its own text).
 pub fn render_structured<T: Serialize>(format: OutputFormat, value: &T) -> Option<String> {
     match format {
-        OutputFormat::Table => None,
+        OutputFormat::Table | OutputFormat::Wide => None,
         OutputFormat::Json => Some(
             serde_json::to_string_pretty(value)
                 .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),

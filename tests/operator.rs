@@ -196,6 +196,45 @@ async fn an_instance_gets_its_database_and_dhis2_and_reports_what_dhis2_says() {
         "{text}"
     );
 
+    // The CLI reads the same: dhis2ctl get / status (also `kubectl dhis2 …`).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dhis2ctl"))
+        .args(["get", "instances", "-n", &ns, "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["status"]["version"], "2.41.3");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-dhis2"))
+        .args(["status", "hmis", "-n", &ns])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "Phase:        Ready",
+        "Version:      2.41.3",
+        "Replicas:     1/1 ready",
+        "DatabaseReady  True",
+    ] {
+        assert!(text.contains(line), "status lacks '{line}':\n{text}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dhis2ctl"))
+        .args(["status", "no-such-instance", "-n", &ns])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Dhis2Instance no-such-instance not found")
+    );
+
     // A spec change rolls through; a deleted child comes back.
     Api::<Dhis2Instance>::namespaced(client.clone(), &ns)
         .patch(

@@ -1,6 +1,7 @@
 //! `dhis2ctl` (also `kubectl dhis2`): the command line. It parses, calls the engine, and prints.
 
 mod backup;
+mod cluster;
 mod demo;
 
 use std::path::PathBuf;
@@ -51,6 +52,10 @@ pub enum Command {
     /// Demo data for trying things out and for benchmarks.
     #[command(subcommand)]
     Demo(DemoCommand),
+    /// List DHIS2 instances or databases, like kubectl get.
+    Get(cluster::GetArgs),
+    /// One instance in detail: version, replicas, database, conditions, recent events.
+    Status(cluster::StatusArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -133,7 +138,7 @@ pub enum DemoCommand {
 fn init_logging(cli: &Cli) {
     // The AWS SDK warns about every credential source it tries; only its errors matter here.
     let default = match cli.verbose {
-        0 => "warn,aws_config=error,aws_smithy_runtime=error",
+        0 => "warn,aws_config=error,aws_smithy_runtime=error,kube_client=error",
         1 => "info,aws_config=error,aws_smithy_runtime=warn",
         _ => "debug",
     };
@@ -174,16 +179,26 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(cli: Cli) -> Result<ExitCode, BackupError> {
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
     let output = cli.output;
     match cli.command {
-        Command::Backup(BackupCommand::Run(args)) => backup::run(args, output).await,
-        Command::Backup(BackupCommand::List(args)) => backup::list(args, output).await,
-        Command::Backup(BackupCommand::Verify(args)) => backup::verify(args, output).await,
-        Command::Backup(BackupCommand::Restore(args)) => backup::restore(args, output).await,
-        Command::Backup(BackupCommand::Prune(args)) => backup::prune(args, output).await,
-        Command::Drill(args) => backup::drill(args, output).await,
-        Command::Demo(DemoCommand::Seed(args)) => demo::seed(args, output).await,
+        Command::Backup(BackupCommand::Run(args)) => Ok(backup::run(args, output).await?),
+        Command::Backup(BackupCommand::List(args)) => Ok(backup::list(args, output).await?),
+        Command::Backup(BackupCommand::Verify(args)) => Ok(backup::verify(args, output).await?),
+        Command::Backup(BackupCommand::Restore(args)) => Ok(backup::restore(args, output).await?),
+        Command::Backup(BackupCommand::Prune(args)) => Ok(backup::prune(args, output).await?),
+        Command::Drill(args) => Ok(backup::drill(args, output).await?),
+        Command::Demo(DemoCommand::Seed(args)) => Ok(demo::seed(args, output).await?),
+        Command::Get(args) => Ok(cluster::get(args, output).await?),
+        Command::Status(args) => Ok(cluster::status(args, output).await?),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             let name = cmd.get_name().to_string();

@@ -47,7 +47,7 @@ impl Context {
             + std::fmt::Debug,
         K::DynamicType: Default,
     {
-        Api::namespaced(self.client.clone(), namespace)
+        scoped_api(&self.client, Some(namespace))
     }
 
     /// Publishes an Event on `obj`; failures to publish are logged, never fatal.
@@ -69,5 +69,20 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(object = %obj.name_any(), error = %e, "could not publish an event");
         }
+    }
+}
+
+/// A namespaced kind in one namespace, or across all of them.
+pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     }
 }

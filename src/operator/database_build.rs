@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
-use crate::crd::common::{DeletionPolicy, Resources};
+use crate::crd::common::{DeletionPolicy, Resources, VolumeSpec};
 use crate::crd::dhis2_database::{DEFAULT_POSTGIS_IMAGE, Dhis2Database};
 
 use super::labels::{credentials_secret_name, labels, selector};
@@ -102,6 +102,25 @@ pub fn resource_requirements(
                     .unwrap_or(limit_memory),
             ),
         ),
+        ..Default::default()
+    }
+}
+
+/// A ReadWriteOnce claim of the requested size and class, or `default_size` in the default class.
+pub fn volume_claim_spec(
+    volume: Option<&VolumeSpec>,
+    default_size: &str,
+) -> PersistentVolumeClaimSpec {
+    PersistentVolumeClaimSpec {
+        access_modes: Some(vec!["ReadWriteOnce".into()]),
+        storage_class_name: volume.and_then(|v| v.storage_class_name.clone()),
+        resources: Some(VolumeResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "storage".to_string(),
+                Quantity(volume.map_or_else(|| default_size.to_string(), |v| v.size.clone())),
+            )])),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -281,22 +300,7 @@ pub fn build_database_children(db: &Dhis2Database, password: &str) -> DatabaseCh
                     labels: Some(lbl.clone()),
                     ..Default::default()
                 },
-                spec: Some(PersistentVolumeClaimSpec {
-                    access_modes: Some(vec!["ReadWriteOnce".into()]),
-                    storage_class_name: storage.and_then(|s| s.storage_class_name.clone()),
-                    resources: Some(VolumeResourceRequirements {
-                        requests: Some(BTreeMap::from([(
-                            "storage".to_string(),
-                            Quantity(
-                                storage
-                                    .map(|s| s.size.clone())
-                                    .unwrap_or_else(|| DEFAULT_STORAGE.into()),
-                            ),
-                        )])),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
+                spec: Some(volume_claim_spec(storage, DEFAULT_STORAGE)),
                 ..Default::default()
             }]),
             ..Default::default()

@@ -7,15 +7,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, HTTPGetAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
-    Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, Secret, SecretVolumeSource,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
     IngressServiceBackend, IngressSpec as K8sIngressSpec, IngressTLS, ServiceBackendPort,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
@@ -25,7 +23,7 @@ use crate::crd::common::DeletionPolicy;
 use crate::crd::dhis2_database::{Dhis2Database, Dhis2DatabaseSpec};
 use crate::crd::dhis2_instance::Dhis2Instance;
 
-use super::database_build::resource_requirements;
+use super::database_build::{resource_requirements, volume_claim_spec};
 use super::dhis_conf::{ClusterSecrets, DatabaseConnection, render_dhis_conf};
 use super::labels::{
     dedicated_database_name, dhis_conf_secret_name, file_store_claim_name, labels, selector,
@@ -116,22 +114,7 @@ pub fn build_instance_children(
                 file_store_claim_name(&name),
                 spec.deletion_policy == DeletionPolicy::Delete,
             ),
-            spec: Some(PersistentVolumeClaimSpec {
-                access_modes: Some(vec!["ReadWriteOnce".into()]),
-                storage_class_name: volume.and_then(|v| v.storage_class_name.clone()),
-                resources: Some(VolumeResourceRequirements {
-                    requests: Some(BTreeMap::from([(
-                        "storage".to_string(),
-                        Quantity(
-                            volume
-                                .map(|v| v.size.clone())
-                                .unwrap_or_else(|| DEFAULT_FILE_STORE.into()),
-                        ),
-                    )])),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            spec: Some(volume_claim_spec(volume, DEFAULT_FILE_STORE)),
             ..Default::default()
         }
     });

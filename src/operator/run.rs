@@ -9,14 +9,13 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{Api, ListParams};
+use kube::Client;
+use kube::api::ListParams;
 use kube::runtime::{Controller, watcher};
-use kube::{Client, Resource};
-use serde::de::DeserializeOwned;
 
 use crate::crd::{Dhis2Database, Dhis2Instance};
 
-use super::context::Context;
+use super::context::{Context, scoped_api as api};
 use super::labels::MANAGED_BY;
 use super::metrics::Metrics;
 use super::{database_controller, instance_controller, server};
@@ -34,20 +33,6 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-}
-
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 pub async fn run(namespace: Option<String>, metrics_addr: SocketAddr) -> Result<(), StartError> {

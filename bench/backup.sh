@@ -27,7 +27,7 @@ BASE=${DHIS2_TEST_PG_URL%/*}
 export DHIS2_S3_ENDPOINT=$DHIS2_TEST_S3_ENDPOINT
 export PGPASSWORD=${DHIS2_TEST_PG_URL#postgresql://postgres:}; PGPASSWORD=${PGPASSWORD%%@*}
 export PGHOST=127.0.0.1 PGPORT=55432 PGUSER=postgres
-DB=dhis2_bench_$SCALE
+DB=dhis2_bench_${SCALE}_v2   # bump when the demo seed changes
 if ! psql -qtAc "SELECT 1 FROM pg_database WHERE datname = '$DB'" postgres | grep -q 1; then
   echo "seeding $DB (once; kept in $BENCH_DIR) ..."
   psql -qc "CREATE DATABASE ${DB}_seeding" postgres

@@ -206,7 +206,7 @@ pub async fn get(args: GetArgs, output: OutputFormat) -> Result<ExitCode, Cluste
             }
         }
     };
-    println!("{text}");
+    super::print_stdout(&text);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -261,7 +261,7 @@ pub async fn status(args: StatusArgs, output: OutputFormat) -> Result<ExitCode, 
             "database": database,
             "events": recent,
         });
-        println!("{}", render_structured(output, &report).unwrap_or_default());
+        super::print_stdout(&render_structured(output, &report).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
     let st = instance.status.clone().unwrap_or_default();
@@ -324,6 +324,6 @@ pub async fn status(args: StatusArgs, output: OutputFormat) -> Result<ExitCode, 
                 .collect(),
         ));
     }
-    println!("{text}");
+    super::print_stdout(&text);
     Ok(ExitCode::SUCCESS)
 }

@@ -210,10 +210,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
 
 /// Prints a report as JSON/YAML, or as the given human text.
 pub fn emit<T: serde::Serialize>(output: OutputFormat, report: &T, human: impl FnOnce() -> String) {
-    match crate::output::render_structured(output, report) {
-        Some(text) => println!("{text}"),
-        None => println!("{}", human()),
-    }
+    let text = crate::output::render_structured(output, report).unwrap_or_else(human);
+    print_stdout(&text);
 }
 
 #[cfg(test)]
@@ -224,4 +222,11 @@ mod tests {
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
     }
+}
+
+/// Prints a line to stdout; a closed pipe (`| head`) ends output quietly instead of panicking.
+pub fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|_| out.flush());
 }

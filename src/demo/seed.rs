@@ -202,14 +202,18 @@ CREATE TABLE datavalue (
   comment varchar(50000), followup boolean, deleted boolean NOT NULL DEFAULT false);
 INSERT INTO datavalue
 SELECT de.dataelementid, p.periodid, ou.organisationunitid, coc.categoryoptioncomboid, 15,
-  ((de.dataelementid * 7919 + p.periodid * 104729 + ou.organisationunitid * 31 + coc.categoryoptioncomboid) % 997)::text,
-  'hmis.' || (ou.organisationunitid % 50),
-  p.startdate + interval '35 days', p.startdate + interval '40 days',
-  CASE WHEN (ou.organisationunitid + p.periodid) % 97 = 0 THEN 'បានពិនិត្យឡើងវិញ (reviewed)' END,
+  (r.h % 5000)::text,
+  'hmis.user' || (r.h % 487),
+  p.startdate + interval '31 days' + make_interval(secs => r.h % 1209600),
+  p.startdate + interval '31 days' + make_interval(secs => r.h % 1209600 + (r.h * 7) % 172800),
+  CASE WHEN r.h % 31 = 0 THEN 'បានពិនិត្យឡើងវិញ (reviewed) ' || (r.h % 1000) END,
   false, false
 FROM dataelement de, period p, organisationunit ou,
      (SELECT categoryoptioncomboid FROM categoryoptioncombo
-      WHERE {cocs} = 1 AND categoryoptioncomboid = 15 OR {cocs} > 1 AND categoryoptioncomboid > 15) AS coc
+      WHERE {cocs} = 1 AND categoryoptioncomboid = 15 OR {cocs} > 1 AND categoryoptioncomboid > 15) AS coc,
+     -- A deterministic per-row hash: values, users and times vary like real entries do.
+     LATERAL (SELECT ((de.dataelementid * 7919 + p.periodid * 104729 + ou.organisationunitid * 31
+                       + coc.categoryoptioncomboid) * 2654435761) % 1000003 AS h) AS r
 WHERE ou.hierarchylevel = 4;
 ALTER TABLE datavalue ADD PRIMARY KEY (dataelementid, periodid, sourceid, categoryoptioncomboid, attributeoptioncomboid),
   ADD FOREIGN KEY (dataelementid) REFERENCES dataelement, ADD FOREIGN KEY (periodid) REFERENCES period,

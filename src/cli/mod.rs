@@ -214,6 +214,13 @@ pub fn emit<T: serde::Serialize>(output: OutputFormat, report: &T, human: impl F
     print_stdout(&text);
 }
 
+/// Prints a line to stdout; a closed pipe (`| head`) ends output quietly instead of panicking.
+pub fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|_| out.flush());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,11 +229,4 @@ mod tests {
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
     }
-}
-
-/// Prints a line to stdout; a closed pipe (`| head`) ends output quietly instead of panicking.
-pub fn print_stdout(text: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}").and_then(|_| out.flush());
 }

@@ -497,6 +497,20 @@ async fn bad_input_gets_one_clear_line() {
     ])
     .await;
     assert_clear_failure(&out, "--files-dir");
+    let out = dhis2ctl(&[
+        "backup",
+        "run",
+        "--database-url",
+        &url,
+        "--repo",
+        local,
+        "--instance",
+        "hmis",
+        "--zstd-level",
+        "25",
+    ])
+    .await;
+    assert_clear_failure(&out, "--zstd-level");
     let out = dhis2ctl(&["backup", "prune", "--repo", local, "--instance", "hmis"]).await;
     assert_clear_failure(&out, "--keep-last");
     let out = dhis2ctl(&[

@@ -125,3 +125,22 @@ fn the_apiserver_accepts_the_crds_defaults_specs_and_refuses_bad_ones() {
         );
     }
 }
+
+#[test]
+fn the_operator_manifests_are_accepted_by_the_apiserver() {
+    let manifests = include_str!("../manifests/operator/operator.yaml");
+    // The namespace must exist for a server-side dry run of the namespaced objects.
+    let (ok, text) = kubectl(&["create", "namespace", "dhis2-operator"], None);
+    assert!(ok || text.contains("AlreadyExists"), "{text}");
+    let (ok, text) = kubectl(
+        &["apply", "--validate=false", "--dry-run=server", "-f", "-"],
+        Some(manifests),
+    );
+    assert!(ok, "{text}");
+    for object in [
+        "clusterrole.rbac.authorization.k8s.io/dhis2-operator",
+        "deployment.apps/dhis2-operator",
+    ] {
+        assert!(text.contains(object), "{object} missing: {text}");
+    }
+}

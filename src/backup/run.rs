@@ -31,6 +31,8 @@ pub struct BackupRequest {
     pub dhis_conf: Option<PathBuf>,
     pub include_analytics: bool,
     pub pg_bin_dir: Option<PathBuf>,
+    /// zstd level, 1 (fastest) to 19 (smallest).
+    pub zstd_level: i32,
 }
 
 pub fn object_key(instance: &str, id: &str, object: &str) -> String {
@@ -40,6 +42,12 @@ pub fn object_key(instance: &str, id: &str, object: &str) -> String {
 /// Checks the inputs that need no network, so a typo fails in milliseconds.
 fn check_request(req: &BackupRequest) -> Result<(), BackupError> {
     validate_instance_name(&req.instance)?;
+    if !(1..=19).contains(&req.zstd_level) {
+        return Err(BackupError::Input(format!(
+            "--zstd-level: {} is out of range; use 1 (fastest) to 19 (smallest), default 3",
+            req.zstd_level
+        )));
+    }
     if let Some(dir) = &req.files_dir
         && !dir.is_dir()
     {
@@ -126,6 +134,7 @@ async fn write_backup(
         &dump_key,
         DATABASE_OBJECT,
         ObjectKind::Database,
+        req.zstd_level,
         move |out| {
             let mut running = dump_tools.spawn("pg_dump", cmd)?;
             let Some(stdout) = running.child.stdout.take() else {
@@ -165,6 +174,7 @@ async fn write_backup(
                 &object_key(&req.instance, id, FILESTORE_OBJECT),
                 FILESTORE_OBJECT,
                 ObjectKind::FileStore,
+                req.zstd_level,
                 move |out| {
                     let mut tar = tar::Builder::new(ProgressWriter {
                         inner: out,
@@ -187,6 +197,7 @@ async fn write_backup(
                 &object_key(&req.instance, id, DHIS_CONF_OBJECT),
                 DHIS_CONF_OBJECT,
                 ObjectKind::DhisConf,
+                req.zstd_level,
                 move |out| {
                     let mut file = std::fs::File::open(&conf)
                         .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;

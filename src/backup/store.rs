@@ -11,14 +11,16 @@ use super::manifest::{ObjectKind, StoredObject};
 use super::repo::{ObjectSink, RepoError, Repository};
 use super::stream::CountingWriter;
 
-/// zstd level 3: most of the size win of higher levels at a speed that keeps up with `pg_dump`.
-const ZSTD_LEVEL: i32 = 3;
+/// zstd level 3 by default: gzip's size at several times its speed, so the backup keeps up with
+/// `pg_dump` (docs/benchmarks.md has the size/speed of higher levels).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
 pub async fn store_compressed<F>(
     repo: &Repository,
     key: &str,
     name: &str,
     kind: ObjectKind,
+    level: i32,
     produce: F,
 ) -> Result<StoredObject, BackupError>
 where
@@ -27,7 +29,7 @@ where
     let (tx, rx) = mpsc::channel(1);
     let producer = tokio::task::spawn_blocking(move || -> Result<_, BackupError> {
         let sink = ObjectSink::new(tx);
-        let mut encoder = zstd::stream::Encoder::new(sink, ZSTD_LEVEL)
+        let mut encoder = zstd::stream::Encoder::new(sink, level)
             .map_err(|e| BackupError::io("starting zstd", e))?;
         // One worker thread compresses while this thread keeps reading the producer.
         encoder

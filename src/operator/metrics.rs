@@ -97,3 +97,30 @@ impl Drop for ReconcileTimer<'_> {
             .observe(self.start.elapsed().as_secs_f64());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciles_failures_and_durations_are_exported() {
+        let m = Metrics::default();
+        {
+            let _t = m.reconcile_started("Dhis2Instance");
+        }
+        m.reconcile_failed("Dhis2Instance", "conflict");
+        let text = m.encode();
+        assert!(
+            text.contains("dhis2_operator_reconciles_total{kind=\"Dhis2Instance\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "dhis2_operator_reconcile_failures_total{kind=\"Dhis2Instance\",error=\"conflict\"} 1"
+        ));
+        assert!(
+            text.contains(
+                "dhis2_operator_reconcile_duration_seconds_count{kind=\"Dhis2Instance\"} 1"
+            )
+        );
+    }
+}

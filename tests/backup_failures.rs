@@ -40,22 +40,19 @@ async fn a_flipped_byte_in_any_object_fails_verify_and_restore() {
     std::fs::write(&conf, "encryption.password = abc\n").unwrap();
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    let out = dhis2ctl(&[
-        "backup",
-        "run",
-        "--database-url",
+    let out = backup_run(
         &src_url,
-        "--repo",
         repo_path,
-        "--instance",
         "hmis",
-        "--files-dir",
-        files.path().to_str().unwrap(),
-        "--dhis-conf",
-        conf.to_str().unwrap(),
-        "-o",
-        "json",
-    ])
+        &[
+            "--files-dir",
+            files.path().to_str().unwrap(),
+            "--dhis-conf",
+            conf.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    )
     .await;
     assert_success(&out, "backup");
     let id = json(&out)["id"].as_str().unwrap().to_string();
@@ -129,19 +126,7 @@ async fn a_damaged_object_in_s3_is_caught() {
     let env = env();
     let (_src, src_url) = env.seeded_database("dmgs3_src").await;
     let (bucket, repo) = env.create_bucket("damage").await;
-    let out = dhis2ctl(&[
-        "backup",
-        "run",
-        "--database-url",
-        &src_url,
-        "--repo",
-        &repo,
-        "--instance",
-        "hmis",
-        "-o",
-        "json",
-    ])
-    .await;
+    let out = backup_run(&src_url, &repo, "hmis", &["-o", "json"]).await;
     assert_success(&out, "backup");
     let id = json(&out)["id"].as_str().unwrap().to_string();
     let key = format!("dhis2/hmis/{id}/database.pgdump.zst");
@@ -206,19 +191,7 @@ async fn a_killed_backup_never_appears_and_the_next_one_succeeds() {
     let (src, src_url) = env.seeded_database("kill_src").await;
     bulk_up(&env, &src).await;
     let (bucket, repo) = env.create_bucket("killed").await;
-    let first = dhis2ctl(&[
-        "backup",
-        "run",
-        "--database-url",
-        &src_url,
-        "--repo",
-        &repo,
-        "--instance",
-        "hmis",
-        "-o",
-        "json",
-    ])
-    .await;
+    let first = backup_run(&src_url, &repo, "hmis", &["-o", "json"]).await;
     assert_success(&first, "first backup");
 
     let mut child = tokio::process::Command::new(bin())
@@ -276,17 +249,7 @@ async fn a_killed_backup_never_appears_and_the_next_one_succeeds() {
     );
     assert_eq!(list[0]["id"], json(&first)["id"]);
 
-    let out = dhis2ctl(&[
-        "backup",
-        "run",
-        "--database-url",
-        &src_url,
-        "--repo",
-        &repo,
-        "--instance",
-        "hmis",
-    ])
-    .await;
+    let out = backup_run(&src_url, &repo, "hmis", &[]).await;
     assert_success(&out, "backup after a killed one");
     let out = dhis2ctl(&[
         "backup",
@@ -374,19 +337,7 @@ async fn an_s3_server_going_away_mid_backup_gives_a_clear_error_and_no_backup() 
     let upstream = env.s3_endpoint.trim_start_matches("http://").to_string();
     // Cut after ~12 MB: the first part is through, the second is not.
     let proxy = CuttableProxy::start(upstream, 12 * 1024 * 1024).await;
-    let out = dhis2ctl(&[
-        "backup",
-        "run",
-        "--database-url",
-        &src_url,
-        "--repo",
-        &repo,
-        "--instance",
-        "hmis",
-        "--s3-endpoint",
-        &proxy.endpoint,
-    ])
-    .await;
+    let out = backup_run(&src_url, &repo, "hmis", &["--s3-endpoint", &proxy.endpoint]).await;
     assert!(proxy.is_cut(), "the proxy never cut the connection");
     let err = stderr(&out);
     assert!(!out.status.success());
@@ -412,41 +363,11 @@ async fn bad_input_gets_one_clear_line() {
     let local = tempfile::tempdir().unwrap();
     let local = local.path().to_str().unwrap();
 
-    let out = dhis2ctl(&[
-        "backup",
-        "run",
-        "--database-url",
-        "mysql://root@db/dhis2",
-        "--repo",
-        local,
-        "--instance",
-        "hmis",
-    ])
-    .await;
+    let out = backup_run("mysql://root@db/dhis2", local, "hmis", &[]).await;
     assert_clear_failure(&out, "--database-url");
-    let out = dhis2ctl(&[
-        "backup",
-        "run",
-        "--database-url",
-        &url,
-        "--repo",
-        "ftp://host/x",
-        "--instance",
-        "hmis",
-    ])
-    .await;
+    let out = backup_run(&url, "ftp://host/x", "hmis", &[]).await;
     assert_clear_failure(&out, "unknown repository scheme 'ftp://'");
-    let out = dhis2ctl(&[
-        "backup",
-        "run",
-        "--database-url",
-        &url,
-        "--repo",
-        local,
-        "--instance",
-        "HMIS Prod",
-    ])
-    .await;
+    let out = backup_run(&url, local, "HMIS Prod", &[]).await;
     assert_clear_failure(&out, "--instance");
     let out = dhis2ctl(&["backup", "list", "--repo", "s3://no-such-bucket-here/x"]).await;
     assert_clear_failure(&out, "bucket does not exist");
@@ -470,46 +391,12 @@ async fn bad_input_gets_one_clear_line() {
     .await;
     assert_clear_failure(&out, "no complete backup '20200101T000000Z-0000'");
     let wrong_pw = url.replacen("postgres:", "postgres:not-the-password", 1);
-    let out = dhis2ctl(&[
-        "backup",
-        "run",
-        "--database-url",
-        &wrong_pw,
-        "--repo",
-        local,
-        "--instance",
-        "hmis",
-    ])
-    .await;
+    let out = backup_run(&wrong_pw, local, "hmis", &[]).await;
     assert_clear_failure(&out, "password authentication failed");
     assert!(!stderr(&out).contains("not-the-password"));
-    let out = dhis2ctl(&[
-        "backup",
-        "run",
-        "--database-url",
-        &url,
-        "--repo",
-        local,
-        "--instance",
-        "hmis",
-        "--files-dir",
-        "/nonexistent/files",
-    ])
-    .await;
+    let out = backup_run(&url, local, "hmis", &["--files-dir", "/nonexistent/files"]).await;
     assert_clear_failure(&out, "--files-dir");
-    let out = dhis2ctl(&[
-        "backup",
-        "run",
-        "--database-url",
-        &url,
-        "--repo",
-        local,
-        "--instance",
-        "hmis",
-        "--zstd-level",
-        "25",
-    ])
-    .await;
+    let out = backup_run(&url, local, "hmis", &["--zstd-level", "25"]).await;
     assert_clear_failure(&out, "--zstd-level");
     let out = dhis2ctl(&["backup", "prune", "--repo", local, "--instance", "hmis"]).await;
     assert_clear_failure(&out, "--keep-last");

@@ -86,22 +86,19 @@ async fn s3_backup_restores_everything_dhis2_needs() {
     )
     .unwrap();
 
-    let out = dhis2ctl(&[
-        "backup",
-        "run",
-        "--database-url",
+    let out = backup_run(
         &src_url,
-        "--repo",
         &repo,
-        "--instance",
         "hmis",
-        "--files-dir",
-        files.path().to_str().unwrap(),
-        "--dhis-conf",
-        conf.to_str().unwrap(),
-        "-o",
-        "json",
-    ])
+        &[
+            "--files-dir",
+            files.path().to_str().unwrap(),
+            "--dhis-conf",
+            conf.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    )
     .await;
     assert_success(&out, "backup run");
     let manifest = json(&out);
@@ -273,19 +270,12 @@ async fn include_analytics_keeps_generated_data_in_a_local_repo() {
     let (src, src_url) = env.seeded_database("ia_src").await;
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    let out = dhis2ctl(&[
-        "backup",
-        "run",
-        "--database-url",
+    let out = backup_run(
         &src_url,
-        "--repo",
         repo_path,
-        "--instance",
         "hmis",
-        "--include-analytics",
-        "-o",
-        "json",
-    ])
+        &["--include-analytics", "-o", "json"],
+    )
     .await;
     assert_success(&out, "backup run");
     assert_eq!(json(&out)["skippedTableData"].as_array().unwrap().len(), 0);
@@ -326,18 +316,12 @@ async fn restore_never_overwrites_without_force() {
     let src_files = tempfile::tempdir().unwrap();
     std::fs::write(src_files.path().join("doc.txt"), "ឯកសារ").unwrap();
     assert_success(
-        &dhis2ctl(&[
-            "backup",
-            "run",
-            "--database-url",
+        &backup_run(
             &src_url,
-            "--repo",
             repo_path,
-            "--instance",
             "hmis",
-            "--files-dir",
-            src_files.path().to_str().unwrap(),
-        ])
+            &["--files-dir", src_files.path().to_str().unwrap()],
+        )
         .await,
         "backup",
     );

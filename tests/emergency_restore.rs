@@ -16,22 +16,19 @@ async fn a_backup_restores_with_standard_tools_alone() {
     let conf_dir = tempfile::tempdir().unwrap();
     let conf = conf_dir.path().join("dhis.conf");
     std::fs::write(&conf, "encryption.password = abc123\n").unwrap();
-    let out = dhis2ctl(&[
-        "backup",
-        "run",
-        "--database-url",
+    let out = backup_run(
         &src_url,
-        "--repo",
         repo.path().to_str().unwrap(),
-        "--instance",
         "hmis",
-        "--files-dir",
-        files.path().to_str().unwrap(),
-        "--dhis-conf",
-        conf.to_str().unwrap(),
-        "-o",
-        "json",
-    ])
+        &[
+            "--files-dir",
+            files.path().to_str().unwrap(),
+            "--dhis-conf",
+            conf.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    )
     .await;
     assert_success(&out, "backup");
     let id = json(&out)["id"].as_str().unwrap().to_string();

@@ -150,6 +150,22 @@ pub async fn dhis2ctl(args: &[&str]) -> Output {
     dhis2ctl_with_env(args, &[]).await
 }
 
+/// `dhis2ctl backup run --database-url URL --repo REPO --instance INSTANCE EXTRA…`
+pub async fn backup_run(url: &str, repo: &str, instance: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "backup",
+        "run",
+        "--database-url",
+        url,
+        "--repo",
+        repo,
+        "--instance",
+        instance,
+    ];
+    args.extend_from_slice(extra);
+    dhis2ctl(&args).await
+}
+
 pub async fn dhis2ctl_with_env(args: &[&str], extra_env: &[(&str, &str)]) -> Output {
     let env = env();
     let mut cmd = Command::new(bin());

@@ -29,6 +29,16 @@ pub struct PruneReport {
     pub freed_bytes: u64,
 }
 
+/// A prune without a policy would delete every backup but the newest: refuse it.
+pub fn check_policy(policy: &RetentionPolicy) -> Result<(), BackupError> {
+    if policy.is_empty() {
+        return Err(BackupError::Input(
+            "prune needs a retention policy: give at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Incomplete backups whose newest object is older than the grace period.
 pub fn select_stale_incomplete(
     incomplete: &[IncompleteBackup],
@@ -47,11 +57,7 @@ pub async fn prune_backups(
     dry_run: bool,
 ) -> Result<PruneReport, BackupError> {
     validate_instance_name(instance)?;
-    if policy.is_empty() {
-        return Err(BackupError::Input(
-            "prune needs a retention policy: give at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly".into(),
-        ));
-    }
+    check_policy(policy)?;
     let now = Utc::now();
     let catalog = load_catalog(repo, Some(instance)).await?;
     let candidates: Vec<Candidate> = catalog

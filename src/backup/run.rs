@@ -20,7 +20,7 @@ use super::manifest::{
 use super::pg_tools::PgTools;
 use super::repo::Repository;
 use super::store::store_compressed;
-use super::stream::ProgressReader;
+use super::stream::{ProgressReader, ProgressWriter};
 use super::table_rules::tables_with_skipped_data;
 
 #[derive(Debug, Clone)]
@@ -254,24 +254,4 @@ async fn write_backup(
     .await?;
     tracing::info!(backup = id, "backup complete");
     Ok(manifest)
-}
-
-use std::io::Write;
-
-/// Advances a progress bar by the bytes written through it.
-struct ProgressWriter<W> {
-    inner: W,
-    bar: indicatif::ProgressBar,
-}
-
-impl<W: Write> Write for ProgressWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.bar.inc(n as u64);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }

@@ -66,6 +66,24 @@ impl<R: Read> Read for ProgressReader<R> {
     }
 }
 
+/// Advances a progress bar by the bytes written through it.
+pub struct ProgressWriter<W> {
+    pub inner: W,
+    pub bar: ProgressBar,
+}
+
+impl<W: Write> Write for ProgressWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Counts bytes written through it (the size before compression).
 pub struct CountingWriter<W> {
     pub inner: W,

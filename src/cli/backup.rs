@@ -11,7 +11,7 @@ use crate::backup::catalog::{find_backup, load_catalog};
 use crate::backup::drill::run_drill;
 use crate::backup::error::validate_instance_name;
 use crate::backup::manifest::{BackupSummary, ObjectKind};
-use crate::backup::prune::prune_backups;
+use crate::backup::prune::{check_policy, prune_backups};
 use crate::backup::restore::{RestoreRequest, restore_backup};
 use crate::backup::retention::RetentionPolicy;
 use crate::backup::run::{BackupRequest, run_backup};
@@ -302,11 +302,8 @@ pub async fn prune(args: PruneArgs, output: OutputFormat) -> Result<ExitCode, Ba
         keep_monthly: args.keep_monthly,
         time_zone: args.time_zone,
     };
-    if policy.is_empty() {
-        return Err(BackupError::Input(
-            "prune needs a retention policy: give at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly".into(),
-        ));
-    }
+    // Before any network access, so a forgotten flag fails at once.
+    check_policy(&policy)?;
     let repo = args.repo.open().await?;
     let report = prune_backups(&repo, &args.instance, &policy, args.dry_run).await?;
     emit(output, &report, || {

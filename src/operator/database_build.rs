@@ -18,7 +18,7 @@ use kube::Resource;
 use crate::crd::common::{DeletionPolicy, Resources, VolumeSpec};
 use crate::crd::dhis2_database::{DEFAULT_POSTGIS_IMAGE, Dhis2Database};
 
-use super::labels::{credentials_secret_name, labels, selector};
+use super::labels::{child_meta, credentials_secret_name, labels, selector};
 use super::quantity::{memory_bytes, postgres_mb};
 
 pub const APP: &str = "postgresql";
@@ -145,16 +145,13 @@ pub fn build_database_children(db: &Dhis2Database, password: &str) -> DatabaseCh
     let namespace = db.metadata.namespace.clone();
     let owner = owner_reference(db);
     let lbl = labels(APP, &name, "database");
-    let meta = |object_name: String, owned: bool| ObjectMeta {
-        name: Some(object_name),
-        namespace: namespace.clone(),
-        labels: Some(lbl.clone()),
-        owner_references: if owned {
-            owner.clone().map(|o| vec![o])
-        } else {
-            None
-        },
-        ..Default::default()
+    let meta = |object_name: String, owned: bool| {
+        child_meta(
+            object_name,
+            namespace.clone(),
+            &lbl,
+            owned.then(|| owner.clone()).flatten(),
+        )
     };
     // With Retain the Secret outlives the resource, like the data volume it unlocks.
     let secret_owned = db.spec.deletion_policy == DeletionPolicy::Delete;

@@ -26,7 +26,8 @@ use crate::crd::dhis2_instance::Dhis2Instance;
 use super::database_build::{resource_requirements, volume_claim_spec};
 use super::dhis_conf::{ClusterSecrets, DatabaseConnection, render_dhis_conf};
 use super::labels::{
-    dedicated_database_name, dhis_conf_secret_name, file_store_claim_name, labels, selector,
+    child_meta, dedicated_database_name, dhis_conf_secret_name, file_store_claim_name, labels,
+    selector,
 };
 
 pub const APP: &str = "dhis2";
@@ -85,12 +86,13 @@ pub fn build_instance_children(
     let name = instance.metadata.name.clone().unwrap_or_default();
     let namespace = instance.metadata.namespace.clone();
     let lbl = labels(APP, &name, "dhis2");
-    let meta = |object_name: String, owned: bool| ObjectMeta {
-        name: Some(object_name),
-        namespace: namespace.clone(),
-        labels: Some(lbl.clone()),
-        owner_references: if owned { owner(instance) } else { None },
-        ..Default::default()
+    let meta = |object_name: String, owned: bool| {
+        child_meta(
+            object_name,
+            namespace.clone(),
+            &lbl,
+            owned.then(|| instance.controller_owner_ref(&())).flatten(),
+        )
     };
     let spec = &instance.spec;
     let conf = render_dhis_conf(spec, db, secrets);

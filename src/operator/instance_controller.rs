@@ -44,7 +44,7 @@ pub async fn reconcile(instance: Arc<Dhis2Instance>, ctx: Arc<Context>) -> Resul
                 &instance,
                 &ctx,
                 &ns,
-                vec![e.to_string()],
+                Some(("Conflict", vec![e.to_string()])),
                 Err(String::new()),
                 0,
                 None,
@@ -156,7 +156,7 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
             instance,
             ctx,
             ns,
-            problems,
+            Some(("InvalidSpec", problems)),
             Err("not checked".into()),
             0,
             None,
@@ -167,7 +167,7 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
     let connection = match database_connection(instance, ctx, ns).await? {
         Ok(c) => c,
         Err(why) => {
-            write_status(instance, ctx, ns, vec![], Err(why), 0, None).await?;
+            write_status(instance, ctx, ns, None, Err(why), 0, None).await?;
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
     };
@@ -257,7 +257,7 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
         instance,
         ctx,
         ns,
-        vec![],
+        None,
         Ok(()),
         ready_replicas,
         health.as_ref(),
@@ -274,16 +274,19 @@ async fn write_status(
     instance: &Dhis2Instance,
     ctx: &Context,
     ns: &str,
-    problems: Vec<String>,
+    // What blocks progress, and why (`InvalidSpec`, `Conflict`).
+    blocked: Option<(&'static str, Vec<String>)>,
     database: std::result::Result<(), String>,
     ready_replicas: i32,
     health: Option<&Dhis2Health>,
 ) -> Result<()> {
     let name = instance.name_any();
     let old = instance.status.clone().unwrap_or_default();
+    let (problem_reason, problems) = blocked.unwrap_or(("InvalidSpec", Vec::new()));
     let (phase, conditions) = instance_phase_and_conditions(&InstanceObservation {
         generation: instance.metadata.generation,
         problems: &problems,
+        problem_reason,
         database,
         desired_replicas: instance.spec.replicas,
         ready_replicas,

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
 pub const MANAGED_BY: &str = "dhis2-operator";
 /// The one server-side-apply field manager.
 pub const FIELD_MANAGER: &str = "dhis2-operator";
@@ -58,4 +60,21 @@ pub fn dedicated_database_name(instance: &str) -> String {
 /// The volume claim a StatefulSet creates from its `data` template for pod 0.
 pub fn database_data_claim_name(database: &str) -> String {
     format!("data-{database}-0")
+}
+
+/// Metadata of a child object: its name, the parent's namespace and labels, and the parent as
+/// controlling owner when the child should be garbage-collected with it.
+pub fn child_meta(
+    name: String,
+    namespace: Option<String>,
+    labels: &BTreeMap<String, String>,
+    owner: Option<OwnerReference>,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace,
+        labels: Some(labels.clone()),
+        owner_references: owner.map(|o| vec![o]),
+        ..Default::default()
+    }
 }

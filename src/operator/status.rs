@@ -9,6 +9,8 @@ use super::health::Dhis2Health;
 pub struct InstanceObservation<'a> {
     pub generation: Option<i64>,
     pub problems: &'a [String],
+    /// Why the problems block progress: `InvalidSpec` or `Conflict`.
+    pub problem_reason: &'a str,
     /// `Ok(())` when the database is ready, else why not.
     pub database: Result<(), String>,
     pub desired_replicas: i32,
@@ -117,6 +119,7 @@ mod tests {
         instance_phase_and_conditions(&InstanceObservation {
             generation: Some(3),
             problems,
+            problem_reason: "InvalidSpec",
             database: db,
             desired_replicas: 1,
             ready_replicas: ready,
@@ -162,6 +165,7 @@ mod tests {
         assert_eq!(phase, "Degraded");
         assert_eq!(status_of(&c, "Degraded"), "True");
         assert!(c[0].message.contains("spec.replicas"));
+        assert_eq!(c[0].reason, "InvalidSpec");
     }
 
     #[test]

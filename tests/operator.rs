@@ -404,6 +404,7 @@ async fn bad_specs_and_hand_made_objects_are_reported_not_overwritten() {
         Some(c)
     })
     .await;
+    assert_eq!(i.reason, "Conflict");
     assert!(
         i.message
             .contains("Service handmade exists and is not managed"),

@@ -22,19 +22,14 @@ pub fn instance_phase_and_conditions(o: &InstanceObservation) -> (String, Vec<Co
     let g = o.generation;
     if !o.problems.is_empty() {
         let message = o.problems.join("; ");
+        let reason = o.problem_reason;
         return (
             "Degraded".into(),
             vec![
-                condition("Ready", false, "InvalidSpec", message.clone(), g),
-                condition(
-                    "Progressing",
-                    false,
-                    "InvalidSpec",
-                    "fix the spec to continue",
-                    g,
-                ),
-                condition("Degraded", true, "InvalidSpec", message, g),
-                condition("DatabaseReady", false, "InvalidSpec", "not checked", g),
+                condition("Ready", false, reason, message.clone(), g),
+                condition("Progressing", false, reason, "fix the cause to continue", g),
+                condition("Degraded", true, reason, message, g),
+                condition("DatabaseReady", false, reason, "not checked", g),
             ],
         );
     }

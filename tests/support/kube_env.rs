@@ -21,7 +21,36 @@ pub async fn client() -> Client {
         std::env::var("KUBECONFIG").is_ok(),
         "KUBECONFIG is not set: run the tests with scripts/test.sh, which starts a kube-apiserver"
     );
+    install_crds();
     Client::try_default().await.expect("kube client")
+}
+
+/// Applies the committed CRDs once per test binary, so each test file stands on its own.
+fn install_crds() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let crds = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/manifests/crds/dhis2operator.io.yaml"
+        );
+        let ok = std::process::Command::new("kubectl")
+            .args(["apply", "-f", crds])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::process::Command::new("kubectl")
+                .args([
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=30s",
+                    "crd/dhis2instances.dhis2operator.io",
+                    "crd/dhis2databases.dhis2operator.io",
+                ])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(ok, "could not install the CRDs with kubectl");
+    });
 }
 
 /// A fresh namespace for one test.

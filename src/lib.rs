@@ -8,6 +8,7 @@ pub mod demo;
 pub mod operator;
 pub mod output;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod progress;
 
 /// kube (ring) and the AWS SDK (aws-lc-rs) both enable a rustls crypto backend, so rustls cannot

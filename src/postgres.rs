@@ -7,6 +7,8 @@ use std::str::FromStr;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, NoTls};
 
+use crate::postgres_tls::{TLS_URL_PARAMETERS, TlsSettings};
+
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresError {
     #[error(
@@ -17,6 +19,8 @@ pub enum PostgresError {
         "{flag}: the URL names no database; add it after the host, e.g. postgresql://dhis@db.example:5432/dhis2"
     )]
     NoDatabase { flag: &'static str },
+    #[error("{0}")]
+    Tls(String),
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
     Connect { target: String, reason: String },
     #[error("query on {target} failed ({what}): {reason}")]
@@ -36,6 +40,26 @@ pub struct DatabaseTarget {
     user: String,
     dbname: String,
     password: Option<String>,
+    tls: TlsSettings,
+    flag: &'static str,
+}
+
+/// Splits the TLS parameters (which tokio-postgres cannot handle: it knows no `verify-full` and
+/// no certificate files) off the URL's query string.
+fn split_tls_parameters(url: &str) -> (String, Vec<(String, String)>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), Vec::new());
+    };
+    let (tls, rest): (Vec<_>, Vec<_>) = url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .partition(|(k, _)| TLS_URL_PARAMETERS.contains(&k.as_str()));
+    if rest.is_empty() {
+        return (base.to_string(), tls);
+    }
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(rest)
+        .finish();
+    (format!("{base}?{query}"), tls)
 }
 
 impl DatabaseTarget {
@@ -47,12 +71,16 @@ impl DatabaseTarget {
                 reason: "it must start with postgresql://".into(),
             });
         }
+        let (url, tls_parameters) = split_tls_parameters(url);
+        let tls = TlsSettings::from_parameters(&tls_parameters, |k| std::env::var(k).ok(), flag)
+            .map_err(PostgresError::Tls)?;
         // tokio-postgres' own messages never echo the input, so the password stays out of them.
         let mut config =
-            tokio_postgres::Config::from_str(url).map_err(|e| PostgresError::BadUrl {
+            tokio_postgres::Config::from_str(&url).map_err(|e| PostgresError::BadUrl {
                 flag,
                 reason: e.to_string(),
             })?;
+        config.ssl_mode(tls.mode.negotiation());
         // Like libpq: a URL without a password takes PGPASSWORD, which keeps the password out of
         // shell history and process listings.
         if config.get_password().is_none()
@@ -81,6 +109,8 @@ impl DatabaseTarget {
             user,
             dbname,
             password,
+            tls,
+            flag,
         })
     }
 
@@ -117,23 +147,41 @@ impl DatabaseTarget {
         if let Some(p) = &self.password {
             env.push(("PGPASSWORD", p.clone()));
         }
+        env.extend(self.tls.libpq_env());
         env
     }
 
     pub async fn connect(&self) -> Result<Client, PostgresError> {
-        let (client, connection) =
-            self.config
-                .connect(NoTls)
-                .await
-                .map_err(|e| PostgresError::Connect {
-                    target: self.to_string(),
-                    reason: describe_pg_error(&e),
-                })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection closed");
+        let connect_error = |e: tokio_postgres::Error| {
+            let mut reason = describe_pg_error(&e);
+            if reason.contains("invalid peer certificate") {
+                reason.push_str(
+                    " (the server's certificate is not signed by the CA in sslrootcert, or, with sslmode=verify-full, was not issued for this host name)",
+                );
             }
-        });
+            PostgresError::Connect {
+                target: self.to_string(),
+                reason,
+            }
+        };
+        let client = match self
+            .tls
+            .client_config(self.flag)
+            .map_err(PostgresError::Tls)?
+        {
+            None => {
+                let (client, connection) =
+                    self.config.connect(NoTls).await.map_err(connect_error)?;
+                spawn_connection(connection);
+                client
+            }
+            Some(tls) => {
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+                let (client, connection) = self.config.connect(tls).await.map_err(connect_error)?;
+                spawn_connection(connection);
+                client
+            }
+        };
         Ok(client)
     }
 
@@ -144,6 +192,18 @@ impl DatabaseTarget {
             reason: describe_pg_error(&e),
         }
     }
+}
+
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection closed");
+        }
+    });
 }
 
 impl fmt::Display for DatabaseTarget {
@@ -211,6 +271,39 @@ mod tests {
         let e = DatabaseTarget::parse("postgresql://dhis@host:5432", "--scratch-database-url")
             .unwrap_err();
         assert!(e.to_string().contains("names no database"), "{e}");
+    }
+
+    #[test]
+    fn tls_parameters_are_taken_off_the_url() {
+        let (url, tls) = split_tls_parameters(
+            "postgresql://dhis@db/dhis2?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Fca.crt",
+        );
+        assert_eq!(url, "postgresql://dhis@db/dhis2?application_name=x");
+        assert_eq!(
+            tls,
+            vec![
+                ("sslmode".to_string(), "verify-full".to_string()),
+                ("sslrootcert".to_string(), "/etc/ca.crt".to_string())
+            ]
+        );
+        let t = DatabaseTarget::parse(
+            "postgresql://dhis:pw@db/dhis2?sslmode=require",
+            "--database-url",
+        )
+        .expect("valid url");
+        assert!(
+            t.libpq_env()
+                .contains(&("PGSSLMODE", "require".to_string()))
+        );
+        let e = DatabaseTarget::parse(
+            "postgresql://dhis:pw@db/dhis2?sslmode=bogus",
+            "--database-url",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("--database-url: sslmode=bogus"),
+            "{e}"
+        );
     }
 
     #[test]

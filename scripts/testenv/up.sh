@@ -71,6 +71,7 @@ tmp=$(mktemp "$DIR/.env.XXXXXX")
 {
   echo "# written by scripts/testenv/up.sh; source it, then run the tests"
   printf 'export DHIS2_TEST_PG_URL=%q\n' "postgresql://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
+  printf 'export DHIS2_TEST_PG_CA=%q\n' "$DIR/pg/tls/ca.crt"
   printf 'export DHIS2_TEST_S3_ENDPOINT=%q\n' "$S3_ENDPOINT"
   printf 'export AWS_ACCESS_KEY_ID=%q\n' "$AK"
   printf 'export AWS_SECRET_ACCESS_KEY=%q\n' "$SK"

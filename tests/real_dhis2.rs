@@ -215,8 +215,10 @@ async fn round_trip(repo: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_real_dhis2_database_round_trips_through_s3() {
-    let (_bucket, repo) = env().create_bucket("real-rt").await;
+    let env = env();
+    let (bucket, repo) = env.create_bucket("real-rt").await;
     round_trip(&repo).await;
+    env.delete_bucket(&bucket).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -273,7 +275,7 @@ async fn a_drill_of_the_real_dhis2_database_passes() {
     let env = env();
     let (src, src_url) = env.real_dhis2_database("real_drill_src").await;
     put_a_row_in_the_analytics_parent(&env, &src).await;
-    let (_bucket, repo) = env.create_bucket("real-drill").await;
+    let (bucket, repo) = env.create_bucket("real-drill").await;
     let out = backup_run(&src_url, &repo, "hmis", &[]).await;
     assert_success(&out, "backup run");
     let (_scratch, scratch_url) = env.create_database("real_drill_scratch").await;
@@ -309,4 +311,48 @@ async fn a_drill_of_the_real_dhis2_database_passes() {
             .starts_with("11 "),
         "{regenerated_check}"
     );
+    env.delete_bucket(&bucket).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_non_superuser_owner_backs_up_the_real_database() {
+    // DHIS2 usually runs as its own role (`dhis`) owning the database; the DBA created the
+    // extensions. That role takes the backup; a drill proves it whole.
+    let env = env();
+    let (src, _) = env.real_dhis2_database("real_owned").await;
+    let (role, password) = env.create_login_role("real_dhis").await;
+    env.give_database_to(&src, &role).await;
+    let repo = tempfile::tempdir().unwrap();
+    let repo = repo.path().to_str().unwrap();
+    let out = backup_run(
+        &env.url_as(&src, &role, &password),
+        repo,
+        "hmis",
+        &["-o", "json"],
+    )
+    .await;
+    assert_success(&out, "backup run as the database owner");
+    let manifest = json(&out);
+    assert_eq!(manifest["dhis2SchemaVersion"], SCHEMA_VERSION);
+    assert_eq!(manifest_skipped(&manifest), regenerated());
+    assert!(
+        !format!("{}{}", stdout(&out), stderr(&out)).contains(&password),
+        "the owner's password is never printed"
+    );
+
+    let (_scratch, scratch_url) = env.create_database("real_owned_scratch").await;
+    let out = dhis2ctl(&[
+        "drill",
+        "--repo",
+        repo,
+        "--instance",
+        "hmis",
+        "--scratch-database-url",
+        &scratch_url,
+        "-o",
+        "json",
+    ])
+    .await;
+    assert_success(&out, "drill");
+    assert_eq!(json(&out)["passed"], true, "{}", stdout(&out));
 }

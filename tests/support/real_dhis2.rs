@@ -142,6 +142,77 @@ impl Env {
     }
 }
 
+impl Env {
+    /// A new login role (`NOSUPERUSER`, like DHIS2's usual `dhis`); returns its name and password.
+    pub async fn create_login_role(&self, prefix: &str) -> (String, String) {
+        let role = unique(prefix).replace('-', "_");
+        let password = format!("{:032x}", rand::random::<u128>());
+        self.client("postgres")
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE {role} LOGIN NOSUPERUSER PASSWORD '{password}'"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("create role {role}: {e}"));
+        (role, password)
+    }
+
+    /// Makes `role` own database `db` and every table, view and sequence in it, as on a server
+    /// where DHIS2 runs as its own non-superuser role (extensions stay the DBA's).
+    pub async fn give_database_to(&self, db: &str, role: &str) {
+        self.client("postgres")
+            .await
+            .batch_execute(&format!("ALTER DATABASE {db} OWNER TO {role}"))
+            .await
+            .unwrap_or_else(|e| panic!("give {db} to {role}: {e}"));
+        self.client(db)
+            .await
+            .batch_execute(&format!(
+                "DO $$DECLARE r record; BEGIN
+                   ALTER SCHEMA public OWNER TO {role};
+                   FOR r IN SELECT c.oid::regclass AS rel FROM pg_class c
+                            JOIN pg_namespace n ON n.oid = c.relnamespace
+                            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+                              AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                                              WHERE d.classid = 'pg_class'::regclass
+                                                AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
+                   LOOP EXECUTE format('ALTER TABLE %s OWNER TO {role}', r.rel); END LOOP;
+                 END$$;"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("give the objects of {db} to {role}: {e}"));
+    }
+
+    /// The URL of `db` logged in as `role`.
+    pub fn url_as(&self, db: &str, role: &str, password: &str) -> String {
+        let url = self.url_for(db);
+        let (scheme, rest) = url.split_once("://").expect("a URL");
+        let host = rest.split_once('@').map(|(_, h)| h).unwrap_or(rest);
+        format!("{scheme}://{role}:{password}@{host}")
+    }
+}
+
+impl Env {
+    /// Deletes a bucket this test created, with its objects. SeaweedFS gives every bucket volumes
+    /// of its own from a fixed number, so tests that pass give theirs back.
+    pub async fn delete_bucket(&self, bucket: &str) {
+        let s3 = self.s3_client();
+        for key in self.s3_keys(bucket).await {
+            s3.delete_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("delete {bucket}/{key}: {e}"));
+        }
+        s3.delete_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("delete bucket {bucket}: {e}"));
+    }
+}
+
 /// `gunzip -c FILE | psql -X -q -v ON_ERROR_STOP=1 -d URL`; the error is psql's stderr (which
 /// never shows the password).
 fn load_sql_gz(path: &Path, url: &str) -> Result<(), String> {

@@ -356,3 +356,43 @@ async fn the_non_superuser_owner_backs_up_the_real_database() {
     assert_success(&out, "drill");
     assert_eq!(json(&out)["passed"], true, "{}", stdout(&out));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn include_analytics_restores_the_real_analytics_tables_whole() {
+    // UNLOGGED parents and their INHERITS children, each with its own rows.
+    let env = env();
+    let (src, src_url) = env.real_dhis2_database("real_ia_src").await;
+    put_a_row_in_the_analytics_parent(&env, &src).await;
+    let repo = tempfile::tempdir().unwrap();
+    let repo = repo.path().to_str().unwrap();
+    let out = backup_run(
+        &src_url,
+        repo,
+        "hmis",
+        &["--include-analytics", "-o", "json"],
+    )
+    .await;
+    assert_success(&out, "backup run --include-analytics");
+    assert_eq!(manifest_skipped(&json(&out)), BTreeSet::new());
+    let (dst, dst_url) = env.create_database("real_ia_dst").await;
+    let out = dhis2ctl(&[
+        "backup",
+        "restore",
+        "--repo",
+        repo,
+        "--instance",
+        "hmis",
+        "latest",
+        "--database-url",
+        &dst_url,
+    ])
+    .await;
+    assert_success(&out, "backup restore");
+    let (before, after) = (
+        env.table_fingerprints(&src).await,
+        env.table_fingerprints(&dst).await,
+    );
+    assert_eq!(before["public.analytics"].rows, 1);
+    assert!(before["public.analytics_2024"].rows > 0);
+    assert_eq!(after, before, "every table identical, analytics included");
+}

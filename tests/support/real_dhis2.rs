@@ -104,13 +104,16 @@ impl Env {
         if existing.as_deref() != Some(complete.as_str()) {
             if existing.is_some() {
                 // A load interrupted, or analytics emptied by a crash: start again.
-                admin
-                    .batch_execute(&format!(
-                        "ALTER DATABASE {template} IS_TEMPLATE false;
-                         DROP DATABASE {template} WITH (FORCE);"
-                    ))
-                    .await
-                    .unwrap_or_else(|e| panic!("drop the stale {template}: {e}"));
+                // Two queries: DROP DATABASE refuses to run inside a multi-statement one.
+                for sql in [
+                    format!("ALTER DATABASE {template} IS_TEMPLATE false"),
+                    format!("DROP DATABASE {template} WITH (FORCE)"),
+                ] {
+                    admin
+                        .batch_execute(&sql)
+                        .await
+                        .unwrap_or_else(|e| panic!("drop the stale {template}: {e}"));
+                }
             }
             admin
                 .batch_execute(&format!("CREATE DATABASE {template}"))

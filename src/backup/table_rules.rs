@@ -1,8 +1,17 @@
-//! Which tables' *data* a DHIS2 backup skips. DHIS2 regenerates analytics tables (`analytics_*`,
-//! with their event, enrollment, temp and `analytics_rs_*` variants) and resource tables (`_*`), so
-//! their rows are dead weight in a backup; their definitions are always kept. Metadata tables whose
-//! names merely begin with "analytics" (`analyticstablehook`, `analyticsperiodboundary`) are
-//! configuration and are kept whole.
+//! Which tables' *data* a DHIS2 backup skips. DHIS2 regenerates analytics tables (the bare
+//! `analytics` parent and `analytics_*`, with their event, enrollment, temp and `analytics_rs_*`
+//! variants) and resource tables (`_*`), so their rows are dead weight in a backup; their
+//! definitions are always kept. Metadata tables whose names merely begin with "analytics"
+//! (`analyticstablehook`, `analyticsperiodboundary`) are configuration and are kept whole.
+//!
+//! Inheritance children (`analytics_2024` under `analytics`, `analytics_event_<uid>_2024`, …) are
+//! matched by their own names, never through their parent: `pg_dump --exclude-table-data` of a
+//! parent still dumps its children's rows, and row counts are taken per table (`ONLY`).
+//!
+//! `_deprecated_*` tables (pre-2.41 `_*` resource tables that later migrations rename out of the
+//! way) are skipped like every `_*` table: DHIS2 reads its resource tables as `analytics_rs_*` from
+//! 2.41 on, never reads or refills the renamed ones, and their rows are derived from metadata the
+//! backup keeps; after a restore they exist, empty, until DHIS2 drops them.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +49,9 @@ impl TableName {
 /// True when DHIS2 regenerates this table's rows, so a backup may skip them.
 pub fn is_regenerated_by_dhis2(table: &TableName) -> bool {
     table.schema == "public"
-        && (table.name.starts_with("analytics_") || table.name.starts_with('_'))
+        && (table.name == "analytics"
+            || table.name.starts_with("analytics_")
+            || table.name.starts_with('_'))
 }
 
 /// The tables whose data the backup skips, in the order given.
@@ -81,6 +92,38 @@ mod tests {
     }
 
     #[test]
+    fn the_bare_analytics_parent_is_regenerated() {
+        // DHIS2 2.41+ builds `analytics` as an UNLOGGED parent with yearly INHERITS children.
+        assert!(skipped("analytics"));
+    }
+
+    #[test]
+    fn inheritance_children_are_matched_by_their_own_names() {
+        // `pg_dump --exclude-table-data` of a parent leaves its children's rows in the dump, and
+        // row counts are per table (`ONLY`): each child must be matched by itself.
+        for name in [
+            "analytics_2024",
+            "analytics_2025",
+            "analytics_event_malcaseinv1",
+            "analytics_event_malcaseinv1_2024",
+            "analytics_event_malcaseinv1_2025",
+            "analytics_enrollment_ur1edk5oe2n_2024",
+        ] {
+            assert!(skipped(name), "{name} should be skipped");
+        }
+    }
+
+    #[test]
+    fn deprecated_resource_tables_are_skipped() {
+        for name in [
+            "_deprecated_orgunitstructure",
+            "_deprecated_periodstructure",
+        ] {
+            assert!(skipped(name), "{name} should be skipped");
+        }
+    }
+
+    #[test]
     fn metadata_and_health_data_are_kept() {
         for name in [
             "analyticstablehook",
@@ -90,7 +133,8 @@ mod tests {
             "organisationunit",
             "flyway_schema_history",
             "trackedentity_analytics_x",
-            "analytics",
+            "analyticsx",
+            "analytic",
         ] {
             assert!(!skipped(name), "{name} must be kept whole");
         }

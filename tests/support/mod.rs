@@ -5,6 +5,7 @@
 
 pub mod kube_env;
 pub mod proxy;
+pub mod real_dhis2;
 
 use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -93,7 +93,8 @@ cmd_start() {
   (umask 077; printf '%s\n' "$conf" >"$dir/s3.json")
   # weed reads master.toml from its working directory. By default every new bucket (a
   # collection) grows 7 volumes, and `weed mini` has room for ~76: the test suite's buckets would
-  # exhaust them ("No writable volumes and no free volumes left"). One volume per bucket.
+  # exhaust them ("No writable volumes and no free volumes left"). One volume per bucket, and a
+  # fixed room for 400 (the automatic limit is free disk / volume size: small on a busy disk).
   printf '[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 1\ncopy_3 = 1\ncopy_other = 1\n' >"$dir/master.toml"
 
   # -ip=127.0.0.1: otherwise it advertises another interface's address. -logdir (a global
@@ -101,7 +102,7 @@ cmd_start() {
   # so stop can kill everything it spawned; stdio detached from the caller.
   cd "$dir"
   setsid "$weed" -logdir="$dir" mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-    -s3.config="$dir/s3.json" -admin.ui=false >"$dir/weed.log" 2>&1 </dev/null &
+    -s3.config="$dir/s3.json" -admin.ui=false -volume.max=400 -master.volumeSizeLimitMB=256 >"$dir/weed.log" 2>&1 </dev/null &
   local pid=$!
   echo "$pid" >"$dir/weed.pid"
 

@@ -195,7 +195,9 @@ fn the_namespaced_mode_manifests_are_accepted_by_the_apiserver() {
     assert!(ok || text.contains("AlreadyExists"), "{text}");
     let (ok, text) = kubectl(
         &["apply", "--validate=false", "--dry-run=server", "-f", "-"],
-        Some(include_str!("../manifests/operator/namespaced/operator.yaml")),
+        Some(include_str!(
+            "../manifests/operator/namespaced/operator.yaml"
+        )),
     );
     assert!(ok, "{text}");
     assert!(text.contains("deployment.apps/dhis2-operator"), "{text}");

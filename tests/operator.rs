@@ -585,9 +585,10 @@ async fn an_external_database_is_checked_for_real() {
 }
 
 async fn create_database(client: &Client, ns: &str, name: &str, spec: serde_json::Value) {
-    let db: Dhis2Database = serde_json::from_value(json!({"apiVersion": "dhis2operator.io/v1alpha1",
+    let db: Dhis2Database =
+        serde_json::from_value(json!({"apiVersion": "dhis2operator.io/v1alpha1",
         "kind": "Dhis2Database", "metadata": {"name": name}, "spec": spec}))
-    .expect("database");
+        .expect("database");
     Api::<Dhis2Database>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &db)
         .await
@@ -596,10 +597,14 @@ async fn create_database(client: &Client, ns: &str, name: &str, spec: serde_json
 
 async fn wait_db_phase(client: &Client, ns: &str, name: &str, want: &str) -> Dhis2Database {
     let dbs = Api::<Dhis2Database>::namespaced(client.clone(), ns);
-    wait_for(60, &format!("Dhis2Database {name} to reach phase {want}"), || async {
-        let db = dbs.get(name).await.ok()?;
-        (db.status.as_ref()?.phase.as_deref() == Some(want)).then_some(db)
-    })
+    wait_for(
+        60,
+        &format!("Dhis2Database {name} to reach phase {want}"),
+        || async {
+            let db = dbs.get(name).await.ok()?;
+            (db.status.as_ref()?.phase.as_deref() == Some(want)).then_some(db)
+        },
+    )
     .await
 }
 
@@ -682,7 +687,10 @@ async fn lost_credentials_are_reported_and_never_regenerated() {
         c.message
     );
     let note = wait_event(&client, &ns, "CredentialsMissing").await;
-    assert!(note.contains("create secret generic pg-credentials"), "{note}");
+    assert!(
+        note.contains("create secret generic pg-credentials"),
+        "{note}"
+    );
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert!(
         secrets.get_opt("pg-credentials").await.unwrap().is_none(),
@@ -837,7 +845,10 @@ async fn children_are_owned_by_uid_and_names_never_collide() {
         "labels": our_labels("hmis"), "ownerReferences": foreign_owner},
         "spec": {"defaultBackend": {"service": {"name": "x", "port": {"number": 80}}}}}))
     .unwrap();
-    ingresses.create(&PostParams::default(), &ing).await.unwrap();
+    ingresses
+        .create(&PostParams::default(), &ing)
+        .await
+        .unwrap();
     let generation = instances
         .patch(
             "hmis",
@@ -890,10 +901,7 @@ async fn dhis2_runs_unprivileged_and_dhis_conf_cannot_be_injected() {
     let sc = pod.containers[0].security_context.clone().unwrap();
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
-    assert_eq!(
-        sc.capabilities.unwrap().drop,
-        Some(vec!["ALL".to_string()])
-    );
+    assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
     let volumes = pod.volumes.unwrap();
     let mode = volumes
         .iter()
@@ -902,7 +910,11 @@ async fn dhis2_runs_unprivileged_and_dhis_conf_cannot_be_injected() {
         .unwrap();
     assert_eq!(mode & 0o007, 0, "dhis.conf is not world-readable: {mode:o}");
     let mounts = pod.containers[0].volume_mounts.clone().unwrap();
-    for path in ["/usr/local/tomcat/temp", "/usr/local/tomcat/work", "/usr/local/tomcat/logs"] {
+    for path in [
+        "/usr/local/tomcat/temp",
+        "/usr/local/tomcat/work",
+        "/usr/local/tomcat/logs",
+    ] {
         let m = mounts.iter().find(|m| m.mount_path == path).unwrap();
         assert!(
             volumes
@@ -922,7 +934,10 @@ async fn dhis2_runs_unprivileged_and_dhis_conf_cannot_be_injected() {
         .collect();
     assert_eq!(
         urls,
-        vec![format!("connection.url = jdbc:postgresql://pg-postgresql.{ns}.svc:5432/dhis2").as_str()],
+        vec![
+            format!("connection.url = jdbc:postgresql://pg-postgresql.{ns}.svc:5432/dhis2")
+                .as_str()
+        ],
         "{text}"
     );
     assert!(
@@ -961,8 +976,10 @@ async fn the_operator_has_only_the_rights_its_namespaced_manifests_grant() {
     let ns = namespace(&client, "op-rbac").await;
     let other = namespace(&client, "op-other").await;
     let secret = |name: &str| -> Secret {
-        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"password": "s3cret"}}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "stringData": {"password": "s3cret"}}),
+        )
+        .unwrap()
     };
     Api::<Secret>::namespaced(client.clone(), &other)
         .create(&PostParams::default(), &secret("moh-pg"))

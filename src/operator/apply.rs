@@ -157,7 +157,10 @@ mod tests {
 
     #[test]
     fn the_controller_uid_decides_not_the_labels() {
-        assert_eq!(ownership(&owned_by("uid-1", true), &parent()), Ownership::Ours);
+        assert_eq!(
+            ownership(&owned_by("uid-1", true), &parent()),
+            Ownership::Ours
+        );
         let mut other = owned_by("uid-2", true);
         other.labels = Some(BTreeMap::from([(
             "app.kubernetes.io/managed-by".to_string(),

@@ -13,9 +13,7 @@ pub const MAX_DELAY: Duration = Duration::from_secs(300);
 /// the delay over ±20 % of the nominal value; the cap holds after jitter too.
 pub fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
     let exponent = attempt.saturating_sub(1).min(16);
-    let nominal = FIRST_DELAY
-        .saturating_mul(1u32 << exponent)
-        .min(MAX_DELAY);
+    let nominal = FIRST_DELAY.saturating_mul(1u32 << exponent).min(MAX_DELAY);
     let factor = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
     nominal.mul_f64(factor).min(MAX_DELAY)
 }

@@ -9,7 +9,9 @@ pub enum SecretFound {
     /// Exists but belongs to someone else.
     Foreign,
     /// Ours; the password when it has one that is not empty.
-    Ours { password: Option<String> },
+    Ours {
+        password: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +22,9 @@ pub enum CredentialsPlan {
     /// The Secret is somebody else's.
     Conflict,
     /// The data volume exists but its password is gone: report, never regenerate.
-    Missing { secret_deleted: bool },
+    Missing {
+        secret_deleted: bool,
+    },
 }
 
 pub fn credentials_plan(found: SecretFound, volume_exists: bool) -> CredentialsPlan {

@@ -18,9 +18,7 @@ use kube::Resource;
 use crate::crd::common::{DeletionPolicy, Resources, VolumeSpec};
 use crate::crd::dhis2_database::{DEFAULT_POSTGIS_IMAGE, Dhis2Database};
 
-use super::labels::{
-    child_meta, credentials_secret_name, database_service_name, labels, selector,
-};
+use super::labels::{child_meta, credentials_secret_name, database_service_name, labels, selector};
 use super::quantity::{memory_bytes, postgres_mb};
 
 pub const APP: &str = "postgresql";

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
-use kube::{Resource, ResourceExt};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::json;
@@ -319,13 +319,7 @@ async fn apply_managed(
             &parent,
         )
         .await?;
-        apply_owned(
-            &statefulsets,
-            "StatefulSet",
-            &children.statefulset,
-            &parent,
-        )
-        .await
+        apply_owned(&statefulsets, "StatefulSet", &children.statefulset, &parent).await
     }
     .await;
     let statefulset = match applied {
@@ -457,7 +451,11 @@ async fn cleanup(db: &Dhis2Database, ctx: &Context, ns: &str) -> Result<Action> 
             .get_opt(&claim_name)
             .await
             .map_err(|e| Error::kube(format!("reading the volume of {name}"), e))?
-            && claim.labels().get("app.kubernetes.io/name").map(String::as_str) == Some(APP)
+            && claim
+                .labels()
+                .get("app.kubernetes.io/name")
+                .map(String::as_str)
+                == Some(APP)
             && claim.labels().get("app.kubernetes.io/instance") == Some(&name)
         {
             delete_if_present(&claims, &claim_name)

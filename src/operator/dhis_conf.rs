@@ -195,7 +195,10 @@ mod tests {
             if line.starts_with('#') || line.is_empty() {
                 continue;
             }
-            assert!(!line.ends_with('\\') || line.ends_with("\\\\"), "continuation: {line}");
+            assert!(
+                !line.ends_with('\\') || line.ends_with("\\\\"),
+                "continuation: {line}"
+            );
             let (k, v) = line.split_once(" = ").expect("key = value");
             let mut value = String::new();
             let mut chars = v.chars();
@@ -230,9 +233,12 @@ mod tests {
             "system.session.timeout".into(),
             "3600\nconnection.url = jdbc:postgresql://evil/db".into(),
         );
+        s.dhis_conf.insert(
+            "server.https".into(),
+            "off\\\nconnection.username = root".into(),
+        );
         s.dhis_conf
-            .insert("server.https".into(), "off\\\nconnection.username = root".into());
-        s.dhis_conf.insert("ldap.search.filter".into(), " (uid={0})\r\té".into());
+            .insert("ldap.search.filter".into(), " (uid={0})\r\té".into());
         let mut conn = db();
         conn.password = "p\\w=:#! x\n".into();
         let conf = render_dhis_conf(&s, &conn, &ClusterSecrets::default());
@@ -249,7 +255,12 @@ mod tests {
         );
         assert_eq!(read["server.https"], "off\\\nconnection.username = root");
         assert_eq!(read["ldap.search.filter"], " (uid={0})\r\té");
-        assert_eq!(conf.lines().filter(|l| l.starts_with("connection.url")).count(), 1);
+        assert_eq!(
+            conf.lines()
+                .filter(|l| l.starts_with("connection.url"))
+                .count(),
+            1
+        );
         assert!(conf.is_ascii());
     }
 
@@ -258,7 +269,18 @@ mod tests {
         for good in ["connection.url", "oidc.provider.google.client_id", "a-b"] {
             assert!(is_valid_key(good), "{good}");
         }
-        for bad in ["", "a=b", "a:b", "a b", "a\\", "#x", "!x", "a\nb", "connection\\u002eurl", "é"] {
+        for bad in [
+            "",
+            "a=b",
+            "a:b",
+            "a b",
+            "a\\",
+            "#x",
+            "!x",
+            "a\nb",
+            "connection\\u002eurl",
+            "é",
+        ] {
             assert!(!is_valid_key(bad), "{bad:?}");
         }
     }

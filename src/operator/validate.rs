@@ -157,11 +157,16 @@ mod tests {
         let mut spec = instance("version: '2.41.3'\nenvironment: staging\n");
         spec.dhis_conf
             .insert("connection.url = x\nfoo".into(), "v".into());
-        spec.dhis_conf.insert("ok.key".into(), "line\nbreaks are escaped".into());
+        spec.dhis_conf
+            .insert("ok.key".into(), "line\nbreaks are escaped".into());
         let p = validate_instance(&spec);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].field, "spec.dhisConf");
-        assert!(p[0].message.contains("connection.url = x\\nfoo"), "{}", p[0]);
+        assert!(
+            p[0].message.contains("connection.url = x\\nfoo"),
+            "{}",
+            p[0]
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! The operator against a real kube-apiserver + controller-manager (v1.20.2): children with the
-//! right specs and owners, spec changes that roll through, children that come back, deletion
-//! policies, bad specs reported, DHIS2 health in status, and convergence after a crash.
+//! The operator against a real kube-apiserver + controller-manager (v1.20.2), run under the
+//! ServiceAccount and Role of manifests/operator/namespaced/ (never as cluster-admin): children
+//! with the right specs and owners, spec changes that roll through, children that come back,
+//! deletion policies and retained data taken back, bad specs reported, ownership by UID, lost
+//! credentials reported, storage changes expanded or reported, the pod security context and
+//! dhis.conf escaping, least privilege, DHIS2 health in status, and convergence after a crash.
 
 mod support;
 
@@ -479,6 +482,31 @@ async fn deletion_retains_health_data_by_default() {
             .unwrap()
             .is_some(),
         "credentials kept"
+    );
+
+    // Re-created under the same name, the instance takes its retained data back (the kept
+    // objects name it in dhis2operator.io/retained-for): same password, no Conflict.
+    let password = password_of(&secrets.get("hmis-db-credentials").await.unwrap());
+    let _kubelet = FakeKubelet::start(client.clone(), &ns);
+    let dhis2 = FakeDhis2::start(Dhis2State::Up {
+        version: "2.41.3".into(),
+        revision: "r".into(),
+    })
+    .await;
+    let _operator = Operator::start(&client, &ns).await;
+    create_instance(
+        &client,
+        &ns,
+        "hmis",
+        json!({"version": "2.41.3", "environment": "training"}),
+        Some(&dhis2.url),
+    )
+    .await;
+    wait_phase(&client, &ns, "hmis", "Ready").await;
+    assert_eq!(
+        password_of(&secrets.get("hmis-db-credentials").await.unwrap()),
+        password,
+        "the retained password is kept"
     );
 }
 

@@ -268,6 +268,9 @@ async fn apply_managed(
         let desired = template_shape(&children.statefulset);
         children.statefulset.spec.volume_claim_templates =
             existing.spec.volume_claim_templates.clone();
+        // Immutable too: a StatefulSet made before the Service was named `<db>-postgresql`
+        // keeps its old serviceName (it only names the pods' DNS domain).
+        children.statefulset.spec.service_name = existing.spec.service_name.clone();
         let current = claim.as_ref().and_then(claim_shape);
         if let Some(desired) = desired {
             match storage_plan(&template, current.as_ref(), &desired) {

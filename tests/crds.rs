@@ -144,3 +144,80 @@ fn the_operator_manifests_are_accepted_by_the_apiserver() {
         assert!(text.contains(object), "{object} missing: {text}");
     }
 }
+
+fn yaml_docs(text: &str) -> Vec<serde_json::Value> {
+    text.split("\n---\n")
+        .map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).expect("manifest YAML"))
+        .collect()
+}
+
+fn rules_of(docs: &[serde_json::Value], kind: &str) -> serde_json::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))["rules"]
+        .clone()
+}
+
+#[test]
+fn cluster_mode_grants_exactly_what_namespaced_mode_grants() {
+    let cluster = yaml_docs(include_str!("../manifests/operator/operator.yaml"));
+    let namespaced = yaml_docs(include_str!("../manifests/operator/namespaced/role.yaml"));
+    let rules = rules_of(&cluster, "ClusterRole");
+    assert_eq!(rules, rules_of(&namespaced, "Role"));
+    // Least privilege: Secrets by name only, nothing beyond what the controllers do.
+    for rule in rules.as_array().unwrap() {
+        let resources: Vec<&str> = rule["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        let verbs: Vec<&str> = rule["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        assert!(!verbs.contains(&"*") && !resources.contains(&"*"), "{rule}");
+        assert!(!verbs.contains(&"deletecollection"), "{rule}");
+        if resources.contains(&"secrets") {
+            assert!(
+                !verbs.contains(&"list") && !verbs.contains(&"watch"),
+                "Secrets are never listed or watched: {rule}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_namespaced_mode_manifests_are_accepted_by_the_apiserver() {
+    let (ok, text) = kubectl(&["create", "namespace", "dhis2-operator"], None);
+    assert!(ok || text.contains("AlreadyExists"), "{text}");
+    let (ok, text) = kubectl(
+        &["apply", "--validate=false", "--dry-run=server", "-f", "-"],
+        Some(include_str!(
+            "../manifests/operator/namespaced/operator.yaml"
+        )),
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("deployment.apps/dhis2-operator"), "{text}");
+    let (ok, text) = kubectl(
+        &[
+            "apply",
+            "--validate=false",
+            "--dry-run=server",
+            "-n",
+            "dhis2-operator",
+            "-f",
+            "-",
+        ],
+        Some(include_str!("../manifests/operator/namespaced/role.yaml")),
+    );
+    assert!(ok, "{text}");
+    for object in [
+        "role.rbac.authorization.k8s.io/dhis2-operator",
+        "rolebinding.rbac.authorization.k8s.io/dhis2-operator",
+    ] {
+        assert!(text.contains(object), "{object} missing: {text}");
+    }
+}

@@ -26,6 +26,11 @@ enum Command {
         /// Address for /healthz, /readyz and /metrics.
         #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
         metrics_addr: SocketAddr,
+        /// Honour the dhis2operator.io/endpoint-override annotation (development and tests only:
+        /// an operator outside the cluster reaching DHIS2). Off by default; without it the
+        /// annotation is ignored with a warning Event.
+        #[arg(long)]
+        allow_endpoint_override: bool,
         /// Log format on stderr.
         #[arg(long, value_parser = ["text", "json"], default_value = "json")]
         log_format: String,
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         Command::Run {
             namespace,
             metrics_addr,
+            allow_endpoint_override,
             log_format,
         } => {
             let filter =
@@ -65,7 +71,13 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(dhis2_operator::operator::run::run(namespace, metrics_addr)) {
+            match runtime.block_on(dhis2_operator::operator::run::run(
+                dhis2_operator::operator::run::RunOptions {
+                    namespace,
+                    metrics_addr,
+                    allow_endpoint_override,
+                },
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

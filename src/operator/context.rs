@@ -9,6 +9,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::backoff::FailureCounts;
 use super::metrics::Metrics;
 
 pub struct Context {
@@ -18,10 +19,19 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Watch one namespace, or all when `None`.
     pub namespace: Option<String>,
+    /// Honour the endpoint-override annotation (`--allow-endpoint-override`, development only).
+    pub allow_endpoint_override: bool,
+    /// Failed reconciles in a row per object, for the retry backoff.
+    pub failures: FailureCounts,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, namespace: Option<String>) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        namespace: Option<String>,
+        allow_endpoint_override: bool,
+    ) -> Self {
         let reporter = Reporter {
             controller: "dhis2-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -35,6 +45,8 @@ impl Context {
                 .build()
                 .unwrap_or_default(),
             namespace,
+            allow_endpoint_override,
+            failures: FailureCounts::default(),
         }
     }
 

@@ -18,7 +18,7 @@ use kube::Resource;
 use crate::crd::common::{DeletionPolicy, Resources, VolumeSpec};
 use crate::crd::dhis2_database::{DEFAULT_POSTGIS_IMAGE, Dhis2Database};
 
-use super::labels::{child_meta, credentials_secret_name, labels, selector};
+use super::labels::{child_meta, credentials_secret_name, database_service_name, labels, selector};
 use super::quantity::{memory_bytes, postgres_mb};
 
 pub const APP: &str = "postgresql";
@@ -151,12 +151,17 @@ pub fn build_database_children(db: &Dhis2Database, password: &str) -> DatabaseCh
             namespace.clone(),
             &lbl,
             owned.then(|| owner.clone()).flatten(),
+            &format!("Dhis2Database/{name}"),
         )
     };
     // With Retain the Secret outlives the resource, like the data volume it unlocks.
     let secret_owned = db.spec.deletion_policy == DeletionPolicy::Delete;
     let secret_name = credentials_secret_name(&name);
-    let host = format!("{name}.{}.svc", namespace.as_deref().unwrap_or("default"));
+    let service_name = database_service_name(&name);
+    let host = format!(
+        "{service_name}.{}.svc",
+        namespace.as_deref().unwrap_or("default")
+    );
     let secret = Secret {
         metadata: meta(secret_name.clone(), secret_owned),
         string_data: Some(BTreeMap::from([
@@ -170,7 +175,7 @@ pub fn build_database_children(db: &Dhis2Database, password: &str) -> DatabaseCh
         ..Default::default()
     };
     let service = Service {
-        metadata: meta(name.clone(), true),
+        metadata: meta(service_name.clone(), true),
         spec: Some(ServiceSpec {
             selector: Some(selector(APP, &name)),
             ports: Some(vec![ServicePort {
@@ -219,7 +224,7 @@ pub fn build_database_children(db: &Dhis2Database, password: &str) -> DatabaseCh
         metadata: meta(name.clone(), true),
         spec: StatefulSetSpec {
             replicas: Some(1),
-            service_name: Some(name.clone()),
+            service_name: Some(service_name.clone()),
             selector: LabelSelector {
                 match_labels: Some(selector(APP, &name)),
                 ..Default::default()

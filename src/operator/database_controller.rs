@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
-use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::json;
@@ -18,13 +18,21 @@ use crate::crd::common::DeletionPolicy;
 use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database, Dhis2DatabaseStatus};
 use crate::postgres::DatabaseTarget;
 
-use super::apply::{apply_owned, is_ours};
-use super::conditions::{condition, merge_conditions};
+use super::apply::{Ownership, Parent, apply_owned, ownership};
+use super::backoff::backoff_delay;
+use super::conditions::merge_conditions;
 use super::context::Context;
+use super::credentials::{
+    CredentialsPlan, SecretFound, credentials_missing_message, credentials_plan,
+};
 use super::database_build::{APP, build_database_children};
 use super::dhis_conf::DatabaseConnection;
 use super::error::{Error, Result};
-use super::labels::{FINALIZER, credentials_secret_name};
+use super::labels::{
+    FINALIZER, credentials_secret_name, database_data_claim_name, database_service_name,
+};
+use super::status::{DatabaseObservation, database_phase_and_conditions};
+use super::storage::{StoragePlan, VolumeShape, expansion_refused_message, storage_plan};
 use super::validate::validate_database;
 
 pub const KIND: &str = "Dhis2Database";
@@ -32,8 +40,9 @@ pub const KIND: &str = "Dhis2Database";
 pub async fn reconcile(db: Arc<Dhis2Database>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started(KIND);
     let ns = db.namespace().unwrap_or_else(|| "default".into());
+    let key = format!("{KIND}/{ns}/{}", db.name_any());
     let api: Api<Dhis2Database> = ctx.api(&ns);
-    finalizer(&api, FINALIZER, db, |event| async {
+    let result = finalizer(&api, FINALIZER, db, |event| async {
         match event {
             Finalizer::Apply(db) => apply(&db, &ctx, &ns).await,
             Finalizer::Cleanup(db) => cleanup(&db, &ctx, &ns).await,
@@ -44,13 +53,24 @@ pub async fn reconcile(db: Arc<Dhis2Database>, ctx: Arc<Context>) -> Result<Acti
         kube::runtime::finalizer::Error::ApplyFailed(e)
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
-    })
+    });
+    if result.is_ok() {
+        ctx.failures.succeeded(&key);
+    }
+    result
 }
 
 pub fn error_policy(db: Arc<Dhis2Database>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(database = %db.name_any(), %error, "reconcile failed");
+    let key = format!(
+        "{KIND}/{}/{}",
+        db.namespace().unwrap_or_default(),
+        db.name_any()
+    );
+    let attempt = ctx.failures.failed(&key);
+    let delay = backoff_delay(attempt, rand::rng().random());
+    tracing::warn!(database = %db.name_any(), %error, attempt, retry_in = ?delay, "reconcile failed");
     ctx.metrics.reconcile_failed(KIND, error.metric_label());
-    Action::requeue(Duration::from_secs(15))
+    Action::requeue(delay)
 }
 
 fn random_password() -> String {
@@ -78,6 +98,35 @@ pub fn connection_from_secret(secret: &Secret) -> Option<DatabaseConnection> {
     })
 }
 
+/// The non-empty `password` of a Secret.
+fn password_in(secret: &Secret) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("password"))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .filter(|p| !p.is_empty())
+}
+
+/// What reconciling found: (ready, reason, message) and a problem that needs a person.
+struct Outcome {
+    ready: bool,
+    reason: &'static str,
+    message: String,
+    problem: Option<(&'static str, String)>,
+}
+
+impl Outcome {
+    fn blocked(reason: &'static str, message: String) -> Self {
+        Self {
+            ready: false,
+            reason,
+            message: message.clone(),
+            problem: Some((reason, message)),
+        }
+    }
+}
+
 async fn apply(db: &Dhis2Database, ctx: &Context, ns: &str) -> Result<Action> {
     let name = db.name_any();
     let generation = db.metadata.generation;
@@ -90,44 +139,36 @@ async fn apply(db: &Dhis2Database, ctx: &Context, ns: &str) -> Result<Action> {
         observed_generation: generation,
         ..Default::default()
     };
-    let (ready, reason, message) = if !problems.is_empty() {
-        let message = problems.join("; ");
-        if old.observed_generation != generation || old.phase.as_deref() != Some("Degraded") {
-            ctx.event(db, true, "InvalidSpec", "Validate", message.clone())
-                .await;
-        }
-        status.phase = Some("Degraded".into());
-        (false, "InvalidSpec", message)
+    let outcome = if !problems.is_empty() {
+        Outcome::blocked("InvalidSpec", problems.join("; "))
     } else {
         match db.spec.provider {
             DatabaseProvider::Managed => apply_managed(db, ctx, ns, &name, &mut status).await?,
             DatabaseProvider::External => check_external(db, ctx, ns, &mut status).await?,
         }
     };
-    if status.phase.is_none() {
-        status.phase = Some(if ready { "Ready" } else { "Provisioning" }.into());
+    // One Event per new problem, not one per reconcile.
+    if let Some((reason, message)) = &outcome.problem {
+        let old_degraded = old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True");
+        if old.observed_generation != generation || old_degraded.is_none_or(|c| c.reason != *reason)
+        {
+            ctx.event(db, true, reason, "Reconcile", message.clone())
+                .await;
+        }
     }
-    let degraded = reason == "InvalidSpec" || reason == "Conflict";
-    status.conditions = merge_conditions(
-        &old.conditions,
-        vec![
-            condition("Ready", ready, reason, message.clone(), generation),
-            condition(
-                "Progressing",
-                !ready && !degraded,
-                reason,
-                message.clone(),
-                generation,
-            ),
-            condition(
-                "Degraded",
-                degraded,
-                reason,
-                if degraded { message } else { String::new() },
-                generation,
-            ),
-        ],
-    );
+    let ready = outcome.ready;
+    let (phase, conditions) = database_phase_and_conditions(&DatabaseObservation {
+        generation,
+        ready: outcome.ready,
+        reason: outcome.reason,
+        message: outcome.message,
+        problem: outcome.problem,
+    });
+    status.phase = Some(phase);
+    status.conditions = merge_conditions(&old.conditions, conditions);
     let api: Api<Dhis2Database> = ctx.api(ns);
     api.patch_status(
         &name,
@@ -137,10 +178,30 @@ async fn apply(db: &Dhis2Database, ctx: &Context, ns: &str) -> Result<Action> {
     .await
     .map_err(|e| Error::kube(format!("writing the status of Dhis2Database {name}"), e))?;
     Ok(Action::requeue(Duration::from_secs(if ready {
-        120
+        60
     } else {
         20
     })))
+}
+
+fn template_shape(sts: &StatefulSet) -> Option<VolumeShape> {
+    let t = sts.spec.volume_claim_templates.as_ref()?.first()?;
+    claim_shape(t)
+}
+
+fn claim_shape(claim: &PersistentVolumeClaim) -> Option<VolumeShape> {
+    let spec = claim.spec.as_ref()?;
+    Some(VolumeShape {
+        size: spec
+            .resources
+            .as_ref()?
+            .requests
+            .as_ref()?
+            .get("storage")?
+            .0
+            .clone(),
+        class: spec.storage_class_name.clone(),
+    })
 }
 
 async fn apply_managed(
@@ -149,59 +210,133 @@ async fn apply_managed(
     ns: &str,
     name: &str,
     status: &mut Dhis2DatabaseStatus,
-) -> Result<(bool, &'static str, String)> {
+) -> Result<Outcome> {
+    let parent = Parent::of(db);
     let secrets: Api<Secret> = ctx.api(ns);
+    let claims: Api<PersistentVolumeClaim> = ctx.api(ns);
     let secret_name = credentials_secret_name(name);
-    // Keep the password of an existing Secret: the data volume was initialised with it.
-    let password = match secrets
+    let claim_name = database_data_claim_name(name);
+    let found = match secrets
         .get_opt(&secret_name)
         .await
         .map_err(|e| Error::kube(format!("reading Secret {secret_name}"), e))?
     {
-        Some(s) if !is_ours(s.labels()) => {
-            status.phase = Some("Degraded".into());
+        None => SecretFound::Absent,
+        Some(s) if ownership(s.meta(), &parent) == Ownership::Foreign => SecretFound::Foreign,
+        Some(s) => SecretFound::Ours {
+            password: password_in(&s),
+        },
+    };
+    let claim = claims
+        .get_opt(&claim_name)
+        .await
+        .map_err(|e| Error::kube(format!("reading PersistentVolumeClaim {claim_name}"), e))?;
+    // The volume exists, or existed: PostgreSQL has been initialised with a password.
+    let initialised = claim.is_some() || status_was_ready(db);
+    let password = match credentials_plan(found, initialised) {
+        CredentialsPlan::Keep(p) => p,
+        CredentialsPlan::Generate => random_password(),
+        CredentialsPlan::Conflict => {
             let err = Error::Conflict {
                 kind: "Secret",
                 name: secret_name,
             };
-            ctx.event(db, true, "Conflict", "Apply", err.to_string())
-                .await;
-            return Ok((false, "Conflict", err.to_string()));
+            return Ok(Outcome::blocked("Conflict", err.to_string()));
         }
-        Some(s) => connection_from_secret(&s)
-            .map(|c| c.password)
-            .unwrap_or_else(random_password),
-        None => random_password(),
+        CredentialsPlan::Missing { secret_deleted } => {
+            status.credentials_secret = Some(secret_name.clone());
+            return Ok(Outcome::blocked(
+                "CredentialsMissing",
+                credentials_missing_message(ns, name, &secret_name, &claim_name, secret_deleted),
+            ));
+        }
     };
-    let children = build_database_children(db, &password);
-    let applied = async {
-        apply_owned(&secrets, "Secret", &children.secret).await?;
-        apply_owned(&ctx.api::<Service>(ns), "Service", &children.service).await?;
-        apply_owned(
-            &ctx.api::<StatefulSet>(ns),
-            "StatefulSet",
-            &children.statefulset,
-        )
+    let mut children = build_database_children(db, &password);
+    let statefulsets: Api<StatefulSet> = ctx.api(ns);
+    let existing = statefulsets
+        .get_opt(name)
         .await
+        .map_err(|e| Error::kube(format!("reading StatefulSet {name}"), e))?;
+    // Volume claim templates are immutable: an existing StatefulSet keeps its own, and a size
+    // change is made on the claim itself (or reported when it cannot be made).
+    let mut storage_problem = None;
+    if let Some(existing) = existing
+        .as_ref()
+        .filter(|s| ownership(s.meta(), &parent) == Ownership::Ours)
+        && let Some(template) = template_shape(existing)
+    {
+        let desired = template_shape(&children.statefulset);
+        children.statefulset.spec.volume_claim_templates =
+            existing.spec.volume_claim_templates.clone();
+        // Immutable too: a StatefulSet made before the Service was named `<db>-postgresql`
+        // keeps its old serviceName (it only names the pods' DNS domain).
+        children.statefulset.spec.service_name = existing.spec.service_name.clone();
+        let current = claim.as_ref().and_then(claim_shape);
+        if let Some(desired) = desired {
+            match storage_plan(&template, current.as_ref(), &desired) {
+                StoragePlan::Unchanged => {}
+                StoragePlan::Refuse { reason, message } => {
+                    storage_problem = Some((reason, message));
+                }
+                StoragePlan::Expand { to } => {
+                    let from = current.map(|c| c.size).unwrap_or_default();
+                    let patch = json!({"spec": {"resources": {"requests": {"storage": to}}}});
+                    match claims
+                        .patch(&claim_name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(database = %name, claim = %claim_name, %from, %to, "expanding the data volume");
+                            ctx.event(
+                                db,
+                                false,
+                                "VolumeExpanding",
+                                "Resize",
+                                format!("data volume {claim_name}: {from} → {to}"),
+                            )
+                            .await;
+                        }
+                        Err(kube::Error::Api(e)) if matches!(e.code, 403 | 422) => {
+                            storage_problem = Some((
+                                "VolumeNotExpandable",
+                                expansion_refused_message(&claim_name, &from, &to, &e.message),
+                            ));
+                        }
+                        Err(e) => {
+                            return Err(Error::kube(
+                                format!("expanding PersistentVolumeClaim {claim_name}"),
+                                e,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let applied = async {
+        apply_owned(&secrets, "Secret", &children.secret, &parent).await?;
+        apply_owned(
+            &ctx.api::<Service>(ns),
+            "Service",
+            &children.service,
+            &parent,
+        )
+        .await?;
+        apply_owned(&statefulsets, "StatefulSet", &children.statefulset, &parent).await
     }
     .await;
     let statefulset = match applied {
         Ok(s) => s,
-        Err(e @ Error::Conflict { .. }) => {
-            status.phase = Some("Degraded".into());
-            ctx.event(db, true, "Conflict", "Apply", e.to_string())
-                .await;
-            return Ok((false, "Conflict", e.to_string()));
-        }
+        Err(e @ Error::Conflict { .. }) => return Ok(Outcome::blocked("Conflict", e.to_string())),
         Err(e) => return Err(e),
     };
     status.credentials_secret = Some(secret_name);
-    status.endpoint = Some(format!("{name}.{ns}.svc:5432"));
+    status.endpoint = Some(format!("{}.{ns}.svc:5432", database_service_name(name)));
     let ready_replicas = statefulset
         .status
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-    Ok(if ready_replicas >= 1 {
+    let (ready, reason, message) = if ready_replicas >= 1 {
         (true, "Ready", "PostgreSQL is ready".to_string())
     } else {
         (
@@ -209,10 +344,40 @@ async fn apply_managed(
             "WaitingForPod",
             "waiting for the PostgreSQL pod to be ready".to_string(),
         )
+    };
+    Ok(Outcome {
+        ready,
+        reason,
+        message,
+        problem: storage_problem,
+    })
+}
+
+/// True when the database has been reported ready before (its volume was initialised).
+fn status_was_ready(db: &Dhis2Database) -> bool {
+    db.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
     })
 }
 
 async fn check_external(
+    db: &Dhis2Database,
+    ctx: &Context,
+    ns: &str,
+    status: &mut Dhis2DatabaseStatus,
+) -> Result<Outcome> {
+    let (ready, reason, message) = external_connection(db, ctx, ns, status).await?;
+    Ok(Outcome {
+        ready,
+        reason,
+        message,
+        problem: None,
+    })
+}
+
+async fn external_connection(
     db: &Dhis2Database,
     ctx: &Context,
     ns: &str,
@@ -280,29 +445,52 @@ async fn cleanup(db: &Dhis2Database, ctx: &Context, ns: &str) -> Result<Action> 
     if db.spec.deletion_policy == DeletionPolicy::Delete
         && db.spec.provider == DatabaseProvider::Managed
     {
-        let selector = format!("app.kubernetes.io/name={APP},app.kubernetes.io/instance={name}");
+        let parent = Parent::of(db);
+        let claim_name = database_data_claim_name(&name);
         let claims: Api<PersistentVolumeClaim> = ctx.api(ns);
-        claims
-            .delete_collection(
-                &DeleteParams::default(),
-                &ListParams::default().labels(&selector),
-            )
+        // The StatefulSet's claim has no owner reference: it is ours when it carries the labels
+        // of our pod template, which the StatefulSet (ours by UID) stamped on it.
+        if let Some(claim) = claims
+            .get_opt(&claim_name)
             .await
-            .map_err(|e| Error::kube(format!("deleting the volumes of {name}"), e))?;
-        let secrets: Api<Secret> = ctx.api(ns);
-        if let Err(e) = secrets
-            .delete(&credentials_secret_name(&name), &DeleteParams::default())
-            .await
-            && !matches!(&e, kube::Error::Api(s) if s.code == 404)
+            .map_err(|e| Error::kube(format!("reading the volume of {name}"), e))?
+            && claim
+                .labels()
+                .get("app.kubernetes.io/name")
+                .map(String::as_str)
+                == Some(APP)
+            && claim.labels().get("app.kubernetes.io/instance") == Some(&name)
         {
-            return Err(Error::kube(
-                format!("deleting the credentials of {name}"),
-                e,
-            ));
+            delete_if_present(&claims, &claim_name)
+                .await
+                .map_err(|e| Error::kube(format!("deleting the volume of {name}"), e))?;
+        }
+        let secrets: Api<Secret> = ctx.api(ns);
+        let secret_name = credentials_secret_name(&name);
+        if let Some(secret) = secrets
+            .get_opt(&secret_name)
+            .await
+            .map_err(|e| Error::kube(format!("reading the credentials of {name}"), e))?
+            && ownership(secret.meta(), &parent) == Ownership::Ours
+        {
+            delete_if_present(&secrets, &secret_name)
+                .await
+                .map_err(|e| Error::kube(format!("deleting the credentials of {name}"), e))?;
         }
         tracing::info!(database = %name, "deleted data volume and credentials (deletionPolicy: Delete)");
     } else {
         tracing::info!(database = %name, "kept data volume and credentials (deletionPolicy: Retain)");
     }
     Ok(Action::await_change())
+}
+
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> std::result::Result<(), kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+        Ok(_) => Ok(()),
+    }
 }

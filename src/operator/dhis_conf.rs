@@ -1,6 +1,12 @@
 //! Renders `dhis.conf` for an instance (pure). The operator's keys — connection, base URL, file
 //! store, cluster — win over extra keys from the spec, so a typo in `spec.dhisConf` cannot point
 //! DHIS2 at another database.
+//!
+//! DHIS2 reads dhis.conf with `java.util.Properties.load`: a newline in a value would start a
+//! new key, a trailing `\` would swallow the next line, `\` escapes vanish, leading blanks are
+//! dropped and bytes are read as ISO-8859-1. Every value is therefore escaped the way
+//! `Properties.store` does, so what DHIS2 reads is exactly what was given; keys from the spec are
+//! restricted to DHIS2's own key alphabet (checked in `validate`, see [`is_valid_key`]).
 
 use std::collections::BTreeMap;
 
@@ -104,7 +110,44 @@ pub fn render_dhis_conf(
     let mut out =
         String::from("# Rendered by dhis2-operator; edit the Dhis2Instance, not this file.\n");
     for (k, v) in keys {
-        out.push_str(&format!("{k} = {v}\n"));
+        // Keys from the spec were validated; a bad one never reaches here, but never write one.
+        if is_valid_key(&k) {
+            out.push_str(&format!("{k} = {}\n", escape_value(&v)));
+        }
+    }
+    out
+}
+
+/// A dhis.conf key as DHIS2 names them (`connection.url`, `oidc.provider.google.client_id`):
+/// ASCII letters, digits, `.`, `_`, `-`. Anything else (`=`, `:`, blanks, `\`, `#`, `!`,
+/// control characters) would change how `Properties.load` splits the line.
+pub fn is_valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A value escaped for `Properties.load`, as `Properties.store` writes it: `\\`, `\n`, `\r`,
+/// `\t`, `\f`, a leading blank as `\ `, and everything outside printable ASCII as `\uXXXX`.
+pub fn escape_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{0c}' => out.push_str("\\f"),
+            ' ' if i == 0 => out.push_str("\\ "),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04X}"));
+                }
+            }
+        }
     }
     out
 }
@@ -142,6 +185,104 @@ mod tests {
         assert!(conf.contains("system.session.timeout = 3600\n"));
         assert!(conf.contains("server.base.url = http://hmis.moh.gov.kh\n"));
         assert!(conf.contains("filestore.provider = filesystem\n"));
+    }
+
+    /// A reader of the rendered file as `java.util.Properties.load` reads it (the subset we
+    /// write: one `key = value` per line, the escapes of `escape_value`).
+    fn properties_load(text: &str) -> BTreeMap<String, String> {
+        let mut map = BTreeMap::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            assert!(
+                !line.ends_with('\\') || line.ends_with("\\\\"),
+                "continuation: {line}"
+            );
+            let (k, v) = line.split_once(" = ").expect("key = value");
+            let mut value = String::new();
+            let mut chars = v.chars();
+            while let Some(c) = chars.next() {
+                if c != '\\' {
+                    value.push(c);
+                    continue;
+                }
+                match chars.next().unwrap() {
+                    'n' => value.push('\n'),
+                    'r' => value.push('\r'),
+                    't' => value.push('\t'),
+                    'f' => value.push('\u{0c}'),
+                    'u' => {
+                        let hex: String = chars.by_ref().take(4).collect();
+                        let unit = u16::from_str_radix(&hex, 16).unwrap();
+                        // Surrogate pairs: good enough to decode what escape_value wrote.
+                        value.push_str(&String::from_utf16_lossy(&[unit]));
+                    }
+                    other => value.push(other),
+                }
+            }
+            map.insert(k.to_string(), value);
+        }
+        map
+    }
+
+    #[test]
+    fn values_cannot_inject_keys_and_read_back_exactly() {
+        let mut s = spec("version: '2.41.3'\nenvironment: production\n");
+        s.dhis_conf.insert(
+            "system.session.timeout".into(),
+            "3600\nconnection.url = jdbc:postgresql://evil/db".into(),
+        );
+        s.dhis_conf.insert(
+            "server.https".into(),
+            "off\\\nconnection.username = root".into(),
+        );
+        s.dhis_conf
+            .insert("ldap.search.filter".into(), " (uid={0})\r\té".into());
+        let mut conn = db();
+        conn.password = "p\\w=:#! x\n".into();
+        let conf = render_dhis_conf(&s, &conn, &ClusterSecrets::default());
+        let read = properties_load(&conf);
+        assert_eq!(
+            read["connection.url"],
+            "jdbc:postgresql://hmis-db:5432/dhis2"
+        );
+        assert_eq!(read["connection.username"], "dhis");
+        assert_eq!(read["connection.password"], "p\\w=:#! x\n");
+        assert_eq!(
+            read["system.session.timeout"],
+            "3600\nconnection.url = jdbc:postgresql://evil/db"
+        );
+        assert_eq!(read["server.https"], "off\\\nconnection.username = root");
+        assert_eq!(read["ldap.search.filter"], " (uid={0})\r\té");
+        assert_eq!(
+            conf.lines()
+                .filter(|l| l.starts_with("connection.url"))
+                .count(),
+            1
+        );
+        assert!(conf.is_ascii());
+    }
+
+    #[test]
+    fn keys_outside_dhis2s_alphabet_are_invalid() {
+        for good in ["connection.url", "oidc.provider.google.client_id", "a-b"] {
+            assert!(is_valid_key(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a=b",
+            "a:b",
+            "a b",
+            "a\\",
+            "#x",
+            "!x",
+            "a\nb",
+            "connection\\u002eurl",
+            "é",
+        ] {
+            assert!(!is_valid_key(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub enum Error {
         source: kube::Error,
     },
     #[error(
-        "{kind} {name} exists and is not managed by dhis2-operator; rename or delete it, the operator will not overwrite it"
+        "{kind} {name} exists and is not managed by dhis2-operator for this resource (its controller owner reference is not this resource's UID); rename or delete it, the operator will not overwrite it"
     )]
     Conflict { kind: &'static str, name: String },
     #[error("finalizer: {0}")]

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, PersistentVolumeClaim,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, Secret, SecretVolumeSource,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -34,6 +35,23 @@ pub const APP: &str = "dhis2";
 pub const DEFAULT_FILE_STORE: &str = "10Gi";
 pub const CONFIG_HASH_ANNOTATION: &str = "dhis2operator.io/config-hash";
 const JAVA_DEFAULTS: &str = "-XX:MaxRAMPercentage=75 -XX:+UseG1GC -Dfile.encoding=UTF-8";
+/// The user and group the `dhis2/core` images run Tomcat as (`nobody`).
+pub const DHIS2_UID: i64 = 65534;
+/// dhis.conf holds the database password: owner and group (fsGroup, DHIS2's group) read it,
+/// nobody else. Never world-readable.
+pub const DHIS_CONF_MODE: i32 = 0o440;
+/// Where DHIS2 and Tomcat must write when the root filesystem is read-only: Tomcat's temp
+/// (uploads, `java.io.tmpdir`), work (compiled JSPs, sessions) and logs; `/tmp` for libraries
+/// that ignore `java.io.tmpdir`; DHIS2's own logs under DHIS2_HOME. The web application itself is
+/// unpacked in the image (DHIS2 builds it with Jib into webapps/ROOT), so webapps stays
+/// read-only; dhis.conf comes from a Secret and the file store from its own volume.
+pub const WRITABLE_DIRS: [(&str, &str); 5] = [
+    ("tomcat-temp", "/usr/local/tomcat/temp"),
+    ("tomcat-work", "/usr/local/tomcat/work"),
+    ("tomcat-logs", "/usr/local/tomcat/logs"),
+    ("tmp", "/tmp"),
+    ("dhis2-logs", "/opt/dhis2/logs"),
+];
 
 pub struct InstanceChildren {
     pub dhis_conf_secret: Secret,
@@ -92,6 +110,7 @@ pub fn build_instance_children(
             namespace.clone(),
             &lbl,
             owned.then(|| instance.controller_owner_ref(&())).flatten(),
+            &format!("Dhis2Instance/{name}"),
         )
     };
     let spec = &instance.spec;
@@ -147,11 +166,23 @@ pub fn build_instance_children(
         name: "dhis-conf".into(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(dhis_conf_secret_name(&name)),
-            default_mode: Some(0o440),
+            default_mode: Some(DHIS_CONF_MODE),
             ..Default::default()
         }),
         ..Default::default()
     }];
+    for (volume, path) in WRITABLE_DIRS {
+        mounts.push(VolumeMount {
+            name: volume.into(),
+            mount_path: path.into(),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: volume.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+    }
     if !uses_s3 {
         mounts.push(VolumeMount {
             name: "files".into(),
@@ -192,8 +223,31 @@ pub fn build_instance_children(
                 }),
                 spec: Some(PodSpec {
                     termination_grace_period_seconds: Some(60),
+                    // DHIS2 runs as 65534; fsGroup makes the file store volume and dhis.conf
+                    // (0440, group 65534) readable and writable by it.
+                    security_context: Some(PodSecurityContext {
+                        run_as_user: Some(DHIS2_UID),
+                        run_as_group: Some(DHIS2_UID),
+                        fs_group: Some(DHIS2_UID),
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
                     containers: vec![Container {
                         name: "dhis2".into(),
+                        security_context: Some(SecurityContext {
+                            allow_privilege_escalation: Some(false),
+                            read_only_root_filesystem: Some(true),
+                            run_as_non_root: Some(true),
+                            capabilities: Some(Capabilities {
+                                drop: Some(vec!["ALL".into()]),
+                                add: None,
+                            }),
+                            ..Default::default()
+                        }),
                         image: Some(dhis2_image(instance)),
                         env: Some(vec![
                             EnvVar {
@@ -296,5 +350,68 @@ pub fn build_instance_children(
         deployment,
         service,
         ingress,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(yaml: &str) -> Dhis2Instance {
+        let mut i = Dhis2Instance::new("hmis", serde_saphyr::from_str(yaml).expect("fixture"));
+        i.metadata.namespace = Some("moh".into());
+        i.metadata.uid = Some("uid-1".into());
+        i
+    }
+
+    fn db() -> DatabaseConnection {
+        DatabaseConnection {
+            host: "hmis-db-postgresql.moh.svc".into(),
+            port: "5432".into(),
+            database: "dhis2".into(),
+            username: "dhis".into(),
+            password: "pw".into(),
+        }
+    }
+
+    #[test]
+    fn dhis2_runs_unprivileged_and_can_read_what_it_is_given() {
+        let c = build_instance_children(
+            &instance("version: '2.41.3'\nenvironment: production\n"),
+            &db(),
+            &ClusterSecrets::default(),
+        );
+        let pod = c.deployment.spec.template.spec.unwrap();
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_user, Some(65534));
+        assert_eq!(psc.run_as_group, Some(65534));
+        assert_eq!(psc.fs_group, Some(65534));
+        assert_eq!(psc.run_as_non_root, Some(true));
+        let container = &pod.containers[0];
+        let sc = container.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        let volumes = pod.volumes.unwrap();
+        let conf = volumes.iter().find(|v| v.name == "dhis-conf").unwrap();
+        let mode = conf.secret.as_ref().unwrap().default_mode.unwrap();
+        assert_eq!(mode & 0o007, 0, "dhis.conf is not world-readable");
+        assert_eq!(mode & 0o040, 0o040, "group 65534 (fsGroup) reads it");
+        let mounts = container.volume_mounts.as_ref().unwrap();
+        for path in [
+            "/usr/local/tomcat/temp",
+            "/usr/local/tomcat/work",
+            "/usr/local/tomcat/logs",
+            "/tmp",
+            "/opt/dhis2/logs",
+            "/opt/dhis2/files",
+        ] {
+            let m = mounts.iter().find(|m| m.mount_path == path);
+            assert!(m.is_some(), "{path} is not writable");
+            assert_ne!(m.unwrap().read_only, Some(true));
+        }
     }
 }

@@ -11,12 +11,14 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use rand::Rng;
 use serde_json::json;
 
 use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database};
 use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceStatus};
 
-use super::apply::{apply_owned, prune_owned};
+use super::apply::{Parent, apply_owned, prune_owned};
+use super::backoff::backoff_delay;
 use super::conditions::{is_true, merge_conditions};
 use super::context::Context;
 use super::database_controller::connection_from_secret;
@@ -36,7 +38,12 @@ pub async fn reconcile(instance: Arc<Dhis2Instance>, ctx: Arc<Context>) -> Resul
         return Ok(Action::await_change());
     }
     let ns = instance.namespace().unwrap_or_else(|| "default".into());
-    match reconcile_instance(&instance, &ctx, &ns).await {
+    let key = format!("{KIND}/{ns}/{}", instance.name_any());
+    let result = reconcile_instance(&instance, &ctx, &ns).await;
+    if result.is_ok() {
+        ctx.failures.succeeded(&key);
+    }
+    match result {
         Err(e @ Error::Conflict { .. }) => {
             ctx.event(&*instance, true, "Conflict", "Apply", e.to_string())
                 .await;
@@ -57,9 +64,16 @@ pub async fn reconcile(instance: Arc<Dhis2Instance>, ctx: Arc<Context>) -> Resul
 }
 
 pub fn error_policy(instance: Arc<Dhis2Instance>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(instance = %instance.name_any(), %error, "reconcile failed");
+    let key = format!(
+        "{KIND}/{}/{}",
+        instance.namespace().unwrap_or_default(),
+        instance.name_any()
+    );
+    let attempt = ctx.failures.failed(&key);
+    let delay = backoff_delay(attempt, rand::rng().random());
+    tracing::warn!(instance = %instance.name_any(), %error, attempt, retry_in = ?delay, "reconcile failed");
     ctx.metrics.reconcile_failed(KIND, error.metric_label());
-    Action::requeue(Duration::from_secs(15))
+    Action::requeue(delay)
 }
 
 async fn secret_value(ctx: &Context, ns: &str, name: &str, key: &str) -> Result<Option<String>> {
@@ -99,6 +113,7 @@ async fn database_connection(
                 &databases,
                 "Dhis2Database",
                 &build_dedicated_database(instance),
+                &Parent::of(instance),
             )
             .await?
         }
@@ -192,46 +207,69 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
         secrets.redis_password = secret_value(ctx, ns, secret, "password").await?;
     }
     let children = build_instance_children(instance, &connection, &secrets);
-    apply_owned(&ctx.api::<Secret>(ns), "Secret", &children.dhis_conf_secret).await?;
+    let parent = Parent::of(instance);
+    apply_owned(
+        &ctx.api::<Secret>(ns),
+        "Secret",
+        &children.dhis_conf_secret,
+        &parent,
+    )
+    .await?;
     if let Some(claim) = &children.file_store_claim {
         apply_owned(
             &ctx.api::<PersistentVolumeClaim>(ns),
             "PersistentVolumeClaim",
             claim,
+            &parent,
         )
         .await?;
     }
-    apply_owned(&ctx.api::<Service>(ns), "Service", &children.service).await?;
+    apply_owned(
+        &ctx.api::<Service>(ns),
+        "Service",
+        &children.service,
+        &parent,
+    )
+    .await?;
     let deployment = apply_owned(
         &ctx.api::<Deployment>(ns),
         "Deployment",
         &children.deployment,
+        &parent,
     )
     .await?;
     let ingresses: Api<Ingress> = ctx.api(ns);
     let mut keep = vec![];
     if let Some(ingress) = &children.ingress {
-        apply_owned(&ingresses, "Ingress", ingress).await?;
+        apply_owned(&ingresses, "Ingress", ingress, &parent).await?;
         keep.push(name.clone());
     }
     let selector = format!("app.kubernetes.io/name={APP},app.kubernetes.io/instance={name}");
-    prune_owned(&ingresses, "Ingress", &selector, &keep).await?;
+    prune_owned(&ingresses, "Ingress", &selector, &keep, &parent).await?;
 
     let ready_replicas = deployment
         .status
         .as_ref()
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-    let endpoint = instance
-        .annotations()
-        .get(ENDPOINT_OVERRIDE_ANNOTATION)
+    let requested_override = instance.annotations().get(ENDPOINT_OVERRIDE_ANNOTATION);
+    if requested_override.is_some() && !ctx.allow_endpoint_override {
+        ctx.event(
+            instance,
+            true,
+            "EndpointOverrideIgnored",
+            "Probe",
+            format!(
+                "annotation {ENDPOINT_OVERRIDE_ANNOTATION} is ignored: it is honoured only by an operator started with --allow-endpoint-override (development); DHIS2 is probed at its Service"
+            ),
+        )
+        .await;
+    }
+    let endpoint_override = requested_override.filter(|_| ctx.allow_endpoint_override);
+    let endpoint = endpoint_override
         .cloned()
         .unwrap_or_else(|| format!("http://{name}.{ns}.svc"));
-    let health = if ready_replicas > 0
-        || instance
-            .annotations()
-            .contains_key(ENDPOINT_OVERRIDE_ANNOTATION)
-    {
+    let health = if ready_replicas > 0 || endpoint_override.is_some() {
         let account = match &instance.spec.admin_secret_ref {
             Some(s) => match (
                 secret_value(ctx, ns, s, "username").await?,

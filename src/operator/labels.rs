@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+use super::apply::RETAINED_FOR_ANNOTATION;
+
 pub const MANAGED_BY: &str = "dhis2-operator";
 /// The one server-side-apply field manager.
 pub const FIELD_MANAGER: &str = "dhis2-operator";
@@ -41,6 +43,11 @@ pub fn selector(app: &str, instance: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// The database's Service: suffixed so it never takes the name of an instance's Service.
+pub fn database_service_name(database: &str) -> String {
+    format!("{database}-postgresql")
+}
+
 pub fn credentials_secret_name(database: &str) -> String {
     format!("{database}-credentials")
 }
@@ -63,17 +70,27 @@ pub fn database_data_claim_name(database: &str) -> String {
 }
 
 /// Metadata of a child object: its name, the parent's namespace and labels, and the parent as
-/// controlling owner when the child should be garbage-collected with it.
+/// controlling owner when the child should be garbage-collected with it. A child kept without an
+/// owner (`deletionPolicy: Retain`) names its parent (`<Kind>/<name>`) in an annotation instead,
+/// so only a parent of that kind and name takes it back.
 pub fn child_meta(
     name: String,
     namespace: Option<String>,
     labels: &BTreeMap<String, String>,
     owner: Option<OwnerReference>,
+    parent_kind_and_name: &str,
 ) -> ObjectMeta {
+    let annotations = owner.is_none().then(|| {
+        BTreeMap::from([(
+            RETAINED_FOR_ANNOTATION.to_string(),
+            parent_kind_and_name.to_string(),
+        )])
+    });
     ObjectMeta {
         name: Some(name),
         namespace,
         labels: Some(labels.clone()),
+        annotations,
         owner_references: owner.map(|o| vec![o]),
         ..Default::default()
     }

@@ -3,8 +3,10 @@
 //! in their own files; the controllers are the thin I/O shell around them.
 
 pub mod apply;
+pub mod backoff;
 pub mod conditions;
 pub mod context;
+pub mod credentials;
 pub mod database_build;
 pub mod database_controller;
 pub mod dhis_conf;
@@ -18,4 +20,5 @@ pub mod quantity;
 pub mod run;
 pub mod server;
 pub mod status;
+pub mod storage;
 pub mod validate;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
 use kube::api::ListParams;
@@ -35,7 +35,23 @@ pub enum StartError {
     },
 }
 
-pub async fn run(namespace: Option<String>, metrics_addr: SocketAddr) -> Result<(), StartError> {
+/// How the operator was started.
+pub struct RunOptions {
+    /// Watch one namespace (namespaced mode, a Role there suffices), or all when `None`.
+    pub namespace: Option<String>,
+    pub metrics_addr: SocketAddr,
+    /// Honour the `dhis2operator.io/endpoint-override` annotation. Development and tests only:
+    /// it lets whoever can annotate a Dhis2Instance point the operator's HTTP client (and the
+    /// admin password it sends) at any address.
+    pub allow_endpoint_override: bool,
+}
+
+pub async fn run(options: RunOptions) -> Result<(), StartError> {
+    let RunOptions {
+        namespace,
+        metrics_addr,
+        allow_endpoint_override,
+    } = options;
     let client = Client::try_default()
         .await
         .map_err(|e| StartError::Client(e.to_string()))?;
@@ -63,8 +79,20 @@ pub async fn run(namespace: Option<String>, metrics_addr: SocketAddr) -> Result<
     drop(listener_check);
     tokio::spawn(server::serve(metrics_addr, metrics.clone(), ready.clone()));
 
-    let ctx = Arc::new(Context::new(client.clone(), metrics, namespace.clone()));
-    // Only our children wake the controllers: fewer events, less memory.
+    if allow_endpoint_override {
+        tracing::warn!(
+            "--allow-endpoint-override: the dhis2operator.io/endpoint-override annotation is honoured (development only)"
+        );
+    }
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        namespace.clone(),
+        allow_endpoint_override,
+    ));
+    // Only our children wake the controllers: fewer events, less memory. Secrets are not
+    // watched at all: the operator reads only the Secrets its resources name, by name, so it
+    // needs no right to list or watch them (a deleted Secret is noticed at the next requeue).
     let ours =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
     let databases = Controller::new(
@@ -73,7 +101,6 @@ pub async fn run(namespace: Option<String>, metrics_addr: SocketAddr) -> Result<
     )
     .owns(api::<StatefulSet>(&client, ns), ours.clone())
     .owns(api::<Service>(&client, ns), ours.clone())
-    .owns(api::<Secret>(&client, ns), ours.clone())
     .shutdown_on_signal()
     .run(
         database_controller::reconcile,
@@ -87,7 +114,6 @@ pub async fn run(namespace: Option<String>, metrics_addr: SocketAddr) -> Result<
     )
     .owns(api::<Deployment>(&client, ns), ours.clone())
     .owns(api::<Service>(&client, ns), ours.clone())
-    .owns(api::<Secret>(&client, ns), ours.clone())
     .owns(api::<PersistentVolumeClaim>(&client, ns), ours.clone())
     .owns(api::<Ingress>(&client, ns), ours.clone())
     .owns(api::<Dhis2Database>(&client, ns), ours)

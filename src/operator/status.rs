@@ -18,6 +18,44 @@ pub struct InstanceObservation<'a> {
     pub health: Option<&'a Dhis2Health>,
 }
 
+/// What reconciling a database found: whether PostgreSQL is ready, and a problem that needs a
+/// person (`InvalidSpec`, `Conflict`, `CredentialsMissing`, a storage change the cluster cannot
+/// make). A problem does not hide readiness: a database whose resize was refused still serves.
+pub struct DatabaseObservation {
+    pub generation: Option<i64>,
+    pub ready: bool,
+    pub reason: &'static str,
+    pub message: String,
+    pub problem: Option<(&'static str, String)>,
+}
+
+pub fn database_phase_and_conditions(o: &DatabaseObservation) -> (String, Vec<Condition>) {
+    let g = o.generation;
+    let phase = match (&o.problem, o.ready) {
+        (Some(_), _) => "Degraded",
+        (None, true) => "Ready",
+        (None, false) => "Provisioning",
+    };
+    let degraded = match &o.problem {
+        Some((reason, message)) => condition("Degraded", true, reason, message.clone(), g),
+        None => condition("Degraded", false, "AsExpected", "", g),
+    };
+    (
+        phase.into(),
+        vec![
+            condition("Ready", o.ready, o.reason, o.message.clone(), g),
+            condition(
+                "Progressing",
+                !o.ready && o.problem.is_none(),
+                o.reason,
+                o.message.clone(),
+                g,
+            ),
+            degraded,
+        ],
+    )
+}
+
 pub fn instance_phase_and_conditions(o: &InstanceObservation) -> (String, Vec<Condition>) {
     let g = o.generation;
     if !o.problems.is_empty() {
@@ -161,6 +199,31 @@ mod tests {
         assert_eq!(status_of(&c, "Degraded"), "True");
         assert!(c[0].message.contains("spec.replicas"));
         assert_eq!(c[0].reason, "InvalidSpec");
+    }
+
+    #[test]
+    fn a_database_problem_is_degraded_without_hiding_readiness() {
+        let (phase, c) = database_phase_and_conditions(&DatabaseObservation {
+            generation: Some(2),
+            ready: true,
+            reason: "Ready",
+            message: "PostgreSQL is ready".into(),
+            problem: Some(("VolumeNotExpandable", "spec.storage.size: …".into())),
+        });
+        assert_eq!(phase, "Degraded");
+        assert_eq!(status_of(&c, "Ready"), "True");
+        assert_eq!(status_of(&c, "Degraded"), "True");
+        assert_eq!(status_of(&c, "Progressing"), "False");
+        let (phase, c) = database_phase_and_conditions(&DatabaseObservation {
+            generation: Some(2),
+            ready: false,
+            reason: "WaitingForPod",
+            message: "waiting".into(),
+            problem: None,
+        });
+        assert_eq!(phase, "Provisioning");
+        assert_eq!(status_of(&c, "Progressing"), "True");
+        assert_eq!(status_of(&c, "Degraded"), "False");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 use crate::crd::dhis2_database::{DatabaseProvider, Dhis2DatabaseSpec};
 use crate::crd::dhis2_instance::Dhis2InstanceSpec;
 
+use super::dhis_conf::is_valid_key;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub field: &'static str,
@@ -70,6 +72,16 @@ pub fn validate_instance(spec: &Dhis2InstanceSpec) -> Vec<Problem> {
             message: "more than one replica needs a shared file store: set spec.fileStore.s3"
                 .into(),
         });
+    }
+    for key in spec.dhis_conf.keys() {
+        if !is_valid_key(key) {
+            problems.push(Problem {
+                field: "spec.dhisConf",
+                message: format!(
+                    "key {key:?} is not a dhis.conf key: use letters, digits, '.', '_' and '-' only (a key with '=', ':', blanks, '\\' or line breaks would change what DHIS2 reads)"
+                ),
+            });
+        }
     }
     if spec.database_ref.is_some() && spec.database_storage.is_some() {
         problems.push(Problem {
@@ -138,6 +150,23 @@ mod tests {
         ));
         let fields: Vec<&str> = p.iter().map(|p| p.field).collect();
         assert_eq!(fields, vec!["spec.version", "spec.databaseStorage"]);
+    }
+
+    #[test]
+    fn dhis_conf_keys_that_would_inject_are_refused_by_name() {
+        let mut spec = instance("version: '2.41.3'\nenvironment: staging\n");
+        spec.dhis_conf
+            .insert("connection.url = x\nfoo".into(), "v".into());
+        spec.dhis_conf
+            .insert("ok.key".into(), "line\nbreaks are escaped".into());
+        let p = validate_instance(&spec);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field, "spec.dhisConf");
+        assert!(
+            p[0].message.contains("connection.url = x\\nfoo"),
+            "{}",
+            p[0]
+        );
     }
 
     #[test]

@@ -82,24 +82,145 @@ where
     }
 }
 
-/// The operator binary, watching one namespace; killed when dropped.
+/// The namespaced-mode RBAC the operator ships (manifests/operator/namespaced/role.yaml).
+const OPERATOR_ROLE: &str = include_str!("../../manifests/operator/namespaced/role.yaml");
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "dhis2-operator";
+
+/// How a test starts the operator.
+#[derive(Clone, Copy)]
+pub struct OperatorOptions {
+    /// `--allow-endpoint-override`: the tests' fake DHIS2 is reached through the annotation.
+    pub allow_endpoint_override: bool,
+}
+
+impl Default for OperatorOptions {
+    fn default() -> Self {
+        Self {
+            allow_endpoint_override: true,
+        }
+    }
+}
+
+/// The operator binary, watching one namespace; killed when dropped. It runs in namespaced
+/// mode under the ServiceAccount and Role of manifests/operator/namespaced/ (token from the
+/// TokenRequest API), never as cluster-admin: what the manifests do not grant, it cannot do.
+/// The harness itself keeps the admin credentials of KUBECONFIG.
 pub struct Operator {
     child: tokio::process::Child,
     namespace: String,
+    pub kubeconfig: std::path::PathBuf,
+    options: OperatorOptions,
+}
+
+/// Installs the manifest's ServiceAccount, Role and RoleBinding in `namespace` (the binding
+/// pointing at the ServiceAccount there) and writes a kubeconfig with a token for it.
+pub async fn operator_kubeconfig(admin: &Client, namespace: &str) -> std::path::PathBuf {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": OPERATOR_SERVICE_ACCOUNT}})).unwrap();
+    match accounts.create(&PostParams::default(), &sa).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create ServiceAccount: {e}"),
+    }
+    for doc in OPERATOR_ROLE.split("\n---\n") {
+        let mut value: serde_json::Value = serde_saphyr::from_str(doc).expect("role.yaml");
+        value["metadata"]["namespace"] = json!(namespace);
+        let pp = PatchParams::apply("dhis2-operator-tests").force();
+        match value["kind"].as_str() {
+            Some("Role") => {
+                let role: Role = serde_json::from_value(value).unwrap();
+                Api::<Role>::namespaced(admin.clone(), namespace)
+                    .patch(&role.name_any(), &pp, &Patch::Apply(&role))
+                    .await
+                    .expect("apply Role");
+            }
+            Some("RoleBinding") => {
+                value["subjects"][0]["namespace"] = json!(namespace);
+                let binding: RoleBinding = serde_json::from_value(value).unwrap();
+                Api::<RoleBinding>::namespaced(admin.clone(), namespace)
+                    .patch(&binding.name_any(), &pp, &Patch::Apply(&binding))
+                    .await
+                    .expect("apply RoleBinding");
+            }
+            other => panic!("unexpected kind in role.yaml: {other:?}"),
+        }
+    }
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 4 * 3600}}))
+            .unwrap();
+    let token = accounts
+        .create_token_request(OPERATOR_SERVICE_ACCOUNT, &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest for the operator's ServiceAccount")
+        .status
+        .and_then(|s| s.token)
+        .expect("token");
+    let admin_config = kube::config::Kubeconfig::read().expect("read KUBECONFIG");
+    let server = admin_config.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .expect("server in KUBECONFIG");
+    let path = std::env::temp_dir().join(format!("dhis2-operator-{namespace}.kubeconfig"));
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{server}\", insecure-skip-tls-verify: true}}}}]\nusers: [{{name: {OPERATOR_SERVICE_ACCOUNT}, user: {{token: \"{token}\"}}}}]\ncontexts: [{{name: t, context: {{cluster: t, user: {OPERATOR_SERVICE_ACCOUNT}, namespace: {namespace}}}}}]\ncurrent-context: t\n"
+    );
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .expect("write kubeconfig");
+        f.write_all(text.as_bytes()).unwrap();
+    }
+    path
+}
+
+/// A client with the operator's credentials (its ServiceAccount token), as the operator sees
+/// the cluster.
+pub async fn client_from(kubeconfig: &std::path::Path) -> Client {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+        .await
+        .expect("kube config");
+    Client::try_from(config).expect("client")
 }
 
 impl Operator {
-    pub fn start(namespace: &str) -> Self {
+    pub async fn start(admin: &Client, namespace: &str) -> Self {
+        Self::start_with(admin, namespace, OperatorOptions::default()).await
+    }
+
+    pub async fn start_with(admin: &Client, namespace: &str, options: OperatorOptions) -> Self {
+        let kubeconfig = operator_kubeconfig(admin, namespace).await;
+        Self::spawn(namespace, kubeconfig, options)
+    }
+
+    fn spawn(namespace: &str, kubeconfig: std::path::PathBuf, options: OperatorOptions) -> Self {
+        let mut args = vec![
+            "run",
+            "--namespace",
+            namespace,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ];
+        if options.allow_endpoint_override {
+            args.push("--allow-endpoint-override");
+        }
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dhis2-operator"))
-            .args([
-                "run",
-                "--namespace",
-                namespace,
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "text",
-            ])
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "warn,kube_client=error")
             .kill_on_drop(true)
             .spawn()
@@ -107,6 +228,8 @@ impl Operator {
         Self {
             child,
             namespace: namespace.to_string(),
+            kubeconfig,
+            options,
         }
     }
 
@@ -117,7 +240,11 @@ impl Operator {
     }
 
     pub fn restart(&mut self) {
-        *self = Self::start(&self.namespace.clone());
+        *self = Self::spawn(
+            &self.namespace.clone(),
+            self.kubeconfig.clone(),
+            self.options,
+        );
     }
 }
 

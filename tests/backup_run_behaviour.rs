@@ -193,6 +193,16 @@ async fn a_database_without_dhis2_tables_warns_without_colour_codes() {
     assert!(err.contains("no DHIS2 tables"), "{err}");
     assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
 
+    // Any warning: a set with an unreadable manifest is skipped with one.
+    let broken = repo.path().join("shop").join("20200101T000000Z-0001");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("manifest.json"), "{").unwrap();
+    let out = dhis2ctl(&["backup", "list", "--repo", repo.path().to_str().unwrap()]).await;
+    assert_success(&out, "list");
+    let err = stderr(&out);
+    assert!(err.contains("WARN"), "{err}");
+    assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
+
     // A DHIS2 database does not warn.
     let (_src, src_url) = env.seeded_database("isdhis2").await;
     let out = backup_run(&src_url, repo.path().to_str().unwrap(), "hmis", &[]).await;

@@ -41,6 +41,35 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Removes a bucket this test created: the shared SeaweedFS has a volume per bucket, and few.
+async fn drop_bucket(env: &Env, bucket: &str) {
+    let s3 = env.s3_client();
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    for u in uploads.uploads() {
+        s3.abort_multipart_upload()
+            .bucket(bucket)
+            .key(u.key().unwrap())
+            .upload_id(u.upload_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    for key in env.s3_keys(bucket).await {
+        s3.delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    s3.delete_bucket().bucket(bucket).send().await.unwrap();
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![];
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -257,6 +286,8 @@ async fn an_s3_set_with_a_missing_or_short_object_is_not_a_backup() {
     })
     .await;
 
+    drop_bucket(&env, &bucket).await;
+
     let (bucket, repo) = env.create_bucket("incomplete").await;
     let (b, s) = (bucket.clone(), s3.clone());
     damaged_set_is_not_a_backup(&repo, async move |id: &str| {
@@ -272,6 +303,7 @@ async fn an_s3_set_with_a_missing_or_short_object_is_not_a_backup() {
             .unwrap();
     })
     .await;
+    drop_bucket(&env, &bucket).await;
 }
 
 fn set_age(path: &Path, age: Duration) {
@@ -418,6 +450,7 @@ async fn prune_spares_the_unfinished_upload_of_a_running_s3_backup() {
             .await
             .contains(&format!("dhis2/hmis/{running}/lease.json"))
     );
+    drop_bucket(&env, &bucket).await;
 }
 
 async fn open(location: &str) -> Repository {
@@ -436,7 +469,7 @@ async fn open(location: &str) -> Repository {
 async fn a_lease_or_manifest_is_created_only_if_absent() {
     dhis2_operator::install_crypto_provider();
     let env = env();
-    let (_bucket, s3_repo) = env.create_bucket("ifabsent").await;
+    let (bucket, s3_repo) = env.create_bucket("ifabsent").await;
     let dir = tempfile::tempdir().unwrap();
     for location in [s3_repo.as_str(), dir.path().to_str().unwrap()] {
         let repo = open(location).await;
@@ -449,6 +482,7 @@ async fn a_lease_or_manifest_is_created_only_if_absent() {
         );
         assert_eq!(&repo.get_bytes(key).await.unwrap()[..], b"first");
     }
+    drop_bucket(&env, &bucket).await;
 }
 
 fn mode(p: &Path) -> u32 {

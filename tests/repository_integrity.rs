@@ -453,6 +453,68 @@ async fn prune_spares_the_unfinished_upload_of_a_running_s3_backup() {
     drop_bucket(&env, &bucket).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_backup_refreshes_its_lease_and_removes_it_when_done() {
+    let env = env();
+    let (src, src_url) = env.create_database("beat_src").await;
+    env.client(&src)
+        .await
+        .batch_execute(
+            "CREATE TABLE organisationunit (id int PRIMARY KEY, content text);
+             INSERT INTO organisationunit
+             SELECT i, md5(i::text) || md5((i * 7)::text) || md5((i * 13)::text) || md5((i * 17)::text)
+             FROM generate_series(1, 300000) AS i;",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_str().unwrap().to_string();
+    let args = [
+        "backup",
+        "run",
+        "--database-url",
+        &src_url,
+        "--repo",
+        &repo,
+        "--instance",
+        "hmis",
+        "--zstd-level",
+        "15",
+    ];
+    let backup = tokio::spawn({
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            dhis2ctl_with_env(&args, &[("DHIS2_LEASE_HEARTBEAT_SECONDS", "1")]).await
+        }
+    });
+    let mut beats = std::collections::BTreeSet::new();
+    while !backup.is_finished() {
+        for lease in files(dir.path())
+            .into_iter()
+            .filter(|p| p.ends_with("lease.json"))
+        {
+            if let Ok(body) = std::fs::read(&lease)
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+            {
+                beats.insert(v["heartbeatAt"].as_str().unwrap_or_default().to_string());
+                assert_eq!(mode(&lease), 0o600);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = backup.await.unwrap();
+    assert_success(&out, "backup");
+    assert!(
+        beats.len() >= 2,
+        "the lease was never refreshed during the backup: {beats:?}"
+    );
+    assert!(
+        files(dir.path()).iter().all(|p| !p.ends_with("lease.json")),
+        "the finished backup removed its lease"
+    );
+}
+
 async fn open(location: &str) -> Repository {
     let env = env();
     let options = S3Options {

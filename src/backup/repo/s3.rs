@@ -147,6 +147,7 @@ impl S3Repo {
     /// `If-None-Match: *`: the store refuses to replace an existing object (412), so two
     /// backups can never write the same lease or manifest.
     pub async fn put_bytes_if_absent(&self, key: &str, data: Bytes) -> Result<(), RepoError> {
+        let data_again = data.clone();
         match self
             .client
             .put_object()
@@ -167,7 +168,33 @@ impl S3Repo {
                     key: key.to_string(),
                 })
             }
+            // Stores without conditional writes: check, then write (a race is left to the
+            // 32 random bits of the id).
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 501) => {
+                if self.exists(key).await? {
+                    return Err(RepoError::AlreadyExists {
+                        location: self.describe(),
+                        key: key.to_string(),
+                    });
+                }
+                self.put_bytes(key, data_again).await
+            }
             Err(e) => Err(self.error(&format!("writing {key}"), &e)),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, RepoError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Err(e) => Err(self.error(&format!("checking {key}"), &e)),
         }
     }
 

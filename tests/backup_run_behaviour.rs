@@ -83,7 +83,10 @@ async fn usage_errors_exit_2_and_failures_exit_1() {
     for (args, needle) in [
         (prune(&[]), "--keep-last"),
         (prune(&["--keep-last", "0"]), "--keep-last 0"),
-        (prune(&["--keep-daily", "7", "--keep-weekly", "0"]), "--keep-weekly 0"),
+        (
+            prune(&["--keep-daily", "7", "--keep-weekly", "0"]),
+            "--keep-weekly 0",
+        ),
         (
             vec!["backup", "list", "--repo", "ftp://host/x"],
             "unknown repository scheme",
@@ -107,7 +110,16 @@ async fn usage_errors_exit_2_and_failures_exit_1() {
     // clap's own errors: unknown flag, missing value, bad time zone.
     for args in [
         vec!["backup", "list", "--no-such-flag"],
-        vec!["backup", "prune", "--repo", local, "--instance", "hmis", "--keep-last", "x"],
+        vec![
+            "backup",
+            "prune",
+            "--repo",
+            local,
+            "--instance",
+            "hmis",
+            "--keep-last",
+            "x",
+        ],
         vec![
             "backup",
             "prune",
@@ -139,7 +151,15 @@ async fn read_only_verbs_never_create_a_repository() {
     let repo = missing.to_str().unwrap();
     for args in [
         vec!["backup", "list", "--repo", repo],
-        vec!["backup", "verify", "--repo", repo, "--instance", "hmis", "latest"],
+        vec![
+            "backup",
+            "verify",
+            "--repo",
+            repo,
+            "--instance",
+            "hmis",
+            "latest",
+        ],
         vec![
             "backup",
             "prune",
@@ -207,5 +227,9 @@ async fn a_database_without_dhis2_tables_warns_without_colour_codes() {
     let (_src, src_url) = env.seeded_database("isdhis2").await;
     let out = backup_run(&src_url, repo.path().to_str().unwrap(), "hmis", &[]).await;
     assert_success(&out, "backup");
-    assert!(!stderr(&out).contains("no DHIS2 tables"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("no DHIS2 tables"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -20,7 +20,13 @@ impl Tmpfs {
     fn mount(size: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .status()
             .expect("run mount (the tests run as root)");
@@ -177,7 +183,11 @@ async fn damaged_set_is_not_a_backup(repo: &str, damage: impl AsyncFnOnce(&str))
     assert_eq!(list_ids(repo).await, vec![ids[1].clone(), ids[0].clone()]);
     damage(&ids[1]).await;
 
-    assert_eq!(list_ids(repo).await, vec![ids[0].clone()], "only the whole one");
+    assert_eq!(
+        list_ids(repo).await,
+        vec![ids[0].clone()],
+        "only the whole one"
+    );
     let out = dhis2ctl(&[
         "backup",
         "verify",
@@ -193,14 +203,23 @@ async fn damaged_set_is_not_a_backup(repo: &str, damage: impl AsyncFnOnce(&str))
     assert_success(&out, "verify latest");
     assert_eq!(json(&out)["id"], ids[0].as_str(), "latest is the whole one");
     let out = dhis2ctl(&[
-        "backup", "verify", "--repo", repo, "--instance", "hmis", &ids[1],
+        "backup",
+        "verify",
+        "--repo",
+        repo,
+        "--instance",
+        "hmis",
+        &ids[1],
     ])
     .await;
     // The error, after a warning that says why the set does not count.
     let err = stderr(&out);
     assert!(!out.status.success());
     assert!(
-        err.lines().last().unwrap_or_default().starts_with("error: no complete backup"),
+        err.lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("error: no complete backup"),
         "{err}"
     );
     assert!(err.contains("ignoring incomplete backup"), "{err}");
@@ -343,7 +362,11 @@ async fn prune_spares_a_running_backup_and_removes_abandoned_debris() {
     let running = "20200101T000000Z-0a0a0a0a";
     let set = dir.path().join("hmis").join(running);
     std::fs::create_dir_all(&set).unwrap();
-    std::fs::write(set.join("lease.json"), lease_json(running, hour * 30, hour / 12)).unwrap();
+    std::fs::write(
+        set.join("lease.json"),
+        lease_json(running, hour * 30, hour / 12),
+    )
+    .unwrap();
     set_age(&set.join("lease.json"), Duration::from_secs(300));
     std::fs::write(set.join("database.pgdump.zst.partial"), vec![1u8; 1000]).unwrap();
     set_age(
@@ -355,9 +378,17 @@ async fn prune_spares_a_running_backup_and_removes_abandoned_debris() {
     let dead = "20200101T000000Z-0d0d0d0d";
     let dead_set = dir.path().join("hmis").join(dead);
     std::fs::create_dir_all(&dead_set).unwrap();
-    std::fs::write(dead_set.join("lease.json"), lease_json(dead, hour * 5, hour * 3)).unwrap();
+    std::fs::write(
+        dead_set.join("lease.json"),
+        lease_json(dead, hour * 5, hour * 3),
+    )
+    .unwrap();
     set_age(&dead_set.join("lease.json"), Duration::from_secs(3 * 3600));
-    std::fs::write(dead_set.join("database.pgdump.zst.partial"), vec![1u8; 1000]).unwrap();
+    std::fs::write(
+        dead_set.join("database.pgdump.zst.partial"),
+        vec![1u8; 1000],
+    )
+    .unwrap();
     set_age(
         &dead_set.join("database.pgdump.zst.partial"),
         Duration::from_secs(3 * 3600),
@@ -385,7 +416,10 @@ async fn prune_spares_a_running_backup_and_removes_abandoned_debris() {
     );
     assert!(set.join("database.pgdump.zst.partial").exists());
     assert!(set.join("lease.json").exists());
-    assert!(!dead_set.exists(), "abandoned debris is gone, directory too");
+    assert!(
+        !dead_set.exists(),
+        "abandoned debris is gone, directory too"
+    );
     assert_eq!(list_ids(repo).await, vec![done]);
 }
 
@@ -402,7 +436,11 @@ async fn prune_spares_the_unfinished_upload_of_a_running_s3_backup() {
     s3.put_object()
         .bucket(&bucket)
         .key(format!("dhis2/hmis/{running}/lease.json"))
-        .body(lease_json(running, hour * 30, hour / 12).into_bytes().into())
+        .body(
+            lease_json(running, hour * 30, hour / 12)
+                .into_bytes()
+                .into(),
+        )
         .send()
         .await
         .unwrap();
@@ -431,7 +469,11 @@ async fn prune_spares_the_unfinished_upload_of_a_running_s3_backup() {
     assert_success(&out, "prune");
     let report = json(&out);
     assert_eq!(report["abortedUploads"], 0, "{report}");
-    assert_eq!(report["incompleteDeleted"], serde_json::json!([]), "{report}");
+    assert_eq!(
+        report["incompleteDeleted"],
+        serde_json::json!([]),
+        "{report}"
+    );
     let uploads = s3
         .list_multipart_uploads()
         .bucket(&bucket)

@@ -111,7 +111,11 @@ async fn judge(
     id: String,
     objects: Vec<ObjectMeta>,
 ) -> Result<Result<(BackupManifest, Vec<ObjectMeta>), IncompleteBackup>, BackupError> {
-    let has = |file: &str| objects.iter().any(|o| o.key.rsplit('/').next() == Some(file));
+    let has = |file: &str| {
+        objects
+            .iter()
+            .any(|o| o.key.rsplit('/').next() == Some(file))
+    };
     let verdict = if has(MANIFEST_FILE) {
         let body = repo
             .get_bytes(&format!("{instance}/{id}/{MANIFEST_FILE}"))

@@ -229,7 +229,12 @@ mod tests {
 
     #[test]
     fn object_names_stay_inside_their_backup() {
-        for good in [DATABASE_OBJECT, FILESTORE_OBJECT, DHIS_CONF_OBJECT, "extra-1_x.zst"] {
+        for good in [
+            DATABASE_OBJECT,
+            FILESTORE_OBJECT,
+            DHIS_CONF_OBJECT,
+            "extra-1_x.zst",
+        ] {
             assert!(check_object_name(good).is_ok(), "{good}");
         }
         for bad in [

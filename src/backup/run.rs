@@ -16,9 +16,8 @@ use super::error::{BackupError, validate_instance_name};
 use super::inventory;
 use super::lease::{HEARTBEAT_INTERVAL_SECONDS, Lease};
 use super::manifest::{
-    BackupManifest, DATABASE_OBJECT, DHIS_CONF_OBJECT, FILESTORE_OBJECT, LEASE_FILE,
-    MANIFEST_FILE, MANIFEST_FORMAT_VERSION, ObjectKind, TableRecord, ToolRecord, new_backup_id,
-    skipped_names,
+    BackupManifest, DATABASE_OBJECT, DHIS_CONF_OBJECT, FILESTORE_OBJECT, LEASE_FILE, MANIFEST_FILE,
+    MANIFEST_FORMAT_VERSION, ObjectKind, TableRecord, ToolRecord, new_backup_id, skipped_names,
 };
 use super::pg_tools::PgTools;
 use super::repo::{RepoError, Repository};
@@ -137,7 +136,9 @@ async fn claim_backup_id(
     }
     Err(BackupError::io(
         "choosing a backup id",
-        io::Error::other("five random ids in a row were taken; is something copying backups into this repository?"),
+        io::Error::other(
+            "five random ids in a row were taken; is something copying backups into this repository?",
+        ),
     ))
 }
 
@@ -256,7 +257,10 @@ async fn write_backup(
             .batch_execute("COMMIT")
             .await
             .map_err(|e| db.query_error("ending the snapshot transaction", e))?;
-        tracing::debug!(backup = id, "snapshot transaction ended; pg_dump holds its own copy");
+        tracing::debug!(
+            backup = id,
+            "snapshot transaction ended; pg_dump holds its own copy"
+        );
         Ok::<_, BackupError>(counts)
     };
     let (database_object, counts) = tokio::try_join!(dump, counts)?;
@@ -363,7 +367,10 @@ mod tests {
         let t = TableName::new;
         assert!(!has_dhis2_tables(&[]));
         assert!(!has_dhis2_tables(&[t("public", "orders")]));
-        assert!(has_dhis2_tables(&[t("public", "orders"), t("public", "organisationunit")]));
+        assert!(has_dhis2_tables(&[
+            t("public", "orders"),
+            t("public", "organisationunit")
+        ]));
         assert!(has_dhis2_tables(&[t("dhis", "organisationunit")]));
     }
 }

@@ -107,7 +107,12 @@ impl LocalRepo {
         self.upload_bytes(key, data, Replace::No).await
     }
 
-    async fn upload_bytes(&self, key: &str, data: Bytes, replace: Replace) -> Result<(), RepoError> {
+    async fn upload_bytes(
+        &self,
+        key: &str,
+        data: Bytes,
+        replace: Replace,
+    ) -> Result<(), RepoError> {
         let (tx, rx) = mpsc::channel(2);
         tx.send(Chunk::Data(data)).await.ok();
         tx.send(Chunk::End).await.ok();
@@ -187,7 +192,10 @@ impl LocalRepo {
         let partial = PathBuf::from(format!("{}{PARTIAL_SUFFIX}", path.display()));
         let written = self.write_partial(key, &partial, chunks).await;
         let outcome = match written {
-            Ok(size) => self.publish(key, &partial, &path, replace).await.map(|_| size),
+            Ok(size) => self
+                .publish(key, &partial, &path, replace)
+                .await
+                .map(|_| size),
             Err(e) => Err(e),
         };
         if outcome.is_err() {
@@ -286,8 +294,7 @@ impl LocalRepo {
 pub fn is_disk_full(e: &std::io::Error) -> bool {
     const ENOSPC: i32 = 28;
     const EDQUOT: i32 = 122;
-    e.kind() == std::io::ErrorKind::StorageFull
-        || matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
+    e.kind() == std::io::ErrorKind::StorageFull || matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {

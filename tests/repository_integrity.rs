@@ -47,12 +47,28 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Removes a bucket this test created: the shared SeaweedFS has a volume per bucket, and few.
-async fn drop_bucket(env: &Env, bucket: &str) {
+/// One bucket for this file's tests, each under its own prefix: the shared SeaweedFS spends a
+/// volume per bucket and has few.
+static BUCKET: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+/// `(bucket, s3://bucket/PREFIX, PREFIX)` for one test.
+async fn s3_area(env: &Env, name: &str) -> (String, String, String) {
+    let bucket = BUCKET
+        .get_or_init(|| async { env.create_bucket("integrity").await.0 })
+        .await
+        .clone();
+    let prefix = unique(name);
+    let repo = format!("s3://{bucket}/{prefix}");
+    (bucket, repo, prefix)
+}
+
+/// Removes what one test stored under its prefix.
+async fn drop_area(env: &Env, bucket: &str, prefix: &str) {
     let s3 = env.s3_client();
     let uploads = s3
         .list_multipart_uploads()
         .bucket(bucket)
+        .prefix(format!("{prefix}/"))
         .send()
         .await
         .unwrap();
@@ -66,14 +82,15 @@ async fn drop_bucket(env: &Env, bucket: &str) {
             .unwrap();
     }
     for key in env.s3_keys(bucket).await {
-        s3.delete_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap();
+        if key.starts_with(&format!("{prefix}/")) {
+            s3.delete_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+        }
     }
-    s3.delete_bucket().bucket(bucket).send().await.unwrap();
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -224,6 +241,26 @@ async fn damaged_set_is_not_a_backup(repo: &str, damage: impl AsyncFnOnce(&str))
     );
     assert!(err.contains("ignoring incomplete backup"), "{err}");
 
+    let (_scratch, scratch_url) = env.create_database("incomplete_drill").await;
+    let out = dhis2ctl(&[
+        "drill",
+        "--repo",
+        repo,
+        "--instance",
+        "hmis",
+        "--scratch-database-url",
+        &scratch_url,
+        "-o",
+        "json",
+    ])
+    .await;
+    assert_success(&out, "drill of latest");
+    assert_eq!(
+        json(&out)["backupId"],
+        ids[0].as_str(),
+        "drill takes the whole one"
+    );
+
     let out = dhis2ctl(&[
         "backup",
         "prune",
@@ -292,25 +329,24 @@ async fn a_local_set_with_a_missing_or_short_object_is_not_a_backup() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_set_with_a_missing_or_short_object_is_not_a_backup() {
     let env = env();
-    let (bucket, repo) = env.create_bucket("incomplete").await;
+    let (bucket, repo, prefix) = s3_area(&env, "incomplete").await;
     let s3 = env.s3_client();
-    let (b, s) = (bucket.clone(), s3.clone());
+    let (b, s, p) = (bucket.clone(), s3.clone(), prefix.clone());
     damaged_set_is_not_a_backup(&repo, async move |id: &str| {
         s.delete_object()
             .bucket(&b)
-            .key(format!("dhis2/hmis/{id}/database.pgdump.zst"))
+            .key(format!("{p}/hmis/{id}/database.pgdump.zst"))
             .send()
             .await
             .unwrap();
     })
     .await;
+    drop_area(&env, &bucket, &prefix).await;
 
-    drop_bucket(&env, &bucket).await;
-
-    let (bucket, repo) = env.create_bucket("incomplete").await;
-    let (b, s) = (bucket.clone(), s3.clone());
+    let (bucket, repo, prefix) = s3_area(&env, "incomplete").await;
+    let (b, s, p) = (bucket.clone(), s3.clone(), prefix.clone());
     damaged_set_is_not_a_backup(&repo, async move |id: &str| {
-        let key = format!("dhis2/hmis/{id}/database.pgdump.zst");
+        let key = format!("{p}/hmis/{id}/database.pgdump.zst");
         let body = s.get_object().bucket(&b).key(&key).send().await.unwrap();
         let data = body.body.collect().await.unwrap().into_bytes();
         s.put_object()
@@ -322,7 +358,7 @@ async fn an_s3_set_with_a_missing_or_short_object_is_not_a_backup() {
             .unwrap();
     })
     .await;
-    drop_bucket(&env, &bucket).await;
+    drop_area(&env, &bucket, &prefix).await;
 }
 
 fn set_age(path: &Path, age: Duration) {
@@ -427,7 +463,7 @@ async fn prune_spares_a_running_backup_and_removes_abandoned_debris() {
 async fn prune_spares_the_unfinished_upload_of_a_running_s3_backup() {
     let env = env();
     let src_url = tiny_database(&env, "leases3_src").await;
-    let (bucket, repo) = env.create_bucket("lease").await;
+    let (bucket, repo, prefix) = s3_area(&env, "lease").await;
     let out = backup_run(&src_url, &repo, "hmis", &[]).await;
     assert_success(&out, "backup");
     let s3 = env.s3_client();
@@ -435,7 +471,7 @@ async fn prune_spares_the_unfinished_upload_of_a_running_s3_backup() {
     let hour = chrono::Duration::hours(1);
     s3.put_object()
         .bucket(&bucket)
-        .key(format!("dhis2/hmis/{running}/lease.json"))
+        .key(format!("{prefix}/hmis/{running}/lease.json"))
         .body(
             lease_json(running, hour * 30, hour / 12)
                 .into_bytes()
@@ -447,7 +483,7 @@ async fn prune_spares_the_unfinished_upload_of_a_running_s3_backup() {
     let upload = s3
         .create_multipart_upload()
         .bucket(&bucket)
-        .key(format!("dhis2/hmis/{running}/database.pgdump.zst"))
+        .key(format!("{prefix}/hmis/{running}/database.pgdump.zst"))
         .send()
         .await
         .unwrap();
@@ -490,9 +526,9 @@ async fn prune_spares_the_unfinished_upload_of_a_running_s3_backup() {
     assert!(
         env.s3_keys(&bucket)
             .await
-            .contains(&format!("dhis2/hmis/{running}/lease.json"))
+            .contains(&format!("{prefix}/hmis/{running}/lease.json"))
     );
-    drop_bucket(&env, &bucket).await;
+    drop_area(&env, &bucket, &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -573,7 +609,7 @@ async fn open(location: &str) -> Repository {
 async fn a_lease_or_manifest_is_created_only_if_absent() {
     dhis2_operator::install_crypto_provider();
     let env = env();
-    let (bucket, s3_repo) = env.create_bucket("ifabsent").await;
+    let (bucket, s3_repo, prefix) = s3_area(&env, "ifabsent").await;
     let dir = tempfile::tempdir().unwrap();
     for location in [s3_repo.as_str(), dir.path().to_str().unwrap()] {
         let repo = open(location).await;
@@ -586,7 +622,7 @@ async fn a_lease_or_manifest_is_created_only_if_absent() {
         );
         assert_eq!(&repo.get_bytes(key).await.unwrap()[..], b"first");
     }
-    drop_bucket(&env, &bucket).await;
+    drop_area(&env, &bucket, &prefix).await;
 }
 
 fn mode(p: &Path) -> u32 {

@@ -271,11 +271,30 @@ impl LocalRepo {
                             key: key.to_string(),
                         });
                     }
+                    // Filesystems without hard links (FAT/exFAT USB disks, some network shares):
+                    // check, then rename; the id's 32 random bits cover the race.
+                    Err(e) if no_hard_links(&e) => {
+                        if tokio::fs::try_exists(path)
+                            .await
+                            .map_err(|e| self.error("finishing", key, e))?
+                        {
+                            return Err(RepoError::AlreadyExists {
+                                location: self.describe(),
+                                key: key.to_string(),
+                            });
+                        }
+                        tokio::fs::rename(partial, path)
+                            .await
+                            .map_err(|e| self.error("finishing", key, e))?;
+                    }
                     Err(e) => return Err(self.error("finishing", key, e)),
                 }
-                tokio::fs::remove_file(partial)
-                    .await
-                    .map_err(|e| self.error("finishing", key, e))?;
+                // Gone already when the rename fallback ran.
+                match tokio::fs::remove_file(partial).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(self.error("finishing", key, e)),
+                }
             }
         }
         if let Some(parent) = path.parent() {
@@ -295,6 +314,15 @@ pub fn is_disk_full(e: &std::io::Error) -> bool {
     const ENOSPC: i32 = 28;
     const EDQUOT: i32 = 122;
     e.kind() == std::io::ErrorKind::StorageFull || matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
+}
+
+/// EPERM, EOPNOTSUPP or ENOSYS from `link`: the filesystem has no hard links.
+fn no_hard_links(e: &std::io::Error) -> bool {
+    const EPERM: i32 = 1;
+    const ENOSYS: i32 = 38;
+    const EOPNOTSUPP: i32 = 95;
+    e.kind() == std::io::ErrorKind::Unsupported
+        || matches!(e.raw_os_error(), Some(EPERM | ENOSYS | EOPNOTSUPP))
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {

@@ -7,6 +7,9 @@ use super::repo::RepoError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    /// The command line itself is wrong (a flag's value, a missing flag): exit code 2.
+    #[error("{0}")]
+    Usage(String),
     #[error("{0}")]
     Input(String),
     #[error(transparent)]
@@ -69,7 +72,7 @@ pub fn validate_instance_name(name: &str) -> Result<(), BackupError> {
     if ok {
         Ok(())
     } else {
-        Err(BackupError::Input(format!(
+        Err(BackupError::Usage(format!(
             "--instance: '{name}' is not a valid instance name; use 1-63 lowercase letters, digits and '-' (e.g. hmis-production)"
         )))
     }

@@ -9,6 +9,8 @@ use super::table_rules::TableName;
 
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// Present only while a backup runs; see `lease.rs`.
+pub const LEASE_FILE: &str = "lease.json";
 pub const DATABASE_OBJECT: &str = "database.pgdump.zst";
 pub const FILESTORE_OBJECT: &str = "filestore.tar.zst";
 pub const DHIS_CONF_OBJECT: &str = "dhis.conf.zst";
@@ -122,7 +124,36 @@ impl BackupManifest {
         {
             return Err("manifest holds a malformed checksum".to_string());
         }
+        let mut seen = std::collections::HashSet::new();
+        for o in &self.objects {
+            check_object_name(&o.name)?;
+            if !seen.insert(o.name.as_str()) {
+                return Err(format!("manifest names object {} twice", o.name));
+            }
+        }
         Ok(())
+    }
+}
+
+/// Object names become the last part of a key or a file name in the repository: a name that
+/// could reach outside its backup (`/`, `..`) or clash with the set's own files is refused.
+pub fn check_object_name(name: &str) -> Result<(), String> {
+    let safe = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !name.contains("..")
+        && name != MANIFEST_FILE
+        && name != LEASE_FILE;
+    if safe {
+        Ok(())
+    } else {
+        Err(format!(
+            "manifest names an object '{}' that is not a plain file name",
+            name.escape_debug()
+        ))
     }
 }
 
@@ -159,10 +190,11 @@ impl From<&BackupManifest> for BackupSummary {
     }
 }
 
-/// Backup ids sort by time: `20261125T101500Z-3f9a` (UTC start time, then a random suffix so two
-/// backups started in the same second never collide).
-pub fn new_backup_id(started_at: DateTime<Utc>, suffix: u16) -> String {
-    format!("{}-{:04x}", started_at.format("%Y%m%dT%H%M%SZ"), suffix)
+/// Backup ids sort by time: `20261125T101500Z-3f9a0c17` (UTC start time, then 32 random bits so
+/// backups started in the same second do not collide; the lease is also created only if absent).
+/// Older ids carry 16 random bits (`20261125T101500Z-3f9a`); both parse.
+pub fn new_backup_id(started_at: DateTime<Utc>, suffix: u32) -> String {
+    format!("{}-{:08x}", started_at.format("%Y%m%dT%H%M%SZ"), suffix)
 }
 
 /// The start time encoded in a backup id, if it is one.
@@ -186,11 +218,38 @@ mod tests {
     fn ids_sort_by_time_and_round_trip() {
         let a = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
         let b = Utc.with_ymd_and_hms(2026, 11, 2, 3, 4, 5).unwrap();
-        let ida = new_backup_id(a, 0xffff);
+        let ida = new_backup_id(a, 0xffff_ffff);
         let idb = new_backup_id(b, 0);
-        assert_eq!(ida, "20260102T030405Z-ffff");
+        assert_eq!(ida, "20260102T030405Z-ffffffff");
         assert!(ida < idb);
         assert_eq!(backup_id_time(&ida), Some(a));
+        assert_eq!(backup_id_time("20260102T030405Z-3f9a"), Some(a));
         assert_eq!(backup_id_time("latest"), None);
+    }
+
+    #[test]
+    fn object_names_stay_inside_their_backup() {
+        for good in [
+            DATABASE_OBJECT,
+            FILESTORE_OBJECT,
+            DHIS_CONF_OBJECT,
+            "extra-1_x.zst",
+        ] {
+            assert!(check_object_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            "../other/database.pgdump.zst",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            "x..y",
+            MANIFEST_FILE,
+            LEASE_FILE,
+            "name\n",
+        ] {
+            assert!(check_object_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

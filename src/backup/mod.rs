@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod drill;
 pub mod error;
 pub mod inventory;
+pub mod lease;
 pub mod manifest;
 pub mod pg_tools;
 pub mod prune;

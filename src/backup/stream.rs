@@ -40,6 +40,34 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Signals once, when the first bytes come through: for `pg_dump`, proof that it has started and
+/// imported its snapshot.
+pub struct FirstOutput<R> {
+    inner: R,
+    signal: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl<R: Read> FirstOutput<R> {
+    pub fn new(inner: R, signal: tokio::sync::oneshot::Sender<()>) -> Self {
+        Self {
+            inner,
+            signal: Some(signal),
+        }
+    }
+}
+
+impl<R: Read> Read for FirstOutput<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0
+            && let Some(signal) = self.signal.take()
+        {
+            let _ = signal.send(());
+        }
+        Ok(n)
+    }
+}
+
 /// Advances a progress bar and counts bytes read through it.
 pub struct ProgressReader<R> {
     inner: R,
@@ -105,6 +133,17 @@ impl<W: Write> Write for CountingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_output_signals_on_the_first_bytes_only() {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let mut r = FirstOutput::new(&b"PGDMP"[..], tx);
+        assert!(rx.try_recv().is_err(), "no signal before reading");
+        let mut buf = [0u8; 2];
+        r.read_exact(&mut buf).unwrap();
+        assert_eq!(rx.try_recv(), Ok(()));
+        r.read_exact(&mut buf).unwrap();
+    }
 
     #[test]
     fn hashing_reader_matches_a_direct_hash() {

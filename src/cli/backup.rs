@@ -127,7 +127,7 @@ fn parse_time_zone(s: &str) -> Result<chrono_tz::Tz, String> {
 pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
     validate_instance_name(&args.instance)?;
     let database = DatabaseTarget::parse(&args.database_url, "--database-url")?;
-    let repo = args.repo.open().await?;
+    let repo = args.repo.open_for_backup().await?;
     let request = BackupRequest {
         instance: args.instance,
         database,

@@ -4,6 +4,7 @@ mod backup;
 mod cluster;
 mod demo;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -80,14 +81,25 @@ pub struct RepoArgs {
 }
 
 impl RepoArgs {
+    /// Opens an existing repository: read-only verbs never create one, so a mistyped local path
+    /// says "no repository at …".
     pub async fn open(&self) -> Result<Repository, BackupError> {
-        let location = RepoLocation::parse(&self.repo).map_err(BackupError::Input)?;
+        self.open_with(false).await
+    }
+
+    /// Opens the repository a backup writes into, creating a missing local directory (0700).
+    pub async fn open_for_backup(&self) -> Result<Repository, BackupError> {
+        self.open_with(true).await
+    }
+
+    async fn open_with(&self, create: bool) -> Result<Repository, BackupError> {
+        let location = RepoLocation::parse(&self.repo).map_err(BackupError::Usage)?;
         let options = S3Options {
             endpoint: self.s3_endpoint.clone(),
             path_style: self.s3_path_style,
             region: self.s3_region.clone(),
         };
-        Ok(Repository::open(location, &options).await?)
+        Ok(Repository::open(location, &options, create).await?)
     }
 }
 
@@ -144,9 +156,11 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DHIS2_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour codes only for a person at a terminal, never in files, pipes or journald.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     if cli.log_format == "json" {
         builder.json().init();
@@ -174,10 +188,15 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }
+
+/// What the README promises: 2 when the command line itself is wrong (found before any work:
+/// a flag's value, a missing policy), 1 for every failure met while working.
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_FAILURE: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
 enum CliError {
@@ -185,6 +204,23 @@ enum CliError {
     Backup(#[from] BackupError),
     #[error(transparent)]
     Cluster(#[from] cluster::ClusterError),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        use crate::backup::repo::RepoError;
+        use crate::postgres::PostgresError;
+        match self {
+            Self::Backup(
+                BackupError::Usage(_)
+                | BackupError::Postgres(
+                    PostgresError::BadUrl { .. } | PostgresError::NoDatabase { .. },
+                )
+                | BackupError::Repo(RepoError::BadLocation(_)),
+            ) => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
@@ -228,5 +264,26 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn usage_errors_exit_2_failures_exit_1() {
+        let usage = CliError::Backup(BackupError::Usage("--keep-last 0 keeps nothing".into()));
+        assert_eq!(usage.exit_code(), 2);
+        let bad_url = CliError::Backup(BackupError::Postgres(
+            crate::postgres::PostgresError::BadUrl {
+                flag: "--database-url",
+                reason: "x".into(),
+            },
+        ));
+        assert_eq!(bad_url.exit_code(), 2);
+        let failure = CliError::Backup(BackupError::Input("not empty".into()));
+        assert_eq!(failure.exit_code(), 1);
+        let missing = CliError::Backup(BackupError::Repo(
+            crate::backup::repo::RepoError::NoRepository {
+                location: "/x".into(),
+            },
+        ));
+        assert_eq!(missing.exit_code(), 1);
     }
 }

@@ -42,6 +42,29 @@ pub enum RepoError {
         "backup repository {location}: upload of {key} was abandoned because its producer failed"
     )]
     Abandoned { location: String, key: String },
+    #[error(
+        "backup repository {location}: the disk is full: storing {key} failed ({source}); free space on the filesystem that holds {location} (or give --repo another one) and run the backup again"
+    )]
+    DiskFull {
+        location: String,
+        key: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "no repository at {location}: the directory does not exist; check --repo (only `dhis2ctl backup run` creates a repository)"
+    )]
+    NoRepository { location: String },
+    #[error("backup repository {location}: {key} already exists")]
+    AlreadyExists { location: String, key: String },
+}
+
+/// An S3 multipart upload that was started and not completed (yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// Relative to the repository root, like object keys.
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,10 +81,15 @@ pub enum Repository {
 
 impl Repository {
     /// Opens the repository and checks that it is reachable (bucket exists, credentials work,
-    /// directory is usable), so a bad `--repo` fails before any work starts.
-    pub async fn open(location: RepoLocation, s3: &S3Options) -> Result<Self, RepoError> {
+    /// directory is usable), so a bad `--repo` fails before any work starts. Only `create` (a
+    /// backup) makes a missing local directory; everything else reports "no repository at …".
+    pub async fn open(
+        location: RepoLocation,
+        s3: &S3Options,
+        create: bool,
+    ) -> Result<Self, RepoError> {
         match location {
-            RepoLocation::Local { root } => Ok(Self::Local(LocalRepo::open(root).await?)),
+            RepoLocation::Local { root } => Ok(Self::Local(LocalRepo::open(root, create).await?)),
             RepoLocation::S3 { bucket, prefix } => {
                 Ok(Self::S3(S3Repo::open(bucket, prefix, s3).await?))
             }
@@ -79,6 +107,14 @@ impl Repository {
         match self {
             Self::Local(r) => r.put_bytes(key, data).await,
             Self::S3(r) => r.put_bytes(key, data).await,
+        }
+    }
+
+    /// Stores `data` only when `key` does not exist yet (`RepoError::AlreadyExists` otherwise).
+    pub async fn put_bytes_if_absent(&self, key: &str, data: Bytes) -> Result<(), RepoError> {
+        match self {
+            Self::Local(r) => r.put_bytes_if_absent(key, data).await,
+            Self::S3(r) => r.put_bytes_if_absent(key, data).await,
         }
     }
 
@@ -120,17 +156,19 @@ impl Repository {
         }
     }
 
-    /// Unfinished uploads (S3 multipart uploads, local `.partial` files are listed objects)
-    /// started before `cutoff` under `prefix`: aborted unless `dry_run`. Returns how many.
-    pub async fn abort_stale_uploads(
-        &self,
-        prefix: &str,
-        cutoff: DateTime<Utc>,
-        dry_run: bool,
-    ) -> Result<usize, RepoError> {
+    /// Unfinished multipart uploads under `prefix` (a local repository has none: its partial
+    /// files are listed objects).
+    pub async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, RepoError> {
         match self {
-            Self::Local(_) => Ok(0),
-            Self::S3(r) => r.abort_stale_uploads(prefix, cutoff, dry_run).await,
+            Self::Local(_) => Ok(Vec::new()),
+            Self::S3(r) => r.pending_uploads(prefix).await,
+        }
+    }
+
+    pub async fn abort_upload(&self, upload: &PendingUpload) -> Result<(), RepoError> {
+        match self {
+            Self::Local(_) => Ok(()),
+            Self::S3(r) => r.abort_upload(upload).await,
         }
     }
 }

@@ -11,12 +11,12 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
-use super::{Chunk, ObjectMeta, ObjectReader, RepoError};
+use super::{Chunk, ObjectMeta, ObjectReader, PendingUpload, RepoError};
 
 /// How many parts upload at once: enough to hide latency, few enough to bound memory.
 const PARTS_IN_FLIGHT: usize = 2;
@@ -142,6 +142,60 @@ impl S3Repo {
             .await
             .map_err(|e| self.error(&format!("writing {key}"), &e))?;
         Ok(())
+    }
+
+    /// `If-None-Match: *`: the store refuses to replace an existing object (412), so two
+    /// backups can never write the same lease or manifest.
+    pub async fn put_bytes_if_absent(&self, key: &str, data: Bytes) -> Result<(), RepoError> {
+        let data_again = data.clone();
+        match self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .if_none_match("*")
+            .body(ByteStream::from(data))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) =>
+            {
+                Err(RepoError::AlreadyExists {
+                    location: self.describe(),
+                    key: key.to_string(),
+                })
+            }
+            // Stores without conditional writes: check, then write (a race is left to the
+            // 32 random bits of the id).
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 501) => {
+                if self.exists(key).await? {
+                    return Err(RepoError::AlreadyExists {
+                        location: self.describe(),
+                        key: key.to_string(),
+                    });
+                }
+                self.put_bytes(key, data_again).await
+            }
+            Err(e) => Err(self.error(&format!("writing {key}"), &e)),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, RepoError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Err(e) => Err(self.error(&format!("checking {key}"), &e)),
+        }
     }
 
     pub async fn get_bytes(&self, key: &str) -> Result<Bytes, RepoError> {
@@ -387,45 +441,64 @@ impl S3Repo {
         Ok(size)
     }
 
-    pub async fn abort_stale_uploads(
-        &self,
-        prefix: &str,
-        cutoff: DateTime<Utc>,
-        dry_run: bool,
-    ) -> Result<usize, RepoError> {
-        let out = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(self.full_key(prefix))
-            .send()
-            .await
-            .map_err(|e| self.error("listing unfinished uploads", &e))?;
-        let mut aborted = 0;
-        for upload in out.uploads() {
-            let started = upload
-                .initiated()
-                .and_then(|t| DateTime::from_timestamp(t.secs(), 0))
-                .unwrap_or_default();
-            if started >= cutoff {
-                continue;
+    pub async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, RepoError> {
+        let mut out = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut upload_id_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(self.full_key(prefix))
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_id_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.error("listing unfinished uploads", &e))?;
+            for upload in page.uploads() {
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                out.push(PendingUpload {
+                    key: self.relative_key(key).to_string(),
+                    upload_id: id.to_string(),
+                    initiated: upload
+                        .initiated()
+                        .and_then(|t| DateTime::from_timestamp(t.secs(), 0))
+                        .unwrap_or_default(),
+                });
             }
-            let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
-                continue;
-            };
-            aborted += 1;
-            if !dry_run {
-                self.client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| self.error("aborting an unfinished upload", &e))?;
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            upload_id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && upload_id_marker.is_none() {
+                break;
             }
         }
-        Ok(aborted)
+        Ok(out)
+    }
+
+    pub async fn abort_upload(&self, upload: &PendingUpload) -> Result<(), RepoError> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full_key(&upload.key))
+            .upload_id(&upload.upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Completed or aborted meanwhile: nothing left to abort.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => Ok(()),
+            Err(e) => Err(self.error(
+                &format!("aborting the unfinished upload of {}", upload.key),
+                &e,
+            )),
+        }
     }
 }
 

@@ -85,6 +85,8 @@ async fn s3_backup_restores_everything_dhis2_needs() {
         "connection.url = jdbc:postgresql://db/dhis2\nencryption.password = xK93-very-secret\n",
     )
     .unwrap();
+    // The restore keeps dhis.conf's recorded mode (capped at 0640).
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let out = backup_run(
         &src_url,

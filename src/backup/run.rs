@@ -191,8 +191,10 @@ async fn write_backup(
         bar.finish_and_clear();
     }
     if let Some(conf) = req.dhis_conf.clone() {
-        objects.push(
-            store_compressed(
+        // Owner and mode go into the manifest: a restore puts dhis.conf back readable by DHIS2 only.
+        let posix = super::manifest::PosixMetadata::of(&conf)
+            .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
+        let mut object = store_compressed(
                 repo,
                 &object_key(&req.instance, id, DHIS_CONF_OBJECT),
                 DHIS_CONF_OBJECT,
@@ -208,8 +210,9 @@ async fn write_backup(
                         .map_err(|e| BackupError::io("storing dhis.conf", e))
                 },
             )
-            .await?,
-        );
+            .await?;
+        object.posix = Some(posix);
+        objects.push(object);
     }
 
     let table_records = tables

@@ -155,13 +155,16 @@ async fn a_drill_restores_checks_reports_and_wipes_the_scratch_database() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(drill_databases, 0, "the drill drops the database it restored into");
+    assert_eq!(
+        drill_databases, 0,
+        "the drill drops the database it restored into"
+    );
     let report_rpo = report["rpoSeconds"].as_i64().unwrap();
-    let started = chrono::DateTime::parse_from_rfc3339(report["startedAt"].as_str().unwrap()).unwrap();
-    let backup_started = chrono::DateTime::parse_from_rfc3339(
-        json(&backup_out)["startedAt"].as_str().unwrap(),
-    )
-    .unwrap();
+    let started =
+        chrono::DateTime::parse_from_rfc3339(report["startedAt"].as_str().unwrap()).unwrap();
+    let backup_started =
+        chrono::DateTime::parse_from_rfc3339(json(&backup_out)["startedAt"].as_str().unwrap())
+            .unwrap();
     assert_eq!(
         report_rpo,
         (started - backup_started).num_seconds(),

@@ -90,7 +90,10 @@ async fn a_forced_restore_swaps_the_database_in_and_keeps_the_old_one() {
     let (_src, src_url) = env.seeded_database("atomic_src").await;
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    assert_success(&backup_run(&src_url, repo_path, "hmis", &[]).await, "backup");
+    assert_success(
+        &backup_run(&src_url, repo_path, "hmis", &[]).await,
+        "backup",
+    );
 
     let (dst, dst_url) = env.create_database("atomic_dst").await;
     env.client(&dst)
@@ -102,7 +105,12 @@ async fn a_forced_restore_swaps_the_database_in_and_keeps_the_old_one() {
     let dhis2_session = env.client(&dst).await;
     dhis2_session.query_one("SELECT 1", &[]).await.unwrap();
 
-    let out = dhis2ctl(&restore_args(repo_path, &dst_url, &["--force", "-o", "json"])).await;
+    let out = dhis2ctl(&restore_args(
+        repo_path,
+        &dst_url,
+        &["--force", "-o", "json"],
+    ))
+    .await;
     assert_success(&out, "restore --force");
     let report = json(&out);
     assert!(
@@ -138,7 +146,11 @@ async fn a_forced_restore_swaps_the_database_in_and_keeps_the_old_one() {
             .is_empty()
     );
     // The restored database accepts connections again, and so does the kept one.
-    env.client(&dst).await.query_one("SELECT 1", &[]).await.unwrap();
+    env.client(&dst)
+        .await
+        .query_one("SELECT 1", &[])
+        .await
+        .unwrap();
 
     // Human output names the kept database too; --drop-replaced drops it at once.
     let out = dhis2ctl(&restore_args(
@@ -170,7 +182,11 @@ async fn a_dump_damaged_late_leaves_a_populated_target_exactly_as_it_was() {
     let out = backup_run(&src_url, repo_path, "hmis", &["-o", "json"]).await;
     assert_success(&out, "backup");
     let id = json(&out)["id"].as_str().unwrap().to_string();
-    let dump = repo.path().join("hmis").join(&id).join("database.pgdump.zst");
+    let dump = repo
+        .path()
+        .join("hmis")
+        .join(&id)
+        .join("database.pgdump.zst");
     let mut data = std::fs::read(&dump).unwrap();
     let late = data.len() * 9 / 10;
     data[late] ^= 0x20;
@@ -179,15 +195,23 @@ async fn a_dump_damaged_late_leaves_a_populated_target_exactly_as_it_was() {
     let (dst, dst_url) = env.seeded_database("late_dst").await;
     env.client(&dst)
         .await
-        .batch_execute("UPDATE organisationunit SET name = name || ' (live)' WHERE organisationunitid % 7 = 0")
+        .batch_execute(
+            "UPDATE organisationunit SET name = name || ' (live)' WHERE organisationunitid % 7 = 0",
+        )
         .await
         .unwrap();
     let before = fingerprint(&env, &dst).await;
     let out = dhis2ctl(&restore_args(repo_path, &dst_url, &["--force"])).await;
     assert_clear_failure(&out, "is damaged: database.pgdump.zst");
-    assert_eq!(fingerprint(&env, &dst).await, before, "the target is unchanged");
+    assert_eq!(
+        fingerprint(&env, &dst).await,
+        before,
+        "the target is unchanged"
+    );
     assert!(
-        databases_like(&env, &format!("{dst}\\_\\_%")).await.is_empty(),
+        databases_like(&env, &format!("{dst}\\_\\_%"))
+            .await
+            .is_empty(),
         "no side or replaced database is left"
     );
 }
@@ -198,7 +222,10 @@ async fn restore_never_takes_its_target_from_the_backup_source_variable() {
     let (src, src_url) = env.seeded_database("env_src").await;
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    assert_success(&backup_run(&src_url, repo_path, "hmis", &[]).await, "backup");
+    assert_success(
+        &backup_run(&src_url, repo_path, "hmis", &[]).await,
+        "backup",
+    );
     let before = fingerprint(&env, &src).await;
     let out = dhis2ctl_with_env(
         &[
@@ -214,7 +241,12 @@ async fn restore_never_takes_its_target_from_the_backup_source_variable() {
         &[("DHIS2_DATABASE_URL", &src_url)],
     )
     .await;
-    assert_eq!(out.status.code(), Some(2), "a usage error: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a usage error: {}",
+        stderr(&out)
+    );
     let err = stderr(&out);
     assert!(err.contains("--database-url"), "{err}");
     assert!(err.contains("DHIS2_RESTORE_DATABASE_URL"), "{err}");
@@ -256,7 +288,10 @@ async fn a_missing_pg_restore_is_a_tooling_error_not_a_damaged_backup() {
     let (_src, src_url) = env.seeded_database("tool_src").await;
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    assert_success(&backup_run(&src_url, repo_path, "hmis", &[]).await, "backup");
+    assert_success(
+        &backup_run(&src_url, repo_path, "hmis", &[]).await,
+        "backup",
+    );
     let out = dhis2ctl(&[
         "backup",
         "verify",
@@ -282,7 +317,9 @@ async fn a_missing_pg_restore_is_a_tooling_error_not_a_damaged_backup() {
     assert_clear_failure(&out, "cannot start /nonexistent/bin/pg_restore");
     assert!(!stderr(&out).contains("damaged"), "{}", stderr(&out));
     assert!(
-        databases_like(&env, &format!("{dst}\\_\\_%")).await.is_empty(),
+        databases_like(&env, &format!("{dst}\\_\\_%"))
+            .await
+            .is_empty(),
         "the side database was dropped"
     );
 }
@@ -362,9 +399,8 @@ async fn a_file_store_comes_back_into_its_directory_with_the_old_contents_kept()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert!(
-        kept.iter().any(|k| std::path::Path::new(k)
-            .join("documents/old.pdf")
-            .exists()),
+        kept.iter()
+            .any(|k| std::path::Path::new(k).join("documents/old.pdf").exists()),
         "old contents kept aside: {kept:?}"
     );
     assert!(
@@ -383,7 +419,11 @@ async fn a_file_store_comes_back_into_its_directory_with_the_old_contents_kept()
     let tool_mode = std::fs::metadata(target.join("tool.sh")).unwrap().mode() & 0o7777;
     assert_eq!(tool_mode, 0o755, "setuid is never restored");
     let conf_meta = std::fs::metadata(&target_conf).unwrap();
-    assert_eq!(conf_meta.mode() & 0o7777, 0o640, "recorded 0664, capped at 0640");
+    assert_eq!(
+        conf_meta.mode() & 0o7777,
+        0o640,
+        "recorded 0664, capped at 0640"
+    );
     if root {
         let doc_meta = std::fs::metadata(target.join("documents/report.pdf")).unwrap();
         assert_eq!((doc_meta.uid(), doc_meta.gid()), (4321, 4322));

@@ -182,7 +182,9 @@ pub async fn run_drill(
             .map(|c| format!("{}: {}", c.name, c.detail)),
     );
     if let Err(e) = cleanup {
-        failures.push(format!("could not drop the drill's database afterwards: {e}"));
+        failures.push(format!(
+            "could not drop the drill's database afterwards: {e}"
+        ));
     }
     Ok(DrillReport {
         backup_id: manifest.id.clone(),
@@ -211,7 +213,9 @@ async fn restore_and_inspect(
     progress: &Progress,
 ) -> Result<Vec<DrillCheck>, BackupError> {
     let role = admin.role().await?;
-    admin.create_database(side.dbname(), &role.name, None).await?;
+    admin
+        .create_database(side.dbname(), &role.name, None)
+        .await?;
     restore_dump(repo, manifest, side, pg_bin_dir.as_deref(), progress).await?;
     let client = side.connect().await?;
     let checks = inspect(side, &client, manifest).await;

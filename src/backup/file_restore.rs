@@ -164,8 +164,8 @@ impl StagedFileStore {
             for entry in std::fs::read_dir(&restored)
                 .map_err(|e| BackupError::io(format!("reading {}", restored.display()), e))?
             {
-                let entry =
-                    entry.map_err(|e| BackupError::io(format!("reading {}", restored.display()), e))?;
+                let entry = entry
+                    .map_err(|e| BackupError::io(format!("reading {}", restored.display()), e))?;
                 let to = self.dir.join(entry.file_name());
                 std::fs::rename(entry.path(), &to).map_err(|e| {
                     BackupError::io(format!("moving the restored {} in", to.display()), e)
@@ -329,9 +329,15 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(inode(&dir), before, "the directory itself stays");
-        assert_eq!(std::fs::read_to_string(dir.join("new/b.txt")).unwrap(), "new");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("new/b.txt")).unwrap(),
+            "new"
+        );
         assert!(!dir.join("old").exists());
         assert!(!staging.exists());
-        assert_eq!(std::fs::read_to_string(aside.join("old/a.txt")).unwrap(), "old");
+        assert_eq!(
+            std::fs::read_to_string(aside.join("old/a.txt")).unwrap(),
+            "old"
+        );
     }
 }

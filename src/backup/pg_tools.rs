@@ -197,7 +197,8 @@ Command was: CREATE EXTENSION IF NOT EXISTS postgis WITH SCHEMA public;
             error_summary(stderr),
             "ERROR: permission denied to create extension \"postgis\" | HINT: Must be superuser to create this extension."
         );
-        let multi = "pg_restore: error: could not execute query: ERROR:  relation \"x\" already exists
+        let multi =
+            "pg_restore: error: could not execute query: ERROR:  relation \"x\" already exists
 Command was: CREATE TABLE public.x (
     id integer,
     name text

@@ -215,7 +215,9 @@ pub async fn restore_backup(
                 match admin.close_connections(database).await {
                     Ok(n) => {
                         if n > 0 {
-                            tracing::warn!("closed {n} connections to {database} to swap the restored database in");
+                            tracing::warn!(
+                                "closed {n} connections to {database} to swap the restored database in"
+                            );
                         }
                         report.closed_connections = n;
                     }
@@ -272,7 +274,11 @@ pub async fn restore_backup(
     Ok(report)
 }
 
-fn next_steps(manifest: &BackupManifest, req: &RestoreRequest, report: &RestoreReport) -> Vec<String> {
+fn next_steps(
+    manifest: &BackupManifest,
+    req: &RestoreRequest,
+    report: &RestoreReport,
+) -> Vec<String> {
     let mut steps = vec![
         "start DHIS2 against the restored database; it regenerates nothing by itself".to_string(),
     ];
@@ -444,7 +450,10 @@ fn stream_into_pg_restore<R: Read>(
 }
 
 /// Every table whose data was backed up holds exactly the rows the manifest recorded.
-async fn check_row_counts(manifest: &BackupManifest, side: &DatabaseTarget) -> Result<(), BackupError> {
+async fn check_row_counts(
+    manifest: &BackupManifest,
+    side: &DatabaseTarget,
+) -> Result<(), BackupError> {
     let tables: Vec<_> = manifest
         .tables
         .iter()

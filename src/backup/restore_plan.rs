@@ -74,22 +74,36 @@ pub enum RestoreStep {
     /// Extract the file store into a staging directory inside the target directory.
     StageFileStore,
     /// `CREATE DATABASE side OWNER owner TEMPLATE template0` (settings copied from the target).
-    CreateSideDatabase { name: String, owner: String },
+    CreateSideDatabase {
+        name: String,
+        owner: String,
+    },
     /// Stream the dump once into pg_restore, checking its SHA-256 on the way.
-    RestoreDump { database: String },
+    RestoreDump {
+        database: String,
+    },
     /// Give every restored object (but extensions) to the owner.
-    HandOverOwnership { database: String, to: String },
+    HandOverOwnership {
+        database: String,
+        to: String,
+    },
     /// Compare every table's row count with the manifest.
-    CheckRowCounts { database: String },
+    CheckRowCounts {
+        database: String,
+    },
     /// Close the sessions on the target (DHIS2's among them), saying so.
-    TerminateConnections { database: String },
+    TerminateConnections {
+        database: String,
+    },
     /// In one transaction: target → replaced (when it exists), side → target.
     SwapDatabases {
         target: String,
         side: String,
         replaced: Option<String>,
     },
-    DropReplaced { name: String },
+    DropReplaced {
+        name: String,
+    },
     /// Move the directory's current entries aside and the staged ones in.
     SwapFileStoreContents,
     WriteDhisConf,
@@ -348,7 +362,9 @@ mod tests {
     }
 
     fn now() -> chrono::DateTime<chrono::Utc> {
-        chrono::Utc.with_ymd_and_hms(2026, 11, 25, 10, 15, 0).unwrap()
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 25, 10, 15, 0)
+            .unwrap()
     }
 
     #[test]
@@ -363,7 +379,13 @@ mod tests {
         let kinds: Vec<String> = plan
             .steps
             .iter()
-            .map(|s| format!("{s:?}").split([' ', '{']).next().unwrap().to_string())
+            .map(|s| {
+                format!("{s:?}")
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert_eq!(
             kinds,
@@ -440,7 +462,10 @@ mod tests {
         let mut f = facts();
         f.owner_exists = false;
         let e = RestorePlan::for_request(&f, &options(), "x", now()).unwrap_err();
-        assert!(e.to_string().starts_with("--owner: role dhis does not exist"));
+        assert!(
+            e.to_string()
+                .starts_with("--owner: role dhis does not exist")
+        );
 
         let mut f = facts();
         f.role = RoleFacts {
@@ -478,7 +503,10 @@ mod tests {
         assert!(a.len() <= MAX_IDENTIFIER_BYTES, "{a}");
         assert!(a.ends_with("__restoring_20261125t101500z_3f9a"), "{a}");
         assert_ne!(a, b);
-        assert_eq!(a, side_database_name(&long, "restoring", "20261125T101500Z-3f9a"));
+        assert_eq!(
+            a,
+            side_database_name(&long, "restoring", "20261125T101500Z-3f9a")
+        );
         let huge_stamp = "x".repeat(80);
         assert!(side_database_name("db", "restoring", &huge_stamp).len() <= MAX_IDENTIFIER_BYTES);
     }

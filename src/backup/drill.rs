@@ -160,13 +160,26 @@ pub async fn run_drill(
     }
     drop(client);
     let admin = Maintenance::connect(scratch).await?;
-    let side_name = side_database_name(scratch.dbname(), "drill", &manifest.id);
+    let taken = admin.databases_starting_with(scratch.dbname()).await?;
+    let mut side_name = side_database_name(scratch.dbname(), "drill", &manifest.id);
+    for n in 2.. {
+        if !taken.contains(&side_name) {
+            break;
+        }
+        side_name = side_database_name(scratch.dbname(), "drill", &format!("{}_{n}", manifest.id));
+    }
     let side = scratch.with_dbname(&side_name);
     let clock = Instant::now();
-    let outcome = restore_and_inspect(&admin, &side, repo, manifest, pg_bin_dir, &progress).await;
+    let role = admin.role().await?;
+    // Only what the drill made goes away, whatever happened: nothing if it could not create it.
+    let (outcome, cleanup) = match admin.create_database(&side_name, &role.name, None).await {
+        Ok(()) => {
+            let outcome = restore_and_inspect(&side, repo, manifest, pg_bin_dir, &progress).await;
+            (outcome, admin.drop_database(&side_name).await)
+        }
+        Err(e) => (Err(e), Ok(())),
+    };
     let rto_seconds = clock.elapsed().as_secs_f64();
-    // Only what the drill made goes away, whatever happened.
-    let cleanup = admin.drop_database(&side_name).await;
     let mut failures = Vec::new();
     let checks = match outcome {
         Ok(checks) => checks,
@@ -205,17 +218,12 @@ pub fn rpo_seconds(manifest: &BackupManifest, now: DateTime<Utc>) -> i64 {
 }
 
 async fn restore_and_inspect(
-    admin: &Maintenance,
     side: &DatabaseTarget,
     repo: &super::repo::Repository,
     manifest: &BackupManifest,
     pg_bin_dir: Option<PathBuf>,
     progress: &Progress,
 ) -> Result<Vec<DrillCheck>, BackupError> {
-    let role = admin.role().await?;
-    admin
-        .create_database(side.dbname(), &role.name, None)
-        .await?;
     restore_dump(repo, manifest, side, pg_bin_dir.as_deref(), progress).await?;
     let client = side.connect().await?;
     let checks = inspect(side, &client, manifest).await;

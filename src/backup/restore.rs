@@ -239,25 +239,29 @@ pub async fn restore_backup(
                 done.side_created = None;
                 report.replaced_database = replaced.clone();
             }
-            RestoreStep::DropReplaced { name } => {
-                admin.drop_database(name).await?;
-                report.replaced_database = None;
-                report.dropped_replaced_database = true;
-            }
+            RestoreStep::DropReplaced { name } => match admin.drop_database(name).await {
+                Ok(()) => {
+                    report.replaced_database = None;
+                    report.dropped_replaced_database = true;
+                }
+                // The restore itself succeeded: the old database is merely still there.
+                Err(e) => tracing::warn!("--drop-replaced: {e}"),
+            },
             RestoreStep::SwapFileStoreContents => {
-                if let Some(staged) = done.staged.take()
-                    && let Some(aside) = run_blocking(move || staged.swap_in()).await?
-                {
-                    report.kept_aside.push(aside.display().to_string());
+                if let Some(staged) = done.staged.take() {
+                    let swapped = run_blocking(move || staged.swap_in()).await;
+                    if let Some(aside) = swapped.map_err(|e| after_swap(&report, e))? {
+                        report.kept_aside.push(aside.display().to_string());
+                    }
                 }
             }
             RestoreStep::WriteDhisConf => {
                 if let (Some(path), Some(content)) = (&req.dhis_conf, done.conf.take()) {
                     let recorded = manifest.object(ObjectKind::DhisConf).and_then(|o| o.posix);
                     let path = path.clone();
-                    if let Some(aside) =
-                        run_blocking(move || write_dhis_conf(&path, &content, recorded)).await?
-                    {
+                    let written =
+                        run_blocking(move || write_dhis_conf(&path, &content, recorded)).await;
+                    if let Some(aside) = written.map_err(|e| after_swap(&report, e))? {
                         report.kept_aside.push(aside.display().to_string());
                     }
                 }
@@ -272,6 +276,19 @@ pub async fn restore_backup(
     report.duration_seconds = started.elapsed().as_secs_f64();
     report.next_steps = next_steps(manifest, req, &report);
     Ok(report)
+}
+
+/// A failure once the database was swapped in must not read as if nothing happened.
+fn after_swap(report: &RestoreReport, e: BackupError) -> BackupError {
+    let kept = report
+        .replaced_database
+        .as_deref()
+        .map(|r| format!(" (the previous one is kept as {r})"))
+        .unwrap_or_default();
+    BackupError::Input(format!(
+        "the database was restored into {}{kept}, but the files were not: {e}",
+        report.target
+    ))
 }
 
 fn next_steps(

@@ -18,7 +18,7 @@ use super::error::BackupError;
 use super::inventory;
 use super::manifest::BackupManifest;
 use super::restore::restore_dump;
-use super::restore_plan::side_database_name;
+use super::restore_plan::free_name;
 use super::side_database::Maintenance;
 use super::table_rules::TableName;
 
@@ -161,13 +161,7 @@ pub async fn run_drill(
     drop(client);
     let admin = Maintenance::connect(scratch).await?;
     let taken = admin.databases_starting_with(scratch.dbname()).await?;
-    let mut side_name = side_database_name(scratch.dbname(), "drill", &manifest.id);
-    for n in 2.. {
-        if !taken.contains(&side_name) {
-            break;
-        }
-        side_name = side_database_name(scratch.dbname(), "drill", &format!("{}_{n}", manifest.id));
-    }
+    let side_name = free_name(scratch.dbname(), "drill", &manifest.id, &taken);
     let side = scratch.with_dbname(&side_name);
     let clock = Instant::now();
     let role = admin.role().await?;

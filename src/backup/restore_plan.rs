@@ -298,7 +298,7 @@ pub fn side_database_name(target: &str, kind: &str, stamp: &str) -> String {
 
 /// `side_database_name`, with `_2`, `_3`, … appended to the stamp while the name is taken (an
 /// earlier restore in the same second, a leftover of a killed one).
-fn free_name(target: &str, kind: &str, stamp: &str, taken: &[String]) -> String {
+pub fn free_name(target: &str, kind: &str, stamp: &str, taken: &[String]) -> String {
     let mut name = side_database_name(target, kind, stamp);
     let mut n = 2;
     while taken.contains(&name) {

@@ -213,14 +213,7 @@ pub async fn restore_backup(
         match step {
             RestoreStep::TerminateConnections { database } => {
                 match admin.close_connections(database).await {
-                    Ok(n) => {
-                        if n > 0 {
-                            tracing::warn!(
-                                "closed {n} connections to {database} to swap the restored database in"
-                            );
-                        }
-                        report.closed_connections = n;
-                    }
+                    Ok(n) => report.closed_connections += n,
                     Err(e) => {
                         undo(&admin, done).await;
                         return Err(e);
@@ -232,9 +225,18 @@ pub async fn restore_backup(
                 side,
                 replaced,
             } => {
-                if let Err(e) = admin.swap(target, side, replaced.as_deref()).await {
-                    undo(&admin, done).await;
-                    return Err(e);
+                match admin.swap(target, side, replaced.as_deref()).await {
+                    Ok(n) => report.closed_connections += n,
+                    Err(e) => {
+                        undo(&admin, done).await;
+                        return Err(e);
+                    }
+                }
+                if report.closed_connections > 0 {
+                    tracing::warn!(
+                        "closed {} connections to {target} to swap the restored database in",
+                        report.closed_connections
+                    );
                 }
                 done.side_created = None;
                 report.replaced_database = replaced.clone();

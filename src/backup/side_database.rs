@@ -209,90 +209,61 @@ impl Maintenance {
         )))
     }
 
-    /// Closes every other session on `database` and keeps new ones out; returns how many were
-    /// closed. Connections stay refused until `swap` or `reopen`.
+    /// Closes every other session on `database`; returns how many there were. Nothing is
+    /// changed on the database itself, so a restore killed now leaves it usable.
     pub async fn close_connections(&self, database: &str) -> Result<u64, BackupError> {
-        self.client
-            .batch_execute(&format!(
-                "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
-                quote_ident(database)
-            ))
-            .await
-            .map_err(|e| self.err("refusing new connections to the target", e))?;
-        let mut closed = 0u64;
-        for _ in 0..20 {
-            let row = self
-                .client
-                .query_one(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                      WHERE datname = $1 AND pid <> pg_backend_pid()",
-                    &[&database],
-                )
-                .await;
-            match row {
-                Ok(row) => {
-                    let n: i64 = row.get(0);
-                    if n == 0 {
-                        return Ok(closed);
-                    }
-                    closed += n as u64;
-                }
-                Err(e) => {
-                    self.reopen(database).await;
-                    return Err(self.err("closing the target's connections", e));
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok(closed)
-    }
-
-    /// Lets connections in again (after a failed swap).
-    pub async fn reopen(&self, database: &str) {
-        let _ = self
+        let row = self
             .client
-            .batch_execute(&format!(
-                "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
-                quote_ident(database)
-            ))
-            .await;
+            .query_one(TERMINATE_SESSIONS, &[&database])
+            .await
+            .map_err(|e| self.err("closing the target's connections", e))?;
+        Ok(row.get::<_, i64>(0) as u64)
     }
 
-    /// In one transaction: target → replaced, side → target; or, without a target, side → target.
+    /// In one transaction: close the target's sessions that came back, target → replaced, side
+    /// → target (without a target: side → target). Retried while sessions reconnect; returns
+    /// how many sessions it closed.
     pub async fn swap(
         &self,
         target: &str,
         side: &str,
         replaced: Option<&str>,
-    ) -> Result<(), BackupError> {
-        let mut sql = String::from("BEGIN;");
+    ) -> Result<u64, BackupError> {
+        let mut renames = String::new();
         if let Some(replaced) = replaced {
-            sql.push_str(&format!(
-                "ALTER DATABASE {} RENAME TO {};ALTER DATABASE {} WITH ALLOW_CONNECTIONS true;",
+            renames.push_str(&format!(
+                "ALTER DATABASE {} RENAME TO {};",
                 quote_ident(target),
-                quote_ident(replaced),
                 quote_ident(replaced)
             ));
         }
-        sql.push_str(&format!(
+        renames.push_str(&format!(
             "ALTER DATABASE {} RENAME TO {};COMMIT;",
             quote_ident(side),
             quote_ident(target)
         ));
-        // The side database's last sessions (ours, pg_restore's) may still be closing.
         let mut last = None;
         for _ in 0..10 {
-            match self.client.batch_execute(&sql).await {
-                Ok(()) => return Ok(()),
+            let attempt = async {
+                self.client.batch_execute("BEGIN").await?;
+                let n: i64 = self
+                    .client
+                    .query_one(TERMINATE_SESSIONS, &[&target])
+                    .await?
+                    .get(0);
+                self.client.batch_execute(&renames).await?;
+                Ok::<_, tokio_postgres::Error>(n as u64)
+            };
+            match attempt.await {
+                Ok(n) => return Ok(n),
                 Err(e) => {
                     let _ = self.client.batch_execute("ROLLBACK").await;
                     last = Some(e);
                 }
             }
+            // Terminated sessions (and the side database's last ones, ours and pg_restore's)
+            // take a moment to end.
             tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        if replaced.is_some() {
-            self.reopen(target).await;
         }
         Err(BackupError::Input(format!(
             "could not swap the restored database in as {target}: {}; {target} is unchanged",
@@ -300,6 +271,9 @@ impl Maintenance {
         )))
     }
 }
+
+const TERMINATE_SESSIONS: &str = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                                   WHERE datname = $1 AND pid <> pg_backend_pid()";
 
 /// Gives every object the connecting role owns in `db` — schemas, tables, views, sequences,
 /// types, functions, … but not extensions and their members — to `owner`.

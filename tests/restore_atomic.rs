@@ -437,3 +437,90 @@ fn support_is_root() -> bool {
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
 }
+
+/// A TCP proxy to S3 that, after `cut_after` bytes from the server, closes every connection and
+/// stops answering: the network going away in the middle of a restore's download.
+async fn downstream_cut_proxy(upstream: String, cut_after: u64) -> String {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let received = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            if received.load(Ordering::SeqCst) >= cut_after {
+                return; // listener dropped: connection refused from now on
+            }
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                return;
+            };
+            let received = received.clone();
+            tokio::spawn(async move {
+                let (mut client_r, mut client_w) = client.into_split();
+                let (mut server_r, mut server_w) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_r, &mut server_w).await;
+                });
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match server_r.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if received.fetch_add(n as u64, Ordering::SeqCst) + n as u64 >= cut_after {
+                        break;
+                    }
+                    if client_w.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    endpoint
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_network_cut_mid_restore_leaves_the_target_as_it_was() {
+    let env = env();
+    let (_src, src_url) = env.seeded_database("cut_src").await;
+    let (_bucket, repo) = env.create_bucket("restorecut").await;
+    let out = backup_run(&src_url, &repo, "hmis", &["-o", "json"]).await;
+    assert_success(&out, "backup");
+    let dump_size = json(&out)["objects"][0]["sizeBytes"].as_u64().unwrap();
+    assert!(dump_size > 1_000_000, "dump of {dump_size} bytes");
+
+    let (dst, dst_url) = env.seeded_database("cut_dst").await;
+    env.client(&dst)
+        .await
+        .batch_execute("DELETE FROM datavalue WHERE periodid % 3 = 0")
+        .await
+        .unwrap();
+    let before = fingerprint(&env, &dst).await;
+    let upstream = env.s3_endpoint.trim_start_matches("http://").to_string();
+    let proxy = downstream_cut_proxy(upstream, dump_size / 2).await;
+    let out = dhis2ctl(&restore_args(
+        &repo,
+        &dst_url,
+        &["--force", "--s3-endpoint", &proxy],
+    ))
+    .await;
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert_clear_failure(
+        &out,
+        "reading database.pgdump.zst from the backup repository",
+    );
+    assert_eq!(
+        fingerprint(&env, &dst).await,
+        before,
+        "the target is unchanged"
+    );
+    assert!(
+        databases_like(&env, &format!("{dst}\\_\\_%"))
+            .await
+            .is_empty(),
+        "no side or replaced database is left"
+    );
+}

@@ -454,7 +454,10 @@ fn stream_into_pg_restore<R: Read>(
             .and(Err(BackupError::io("pg_restore stopped reading", e))),
         Err(e) => {
             running.kill();
-            Err(BackupError::io(format!("reading {}", object.name), e))
+            Err(BackupError::io(
+                format!("reading {} from the backup repository", object.name),
+                e,
+            ))
         }
         Ok(_) => running.finish().map(|_| ()),
     };
@@ -465,7 +468,12 @@ fn stream_into_pg_restore<R: Read>(
         check_digest(manifest, object, size, &sha)?;
     }
     restored?;
-    drained.map_err(|e| BackupError::io(format!("reading {}", object.name), e))
+    drained.map_err(|e| {
+        BackupError::io(
+            format!("reading {} from the backup repository", object.name),
+            e,
+        )
+    })
 }
 
 /// Every table whose data was backed up holds exactly the rows the manifest recorded.

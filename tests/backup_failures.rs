@@ -1,4 +1,4 @@
-//! Damage, interruption and bad input: a damaged backup is caught before it touches anything, a
+//! Damage, interruption and bad input: a damaged backup is caught before it changes anything, a
 //! killed or cut-off backup never appears, and every mistake gets one clear line.
 
 mod support;
@@ -78,8 +78,12 @@ async fn a_flipped_byte_in_any_object_fails_verify_and_restore() {
         .await;
         assert_clear_failure(&out, &format!("is damaged: {object}"));
 
+        // A restore reads what it restores (once): the damaged object is among it.
         let (target, target_url) = env.create_database("dmg_dst").await;
-        let out = dhis2ctl(&[
+        let restore_to = tempfile::tempdir().unwrap();
+        let files_to = restore_to.path().join("files");
+        let conf_to = restore_to.path().join("dhis.conf");
+        let mut args = vec![
             "backup",
             "restore",
             "--repo",
@@ -89,9 +93,19 @@ async fn a_flipped_byte_in_any_object_fails_verify_and_restore() {
             &id,
             "--database-url",
             &target_url,
-        ])
-        .await;
+        ];
+        match object {
+            "filestore.tar.zst" => args.extend(["--files-dir", files_to.to_str().unwrap()]),
+            "dhis.conf.zst" => args.extend(["--dhis-conf", conf_to.to_str().unwrap()]),
+            _ => {}
+        }
+        let out = dhis2ctl(&args).await;
         assert_clear_failure(&out, object);
+        assert!(
+            std::fs::read_dir(&files_to).map_or(true, |mut d| d.next().is_none()),
+            "a damaged backup must not touch the file store ({object})"
+        );
+        assert!(!conf_to.exists(), "nor dhis.conf ({object})");
         let tables: i64 = env
             .client(&target)
             .await

@@ -85,6 +85,8 @@ async fn s3_backup_restores_everything_dhis2_needs() {
         "connection.url = jdbc:postgresql://db/dhis2\nencryption.password = xK93-very-secret\n",
     )
     .unwrap();
+    // The restore keeps dhis.conf's recorded mode (capped at 0640).
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let out = backup_run(
         &src_url,
@@ -389,9 +391,22 @@ async fn restore_never_overwrites_without_force() {
     .await;
     assert_success(&out, "restore --force");
     assert_eq!(count(&env, &dst, "datavalue").await, 150_000);
-    let gone = client
+    // The swap closed the session that was open on the old database.
+    let gone = env
+        .client(&dst)
+        .await
         .query_one("SELECT to_regclass('public.precious') IS NULL", &[])
         .await
         .unwrap();
     assert!(gone.get::<_, bool>(0), "--force replaces the contents");
+    let replaced = stdout(&out)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("previous database kept as "))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("the output names the kept database: {}", stdout(&out)));
+    assert_eq!(
+        count(&env, &replaced, "precious").await,
+        2,
+        "the replaced contents are kept, not lost"
+    );
 }

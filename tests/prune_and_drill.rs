@@ -91,9 +91,9 @@ async fn a_drill_restores_checks_reports_and_wipes_the_scratch_database() {
     let env = env();
     let (_src, src_url) = env.seeded_database("drill_src").await;
     let (_bucket, repo) = env.create_bucket("drill").await;
-    let out = backup_run(&src_url, &repo, "hmis", &["-o", "json"]).await;
-    assert_success(&out, "backup");
-    let id = json(&out)["id"].as_str().unwrap().to_string();
+    let backup_out = backup_run(&src_url, &repo, "hmis", &["-o", "json"]).await;
+    assert_success(&backup_out, "backup");
+    let id = json(&backup_out)["id"].as_str().unwrap().to_string();
     let (scratch, scratch_url) = env.create_database("drill_scratch").await;
 
     let out = dhis2ctl(&[
@@ -145,8 +145,63 @@ async fn a_drill_restores_checks_reports_and_wipes_the_scratch_database() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0, "the drill wipes its scratch database");
+    let drill_databases: i64 = env
+        .client("postgres")
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
+            &[&format!("{scratch}\\_\\_%")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        drill_databases, 0,
+        "the drill drops the database it restored into"
+    );
+    let report_rpo = report["rpoSeconds"].as_i64().unwrap();
+    let started =
+        chrono::DateTime::parse_from_rfc3339(report["startedAt"].as_str().unwrap()).unwrap();
+    let backup_started =
+        chrono::DateTime::parse_from_rfc3339(json(&backup_out)["startedAt"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(
+        report_rpo,
+        (started - backup_started).num_seconds(),
+        "RPO counts from the backup's start, when its snapshot was taken"
+    );
 
-    // A scratch database that holds something is refused, untouched.
+    // A scratch database that holds anything it did not make — a function, a type, an
+    // extension, not only tables — is refused, untouched.
+    for (object, check) in [
+        (
+            "CREATE FUNCTION someone_elses_fn() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "SELECT to_regprocedure('someone_elses_fn()') IS NOT NULL",
+        ),
+        (
+            "CREATE TYPE someone_elses_type AS ENUM ('a')",
+            "SELECT to_regtype('someone_elses_type') IS NOT NULL",
+        ),
+        (
+            "CREATE EXTENSION pg_trgm",
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm')",
+        ),
+    ] {
+        client.batch_execute(object).await.unwrap();
+        let out = dhis2ctl(&[
+            "drill",
+            "--repo",
+            &repo,
+            "--instance",
+            "hmis",
+            "--scratch-database-url",
+            &scratch_url,
+        ])
+        .await;
+        assert_clear_failure(&out, "--scratch-database-url");
+        let still: bool = client.query_one(check, &[]).await.unwrap().get(0);
+        assert!(still, "{object} is left alone");
+    }
     client
         .batch_execute("CREATE TABLE someone_elses (x int)")
         .await

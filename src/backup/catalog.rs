@@ -258,6 +258,7 @@ mod tests {
                 size_bytes: *size,
                 sha256: "0".repeat(64),
                 uncompressed_bytes: 0,
+                posix: None,
             })
             .collect();
         m

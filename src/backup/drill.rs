@@ -1,7 +1,8 @@
-//! `drill`: proves a backup restores. Restores it into an empty scratch database, checks row
-//! counts, regenerated tables, extensions and the DHIS2 schema version against the manifest,
-//! wipes the scratch database again, and reports RPO (age of the backup) and RTO (time to a
-//! checked restore).
+//! `drill`: proves a backup restores. Restores it into a database of its own beside the scratch
+//! database (`<scratch>__drill_<id>`), checks row counts, regenerated tables, extensions and the
+//! DHIS2 schema version against the manifest, drops that database again, and reports RPO (the
+//! data a disaster now would lose: time since the backup's snapshot was taken) and RTO (time to
+//! a checked restore). The scratch database itself is only the way in and must be empty.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,7 +17,9 @@ use crate::progress::Progress;
 use super::error::BackupError;
 use super::inventory;
 use super::manifest::BackupManifest;
-use super::restore::{RestoreRequest, restore_backup};
+use super::restore::restore_dump;
+use super::restore_plan::free_name;
+use super::side_database::Maintenance;
 use super::table_rules::TableName;
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,28 +151,29 @@ pub async fn run_drill(
 ) -> Result<DrillReport, BackupError> {
     let started_at = Utc::now();
     let client = scratch.connect().await?;
-    let (count, examples) = inventory::user_relations(scratch, &client).await?;
+    let (count, examples) = inventory::user_objects(scratch, &client).await?;
     if count > 0 {
         return Err(BackupError::Input(format!(
-            "--scratch-database-url: {scratch} is not empty ({count} relations, e.g. {}); a drill restores into an empty database and wipes it afterwards, so give an empty one (CREATE DATABASE dhis2_drill)",
+            "--scratch-database-url: {scratch} is not empty ({count} objects, e.g. {}); a drill needs a database nobody else uses, so give an empty one (CREATE DATABASE dhis2_drill)",
             examples.join(", ")
         )));
     }
+    drop(client);
+    let admin = Maintenance::connect(scratch).await?;
+    let taken = admin.databases_starting_with(scratch.dbname()).await?;
+    let side_name = free_name(scratch.dbname(), "drill", &manifest.id, &taken);
+    let side = scratch.with_dbname(&side_name);
     let clock = Instant::now();
-    let request = RestoreRequest {
-        database: scratch.clone(),
-        files_dir: None,
-        dhis_conf: None,
-        force: false,
-        pg_bin_dir,
-    };
-    let outcome = match restore_backup(repo, manifest, &request, progress).await {
-        Ok(_) => inspect(scratch, &client, manifest).await,
-        Err(e) => Err(e),
+    let role = admin.role().await?;
+    // Only what the drill made goes away, whatever happened: nothing if it could not create it.
+    let (outcome, cleanup) = match admin.create_database(&side_name, &role.name, None).await {
+        Ok(()) => {
+            let outcome = restore_and_inspect(&side, repo, manifest, pg_bin_dir, &progress).await;
+            (outcome, admin.drop_database(&side_name).await)
+        }
+        Err(e) => (Err(e), Ok(())),
     };
     let rto_seconds = clock.elapsed().as_secs_f64();
-    // The scratch database goes back to empty whatever happened.
-    let cleanup = inventory::clear_database(scratch, &client).await;
     let mut failures = Vec::new();
     let checks = match outcome {
         Ok(checks) => checks,
@@ -186,7 +190,7 @@ pub async fn run_drill(
     );
     if let Err(e) = cleanup {
         failures.push(format!(
-            "could not empty the scratch database afterwards: {e}"
+            "could not drop the drill's database afterwards: {e}"
         ));
     }
     Ok(DrillReport {
@@ -194,11 +198,31 @@ pub async fn run_drill(
         instance: manifest.instance.clone(),
         started_at,
         passed: failures.is_empty(),
-        rpo_seconds: (started_at - manifest.completed_at).num_seconds().max(0),
+        rpo_seconds: rpo_seconds(manifest, started_at),
         rto_seconds,
         checks,
         failures,
     })
+}
+
+/// The data a disaster at `now` would lose: everything since the backup's snapshot, which is
+/// taken when the backup starts, not when it completes.
+pub fn rpo_seconds(manifest: &BackupManifest, now: DateTime<Utc>) -> i64 {
+    (now - manifest.started_at).num_seconds().max(0)
+}
+
+async fn restore_and_inspect(
+    side: &DatabaseTarget,
+    repo: &super::repo::Repository,
+    manifest: &BackupManifest,
+    pg_bin_dir: Option<PathBuf>,
+    progress: &Progress,
+) -> Result<Vec<DrillCheck>, BackupError> {
+    restore_dump(repo, manifest, side, pg_bin_dir.as_deref(), progress).await?;
+    let client = side.connect().await?;
+    let checks = inspect(side, &client, manifest).await;
+    drop(client);
+    checks
 }
 
 async fn inspect(
@@ -225,4 +249,25 @@ async fn inspect(
         &extensions,
         version.as_deref(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpo_counts_from_the_backups_start() {
+        // A long backup: the data is as old as its snapshot, not its completion.
+        let manifest: BackupManifest = serde_json::from_value(serde_json::json!({
+            "formatVersion": 1, "id": "20261125T010000Z-0000", "instance": "hmis",
+            "startedAt": "2026-11-25T01:00:00Z", "completedAt": "2026-11-25T04:00:00Z",
+            "database": "dhis2", "dhis2SchemaVersion": null, "postgresVersion": "15",
+            "extensions": [], "includeAnalytics": false, "objects": [], "tables": [],
+            "skippedTableData": [],
+            "tool": {"name": "dhis2ctl", "version": "0", "pgDump": ""}
+        }))
+        .unwrap();
+        let now = manifest.started_at + chrono::Duration::hours(5);
+        assert_eq!(rpo_seconds(&manifest, now), 5 * 3600);
+    }
 }

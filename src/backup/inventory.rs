@@ -88,6 +88,43 @@ pub async fn user_relations(
     Ok((count, rows.iter().map(|r| r.get::<_, String>(1)).collect()))
 }
 
+/// Every object a user made in the database — relations, functions, types, schemas, extensions
+/// (but plpgsql), … — with a few names as examples. Extension members count as their extension.
+pub async fn user_objects(
+    db: &DatabaseTarget,
+    client: &Client,
+) -> Result<(i64, Vec<String>), PostgresError> {
+    // Objects with an oid at or above FirstNormalObjectId (16384) were made after initdb.
+    let sql = "
+        WITH objs(kind, name, classid, objid) AS (
+            SELECT 'relation', n.nspname || '.' || c.relname, 'pg_class'::regclass, c.oid
+              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
+            UNION ALL SELECT 'function', n.nspname || '.' || p.proname, 'pg_proc'::regclass, p.oid
+              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            UNION ALL SELECT 'type', n.nspname || '.' || t.typname, 'pg_type'::regclass, t.oid
+              FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typrelid = 0
+            UNION ALL SELECT 'schema', nspname, 'pg_namespace'::regclass, oid
+              FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_temp%' AND nspname NOT LIKE 'pg\\_toast%'
+            UNION ALL SELECT 'extension', extname, 'pg_extension'::regclass, oid FROM pg_extension
+            UNION ALL SELECT 'operator', oprname, 'pg_operator'::regclass, oid FROM pg_operator
+            UNION ALL SELECT 'collation', collname, 'pg_collation'::regclass, oid FROM pg_collation
+            UNION ALL SELECT 'text search configuration', cfgname, 'pg_ts_config'::regclass, oid FROM pg_ts_config
+            UNION ALL SELECT 'event trigger', evtname, 'pg_event_trigger'::regclass, oid FROM pg_event_trigger
+        )
+        SELECT count(*) OVER (), kind || ' ' || name FROM objs o
+         WHERE o.objid >= 16384
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                           WHERE d.classid = o.classid AND d.objid = o.objid AND d.deptype = 'e')
+         ORDER BY 2 LIMIT 3";
+    let rows = client
+        .query(sql, &[])
+        .await
+        .map_err(|e| db.query_error("checking whether the database is empty", e))?;
+    let count = rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0);
+    Ok((count, rows.iter().map(|r| r.get::<_, String>(1)).collect()))
+}
+
 pub async fn dhis2_schema_version(
     db: &DatabaseTarget,
     client: &Client,
@@ -158,35 +195,4 @@ pub async fn export_snapshot(
         .await
         .map_err(|e| db.query_error("exporting a snapshot", e))?;
     Ok(row.get(0))
-}
-
-/// Empties a database: drops every user schema (with what lives in it, extensions included)
-/// and recreates `public`. Only called with the user's explicit consent (`--force`) or on a
-/// drill's scratch database.
-pub async fn clear_database(db: &DatabaseTarget, client: &Client) -> Result<(), PostgresError> {
-    let rows = client
-        .query(
-            "SELECT nspname::text FROM pg_namespace
-             WHERE nspname NOT IN ('pg_catalog', 'information_schema')
-               AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%'",
-            &[],
-        )
-        .await
-        .map_err(|e| db.query_error("listing schemas", e))?;
-    let mut sql = String::new();
-    for r in &rows {
-        sql.push_str(&format!("DROP SCHEMA {} CASCADE;", quote_ident(r.get(0))));
-    }
-    // Extensions outside user schemas would survive; drop them too (plpgsql is built in).
-    sql.push_str(
-        "DO $$DECLARE e text; BEGIN
-           FOR e IN SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' LOOP
-             EXECUTE format('DROP EXTENSION IF EXISTS %I CASCADE', e);
-           END LOOP; END$$;
-         CREATE SCHEMA public;",
-    );
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(|e| db.query_error("clearing the database", e))
 }

@@ -37,6 +37,30 @@ pub struct StoredObject {
     pub sha256: String,
     /// Size before compression.
     pub uncompressed_bytes: u64,
+    /// Owner and mode of the original file (dhis.conf), so a restore can put them back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posix: Option<PosixMetadata>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PosixMetadata {
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits, e.g. 0o640 (stored as a number).
+    pub mode: u32,
+}
+
+impl PosixMetadata {
+    pub fn of(path: &std::path::Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(Self {
+            uid: m.uid(),
+            gid: m.gid(),
+            mode: m.mode() & 0o7777,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

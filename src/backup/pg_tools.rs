@@ -115,7 +115,7 @@ impl RunningTool {
         } else {
             Err(BackupError::Tool {
                 tool: self.name.clone(),
-                reason: format!("{status}: {}", last_lines(&stderr, 5)),
+                reason: format!("{status}: {}", error_summary(&stderr)),
             })
         }
     }
@@ -125,6 +125,36 @@ impl RunningTool {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The server's `ERROR:` line with its DETAIL/HINT, not the SQL pg_restore echoes after
+/// `Command was:`; otherwise the tool's own `error:` lines; otherwise the tail.
+pub fn error_summary(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    if let Some(i) = lines.iter().position(|l| l.contains("ERROR:")) {
+        let first = lines[i];
+        let mut parts = vec![collapse_spaces(&first[first.find("ERROR:").unwrap_or(0)..])];
+        parts.extend(
+            lines[i + 1..]
+                .iter()
+                .take_while(|l| l.starts_with("DETAIL:") || l.starts_with("HINT:"))
+                .map(|l| collapse_spaces(l)),
+        );
+        return parts.join(" | ");
+    }
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("error:") || l.contains("fatal:") || l.contains("FATAL:"))
+        .collect();
+    if !errors.is_empty() {
+        return errors.join(" | ");
+    }
+    last_lines(stderr, 5)
+}
+
+fn collapse_spaces(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn last_lines(text: &str, n: usize) -> String {
@@ -153,6 +183,32 @@ mod tests {
     #[test]
     fn conninfo_escapes_quotes() {
         assert_eq!(dbname_conninfo("a'b\\c"), "dbname='a\\'b\\\\c'");
+    }
+
+    #[test]
+    fn the_error_line_wins_over_the_command() {
+        let stderr = "pg_restore: error: could not execute query: ERROR:  permission denied to create extension \"postgis\"
+HINT:  Must be superuser to create this extension.
+Command was: CREATE EXTENSION IF NOT EXISTS postgis WITH SCHEMA public;
+
+
+";
+        assert_eq!(
+            error_summary(stderr),
+            "ERROR: permission denied to create extension \"postgis\" | HINT: Must be superuser to create this extension."
+        );
+        let multi =
+            "pg_restore: error: could not execute query: ERROR:  relation \"x\" already exists
+Command was: CREATE TABLE public.x (
+    id integer,
+    name text
+);
+";
+        assert_eq!(error_summary(multi), "ERROR: relation \"x\" already exists");
+        assert_eq!(
+            error_summary("pg_restore: error: input file does not appear to be a valid archive\n"),
+            "pg_restore: error: input file does not appear to be a valid archive"
+        );
     }
 
     #[test]

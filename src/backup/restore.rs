@@ -1,26 +1,32 @@
-//! `backup restore`: verifies the whole backup first, refuses a non-empty target without
-//! `--force`, creates the extensions the dump needs, then streams the dump into `pg_restore`
-//! (checking the checksum again on the way) and puts the file store and dhis.conf back. Replaced
-//! files are kept aside, never deleted.
+//! `backup restore`: carries out a `RestorePlan`. The dump is read once, streamed into a side
+//! database while its SHA-256 is checked; row counts are compared with the manifest; only then
+//! are the target's sessions closed and the side database swapped in. Any failure before that
+//! drops the side database and the staged files: the target stays exactly as it was.
 
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Instant;
 
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::postgres::{DatabaseTarget, quote_ident};
+use crate::postgres::DatabaseTarget;
 use crate::progress::Progress;
 
 use super::error::BackupError;
+use super::file_restore::{StagedFileStore, read_dhis_conf, stage_file_store, write_dhis_conf};
 use super::inventory;
 use super::manifest::{BackupManifest, ObjectKind, StoredObject};
 use super::pg_tools::{PgTools, dbname_conninfo};
 use super::repo::Repository;
+use super::restore_plan::{
+    PathState, RestoreFacts, RestoreOptions, RestorePlan, RestoreStep, resolve_owner,
+};
+use super::side_database::{Maintenance, count_rows, hand_over_ownership};
 use super::stream::{HashingReader, ProgressReader};
-use super::verify::{blocking_reader, check_digest, dump_major, verify_backup};
+use super::table_rules::TableName;
+use super::verify::{blocking_reader, check_digest, dump_major};
 
 #[derive(Debug, Clone)]
 pub struct RestoreRequest {
@@ -28,6 +34,10 @@ pub struct RestoreRequest {
     pub files_dir: Option<PathBuf>,
     pub dhis_conf: Option<PathBuf>,
     pub force: bool,
+    /// Who owns the restored objects (default: the target's owner, else the connecting role).
+    pub owner: Option<String>,
+    /// Drop the replaced database at once instead of keeping it.
+    pub drop_replaced: bool,
     pub pg_bin_dir: Option<PathBuf>,
 }
 
@@ -37,33 +47,42 @@ pub struct RestoreReport {
     pub id: String,
     pub instance: String,
     pub target: String,
+    pub owner: String,
     pub dhis2_schema_version: Option<String>,
     pub duration_seconds: f64,
+    /// Sessions on the target that were closed for the swap.
+    pub closed_connections: u64,
+    /// The previous database, renamed aside (None when there was none or it was dropped).
+    pub replaced_database: Option<String>,
+    pub dropped_replaced_database: bool,
     pub files_dir: Option<String>,
     pub dhis_conf: Option<String>,
-    /// Where replaced files were moved (with --force), so nothing is lost.
+    /// Where replaced files were moved, so nothing is lost.
     pub kept_aside: Vec<String>,
     pub next_steps: Vec<String>,
 }
 
-fn dir_is_empty(dir: &Path) -> io::Result<bool> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => Ok(entries.next().is_none()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(e),
+fn path_state(path: &std::path::Path, dir: bool) -> Result<PathState, BackupError> {
+    if !dir {
+        return Ok(if path.exists() {
+            PathState::NotEmpty
+        } else {
+            PathState::Missing
+        });
+    }
+    match std::fs::read_dir(path) {
+        Ok(mut entries) => Ok(if entries.next().is_none() {
+            PathState::Empty
+        } else {
+            PathState::NotEmpty
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(PathState::Missing),
+        Err(e) => Err(BackupError::io(format!("reading {}", path.display()), e)),
     }
 }
 
-fn aside_path(path: &Path) -> PathBuf {
-    PathBuf::from(format!(
-        "{}.replaced-{}",
-        path.display(),
-        Utc::now().format("%Y%m%dT%H%M%SZ")
-    ))
-}
-
-/// Refusals that need no download: wrong flags for this backup, occupied file targets.
-fn check_request(manifest: &BackupManifest, req: &RestoreRequest) -> Result<(), BackupError> {
+/// Wrong flags for this backup.
+fn check_flags(manifest: &BackupManifest, req: &RestoreRequest) -> Result<(), BackupError> {
     if req.files_dir.is_some() && manifest.object(ObjectKind::FileStore).is_none() {
         return Err(BackupError::Input(format!(
             "--files-dir: backup {} holds no file store (it was taken without --files-dir); leave the flag out",
@@ -76,26 +95,66 @@ fn check_request(manifest: &BackupManifest, req: &RestoreRequest) -> Result<(), 
             manifest.id
         )));
     }
-    if let Some(dir) = &req.files_dir
-        && !req.force
-        && !dir_is_empty(dir)
-            .map_err(|e| BackupError::io(format!("reading {}", dir.display()), e))?
-    {
-        return Err(BackupError::FilesDirNotEmpty {
-            dir: dir.display().to_string(),
-        });
-    }
-    if let Some(conf) = &req.dhis_conf
-        && !req.force
-        && conf.exists()
-    {
-        return Err(BackupError::Input(format!(
-            "--dhis-conf: {} exists; refusing to overwrite it without --force (the current file is then kept as {}.replaced-<time>)",
-            conf.display(),
-            conf.display()
-        )));
-    }
     Ok(())
+}
+
+async fn gather_facts(
+    admin: &Maintenance,
+    manifest: &BackupManifest,
+    req: &RestoreRequest,
+) -> Result<RestoreFacts, BackupError> {
+    let db = &req.database;
+    let role = admin.role().await?;
+    let target_owner = admin.database_owner(db.dbname()).await?;
+    let (target_relations, target_examples) = if target_owner.is_some() {
+        let client = db.connect().await?;
+        inventory::user_relations(db, &client).await?
+    } else {
+        (0, Vec::new())
+    };
+    let owner = resolve_owner(req.owner.as_deref(), target_owner.as_deref(), &role.name);
+    let owner_exists = admin.role_exists(&owner).await?;
+    let role_acts_as_owner = owner_exists && admin.acts_as(&owner).await?;
+    let role_acts_as_target_owner = match &target_owner {
+        Some(o) => admin.acts_as(o).await?,
+        None => true,
+    };
+    let names: Vec<String> = manifest.extensions.iter().map(|e| e.name.clone()).collect();
+    let extensions = admin.extensions(&names).await?;
+    let files_dir = match &req.files_dir {
+        Some(d) => Some((d.display().to_string(), path_state(d, true)?)),
+        None => None,
+    };
+    let dhis_conf = match &req.dhis_conf {
+        Some(c) => Some((c.display().to_string(), path_state(c, false)?)),
+        None => None,
+    };
+    // Shortened side names start with a shorter prefix; a few extra names cost nothing.
+    let prefix: String = db.dbname().chars().take(8).collect();
+    let taken_names = admin.databases_starting_with(&prefix).await?;
+    Ok(RestoreFacts {
+        taken_names,
+        target: db.dbname().to_string(),
+        target_owner,
+        target_relations,
+        target_examples,
+        role,
+        owner,
+        owner_exists,
+        role_acts_as_owner,
+        role_acts_as_target_owner,
+        extensions,
+        files_dir,
+        dhis_conf,
+    })
+}
+
+/// What the steps before the swap produced, and what to undo if a later one fails.
+#[derive(Default)]
+struct Progressed {
+    conf: Option<Vec<u8>>,
+    staged: Option<StagedFileStore>,
+    side_created: Option<String>,
 }
 
 pub async fn restore_backup(
@@ -105,92 +164,256 @@ pub async fn restore_backup(
     progress: Progress,
 ) -> Result<RestoreReport, BackupError> {
     let started = Instant::now();
-    check_request(manifest, req)?;
-    let db = &req.database;
-    let client = db.connect().await?;
-    let (count, examples) = inventory::user_relations(db, &client).await?;
-    if count > 0 && !req.force {
-        return Err(BackupError::TargetNotEmpty {
-            target: db.to_string(),
-            count,
-            examples: examples.join(", "),
+    check_flags(manifest, req)?;
+    let admin = Maintenance::connect(&req.database).await?;
+    let facts = gather_facts(&admin, manifest, req).await?;
+    let options = RestoreOptions {
+        force: req.force,
+        drop_replaced: req.drop_replaced,
+        restore_files: req.files_dir.is_some(),
+        restore_conf: req.dhis_conf.is_some(),
+    };
+    let plan = RestorePlan::for_request(&facts, &options, &manifest.id, Utc::now())?;
+    tracing::info!(side = %plan.side, owner = %plan.owner, "restoring into a side database");
+
+    let mut done = Progressed::default();
+    let commit = plan
+        .steps
+        .iter()
+        .position(RestoreStep::is_commit)
+        .unwrap_or_else(|| {
+            plan.steps
+                .iter()
+                .position(|s| matches!(s, RestoreStep::SwapDatabases { .. }))
+                .unwrap_or(plan.steps.len())
         });
+    for step in &plan.steps[..commit] {
+        if let Err(e) = prepare(repo, manifest, req, &admin, step, &mut done, &progress).await {
+            undo(&admin, done).await;
+            return Err(e);
+        }
     }
-    // Nothing is touched until every object has proven intact.
-    verify_backup(repo, manifest, req.pg_bin_dir.as_deref(), progress).await?;
-    if count > 0 {
-        tracing::warn!("--force: replacing the {count} relations in {db}");
-        inventory::clear_database(db, &client).await?;
-    }
-    for ext in &manifest.extensions {
-        client
-            .batch_execute(&format!("CREATE EXTENSION IF NOT EXISTS {}", quote_ident(&ext.name)))
-            .await
-            .map_err(|e| BackupError::Input(format!(
-                "the target server cannot create extension {} {} that the backup needs ({}); install it on the server (for PostGIS on Debian: postgresql-<version>-postgis-3)",
-                ext.name,
-                ext.version,
-                crate::postgres::describe_pg_error(&e)
-            )))?;
-    }
-    drop(client);
 
-    let database_object = manifest
-        .object(ObjectKind::Database)
-        .ok_or_else(|| BackupError::Input("the backup holds no database dump".into()))?;
-    let tools = PgTools::locate(req.pg_bin_dir.as_deref(), dump_major(manifest));
-    let reader = blocking_reader(repo, manifest, database_object).await?;
-    let bar = progress.bytes("restore", Some(database_object.size_bytes));
-    {
-        let (m, o, t, d, b) = (
-            manifest.clone(),
-            database_object.clone(),
-            tools.clone(),
-            db.clone(),
-            bar.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            stream_into_pg_restore(&m, &o, &t, &d, ProgressReader::new(reader, b))
-        })
-        .await
-        .map_err(|e| BackupError::io("restore worker", io::Error::other(e)))??;
+    let mut report = RestoreReport {
+        id: manifest.id.clone(),
+        instance: manifest.instance.clone(),
+        target: req.database.to_string(),
+        owner: plan.owner.clone(),
+        dhis2_schema_version: manifest.dhis2_schema_version.clone(),
+        duration_seconds: 0.0,
+        closed_connections: 0,
+        replaced_database: None,
+        dropped_replaced_database: false,
+        files_dir: req.files_dir.as_ref().map(|d| d.display().to_string()),
+        dhis_conf: req.dhis_conf.as_ref().map(|d| d.display().to_string()),
+        kept_aside: Vec::new(),
+        next_steps: Vec::new(),
+    };
+    for step in &plan.steps[commit..] {
+        match step {
+            RestoreStep::TerminateConnections { database } => {
+                match admin.close_connections(database).await {
+                    Ok(n) => report.closed_connections += n,
+                    Err(e) => {
+                        undo(&admin, done).await;
+                        return Err(e);
+                    }
+                }
+            }
+            RestoreStep::SwapDatabases {
+                target,
+                side,
+                replaced,
+            } => {
+                match admin.swap(target, side, replaced.as_deref()).await {
+                    Ok(n) => report.closed_connections += n,
+                    Err(e) => {
+                        undo(&admin, done).await;
+                        return Err(e);
+                    }
+                }
+                if report.closed_connections > 0 {
+                    tracing::warn!(
+                        "closed {} connections to {target} to swap the restored database in",
+                        report.closed_connections
+                    );
+                }
+                done.side_created = None;
+                report.replaced_database = replaced.clone();
+            }
+            RestoreStep::DropReplaced { name } => match admin.drop_database(name).await {
+                Ok(()) => {
+                    report.replaced_database = None;
+                    report.dropped_replaced_database = true;
+                }
+                // The restore itself succeeded: the old database is merely still there.
+                Err(e) => tracing::warn!("--drop-replaced: {e}"),
+            },
+            RestoreStep::SwapFileStoreContents => {
+                if let Some(staged) = done.staged.take() {
+                    let swapped = run_blocking(move || staged.swap_in()).await;
+                    if let Some(aside) = swapped.map_err(|e| after_swap(&report, e))? {
+                        report.kept_aside.push(aside.display().to_string());
+                    }
+                }
+            }
+            RestoreStep::WriteDhisConf => {
+                if let (Some(path), Some(content)) = (&req.dhis_conf, done.conf.take()) {
+                    let recorded = manifest.object(ObjectKind::DhisConf).and_then(|o| o.posix);
+                    let path = path.clone();
+                    let written =
+                        run_blocking(move || write_dhis_conf(&path, &content, recorded)).await;
+                    if let Some(aside) = written.map_err(|e| after_swap(&report, e))? {
+                        report.kept_aside.push(aside.display().to_string());
+                    }
+                }
+            }
+            other => {
+                return Err(BackupError::Input(format!(
+                    "internal: step {other:?} after the swap"
+                )));
+            }
+        }
     }
-    bar.finish_and_clear();
+    report.duration_seconds = started.elapsed().as_secs_f64();
+    report.next_steps = next_steps(manifest, req, &report);
+    Ok(report)
+}
 
-    let mut kept_aside = Vec::new();
-    if let (Some(dir), Some(object)) = (&req.files_dir, manifest.object(ObjectKind::FileStore))
-        && let Some(aside) = restore_file_store(repo, manifest, object, dir).await?
-    {
-        kept_aside.push(aside.display().to_string());
-    }
-    if let (Some(conf), Some(object)) = (&req.dhis_conf, manifest.object(ObjectKind::DhisConf))
-        && let Some(aside) = restore_dhis_conf(repo, manifest, object, conf).await?
-    {
-        kept_aside.push(aside.display().to_string());
-    }
-    let mut next_steps = vec![
+/// A failure once the database was swapped in must not read as if nothing happened.
+fn after_swap(report: &RestoreReport, e: BackupError) -> BackupError {
+    let kept = report
+        .replaced_database
+        .as_deref()
+        .map(|r| format!(" (the previous one is kept as {r})"))
+        .unwrap_or_default();
+    BackupError::Input(format!(
+        "the database was restored into {}{kept}, but the files were not: {e}",
+        report.target
+    ))
+}
+
+fn next_steps(
+    manifest: &BackupManifest,
+    req: &RestoreRequest,
+    report: &RestoreReport,
+) -> Vec<String> {
+    let mut steps = vec![
         "start DHIS2 against the restored database; it regenerates nothing by itself".to_string(),
     ];
     if !manifest.skipped_table_data.is_empty() {
-        next_steps.push(format!(
+        steps.push(format!(
             "regenerate analytics ({} tables were backed up without data): Data Administration → Analytics Tables, or POST /api/resourceTables/analytics",
             manifest.skipped_table_data.len()
         ));
     }
-    if manifest.object(ObjectKind::DhisConf).is_some() && req.dhis_conf.is_none() {
-        next_steps.push("the backup holds dhis.conf (with encryption.password): restore it with --dhis-conf if this server lacks it".into());
+    if let Some(replaced) = &report.replaced_database {
+        steps.push(format!(
+            "the previous database is kept as {replaced}; once DHIS2 works, drop it: DROP DATABASE \"{replaced}\";"
+        ));
     }
-    Ok(RestoreReport {
-        id: manifest.id.clone(),
-        instance: manifest.instance.clone(),
-        target: db.to_string(),
-        dhis2_schema_version: manifest.dhis2_schema_version.clone(),
-        duration_seconds: started.elapsed().as_secs_f64(),
-        files_dir: req.files_dir.as_ref().map(|d| d.display().to_string()),
-        dhis_conf: req.dhis_conf.as_ref().map(|d| d.display().to_string()),
-        kept_aside,
-        next_steps,
-    })
+    if manifest.object(ObjectKind::DhisConf).is_some() && req.dhis_conf.is_none() {
+        steps.push("the backup holds dhis.conf (with encryption.password): restore it with --dhis-conf if this server lacks it".into());
+    }
+    steps
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BackupError> + Send + 'static,
+) -> Result<T, BackupError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BackupError::io("restore worker", io::Error::other(e)))?
+}
+
+/// The steps before the swap: they read the backup and write only to the side database and
+/// the staging directory.
+async fn prepare(
+    repo: &Repository,
+    manifest: &BackupManifest,
+    req: &RestoreRequest,
+    admin: &Maintenance,
+    step: &RestoreStep,
+    done: &mut Progressed,
+    progress: &Progress,
+) -> Result<(), BackupError> {
+    match step {
+        RestoreStep::ReadDhisConf => {
+            if let Some(object) = manifest.object(ObjectKind::DhisConf) {
+                done.conf = Some(read_dhis_conf(repo, manifest, object).await?);
+            }
+        }
+        RestoreStep::StageFileStore => {
+            if let (Some(dir), Some(object)) =
+                (&req.files_dir, manifest.object(ObjectKind::FileStore))
+            {
+                done.staged = Some(stage_file_store(repo, manifest, object, dir).await?);
+            }
+        }
+        RestoreStep::CreateSideDatabase { name, owner } => {
+            let like = admin.database_owner(req.database.dbname()).await?;
+            admin
+                .create_database(name, owner, like.map(|_| req.database.dbname()))
+                .await?;
+            done.side_created = Some(name.clone());
+        }
+        RestoreStep::RestoreDump { database } => {
+            let side = req.database.with_dbname(database);
+            restore_dump(repo, manifest, &side, req.pg_bin_dir.as_deref(), progress).await?;
+        }
+        RestoreStep::HandOverOwnership { database, to } => {
+            let n = hand_over_ownership(&req.database.with_dbname(database), to).await?;
+            tracing::info!("gave {n} restored objects to {to}");
+        }
+        RestoreStep::CheckRowCounts { database } => {
+            check_row_counts(manifest, &req.database.with_dbname(database)).await?;
+        }
+        other => {
+            return Err(BackupError::Input(format!(
+                "internal: step {other:?} before the swap"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Leaves everything as it was: drops the side database and the staged files.
+async fn undo(admin: &Maintenance, done: Progressed) {
+    if let Some(staged) = done.staged {
+        staged.discard();
+    }
+    if let Some(side) = done.side_created
+        && let Err(e) = admin.drop_database(&side).await
+    {
+        tracing::error!("{e}");
+    }
+}
+
+/// Streams the dump once into `pg_restore` connected to `side`, checking size and SHA-256.
+pub async fn restore_dump(
+    repo: &Repository,
+    manifest: &BackupManifest,
+    side: &DatabaseTarget,
+    pg_bin_dir: Option<&std::path::Path>,
+    progress: &Progress,
+) -> Result<(), BackupError> {
+    let object = manifest
+        .object(ObjectKind::Database)
+        .ok_or_else(|| BackupError::Input("the backup holds no database dump".into()))?;
+    let tools = PgTools::locate(pg_bin_dir, dump_major(manifest));
+    let reader = blocking_reader(repo, manifest, object).await?;
+    let bar = progress.bytes("restore", Some(object.size_bytes));
+    let (m, o, t, d, b) = (
+        manifest.clone(),
+        object.clone(),
+        tools,
+        side.clone(),
+        bar.clone(),
+    );
+    run_blocking(move || stream_into_pg_restore(&m, &o, &t, &d, ProgressReader::new(reader, b)))
+        .await?;
+    bar.finish_and_clear();
+    Ok(())
 }
 
 fn stream_into_pg_restore<R: Read>(
@@ -202,7 +425,8 @@ fn stream_into_pg_restore<R: Read>(
 ) -> Result<(), BackupError> {
     let mut hashing = HashingReader::new(reader);
     let mut cmd = tools.command("pg_restore", db);
-    // Objects belong to the restoring user: the source's roles rarely exist on the target.
+    // Objects belong to the restoring role (then to --owner): the source's roles rarely exist
+    // on the target.
     cmd.args([
         "--no-owner",
         "--no-privileges",
@@ -219,137 +443,75 @@ fn stream_into_pg_restore<R: Read>(
         .take()
         .ok_or_else(|| BackupError::io("pg_restore", io::Error::other("no stdin")))?;
     let copied = {
-        let mut decoder = zstd::stream::read::Decoder::new(&mut hashing)
-            .map_err(|e| BackupError::io("starting zstd", e))?;
-        io::copy(&mut decoder, &mut stdin)
+        let decoder = zstd::stream::read::Decoder::new(&mut hashing);
+        decoder.and_then(|mut d| io::copy(&mut d, &mut stdin))
     };
     drop(stdin);
-    match copied {
+    let restored = match copied {
         // pg_restore stopped reading: its own error says why.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-            running.finish()?;
-            return Err(BackupError::io("pg_restore stopped reading", e));
-        }
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => running
+            .finish()
+            .and(Err(BackupError::io("pg_restore stopped reading", e))),
         Err(e) => {
             running.kill();
-            return Err(BackupError::io(format!("reading {}", object.name), e));
-        }
-        Ok(_) => running.finish().map(|_| ())?,
-    }
-    hashing
-        .drain()
-        .map_err(|e| BackupError::io(format!("reading {}", object.name), e))?;
-    let (size, sha) = hashing.finish();
-    check_digest(manifest, object, size, &sha)
-}
-
-/// Extracts into a staging directory beside the target, then swaps it in; an existing
-/// non-empty directory is renamed aside. Returns where the old contents went.
-async fn restore_file_store(
-    repo: &Repository,
-    manifest: &BackupManifest,
-    object: &StoredObject,
-    dir: &Path,
-) -> Result<Option<PathBuf>, BackupError> {
-    let reader = blocking_reader(repo, manifest, object).await?;
-    let (m, o, dir) = (manifest.clone(), object.clone(), dir.to_path_buf());
-    tokio::task::spawn_blocking(move || {
-        let staging = PathBuf::from(format!("{}.restoring-{}", dir.display(), m.id));
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging)
-            .map_err(|e| BackupError::io(format!("creating {}", staging.display()), e))?;
-        let mut hashing = HashingReader::new(reader);
-        // The archive holds one top-level directory, `filestore/`; `unpack` refuses paths that
-        // would escape the staging directory.
-        let unpacked = zstd::stream::read::Decoder::new(&mut hashing).and_then(|decoder| {
-            let mut archive = tar::Archive::new(decoder);
-            archive.set_preserve_permissions(true);
-            archive.unpack(&staging)
-        });
-        let drained = hashing.drain();
-        let (size, sha) = hashing.finish();
-        let cleanup = |e: BackupError| {
-            let _ = std::fs::remove_dir_all(&staging);
-            e
-        };
-        check_digest(&m, &o, size, &sha).map_err(cleanup)?;
-        unpacked
-            .and(drained)
-            .map_err(|e| cleanup(BackupError::io("unpacking the file store", e)))?;
-        let restored = staging.join("filestore");
-        std::fs::create_dir_all(&restored)
-            .map_err(|e| BackupError::io(format!("creating {}", restored.display()), e))?;
-        let mut aside = None;
-        if dir.exists() {
-            if dir_is_empty(&dir).unwrap_or(false) {
-                std::fs::remove_dir(&dir)
-                    .map_err(|e| BackupError::io(format!("replacing {}", dir.display()), e))?;
-            } else {
-                let to = aside_path(&dir);
-                std::fs::rename(&dir, &to)
-                    .map_err(|e| BackupError::io(format!("moving {} aside", dir.display()), e))?;
-                aside = Some(to);
-            }
-        }
-        std::fs::rename(&restored, &dir).map_err(|e| {
-            BackupError::io(
-                format!("moving the restored file store to {}", dir.display()),
+            Err(BackupError::io(
+                format!("reading {} from the backup repository", object.name),
                 e,
-            )
-        })?;
-        let _ = std::fs::remove_dir_all(&staging);
-        Ok(aside)
-    })
-    .await
-    .map_err(|e| BackupError::io("restore worker", io::Error::other(e)))?
-}
-
-async fn restore_dhis_conf(
-    repo: &Repository,
-    manifest: &BackupManifest,
-    object: &StoredObject,
-    path: &Path,
-) -> Result<Option<PathBuf>, BackupError> {
-    let reader = blocking_reader(repo, manifest, object).await?;
-    let (m, o, path) = (manifest.clone(), object.clone(), path.to_path_buf());
-    tokio::task::spawn_blocking(move || {
-        let mut hashing = HashingReader::new(reader);
-        let mut content = Vec::new();
-        let decoded = zstd::stream::read::Decoder::new(&mut hashing)
-            .and_then(|mut d| d.read_to_end(&mut content));
-        let drained = hashing.drain();
-        let (size, sha) = hashing.finish();
-        check_digest(&m, &o, size, &sha)?;
-        decoded
-            .and(drained)
-            .map_err(|e| BackupError::io("reading dhis.conf from the backup", e))?;
-        let mut aside = None;
-        if path.exists() {
-            let to = aside_path(&path);
-            std::fs::rename(&path, &to)
-                .map_err(|e| BackupError::io(format!("moving {} aside", path.display()), e))?;
-            aside = Some(to);
+            ))
         }
-        write_private_file(&path, &content)
-            .map_err(|e| BackupError::io(format!("writing {}", path.display()), e))?;
-        Ok(aside)
+        Ok(_) => running.finish().map(|_| ()),
+    };
+    // A damaged dump explains whatever pg_restore or zstd said: read the rest and compare.
+    let drained = hashing.drain();
+    let (size, sha) = hashing.finish();
+    if drained.is_ok() {
+        check_digest(manifest, object, size, &sha)?;
+    }
+    restored?;
+    drained.map_err(|e| {
+        BackupError::io(
+            format!("reading {} from the backup repository", object.name),
+            e,
+        )
     })
-    .await
-    .map_err(|e| BackupError::io("restore worker", io::Error::other(e)))?
 }
 
-/// dhis.conf holds the database password and encryption.password: readable by its owner only.
-fn write_private_file(path: &Path, content: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+/// Every table whose data was backed up holds exactly the rows the manifest recorded.
+async fn check_row_counts(
+    manifest: &BackupManifest,
+    side: &DatabaseTarget,
+) -> Result<(), BackupError> {
+    let tables: Vec<_> = manifest
+        .tables
+        .iter()
+        .filter(|t| t.data_included && t.rows.is_some())
+        .collect();
+    let names: Vec<TableName> = tables
+        .iter()
+        .map(|t| TableName::new(&t.schema, &t.name))
+        .collect();
+    let counts = count_rows(side, &names).await?;
+    let wrong: Vec<String> = tables
+        .iter()
+        .zip(&counts)
+        .filter(|(t, n)| t.rows != Some(**n))
+        .map(|(t, n)| {
+            format!(
+                "{}.{} has {n} rows, the manifest says {}",
+                t.schema,
+                t.name,
+                t.rows.unwrap_or_default()
+            )
+        })
+        .take(5)
+        .collect();
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(BackupError::Damaged {
+            backup: format!("{}/{}", manifest.instance, manifest.id),
+            object: super::manifest::DATABASE_OBJECT.to_string(),
+            reason: format!("after restoring, {}", wrong.join("; ")),
+        })
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(content)?;
-    file.sync_all()
 }

@@ -293,25 +293,28 @@ async fn write_backup(
         bar.finish_and_clear();
     }
     if let Some(conf) = req.dhis_conf.clone() {
-        objects.push(
-            store_compressed(
-                repo,
-                &object_key(&req.instance, id, DHIS_CONF_OBJECT),
-                DHIS_CONF_OBJECT,
-                ObjectKind::DhisConf,
-                req.zstd_level,
-                move |out| {
-                    let mut file = std::fs::File::open(&conf)
-                        .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
-                    let mut data = Vec::new();
-                    file.read_to_end(&mut data)
-                        .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
-                    out.write_all(&data)
-                        .map_err(|e| BackupError::io("storing dhis.conf", e))
-                },
-            )
-            .await?,
-        );
+        // Owner and mode go into the manifest: a restore puts dhis.conf back readable by DHIS2 only.
+        let posix = super::manifest::PosixMetadata::of(&conf)
+            .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
+        let mut object = store_compressed(
+            repo,
+            &object_key(&req.instance, id, DHIS_CONF_OBJECT),
+            DHIS_CONF_OBJECT,
+            ObjectKind::DhisConf,
+            req.zstd_level,
+            move |out| {
+                let mut file = std::fs::File::open(&conf)
+                    .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
+                let mut data = Vec::new();
+                file.read_to_end(&mut data)
+                    .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
+                out.write_all(&data)
+                    .map_err(|e| BackupError::io("storing dhis.conf", e))
+            },
+        )
+        .await?;
+        object.posix = Some(posix);
+        objects.push(object);
     }
 
     let table_records = tables

@@ -64,6 +64,7 @@ where
             size_bytes: summary.size_bytes,
             sha256: summary.sha256,
             uncompressed_bytes: uncompressed,
+            posix: None,
         }),
         // The upload failing is the cause; the producer only saw its pipe close.
         (_, Err(e)) if !matches!(e, RepoError::Abandoned { .. }) => Err(e.into()),

@@ -1,6 +1,7 @@
 //! `backup verify`: re-reads every object of a backup and checks its size and SHA-256, that it
 //! decompresses, that the dump's table of contents is readable by `pg_restore`, and that the file
-//! store archive is a readable tar. A restore runs the same check before touching its target.
+//! store archive is a readable tar. A restore does not need this pass: it checks the same while
+//! restoring into a side database (see `restore_plan.rs`).
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -139,7 +140,8 @@ fn check_object<R: Read>(
     reader: R,
 ) -> Result<Option<u64>, BackupError> {
     let mut hashing = HashingReader::new(reader);
-    let content = check_content(object.kind, tools, &mut hashing);
+    // A tool that cannot start is a problem of this machine, never of the backup.
+    let content = check_content(object.kind, tools, &mut hashing)?;
     let drained = hashing.drain();
     let (size, sha) = hashing.finish();
     drained.map_err(|e| BackupError::io(format!("reading {}", object.name), e))?;
@@ -151,19 +153,31 @@ fn check_object<R: Read>(
     })
 }
 
+/// Outer error: the check could not run (a missing tool); inner: what is wrong with the content.
 fn check_content<R: Read>(
     kind: ObjectKind,
     tools: &PgTools,
     reader: R,
+) -> Result<Result<Option<u64>, String>, BackupError> {
+    let mut running = None;
+    if kind == ObjectKind::Database {
+        let mut cmd = tools.plain_command("pg_restore");
+        cmd.arg("--list")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        running = Some(tools.spawn("pg_restore", cmd)?);
+    }
+    Ok(check_decoded(kind, running, reader))
+}
+
+fn check_decoded<R: Read>(
+    kind: ObjectKind,
+    running: Option<super::pg_tools::RunningTool>,
+    reader: R,
 ) -> Result<Option<u64>, String> {
     let mut decoder = zstd::stream::read::Decoder::new(reader).map_err(|e| format!("zstd: {e}"))?;
-    match kind {
-        ObjectKind::Database => {
-            let mut cmd = tools.plain_command("pg_restore");
-            cmd.arg("--list")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped());
-            let mut running = tools.spawn("pg_restore", cmd).map_err(|e| e.to_string())?;
+    match (kind, running) {
+        (ObjectKind::Database, Some(mut running)) => {
             let mut stdin = running
                 .child
                 .stdin
@@ -203,7 +217,8 @@ fn check_content<R: Read>(
             }
             Ok(Some(entries))
         }
-        ObjectKind::FileStore => {
+        (ObjectKind::Database, None) => Err("pg_restore was not started".into()),
+        (ObjectKind::FileStore, _) => {
             let mut archive = tar::Archive::new(decoder);
             let mut files = 0u64;
             for entry in archive.entries().map_err(|e| format!("tar: {e}"))? {
@@ -215,7 +230,7 @@ fn check_content<R: Read>(
             }
             Ok(Some(files))
         }
-        ObjectKind::DhisConf => {
+        (ObjectKind::DhisConf, _) => {
             io::copy(&mut decoder, &mut io::sink()).map_err(|e| format!("decompressing: {e}"))?;
             Ok(None)
         }

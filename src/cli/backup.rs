@@ -77,18 +77,26 @@ pub struct RestoreArgs {
     pub instance: String,
     /// Backup id, or `latest`.
     pub id: String,
-    /// The database to restore into; must be empty unless --force.
-    #[arg(long, env = "DHIS2_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    /// The database to restore into (created if missing); must be empty unless --force. Never
+    /// taken from DHIS2_DATABASE_URL, the backup source: a restore target is always named.
+    #[arg(long, env = "DHIS2_RESTORE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Restore the file store into this directory (must be empty unless --force).
     #[arg(long)]
     pub files_dir: Option<PathBuf>,
     /// Write the backed-up dhis.conf here (refused if it exists, unless --force).
     #[arg(long)]
     pub dhis_conf: Option<PathBuf>,
-    /// Replace what the target holds: the database is emptied first; replaced files are kept aside.
+    /// Replace a target that holds data; the old database and files are kept aside.
     #[arg(long)]
     pub force: bool,
+    /// Role that owns every restored object (default: the target database's owner, else the
+    /// connecting role), e.g. dhis.
+    #[arg(long, value_name = "ROLE")]
+    pub owner: Option<String>,
+    /// Drop the replaced database at once instead of keeping it as <target>__replaced_<time>.
+    #[arg(long)]
+    pub drop_replaced: bool,
     #[command(flatten)]
     pub pg: PgBinArgs,
 }
@@ -251,9 +259,23 @@ pub async fn verify(args: VerifyArgs, output: OutputFormat) -> Result<ExitCode, 
     Ok(ExitCode::SUCCESS)
 }
 
+/// A usage error, reported like clap's own: one line on stderr, exit code 2.
+fn usage_error(message: &str) -> ! {
+    clap::Error::raw(
+        clap::error::ErrorKind::MissingRequiredArgument,
+        format!("{message}\n"),
+    )
+    .exit()
+}
+
 pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
+    let Some(url) = args.database_url.as_deref() else {
+        usage_error(
+            "--database-url: name the database to restore into, with --database-url or DHIS2_RESTORE_DATABASE_URL (DHIS2_DATABASE_URL, the backup source, is never used as a restore target)",
+        );
+    };
     validate_instance_name(&args.instance)?;
-    let database = DatabaseTarget::parse(&args.database_url, "--database-url")?;
+    let database = DatabaseTarget::parse(url, "--database-url")?;
     let repo = args.repo.open().await?;
     let catalog = load_catalog(&repo, Some(&args.instance)).await?;
     let manifest = find_backup(&catalog, &repo, &args.instance, &args.id)?;
@@ -262,6 +284,8 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
         files_dir: args.files_dir,
         dhis_conf: args.dhis_conf,
         force: args.force,
+        owner: args.owner,
+        drop_replaced: args.drop_replaced,
         pg_bin_dir: args.pg.pg_bin_dir,
     };
     let report = restore_backup(
@@ -273,9 +297,21 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
     .await?;
     emit(output, &report, || {
         let mut text = format!(
-            "restored backup {} of {} into {} in {:.1}s",
-            report.id, report.instance, report.target, report.duration_seconds
+            "restored backup {} of {} into {} (owner {}) in {:.1}s",
+            report.id, report.instance, report.target, report.owner, report.duration_seconds
         );
+        if report.closed_connections > 0 {
+            text.push_str(&format!(
+                "\n  closed {} connections to the database to swap it",
+                report.closed_connections
+            ));
+        }
+        if let Some(r) = &report.replaced_database {
+            text.push_str(&format!("\n  previous database kept as {r}"));
+        }
+        if report.dropped_replaced_database {
+            text.push_str("\n  previous database dropped (--drop-replaced)");
+        }
         if let Some(d) = &report.files_dir {
             text.push_str(&format!("\n  file store -> {d}"));
         }
@@ -351,7 +387,7 @@ pub async fn drill(args: DrillArgs, output: OutputFormat) -> Result<ExitCode, Ba
     .await?;
     emit(output, &report, || {
         let mut text = format!(
-            "restore drill of backup {} ({}): {}\n  RPO {} (age of the backup)\n  RTO {:.1}s (restore and checks)\n",
+            "restore drill of backup {} ({}): {}\n  RPO {} (since the backup started)\n  RTO {:.1}s (restore and checks)\n",
             report.backup_id,
             report.instance,
             if report.passed { "PASSED" } else { "FAILED" },

@@ -134,7 +134,8 @@ pub struct DrillArgs {
     /// Backup to drill (default: the latest).
     #[arg(long, default_value = "latest")]
     pub backup: String,
-    /// An empty database to restore into; it is wiped again afterwards.
+    /// An empty database on the server to drill on; the drill restores beside it into a
+    /// database of its own and drops that again. Never taken from DHIS2_DATABASE_URL.
     #[arg(long, env = "DHIS2_SCRATCH_DATABASE_URL", hide_env_values = true)]
     pub scratch_database_url: String,
     #[command(flatten)]

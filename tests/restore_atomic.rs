@@ -1,0 +1,526 @@
+//! Atomic restore: the dump goes into a side database and is swapped in only when everything
+//! matched; the previous database is kept aside; any failure leaves the target exactly as it was.
+
+mod support;
+
+use support::*;
+
+/// A fingerprint of every user table's rows and of the schema, to prove a database unchanged.
+async fn fingerprint(env: &Env, db: &str) -> Vec<(String, String)> {
+    let client = env.client(db).await;
+    let tables = client
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                AND n.nspname NOT LIKE 'pg\\_toast%'
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut out = vec![];
+    for t in tables {
+        let name: String = t.get(0);
+        let row = client
+            .query_one(
+                &format!("SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {name} t"),
+                &[],
+            )
+            .await
+            .unwrap();
+        out.push((name, row.get(0)));
+    }
+    let schema: String = client
+        .query_one(
+            "SELECT coalesce(md5(string_agg(c.relname || ':' || a.attname || ':' || format_type(a.atttypid, a.atttypmod), '|' ORDER BY c.relname, a.attnum)), '')
+               FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'public' AND a.attnum > 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    out.push(("schema".into(), schema));
+    out
+}
+
+async fn databases_like(env: &Env, pattern: &str) -> Vec<String> {
+    env.client("postgres")
+        .await
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY 1",
+            &[&pattern],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn count(env: &Env, db: &str, table: &str) -> i64 {
+    env.client(db)
+        .await
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{table}: {e}"))
+        .get(0)
+}
+
+fn restore_args<'a>(repo: &'a str, url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "backup",
+        "restore",
+        "--repo",
+        repo,
+        "--instance",
+        "hmis",
+        "latest",
+        "--database-url",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forced_restore_swaps_the_database_in_and_keeps_the_old_one() {
+    let env = env();
+    let (_src, src_url) = env.seeded_database("atomic_src").await;
+    let repo = tempfile::tempdir().unwrap();
+    let repo_path = repo.path().to_str().unwrap();
+    assert_success(
+        &backup_run(&src_url, repo_path, "hmis", &[]).await,
+        "backup",
+    );
+
+    let (dst, dst_url) = env.create_database("atomic_dst").await;
+    env.client(&dst)
+        .await
+        .batch_execute("CREATE TABLE precious (id int); INSERT INTO precious VALUES (1), (2);")
+        .await
+        .unwrap();
+    // DHIS2 holding a session on the target: the swap closes it and says so.
+    let dhis2_session = env.client(&dst).await;
+    dhis2_session.query_one("SELECT 1", &[]).await.unwrap();
+
+    let out = dhis2ctl(&restore_args(
+        repo_path,
+        &dst_url,
+        &["--force", "-o", "json"],
+    ))
+    .await;
+    assert_success(&out, "restore --force");
+    let report = json(&out);
+    assert!(
+        report["closedConnections"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    let replaced = report["replacedDatabase"].as_str().unwrap().to_string();
+    assert!(
+        replaced.starts_with(&format!("{dst}__replaced_")),
+        "{replaced}"
+    );
+    assert!(
+        report["nextSteps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_str().unwrap().contains(&replaced)),
+        "the output says where the old database is: {report}"
+    );
+    assert!(
+        dhis2_session.query_one("SELECT 1", &[]).await.is_err(),
+        "the old session was closed"
+    );
+    assert_eq!(count(&env, &dst, "datavalue").await, 150_000);
+    assert_eq!(
+        count(&env, &replaced, "precious").await,
+        2,
+        "the replaced database is kept as it was"
+    );
+    assert!(
+        databases_like(&env, &format!("{dst}__restoring_%"))
+            .await
+            .is_empty()
+    );
+    // The restored database accepts connections again, and so does the kept one.
+    env.client(&dst)
+        .await
+        .query_one("SELECT 1", &[])
+        .await
+        .unwrap();
+
+    // Human output names the kept database too; --drop-replaced drops it at once.
+    let out = dhis2ctl(&restore_args(
+        repo_path,
+        &dst_url,
+        &["--force", "--drop-replaced"],
+    ))
+    .await;
+    assert_success(&out, "restore --force --drop-replaced");
+    assert!(
+        stdout(&out).contains("previous database dropped"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        databases_like(&env, &format!("{dst}__replaced_%")).await,
+        vec![replaced],
+        "only the first restore's replaced database is left"
+    );
+    assert_eq!(count(&env, &dst, "datavalue").await, 150_000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dump_damaged_late_leaves_a_populated_target_exactly_as_it_was() {
+    let env = env();
+    let (_src, src_url) = env.seeded_database("late_src").await;
+    let repo = tempfile::tempdir().unwrap();
+    let repo_path = repo.path().to_str().unwrap();
+    let out = backup_run(&src_url, repo_path, "hmis", &["-o", "json"]).await;
+    assert_success(&out, "backup");
+    let id = json(&out)["id"].as_str().unwrap().to_string();
+    let dump = repo
+        .path()
+        .join("hmis")
+        .join(&id)
+        .join("database.pgdump.zst");
+    let mut data = std::fs::read(&dump).unwrap();
+    let late = data.len() * 9 / 10;
+    data[late] ^= 0x20;
+    std::fs::write(&dump, data).unwrap();
+
+    let (dst, dst_url) = env.seeded_database("late_dst").await;
+    env.client(&dst)
+        .await
+        .batch_execute(
+            "UPDATE organisationunit SET name = name || ' (live)' WHERE organisationunitid % 7 = 0",
+        )
+        .await
+        .unwrap();
+    let before = fingerprint(&env, &dst).await;
+    let out = dhis2ctl(&restore_args(repo_path, &dst_url, &["--force"])).await;
+    assert_clear_failure(&out, "is damaged: database.pgdump.zst");
+    assert_eq!(
+        fingerprint(&env, &dst).await,
+        before,
+        "the target is unchanged"
+    );
+    assert!(
+        databases_like(&env, &format!("{dst}\\_\\_%"))
+            .await
+            .is_empty(),
+        "no side or replaced database is left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_never_takes_its_target_from_the_backup_source_variable() {
+    let env = env();
+    let (src, src_url) = env.seeded_database("env_src").await;
+    let repo = tempfile::tempdir().unwrap();
+    let repo_path = repo.path().to_str().unwrap();
+    assert_success(
+        &backup_run(&src_url, repo_path, "hmis", &[]).await,
+        "backup",
+    );
+    let before = fingerprint(&env, &src).await;
+    let out = dhis2ctl_with_env(
+        &[
+            "backup",
+            "restore",
+            "--repo",
+            repo_path,
+            "--instance",
+            "hmis",
+            "latest",
+            "--force",
+        ],
+        &[("DHIS2_DATABASE_URL", &src_url)],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a usage error: {}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(err.contains("--database-url"), "{err}");
+    assert!(err.contains("DHIS2_RESTORE_DATABASE_URL"), "{err}");
+    assert_eq!(fingerprint(&env, &src).await, before);
+
+    let out = dhis2ctl_with_env(
+        &["drill", "--repo", repo_path, "--instance", "hmis"],
+        &[("DHIS2_DATABASE_URL", &src_url)],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--scratch-database-url"));
+
+    let (dst, dst_url) = env.create_database("env_dst").await;
+    let out = dhis2ctl_with_env(
+        &[
+            "backup",
+            "restore",
+            "--repo",
+            repo_path,
+            "--instance",
+            "hmis",
+            "latest",
+        ],
+        &[
+            ("DHIS2_DATABASE_URL", &src_url),
+            ("DHIS2_RESTORE_DATABASE_URL", &dst_url),
+        ],
+    )
+    .await;
+    assert_success(&out, "restore through DHIS2_RESTORE_DATABASE_URL");
+    assert_eq!(count(&env, &dst, "datavalue").await, 150_000);
+    assert_eq!(fingerprint(&env, &src).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_pg_restore_is_a_tooling_error_not_a_damaged_backup() {
+    let env = env();
+    let (_src, src_url) = env.seeded_database("tool_src").await;
+    let repo = tempfile::tempdir().unwrap();
+    let repo_path = repo.path().to_str().unwrap();
+    assert_success(
+        &backup_run(&src_url, repo_path, "hmis", &[]).await,
+        "backup",
+    );
+    let out = dhis2ctl(&[
+        "backup",
+        "verify",
+        "--repo",
+        repo_path,
+        "--instance",
+        "hmis",
+        "latest",
+        "--pg-bin-dir",
+        "/nonexistent/bin",
+    ])
+    .await;
+    assert_clear_failure(&out, "cannot start /nonexistent/bin/pg_restore");
+    assert!(!stderr(&out).contains("damaged"), "{}", stderr(&out));
+
+    let (dst, dst_url) = env.create_database("tool_dst").await;
+    let out = dhis2ctl(&restore_args(
+        repo_path,
+        &dst_url,
+        &["--pg-bin-dir", "/nonexistent/bin"],
+    ))
+    .await;
+    assert_clear_failure(&out, "cannot start /nonexistent/bin/pg_restore");
+    assert!(!stderr(&out).contains("damaged"), "{}", stderr(&out));
+    assert!(
+        databases_like(&env, &format!("{dst}\\_\\_%"))
+            .await
+            .is_empty(),
+        "the side database was dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_store_comes_back_into_its_directory_with_the_old_contents_kept() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = env();
+    let (_src, src_url) = env.seeded_database("fs_src").await;
+    let files = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(files.path().join("documents")).unwrap();
+    let doc = files.path().join("documents/report.pdf");
+    std::fs::write(&doc, "new report").unwrap();
+    let tool = files.path().join("tool.sh");
+    std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("dhis.conf");
+    std::fs::write(&conf, "encryption.password = abc\n").unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let root = support_is_root();
+    if root {
+        std::os::unix::fs::chown(&doc, Some(4321), Some(4322)).unwrap();
+        std::os::unix::fs::chown(&conf, Some(4321), Some(4322)).unwrap();
+    }
+    let repo = tempfile::tempdir().unwrap();
+    let repo_path = repo.path().to_str().unwrap();
+    let out = backup_run(
+        &src_url,
+        repo_path,
+        "hmis",
+        &[
+            "--files-dir",
+            files.path().to_str().unwrap(),
+            "--dhis-conf",
+            conf.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_success(&out, "backup");
+
+    // The target directory stands for a mount point: it must stay the same directory.
+    let target_root = tempfile::tempdir().unwrap();
+    let target = target_root.path().join("files");
+    std::fs::create_dir_all(target.join("documents")).unwrap();
+    std::fs::write(target.join("documents/old.pdf"), "old report").unwrap();
+    let inode = std::fs::metadata(&target).unwrap().ino();
+    let target_conf = target_root.path().join("dhis.conf");
+    std::fs::write(&target_conf, "old conf").unwrap();
+    let (_dst, dst_url) = env.create_database("fs_dst").await;
+    let out = dhis2ctl(&restore_args(
+        repo_path,
+        &dst_url,
+        &[
+            "--files-dir",
+            target.to_str().unwrap(),
+            "--dhis-conf",
+            target_conf.to_str().unwrap(),
+            "--force",
+            "-o",
+            "json",
+        ],
+    ))
+    .await;
+    assert_success(&out, "restore with files");
+    let report = json(&out);
+    assert_eq!(std::fs::metadata(&target).unwrap().ino(), inode);
+    assert_eq!(
+        std::fs::read_to_string(target.join("documents/report.pdf")).unwrap(),
+        "new report"
+    );
+    assert!(!target.join("documents/old.pdf").exists());
+    let kept: Vec<String> = report["keptAside"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        kept.iter()
+            .any(|k| std::path::Path::new(k).join("documents/old.pdf").exists()),
+        "old contents kept aside: {kept:?}"
+    );
+    assert!(
+        kept.iter()
+            .any(|k| std::fs::read_to_string(k).ok().as_deref() == Some("old conf")),
+        "old dhis.conf kept aside: {kept:?}"
+    );
+    let entries: Vec<String> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !entries.iter().any(|e| e.contains("restoring")),
+        "no staging left: {entries:?}"
+    );
+    let tool_mode = std::fs::metadata(target.join("tool.sh")).unwrap().mode() & 0o7777;
+    assert_eq!(tool_mode, 0o755, "setuid is never restored");
+    let conf_meta = std::fs::metadata(&target_conf).unwrap();
+    assert_eq!(
+        conf_meta.mode() & 0o7777,
+        0o640,
+        "recorded 0664, capped at 0640"
+    );
+    if root {
+        let doc_meta = std::fs::metadata(target.join("documents/report.pdf")).unwrap();
+        assert_eq!((doc_meta.uid(), doc_meta.gid()), (4321, 4322));
+        assert_eq!((conf_meta.uid(), conf_meta.gid()), (4321, 4322));
+    }
+}
+
+fn support_is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// A TCP proxy to S3 that, after `cut_after` bytes from the server, closes every connection and
+/// stops answering: the network going away in the middle of a restore's download.
+async fn downstream_cut_proxy(upstream: String, cut_after: u64) -> String {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let received = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            if received.load(Ordering::SeqCst) >= cut_after {
+                return; // listener dropped: connection refused from now on
+            }
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                return;
+            };
+            let received = received.clone();
+            tokio::spawn(async move {
+                let (mut client_r, mut client_w) = client.into_split();
+                let (mut server_r, mut server_w) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_r, &mut server_w).await;
+                });
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match server_r.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if received.fetch_add(n as u64, Ordering::SeqCst) + n as u64 >= cut_after {
+                        break;
+                    }
+                    if client_w.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    endpoint
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_network_cut_mid_restore_leaves_the_target_as_it_was() {
+    let env = env();
+    let (_src, src_url) = env.seeded_database("cut_src").await;
+    let (_bucket, repo) = env.create_bucket("restorecut").await;
+    let out = backup_run(&src_url, &repo, "hmis", &["-o", "json"]).await;
+    assert_success(&out, "backup");
+    let dump_size = json(&out)["objects"][0]["sizeBytes"].as_u64().unwrap();
+    assert!(dump_size > 1_000_000, "dump of {dump_size} bytes");
+
+    let (dst, dst_url) = env.seeded_database("cut_dst").await;
+    env.client(&dst)
+        .await
+        .batch_execute("DELETE FROM datavalue WHERE periodid % 3 = 0")
+        .await
+        .unwrap();
+    let before = fingerprint(&env, &dst).await;
+    let upstream = env.s3_endpoint.trim_start_matches("http://").to_string();
+    let proxy = downstream_cut_proxy(upstream, dump_size / 2).await;
+    let out = dhis2ctl(&restore_args(
+        &repo,
+        &dst_url,
+        &["--force", "--s3-endpoint", &proxy],
+    ))
+    .await;
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert_clear_failure(
+        &out,
+        "reading database.pgdump.zst from the backup repository",
+    );
+    assert_eq!(
+        fingerprint(&env, &dst).await,
+        before,
+        "the target is unchanged"
+    );
+    assert!(
+        databases_like(&env, &format!("{dst}\\_\\_%"))
+            .await
+            .is_empty(),
+        "no side or replaced database is left"
+    );
+}

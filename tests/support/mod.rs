@@ -41,10 +41,24 @@ pub fn env() -> Env {
 /// A name unique to this test run: `prefix-<pid>-<n>`.
 pub fn unique(prefix: &str) -> String {
     format!(
-        "{prefix}-{}-{}",
+        "{prefix}-{}-{}-{}",
         std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        run_tag()
     )
+}
+
+/// Four hex digits fixed for one test process: a re-used pid on a long-lived test server (earlier
+/// runs' databases and buckets are still there) does not give the same names again.
+fn run_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        format!("{:04x}", (nanos >> 10) & 0xffff)
+    })
 }
 
 impl Env {

@@ -196,9 +196,12 @@ impl TlsSettings {
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS setup failed: {e}"))?;
         let verifier: Arc<dyn ServerCertVerifier> = match &verification {
-            Verification::EncryptOnly => Arc::new(EncryptOnly(provider)),
-            Verification::Chain(root) => Arc::new(ChainOnly {
-                roots: Arc::new(root_store(root, flag)?),
+            Verification::EncryptOnly => Arc::new(LibpqVerifier {
+                roots: None,
+                provider,
+            }),
+            Verification::Chain(root) => Arc::new(LibpqVerifier {
+                roots: Some(Arc::new(root_store(root, flag)?)),
                 provider,
             }),
             Verification::ChainAndHost(root) => WebPkiServerVerifier::builder_with_provider(
@@ -275,70 +278,17 @@ fn root_store(root: &RootCert, flag: &str) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-fn signature_schemes(provider: &CryptoProvider) -> Vec<SignatureScheme> {
-    provider
-        .signature_verification_algorithms
-        .supported_schemes()
-}
-
-/// `prefer`/`require` without a root CA: the connection is encrypted, the server not
-/// authenticated (libpq does the same). Handshake signatures are still checked.
+/// Checks the server's certificate the way libpq's sslmode asks: without trusted roots
+/// (`prefer`, `require` without a root CA) the connection is encrypted but the server not
+/// authenticated, as in libpq; with them (`verify-ca`) the chain must end at a trusted CA and the
+/// name in the certificate is not checked. Handshake signatures are always checked.
 #[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        signature_schemes(&self.0)
-    }
-}
-
-/// `verify-ca`: the chain must end at a trusted CA; the name in the certificate is not checked.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct LibpqVerifier {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for LibpqVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -347,10 +297,13 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let cert = ParsedCertificate::try_from(end_entity)?;
         verify_server_cert_signed_by_trust_anchor(
             &cert,
-            &self.roots,
+            roots,
             intermediates,
             now,
             self.provider.signature_verification_algorithms.all,
@@ -387,7 +340,9 @@ impl ServerCertVerifier for ChainOnly {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        signature_schemes(&self.provider)
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -45,20 +45,6 @@ async fn fingerprint(env: &Env, db: &str) -> Vec<(String, String)> {
     out
 }
 
-async fn databases_like(env: &Env, pattern: &str) -> Vec<String> {
-    env.client("postgres")
-        .await
-        .query(
-            "SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY 1",
-            &[&pattern],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 async fn count(env: &Env, db: &str, table: &str) -> i64 {
     env.client(db)
         .await
@@ -66,22 +52,6 @@ async fn count(env: &Env, db: &str, table: &str) -> i64 {
         .await
         .unwrap_or_else(|e| panic!("{table}: {e}"))
         .get(0)
-}
-
-fn restore_args<'a>(repo: &'a str, url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "backup",
-        "restore",
-        "--repo",
-        repo,
-        "--instance",
-        "hmis",
-        "latest",
-        "--database-url",
-        url,
-    ];
-    args.extend_from_slice(extra);
-    args
 }
 
 #[tokio::test(flavor = "multi_thread")]

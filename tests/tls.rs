@@ -88,18 +88,7 @@ async fn require_encrypts_every_connection_and_disable_is_refused() {
     .await;
     assert_success(&out, "backup with sslmode=require");
     let target_url = format!("{base}/{target}?sslmode=require");
-    let out = dhis2ctl(&[
-        "backup",
-        "restore",
-        "--repo",
-        repo,
-        "--instance",
-        "hmis",
-        "latest",
-        "--database-url",
-        &target_url,
-    ])
-    .await;
+    let out = dhis2ctl(&restore_args(repo, &target_url, &[])).await;
     assert_success(&out, "restore with sslmode=require");
     let restored: i64 = env
         .client(&target)

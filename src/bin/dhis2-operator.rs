@@ -57,6 +57,7 @@ fn main() -> ExitCode {
                 });
             let builder = tracing_subscriber::fmt()
                 .with_env_filter(filter)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_writer(std::io::stderr);
             if log_format == "json" {
                 builder.json().init();

@@ -181,6 +181,38 @@ pub async fn backup_run(url: &str, repo: &str, instance: &str, extra: &[&str]) -
     dhis2ctl(&args).await
 }
 
+/// `backup restore --repo REPO --instance hmis latest --database-url URL EXTRA…`
+pub fn restore_args<'a>(repo: &'a str, url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "backup",
+        "restore",
+        "--repo",
+        repo,
+        "--instance",
+        "hmis",
+        "latest",
+        "--database-url",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Databases whose names match a LIKE pattern (side and replaced databases of a restore).
+pub async fn databases_like(env: &Env, pattern: &str) -> Vec<String> {
+    env.client("postgres")
+        .await
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY 1",
+            &[&pattern],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 pub async fn dhis2ctl_with_env(args: &[&str], extra_env: &[(&str, &str)]) -> Output {
     let env = env();
     let mut cmd = Command::new(bin());

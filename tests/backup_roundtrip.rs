@@ -56,15 +56,6 @@ async fn fingerprint(env: &Env, db: &str) -> Vec<(String, String)> {
     out
 }
 
-async fn count(env: &Env, db: &str, table: &str) -> i64 {
-    env.client(db)
-        .await
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .unwrap_or_else(|e| panic!("{table}: {e}"))
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_backup_restores_everything_dhis2_needs() {
     let env = env();

@@ -45,15 +45,6 @@ async fn fingerprint(env: &Env, db: &str) -> Vec<(String, String)> {
     out
 }
 
-async fn count(env: &Env, db: &str, table: &str) -> i64 {
-    env.client(db)
-        .await
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .unwrap_or_else(|e| panic!("{table}: {e}"))
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forced_restore_swaps_the_database_in_and_keeps_the_old_one() {
     let env = env();

@@ -181,6 +181,16 @@ pub async fn backup_run(url: &str, repo: &str, instance: &str, extra: &[&str]) -
     dhis2ctl(&args).await
 }
 
+/// `SELECT count(*) FROM table` in database `db`.
+pub async fn count(env: &Env, db: &str, table: &str) -> i64 {
+    env.client(db)
+        .await
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{table}: {e}"))
+        .get(0)
+}
+
 /// `backup restore --repo REPO --instance hmis latest --database-url URL EXTRA…`
 pub fn restore_args<'a>(repo: &'a str, url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![

@@ -337,6 +337,12 @@ async fn restore_never_overwrites_without_force() {
     ])
     .await;
     assert_clear_failure(&out, "pass --force");
+    // The refusal says what --force would do: nothing is overwritten, the old database is kept.
+    assert!(
+        stderr(&out).contains(&format!("kept, renamed to {dst}__replaced_")),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         count(&env, &dst, "precious").await,
         2,

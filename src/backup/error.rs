@@ -33,7 +33,7 @@ pub enum BackupError {
         reason: String,
     },
     #[error(
-        "refusing to restore into {target}: it already holds {count} tables or other objects (e.g. {examples}); pass --force to replace its contents"
+        "refusing to restore into {target}: it already holds {count} tables or other objects (e.g. {examples}); pass --force to swap the restored database in: the current one is kept, renamed to {target}__replaced_<time>"
     )]
     TargetNotEmpty {
         target: String,

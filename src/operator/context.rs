@@ -5,11 +5,14 @@ use std::sync::Arc;
 
 use kube::Client;
 use kube::api::Api;
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
+use rand::Rng;
 use serde::de::DeserializeOwned;
 
-use super::backoff::FailureCounts;
+use super::backoff::{FailureCounts, backoff_delay};
+use super::error::Error;
 use super::metrics::Metrics;
 
 pub struct Context {
@@ -50,6 +53,21 @@ impl Context {
         }
     }
 
+    /// After a successful reconcile the next failure backs off from the start again.
+    pub fn reconcile_succeeded(&self, kind: &str, obj: &impl ResourceExt) {
+        self.failures.succeeded(&failure_key(kind, obj));
+    }
+
+    /// Every controller's error policy: counts the failure in a row, logs and meters it, and
+    /// retries after an exponential, jittered delay.
+    pub fn retry_after_failure(&self, kind: &str, obj: &impl ResourceExt, error: &Error) -> Action {
+        let attempt = self.failures.failed(&failure_key(kind, obj));
+        let delay = backoff_delay(attempt, rand::rng().random());
+        tracing::warn!(kind, object = %obj.name_any(), %error, attempt, retry_in = ?delay, "reconcile failed");
+        self.metrics.reconcile_failed(kind, error.metric_label());
+        Action::requeue(delay)
+    }
+
     /// The API for a namespaced kind in the object's namespace.
     pub fn api<K>(&self, namespace: &str) -> Api<K>
     where
@@ -82,6 +100,15 @@ impl Context {
             tracing::warn!(object = %obj.name_any(), error = %e, "could not publish an event");
         }
     }
+}
+
+/// `KIND/namespace/name`: one object's entry in the failure counts.
+fn failure_key(kind: &str, obj: &impl ResourceExt) -> String {
+    format!(
+        "{kind}/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
 }
 
 /// A namespaced kind in one namespace, or across all of them.

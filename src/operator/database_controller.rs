@@ -19,7 +19,6 @@ use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database, Dhis2DatabaseS
 use crate::postgres::DatabaseTarget;
 
 use super::apply::{Ownership, Parent, apply_owned, ownership};
-use super::backoff::backoff_delay;
 use super::conditions::merge_conditions;
 use super::context::Context;
 use super::credentials::{
@@ -40,9 +39,8 @@ pub const KIND: &str = "Dhis2Database";
 pub async fn reconcile(db: Arc<Dhis2Database>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started(KIND);
     let ns = db.namespace().unwrap_or_else(|| "default".into());
-    let key = format!("{KIND}/{ns}/{}", db.name_any());
     let api: Api<Dhis2Database> = ctx.api(&ns);
-    let result = finalizer(&api, FINALIZER, db, |event| async {
+    let result = finalizer(&api, FINALIZER, db.clone(), |event| async {
         match event {
             Finalizer::Apply(db) => apply(&db, &ctx, &ns).await,
             Finalizer::Cleanup(db) => cleanup(&db, &ctx, &ns).await,
@@ -55,22 +53,13 @@ pub async fn reconcile(db: Arc<Dhis2Database>, ctx: Arc<Context>) -> Result<Acti
         other => Error::Finalizer(other.to_string()),
     });
     if result.is_ok() {
-        ctx.failures.succeeded(&key);
+        ctx.reconcile_succeeded(KIND, &*db);
     }
     result
 }
 
 pub fn error_policy(db: Arc<Dhis2Database>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!(
-        "{KIND}/{}/{}",
-        db.namespace().unwrap_or_default(),
-        db.name_any()
-    );
-    let attempt = ctx.failures.failed(&key);
-    let delay = backoff_delay(attempt, rand::rng().random());
-    tracing::warn!(database = %db.name_any(), %error, attempt, retry_in = ?delay, "reconcile failed");
-    ctx.metrics.reconcile_failed(KIND, error.metric_label());
-    Action::requeue(delay)
+    ctx.retry_after_failure(KIND, &*db, error)
 }
 
 fn random_password() -> String {

@@ -11,14 +11,12 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use rand::Rng;
 use serde_json::json;
 
 use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database};
 use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceStatus};
 
 use super::apply::{Parent, apply_owned, prune_owned};
-use super::backoff::backoff_delay;
 use super::conditions::{is_true, merge_conditions};
 use super::context::Context;
 use super::database_controller::connection_from_secret;
@@ -38,10 +36,9 @@ pub async fn reconcile(instance: Arc<Dhis2Instance>, ctx: Arc<Context>) -> Resul
         return Ok(Action::await_change());
     }
     let ns = instance.namespace().unwrap_or_else(|| "default".into());
-    let key = format!("{KIND}/{ns}/{}", instance.name_any());
     let result = reconcile_instance(&instance, &ctx, &ns).await;
     if result.is_ok() {
-        ctx.failures.succeeded(&key);
+        ctx.reconcile_succeeded(KIND, &*instance);
     }
     match result {
         Err(e @ Error::Conflict { .. }) => {
@@ -64,16 +61,7 @@ pub async fn reconcile(instance: Arc<Dhis2Instance>, ctx: Arc<Context>) -> Resul
 }
 
 pub fn error_policy(instance: Arc<Dhis2Instance>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!(
-        "{KIND}/{}/{}",
-        instance.namespace().unwrap_or_default(),
-        instance.name_any()
-    );
-    let attempt = ctx.failures.failed(&key);
-    let delay = backoff_delay(attempt, rand::rng().random());
-    tracing::warn!(instance = %instance.name_any(), %error, attempt, retry_in = ?delay, "reconcile failed");
-    ctx.metrics.reconcile_failed(KIND, error.metric_label());
-    Action::requeue(delay)
+    ctx.retry_after_failure(KIND, &*instance, error)
 }
 
 async fn secret_value(ctx: &Context, ns: &str, name: &str, key: &str) -> Result<Option<String>> {

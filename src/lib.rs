@@ -5,6 +5,7 @@ pub mod backup;
 pub mod cli;
 pub mod crd;
 pub mod demo;
+pub mod job_report;
 pub mod operator;
 pub mod output;
 pub mod postgres;

@@ -34,6 +34,12 @@ enum Command {
         /// Log format on stderr.
         #[arg(long, value_parser = ["text", "json"], default_value = "json")]
         log_format: String,
+        /// Image of the backup, restore and drill Jobs: the operator's own (it carries dhis2ctl).
+        #[arg(long, env = "ENGINE_IMAGE", default_value = concat!("dhis2-operator:", env!("CARGO_PKG_VERSION")))]
+        engine_image: String,
+        /// Read the current time from this file (RFC 3339). Tests only.
+        #[arg(long, hide = true)]
+        clock_file: Option<std::path::PathBuf>,
     },
     /// Print the CustomResourceDefinitions as YAML (kubectl apply -f -).
     Crd,
@@ -50,6 +56,8 @@ fn main() -> ExitCode {
             metrics_addr,
             allow_endpoint_override,
             log_format,
+            engine_image,
+            clock_file,
         } => {
             let filter =
                 tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
@@ -77,6 +85,8 @@ fn main() -> ExitCode {
                     namespace,
                     metrics_addr,
                     allow_endpoint_override,
+                    clock_file,
+                    engine_image,
                 },
             )) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,7 @@ use crate::backup::restore::{RestoreRequest, restore_backup};
 use crate::backup::retention::RetentionPolicy;
 use crate::backup::run::{BackupRequest, run_backup};
 use crate::backup::verify::verify_backup;
+use crate::job_report::{self, BackupJobReport, DrillJobReport, JobReport, RestoreJobReport};
 use crate::output::{OutputFormat, human_bytes, human_duration, render_table};
 use crate::postgres::DatabaseTarget;
 use crate::progress::Progress;
@@ -146,6 +147,16 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
         zstd_level: args.zstd_level,
     };
     let manifest = run_backup(&repo, &request, Progress::new(output.is_machine())).await?;
+    job_report::record(&JobReport::Backup(BackupJobReport {
+        id: manifest.id.clone(),
+        repository: repo.describe(),
+        started_at: manifest.started_at.to_rfc3339(),
+        completed_at: manifest.completed_at.to_rfc3339(),
+        size_bytes: manifest.size_bytes(),
+        dhis2_schema_version: manifest.dhis2_schema_version.clone(),
+        postgres_version: manifest.postgres_version.clone(),
+        retention: None,
+    }));
     emit(output, &manifest, || {
         let took = (manifest.completed_at - manifest.started_at).num_milliseconds() as f64 / 1000.0;
         let mut text = format!(
@@ -295,6 +306,13 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
         Progress::new(output.is_machine()),
     )
     .await?;
+    job_report::record(&JobReport::Restore(RestoreJobReport {
+        id: report.id.clone(),
+        target: report.target.clone(),
+        duration_seconds: report.duration_seconds,
+        replaced_database: report.replaced_database.clone(),
+        dhis2_schema_version: report.dhis2_schema_version.clone(),
+    }));
     emit(output, &report, || {
         let mut text = format!(
             "restored backup {} of {} into {} (owner {}) in {:.1}s",
@@ -385,6 +403,13 @@ pub async fn drill(args: DrillArgs, output: OutputFormat) -> Result<ExitCode, Ba
         Progress::new(output.is_machine()),
     )
     .await?;
+    job_report::record(&JobReport::Drill(DrillJobReport {
+        backup_id: report.backup_id.clone(),
+        passed: report.passed,
+        rpo_seconds: report.rpo_seconds,
+        rto_seconds: report.rto_seconds,
+        failures: report.failures.clone(),
+    }));
     emit(output, &report, || {
         let mut text = format!(
             "restore drill of backup {} ({}): {}\n  RPO {} (since the backup started)\n  RTO {:.1}s (restore and checks)\n",

@@ -39,6 +39,10 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
+    /// Also write a short JSON report of the outcome here (in Jobs: /dev/termination-log, which
+    /// the operator reads). Never holds a secret.
+    #[arg(long, global = true, env = "DHIS2_REPORT_FILE")]
+    pub report_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -185,9 +189,15 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = &cli.report_file {
+        crate::job_report::set_report_file(path.clone());
+    }
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
+            crate::job_report::record(&crate::job_report::JobReport::Failed {
+                error: e.to_string(),
+            });
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
         }

@@ -8,6 +8,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::backup_common::{RepositorySpec, ScheduleSpec};
 use super::common::{DeletionPolicy, Resources, VolumeSpec};
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -25,6 +26,8 @@ use super::common::{DeletionPolicy, Resources, VolumeSpec};
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.version"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Environment","type":"string","jsonPath":".spec.environment"}"#,
+    printcolumn = r#"{"name":"Last Backup","type":"date","jsonPath":".status.backup.lastBackupTime"}"#,
+    printcolumn = r#"{"name":"Drill","type":"string","jsonPath":".status.backup.lastDrillResult"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -70,6 +73,20 @@ pub struct Dhis2InstanceSpec {
     pub admin_secret_ref: Option<String>,
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Backup defaults for this instance: the repository every backup, schedule, restore and
+    /// drill of it uses unless they name another, and the restore-drill schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<InstanceBackupSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceBackupSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepositorySpec>,
+    /// Restore drills on a schedule, e.g. `{schedule: "0 3 * * 0", timeZone: Asia/Phnom_Penh}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<ScheduleSpec>,
 }
 
 fn default_replicas() -> i32 {
@@ -162,4 +179,35 @@ pub struct Dhis2InstanceStatus {
     /// URL DHIS2 answers on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Backups and drills of this instance, summarised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<InstanceBackupStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceBackupStatus {
+    /// Completion time of the newest successful backup (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_size: Option<String>,
+    /// Completion time of the newest finished drill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill_time: Option<String>,
+    /// `Passed` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill_result: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill_rto_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill_rpo_seconds: Option<i64>,
+    /// The earliest next run of this instance's backup schedules (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_backup_time: Option<String>,
+    /// The earliest next scheduled drill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_drill_time: Option<String>,
 }

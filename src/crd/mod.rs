@@ -2,20 +2,36 @@
 //! officer declares. Schemas come from these types; `dhis2-operator crd` prints them and
 //! manifests/crds/ holds the generated copy (CI fails when it drifts).
 
+pub mod backup_common;
 pub mod common;
+pub mod dhis2_backup;
+pub mod dhis2_backup_schedule;
 pub mod dhis2_database;
+pub mod dhis2_drill;
 pub mod dhis2_instance;
+pub mod dhis2_restore;
 
 use kube::CustomResourceExt;
 
+pub use dhis2_backup::{Dhis2Backup, Dhis2BackupSpec};
+pub use dhis2_backup_schedule::{Dhis2BackupSchedule, Dhis2BackupScheduleSpec};
 pub use dhis2_database::{Dhis2Database, Dhis2DatabaseSpec};
+pub use dhis2_drill::{Dhis2Drill, Dhis2DrillSpec};
 pub use dhis2_instance::{Dhis2Instance, Dhis2InstanceSpec};
+pub use dhis2_restore::{Dhis2Restore, Dhis2RestoreSpec};
 
 pub const API_GROUP: &str = "dhis2operator.io";
 
 /// Every CRD, in the order they should be applied, as one multi-document YAML.
 pub fn crds_yaml() -> String {
-    let crds = [Dhis2Database::crd(), Dhis2Instance::crd()];
+    let crds = [
+        Dhis2Database::crd(),
+        Dhis2Instance::crd(),
+        Dhis2Backup::crd(),
+        Dhis2BackupSchedule::crd(),
+        Dhis2Restore::crd(),
+        Dhis2Drill::crd(),
+    ];
     crds.iter()
         .map(|crd| {
             // serde-saphyr: kube-rs' choice now that serde_yaml is unmaintained.

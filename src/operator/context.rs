@@ -12,6 +12,7 @@ use rand::Rng;
 use serde::de::DeserializeOwned;
 
 use super::backoff::{FailureCounts, backoff_delay};
+use super::clock::Clock;
 use super::error::Error;
 use super::metrics::Metrics;
 
@@ -26,6 +27,10 @@ pub struct Context {
     pub allow_endpoint_override: bool,
     /// Failed reconciles in a row per object, for the retry backoff.
     pub failures: FailureCounts,
+    /// "Now" for schedules and deadlines.
+    pub clock: Arc<dyn Clock>,
+    /// The image the engine's Jobs run (the operator's own image: it carries dhis2ctl).
+    pub engine_image: String,
 }
 
 impl Context {
@@ -34,6 +39,8 @@ impl Context {
         metrics: Arc<Metrics>,
         namespace: Option<String>,
         allow_endpoint_override: bool,
+        clock: Arc<dyn Clock>,
+        engine_image: String,
     ) -> Self {
         let reporter = Reporter {
             controller: "dhis2-operator".into(),
@@ -50,6 +57,8 @@ impl Context {
             namespace,
             allow_endpoint_override,
             failures: FailureCounts::default(),
+            clock,
+            engine_image,
         }
     }
 

@@ -336,6 +336,7 @@ async fn write_status(
             .as_ref()
             .map(|h| format!("http://{h}"))
             .or_else(|| Some(format!("http://{name}.{ns}.svc"))),
+        backup: old.backup.clone(),
     };
     let api: Api<Dhis2Instance> = ctx.api(ns);
     api.patch_status(

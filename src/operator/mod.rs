@@ -4,16 +4,19 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod clock;
 pub mod conditions;
 pub mod context;
 pub mod credentials;
 pub mod database_build;
 pub mod database_controller;
 pub mod dhis_conf;
+pub mod engine_job;
 pub mod error;
 pub mod health;
 pub mod instance_build;
 pub mod instance_controller;
+pub mod job_outcome;
 pub mod labels;
 pub mod metrics;
 pub mod quantity;

@@ -15,6 +15,7 @@ use kube::runtime::{Controller, watcher};
 
 use crate::crd::{Dhis2Database, Dhis2Instance};
 
+use super::clock::{FileClock, SystemClock};
 use super::context::{Context, scoped_api as api};
 use super::labels::MANAGED_BY;
 use super::metrics::Metrics;
@@ -44,6 +45,10 @@ pub struct RunOptions {
     /// it lets whoever can annotate a Dhis2Instance point the operator's HTTP client (and the
     /// admin password it sends) at any address.
     pub allow_endpoint_override: bool,
+    /// Read "now" from this file (tests only); the system clock otherwise.
+    pub clock_file: Option<std::path::PathBuf>,
+    /// The image of the engine's Jobs.
+    pub engine_image: String,
 }
 
 pub async fn run(options: RunOptions) -> Result<(), StartError> {
@@ -51,6 +56,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         namespace,
         metrics_addr,
         allow_endpoint_override,
+        clock_file,
+        engine_image,
     } = options;
     let client = Client::try_default()
         .await
@@ -89,6 +96,14 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         metrics,
         namespace.clone(),
         allow_endpoint_override,
+        match clock_file {
+            Some(path) => {
+                tracing::warn!(file = %path.display(), "--clock-file: time is read from a file (tests only)");
+                Arc::new(FileClock(path))
+            }
+            None => Arc::new(SystemClock),
+        },
+        engine_image,
     ));
     // Only our children wake the controllers: fewer events, less memory. Secrets are not
     // watched at all: the operator reads only the Secrets its resources name, by name, so it

@@ -45,6 +45,10 @@ fn install_crds() {
                     "--timeout=30s",
                     "crd/dhis2instances.dhis2operator.io",
                     "crd/dhis2databases.dhis2operator.io",
+                    "crd/dhis2backups.dhis2operator.io",
+                    "crd/dhis2backupschedules.dhis2operator.io",
+                    "crd/dhis2restores.dhis2operator.io",
+                    "crd/dhis2drills.dhis2operator.io",
                 ])
                 .stdout(std::process::Stdio::null())
                 .status()

@@ -1,0 +1,135 @@
+//! `Dhis2Restore`: a backup restored into a new instance, or over an existing one with explicit
+//! consent (and approval for production). DHIS2 is stopped during the restore, the database is
+//! swapped atomically by the engine, DHIS2 started again and asked to regenerate analytics.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::backup_common::{RepositorySpec, default_deadline_seconds, default_true};
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "dhis2operator.io",
+    version = "v1alpha1",
+    kind = "Dhis2Restore",
+    plural = "dhis2restores",
+    shortname = "d2restore",
+    category = "dhis2",
+    namespaced,
+    status = "Dhis2RestoreStatus",
+    printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.source.instance"}"#,
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.target.instance"}"#,
+    printcolumn = r#"{"name":"Backup ID","type":"string","jsonPath":".status.backupId"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Dhis2RestoreSpec {
+    pub source: RestoreSource,
+    pub target: RestoreTarget,
+    /// Required to restore over an existing instance: its name, typed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_overwrite: Option<String>,
+    /// Required (with `confirmOverwrite`) to restore over a `production` instance: who approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub approved_by: Option<String>,
+    /// Ask DHIS2 to regenerate analytics tables after the restore (they are not in the backup).
+    #[serde(default = "default_true")]
+    pub regenerate_analytics: bool,
+    /// Restore the file store as well (when the backup has one).
+    #[serde(default = "default_true")]
+    pub include_file_store: bool,
+    #[serde(default = "default_deadline_seconds")]
+    #[schemars(range(min = 60))]
+    pub deadline_seconds: i64,
+}
+
+/// Which backup: of which instance, which one, from which repository.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSource {
+    /// The instance the backup was made of (its name groups backups in the repository).
+    #[schemars(length(min = 1, max = 63))]
+    pub instance: String,
+    /// A `Dhis2Backup` object (its backup id and repository are used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_ref: Option<String>,
+    /// A backup id in the repository, or `latest` (the default when `backupRef` is absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// The repository (default: the source instance's `spec.backup.repository`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepositorySpec>,
+}
+
+/// Where to restore: an existing instance (with consent), or a new one created from the source
+/// instance's spec.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreTarget {
+    #[schemars(length(min = 1, max = 63))]
+    pub instance: String,
+    /// For a new instance: overrides of the source's spec. Without them the new instance gets
+    /// its own managed database, no hostname, and the source's environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_instance: Option<NewInstanceOverrides>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewInstanceOverrides {
+    /// A `Dhis2Database` for the new instance (default: its own managed one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// `staging`, `production`, `training` or `other` (default: the source's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<super::dhis2_instance::Environment>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Dhis2RestoreStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Pending`, `ScalingDown`, `Restoring`, `Starting`, `Completed`, `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// The repository restored from (no credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// True when the operator created the target instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_created: Option<bool>,
+    /// DHIS2 replicas before the restore, restored afterwards (kept here so an operator
+    /// restart mid-restore still knows them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    /// The database as it was before, kept by the engine as `<name>__replaced_<time>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_database: Option<String>,
+    /// `requested`, `not requested`, or why the request failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analytics_regeneration: Option<String>,
+    /// What happened, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}

@@ -4,6 +4,8 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod backup_index;
+pub mod backup_summary;
 pub mod clock;
 pub mod conditions;
 pub mod context;

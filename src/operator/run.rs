@@ -11,10 +11,12 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
 use kube::api::ListParams;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 
-use crate::crd::{Dhis2Database, Dhis2Instance};
+use crate::crd::{Dhis2Backup, Dhis2BackupSchedule, Dhis2Database, Dhis2Drill, Dhis2Instance};
 
+use super::backup_index::BackupIndex;
 use super::clock::{FileClock, SystemClock};
 use super::context::{Context, scoped_api as api};
 use super::labels::MANAGED_BY;
@@ -91,6 +93,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             "--allow-endpoint-override: the dhis2operator.io/endpoint-override annotation is honoured (development only)"
         );
     }
+    let backups = BackupIndex::start(&client, ns);
+    backups.wait_until_ready().await;
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,
@@ -104,6 +108,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             None => Arc::new(SystemClock),
         },
         engine_image,
+        backups,
     ));
     // Only our children wake the controllers: fewer events, less memory. Secrets are not
     // watched at all: the operator reads only the Secrets its resources name, by name, so it
@@ -132,6 +137,22 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     .owns(api::<PersistentVolumeClaim>(&client, ns), ours.clone())
     .owns(api::<Ingress>(&client, ns), ours.clone())
     .owns(api::<Dhis2Database>(&client, ns), ours)
+    // A backup, drill or schedule of an instance changes its backup summary.
+    .watches(
+        api::<Dhis2Backup>(&client, ns),
+        watcher::Config::default(),
+        |b| instance_of(&b, &b.spec.instance_ref),
+    )
+    .watches(
+        api::<Dhis2Drill>(&client, ns),
+        watcher::Config::default(),
+        |d| instance_of(&d, &d.spec.instance_ref),
+    )
+    .watches(
+        api::<Dhis2BackupSchedule>(&client, ns),
+        watcher::Config::default(),
+        |s| instance_of(&s, &s.spec.instance_ref),
+    )
     .shutdown_on_signal()
     .run(
         instance_controller::reconcile,
@@ -144,4 +165,10 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     tokio::join!(databases, instances);
     tracing::info!("dhis2-operator stopped");
     Ok(())
+}
+
+/// The instance a backup object is about (same namespace).
+fn instance_of(obj: &impl kube::ResourceExt, instance: &str) -> Option<ObjectRef<Dhis2Instance>> {
+    let ns = obj.namespace()?;
+    Some(ObjectRef::new(instance).within(&ns))
 }

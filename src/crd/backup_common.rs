@@ -95,16 +95,6 @@ pub enum RunPhase {
     Failed,
 }
 
-/// The schema of an optional phase: the enum's values without `null` (the 1.20 API server refuses
-/// a `null` enum value; an absent phase is simply not sent).
-pub fn optional_run_phase_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "string",
-        "enum": ["Pending", "Running", "Completed", "Failed"],
-        "description": "Pending, Running, Completed or Failed."
-    })
-}
-
 impl RunPhase {
     pub fn is_finished(self) -> bool {
         matches!(self, RunPhase::Completed | RunPhase::Failed)

@@ -58,7 +58,6 @@ pub struct Dhis2BackupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::backup_common::optional_run_phase_schema")]
     pub phase: Option<RunPhase>,
     /// The engine's backup id in the repository (`dhis2ctl backup list` shows it).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -53,7 +53,6 @@ pub struct Dhis2DrillStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::backup_common::optional_run_phase_schema")]
     pub phase: Option<RunPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<String>,

@@ -88,17 +88,7 @@ pub struct NewInstanceOverrides {
     pub hostname: Option<String>,
     /// `staging`, `production`, `training` or `other` (default: the source's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "optional_environment_schema")]
     pub environment: Option<super::dhis2_instance::Environment>,
-}
-
-/// An optional environment: the enum's values without `null` (refused by the 1.20 API server).
-fn optional_environment_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "string",
-        "enum": ["staging", "production", "training", "other"],
-        "description": "`staging`, `production`, `training` or `other` (default: the source's)."
-    })
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -1,4 +1,4 @@
-//! Starts the operator: checks the CRDs are installed, serves health and metrics, and runs both
+//! Starts the operator: checks the CRDs are installed, serves health and metrics, and runs the
 //! controllers until SIGTERM.
 
 use std::net::SocketAddr;
@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
 use kube::api::ListParams;
@@ -21,7 +22,7 @@ use super::clock::{FileClock, SystemClock};
 use super::context::{Context, scoped_api as api};
 use super::labels::MANAGED_BY;
 use super::metrics::Metrics;
-use super::{database_controller, instance_controller, server};
+use super::{database_controller, drill_controller, instance_controller, server};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -136,7 +137,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     .owns(api::<Service>(&client, ns), ours.clone())
     .owns(api::<PersistentVolumeClaim>(&client, ns), ours.clone())
     .owns(api::<Ingress>(&client, ns), ours.clone())
-    .owns(api::<Dhis2Database>(&client, ns), ours)
+    .owns(api::<Dhis2Database>(&client, ns), ours.clone())
     // A backup, drill or schedule of an instance changes its backup summary.
     .watches(
         api::<Dhis2Backup>(&client, ns),
@@ -157,12 +158,23 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     .run(
         instance_controller::reconcile,
         instance_controller::error_policy,
-        ctx,
+        ctx.clone(),
     )
     .for_each(|_| futures::future::ready(()));
+    // A drill wakes when its throw-away server becomes ready and when its Job ends.
+    let drills = Controller::new(api::<Dhis2Drill>(&client, ns), watcher::Config::default())
+        .owns(api::<Pod>(&client, ns), ours.clone())
+        .owns(api::<Job>(&client, ns), ours)
+        .shutdown_on_signal()
+        .run(
+            drill_controller::reconcile,
+            drill_controller::error_policy,
+            ctx,
+        )
+        .for_each(|_| futures::future::ready(()));
     ready.store(true, Ordering::SeqCst);
     tracing::info!(namespace = ?namespace, "dhis2-operator running");
-    tokio::join!(databases, instances);
+    tokio::join!(databases, instances, drills);
     tracing::info!("dhis2-operator stopped");
     Ok(())
 }

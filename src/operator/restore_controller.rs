@@ -123,7 +123,13 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
     tracing::debug!(restore = %name, ?phase, ?step, "restore step");
     match step {
         Step::Done => {
-            remove_finalizer(restore, ctx, ns).await?;
+            if !remove_finalizer(restore, ctx, ns).await? {
+                return Ok(Action::requeue(Duration::from_millis(500)));
+            }
+            // Seen, and deliberately not acted on: a finished restore never runs again.
+            if status.observed_generation != restore.metadata.generation {
+                write_status(restore, ctx, ns, status.clone()).await?;
+            }
             Ok(Action::await_change())
         }
         Step::Wait(why) => {
@@ -197,7 +203,8 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
                 release(restore, ctx, ns, t).await?;
             }
             if phase.is_finished() {
-                remove_finalizer(restore, ctx, ns).await?;
+                // Done next time, when the finalizer goes.
+                let _ = remove_finalizer(restore, ctx, ns).await?;
             }
             Ok(Action::requeue(Duration::from_secs(2)))
         }
@@ -244,7 +251,7 @@ async fn start(
     let (source_instance, backup) = read_source(restore, ctx, ns).await?;
     let source = match resolve_source(&spec.source, backup.as_ref(), source_instance.as_ref()) {
         Ok(s) => s,
-        Err(SourceProblem::Blocked(why)) => return pending(restore, ctx, ns, why, false).await,
+        Err(SourceProblem::Blocked(why)) => return pending(restore, ctx, ns, why, None).await,
         Err(SourceProblem::Unusable(why)) => {
             fail(restore, ctx, ns, &status, &why, false).await?;
             return Ok(Action::await_change());
@@ -252,7 +259,9 @@ async fn start(
     };
     let consent = match check_consent(spec, target) {
         Ok(c) => c,
-        Err(why) => return pending(restore, ctx, ns, why, true).await,
+        Err(refusal) => {
+            return pending(restore, ctx, ns, refusal.message, Some(refusal.reason)).await;
+        }
     };
     let target_name = &spec.target.instance;
     let previous_replicas = match (consent, target, &source_instance) {
@@ -267,12 +276,14 @@ async fn start(
                     "Dhis2Instance {} (spec.source.instance) does not exist: a new instance is made from its spec; restore into an existing instance instead (spec.target.instance with spec.confirmOverwrite)",
                     spec.source.instance
                 ),
-                true,
+                Some("SourceInstanceMissing"),
             )
             .await;
         }
     };
-    add_finalizer(restore, ctx, ns).await?;
+    if !add_finalizer(restore, ctx, ns).await? {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let location = repository_location(&source.repository);
     let mut next = status.clone();
     next.phase = Some(Phase::ScalingDown.as_str().into());
@@ -328,21 +339,22 @@ async fn read_source(
     Ok((source_instance, backup))
 }
 
-/// Stays Pending with the reason; a refusal is also an Event (once per reason).
+/// Stays Pending with the reason; a refusal is also a Warning Event (reason `refusal`; Events
+/// of one reason are aggregated, so each kind of refusal has its own).
 async fn pending(
     restore: &Dhis2Restore,
     ctx: &Context,
     ns: &str,
     why: String,
-    refusal: bool,
+    refusal: Option<&str>,
 ) -> Result<Action> {
     let status = restore.status.clone().unwrap_or_default();
     let changed = status.message.as_deref() != Some(why.as_str())
         || status.phase.is_none()
         || status.observed_generation != restore.metadata.generation;
     if changed {
-        if refusal {
-            ctx.event(restore, true, "Refused", "Restore", why.clone())
+        if let Some(reason) = refusal {
+            ctx.event(restore, true, reason, "Restore", why.clone())
                 .await;
         }
         let mut next = status;
@@ -402,8 +414,8 @@ async fn complete(
         next.message.unwrap_or_default(),
     )
     .await;
-    remove_finalizer(restore, ctx, ns).await?;
-    Ok(Action::await_change())
+    // Done next: the finalizer goes once the restore is read again after this status write.
+    Ok(Action::requeue(Duration::from_millis(500)))
 }
 
 async fn write_status(
@@ -817,18 +829,20 @@ async fn regenerate_analytics(
     Ok(request_analytics(&ctx.http, &base, (&user, &password)).await)
 }
 
-async fn add_finalizer(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<()> {
+/// Adds the finalizer; false when the restore changed since it was read (read it again).
+async fn add_finalizer(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<bool> {
     if restore.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(());
+        return Ok(true);
     }
     let mut finalizers = restore.finalizers().to_vec();
     finalizers.push(FINALIZER.to_string());
     patch_finalizers(restore, ctx, ns, finalizers).await
 }
 
-async fn remove_finalizer(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<()> {
+/// Removes the finalizer; false when the restore changed since it was read.
+async fn remove_finalizer(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<bool> {
     if !restore.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(());
+        return Ok(true);
     }
     let finalizers: Vec<String> = restore
         .finalizers()
@@ -839,22 +853,30 @@ async fn remove_finalizer(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Re
     patch_finalizers(restore, ctx, ns, finalizers).await
 }
 
+/// Writes the whole list, only over the version read (never drops another's finalizer).
 async fn patch_finalizers(
     restore: &Dhis2Restore,
     ctx: &Context,
     ns: &str,
     finalizers: Vec<String>,
-) -> Result<()> {
+) -> Result<bool> {
     let name = restore.name_any();
     let patch = json!({"metadata": {
         "resourceVersion": restore.resource_version(),
         "finalizers": finalizers
     }});
-    ctx.api::<Dhis2Restore>(ns)
+    match ctx
+        .api::<Dhis2Restore>(ns)
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|e| Error::kube(format!("updating the finalizers of Dhis2Restore {name}"), e))?;
-    Ok(())
+    {
+        Ok(_) => Ok(true),
+        Err(e) if is_conflict(&e) => Ok(false),
+        Err(e) => Err(Error::kube(
+            format!("updating the finalizers of Dhis2Restore {name}"),
+            e,
+        )),
+    }
 }
 
 /// The restore is being deleted while it holds its target: stop its Job, wait until the
@@ -904,6 +926,8 @@ async fn cleanup(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<Acti
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
     }
-    remove_finalizer(restore, ctx, ns).await?;
+    if !remove_finalizer(restore, ctx, ns).await? {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     Ok(Action::await_change())
 }

@@ -68,26 +68,40 @@ pub enum Consent {
     Overwrite,
 }
 
+/// Why a restore may not overwrite its target: a short reason (for Events) and one line that
+/// names the field and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
+}
+
 /// An existing target needs `confirmOverwrite` equal to its name, and a `production` one also
-/// `approvedBy`; a new target needs neither. Each refusal names the field and the fix.
+/// `approvedBy`; a new target needs neither.
 pub fn check_consent(
     spec: &Dhis2RestoreSpec,
     target: Option<&Dhis2Instance>,
-) -> Result<Consent, String> {
+) -> Result<Consent, Refusal> {
     let Some(target) = target else {
         return Ok(Consent::NewInstance);
     };
     let name = &spec.target.instance;
     match spec.confirm_overwrite.as_deref() {
         None | Some("") => {
-            return Err(format!(
-                "Dhis2Instance {name} exists and would be overwritten: set spec.confirmOverwrite: {name} to restore over it (its current database is kept as <database>__replaced_<time>), or name a new instance in spec.target.instance"
-            ));
+            return Err(Refusal {
+                reason: "OverwriteNotConfirmed",
+                message: format!(
+                    "Dhis2Instance {name} exists and would be overwritten: set spec.confirmOverwrite: {name} to restore over it (its current database is kept as <database>__replaced_<time>), or name a new instance in spec.target.instance"
+                ),
+            });
         }
         Some(typed) if typed != name => {
-            return Err(format!(
-                "spec.confirmOverwrite is '{typed}', not the target's name: set spec.confirmOverwrite: {name}"
-            ));
+            return Err(Refusal {
+                reason: "OverwriteNotConfirmed",
+                message: format!(
+                    "spec.confirmOverwrite is '{typed}', not the target's name: set spec.confirmOverwrite: {name}"
+                ),
+            });
         }
         Some(_) => {}
     }
@@ -96,9 +110,12 @@ pub fn check_consent(
         .as_deref()
         .is_some_and(|who| !who.trim().is_empty());
     if target.spec.environment == Environment::Production && !approved {
-        return Err(format!(
-            "Dhis2Instance {name} is a production instance: set spec.approvedBy to the person who approved overwriting it"
-        ));
+        return Err(Refusal {
+            reason: "ApprovalRequired",
+            message: format!(
+                "Dhis2Instance {name} is a production instance: set spec.approvedBy to the person who approved overwriting it"
+            ),
+        });
     }
     Ok(Consent::Overwrite)
 }
@@ -456,6 +473,8 @@ mod tests {
     fn overwriting_needs_the_targets_name_typed_again() {
         let spec = restore("source: {instance: hmis}\ntarget: {instance: staging}\n");
         let refusal = check_consent(&spec, Some(&staging())).unwrap_err();
+        assert_eq!(refusal.reason, "OverwriteNotConfirmed");
+        let refusal = refusal.message;
         assert!(
             refusal.contains("set spec.confirmOverwrite: staging"),
             "{refusal}"
@@ -465,7 +484,7 @@ mod tests {
         let typo = restore(
             "source: {instance: hmis}\ntarget: {instance: staging}\nconfirmOverwrite: stagign\n",
         );
-        let refusal = check_consent(&typo, Some(&staging())).unwrap_err();
+        let refusal = check_consent(&typo, Some(&staging())).unwrap_err().message;
         assert!(refusal.contains("'stagign'"), "{refusal}");
         assert!(
             refusal.contains("set spec.confirmOverwrite: staging"),
@@ -486,6 +505,8 @@ mod tests {
         let confirmed =
             restore("source: {instance: old}\ntarget: {instance: hmis}\nconfirmOverwrite: hmis\n");
         let refusal = check_consent(&confirmed, Some(&production())).unwrap_err();
+        assert_eq!(refusal.reason, "ApprovalRequired");
+        let refusal = refusal.message;
         assert!(refusal.contains("spec.approvedBy"), "{refusal}");
         assert!(refusal.contains("production"), "{refusal}");
 
@@ -508,6 +529,7 @@ mod tests {
         assert!(
             check_consent(&unconfirmed, Some(&production()))
                 .unwrap_err()
+                .message
                 .contains("spec.confirmOverwrite")
         );
     }

@@ -88,6 +88,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
             database = db;
             Some(facts)
         }
+        // Restoring and the finished phases only ask who holds the target.
         Some(t) => Some(TargetFacts {
             held_by: held_by(t),
             spec_replicas: t.spec.replicas,

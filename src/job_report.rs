@@ -50,6 +50,9 @@ pub struct RestoreJobReport {
     pub replaced_database: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhis2_schema_version: Option<String>,
+    /// Where the file store was restored; absent when the database alone was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

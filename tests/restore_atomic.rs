@@ -243,6 +243,46 @@ async fn restore_never_takes_its_target_from_the_backup_source_variable() {
     assert_eq!(fingerprint(&env, &src).await, before);
 }
 
+/// The operator restores any backup into an instance with a file store volume: a backup without
+/// a file store then restores its database alone, and the directory is left as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_without_files_restores_its_database_alone_when_files_are_optional() {
+    let env = env();
+    let (_src, src_url) = env.seeded_database("nofiles_src").await;
+    let repo = tempfile::tempdir().unwrap();
+    let repo_path = repo.path().to_str().unwrap();
+    assert_success(
+        &backup_run(&src_url, repo_path, "hmis", &[]).await,
+        "backup",
+    );
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("kept.txt"), "uploaded before").unwrap();
+    let files_dir = files.path().to_str().unwrap();
+    let (dst, dst_url) = env.create_database("nofiles_dst").await;
+
+    let refused = dhis2ctl(&restore_args(
+        repo_path,
+        &dst_url,
+        &["--files-dir", files_dir],
+    ))
+    .await;
+    assert_clear_failure(&refused, "holds no file store");
+
+    let out = dhis2ctl(&restore_args(
+        repo_path,
+        &dst_url,
+        &["--files-dir", files_dir, "--skip-missing-file-store"],
+    ))
+    .await;
+    assert_success(&out, "restore with --skip-missing-file-store");
+    assert_eq!(count(&env, &dst, "datavalue").await, 150_000);
+    let left: Vec<_> = std::fs::read_dir(files.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("kept.txt")]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_pg_restore_is_a_tooling_error_not_a_damaged_backup() {
     let env = env();

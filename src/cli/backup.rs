@@ -90,6 +90,10 @@ pub struct RestoreArgs {
     /// Restore the file store into this directory (must be empty unless --force).
     #[arg(long)]
     pub files_dir: Option<PathBuf>,
+    /// With --files-dir: a backup without a file store restores the database alone instead of
+    /// being refused (the operator restores any backup of an instance with a file store volume).
+    #[arg(long, requires = "files_dir")]
+    pub skip_missing_file_store: bool,
     /// Write the backed-up dhis.conf here (refused if it exists, unless --force).
     #[arg(long)]
     pub dhis_conf: Option<PathBuf>,
@@ -296,9 +300,12 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
     let repo = args.repo.open().await?;
     let catalog = load_catalog(&repo, Some(&args.instance)).await?;
     let manifest = find_backup(&catalog, &repo, &args.instance, &args.id)?;
+    let files_dir = args.files_dir.filter(|_| {
+        !args.skip_missing_file_store || manifest.object(ObjectKind::FileStore).is_some()
+    });
     let request = RestoreRequest {
         database,
-        files_dir: args.files_dir,
+        files_dir,
         dhis_conf: args.dhis_conf,
         force: args.force,
         owner: args.owner,
@@ -318,6 +325,7 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
         duration_seconds: report.duration_seconds,
         replaced_database: report.replaced_database.clone(),
         dhis2_schema_version: report.dhis2_schema_version.clone(),
+        files_dir: report.files_dir.clone(),
     }));
     emit(output, &report, || {
         let mut text = format!(

@@ -27,8 +27,8 @@ use crate::crd::dhis2_instance::Dhis2Instance;
 use super::database_build::{resource_requirements, volume_claim_spec};
 use super::dhis_conf::{ClusterSecrets, DatabaseConnection, render_dhis_conf};
 use super::labels::{
-    child_meta, dedicated_database_name, dhis_conf_secret_name, file_store_claim_name, labels,
-    selector,
+    RESTORE_IN_PROGRESS_ANNOTATION, child_meta, dedicated_database_name, dhis_conf_secret_name,
+    file_store_claim_name, labels, selector,
 };
 
 pub const APP: &str = "dhis2";
@@ -72,6 +72,16 @@ pub fn dhis2_image(instance: &Dhis2Instance) -> String {
 
 fn owner(instance: &Dhis2Instance) -> Option<Vec<OwnerReference>> {
     instance.controller_owner_ref(&()).map(|o| vec![o])
+}
+
+/// DHIS2's replicas: none while a restore holds the instance (two writers never).
+pub fn running_replicas(instance: &Dhis2Instance) -> i32 {
+    let held = instance
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(RESTORE_IN_PROGRESS_ANNOTATION));
+    if held { 0 } else { instance.spec.replicas }
 }
 
 /// The managed database an instance without `databaseRef` gets; it follows the instance's
@@ -201,7 +211,7 @@ pub fn build_instance_children(
     let deployment = Deployment {
         metadata: meta(name.clone(), true),
         spec: DeploymentSpec {
-            replicas: Some(spec.replicas),
+            replicas: Some(running_replicas(instance)),
             // Two DHIS2 versions must never run against one database: never overlap pods.
             strategy: Some(DeploymentStrategy {
                 type_: Some("Recreate".into()),
@@ -372,6 +382,23 @@ mod tests {
             username: "dhis".into(),
             password: "pw".into(),
         }
+    }
+
+    #[test]
+    fn a_restore_in_progress_stops_dhis2_and_its_end_starts_it_again() {
+        let mut i = instance("version: '2.41.3'\nenvironment: production\nreplicas: 1\n");
+        let replicas = |i: &Dhis2Instance| {
+            build_instance_children(i, &db(), &ClusterSecrets::default())
+                .deployment
+                .spec
+                .replicas
+        };
+        assert_eq!(replicas(&i), Some(1));
+        i.metadata.annotations = Some(BTreeMap::from([(
+            RESTORE_IN_PROGRESS_ANNOTATION.to_string(),
+            "refresh-staging".to_string(),
+        )]));
+        assert_eq!(replicas(&i), Some(0));
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub const FIELD_MANAGER: &str = "dhis2-operator";
 pub const FINALIZER: &str = "dhis2operator.io/finalizer";
 /// Lets an operator running outside the cluster (development, tests) reach DHIS2.
 pub const ENDPOINT_OVERRIDE_ANNOTATION: &str = "dhis2operator.io/endpoint-override";
+/// On a `Dhis2Instance` a restore holds: the `Dhis2Restore`'s name. DHIS2 runs no replica while
+/// it is there (two writers never); the restore removes it when it is done.
+pub const RESTORE_IN_PROGRESS_ANNOTATION: &str = "dhis2operator.io/restore-in-progress";
 
 pub fn labels(app: &str, instance: &str, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([

@@ -2,6 +2,7 @@
 //! (what objects are needed, what is wrong with a spec, what status to report) are pure functions
 //! in their own files; the controllers are the thin I/O shell around them.
 
+pub mod analytics;
 pub mod apply;
 pub mod backoff;
 pub mod backup_index;
@@ -25,6 +26,9 @@ pub mod job_outcome;
 pub mod labels;
 pub mod metrics;
 pub mod quantity;
+pub mod restore_controller;
+pub mod restore_job;
+pub mod restore_steps;
 pub mod run;
 pub mod server;
 pub mod status;

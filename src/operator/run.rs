@@ -15,14 +15,18 @@ use kube::api::ListParams;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 
-use crate::crd::{Dhis2Backup, Dhis2BackupSchedule, Dhis2Database, Dhis2Drill, Dhis2Instance};
+use crate::crd::{
+    Dhis2Backup, Dhis2BackupSchedule, Dhis2Database, Dhis2Drill, Dhis2Instance, Dhis2Restore,
+};
 
 use super::backup_index::BackupIndex;
 use super::clock::{FileClock, SystemClock};
 use super::context::{Context, scoped_api as api};
 use super::labels::MANAGED_BY;
 use super::metrics::Metrics;
-use super::{database_controller, drill_controller, instance_controller, server};
+use super::{
+    database_controller, drill_controller, instance_controller, restore_controller, server,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -72,6 +76,10 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             .await
             .map(|_| ()),
         api::<Dhis2Database>(&client, ns)
+            .list(&ListParams::default().limit(1))
+            .await
+            .map(|_| ()),
+        api::<Dhis2Restore>(&client, ns)
             .list(&ListParams::default().limit(1))
             .await
             .map(|_| ()),
@@ -164,17 +172,26 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     // A drill wakes when its throw-away server becomes ready and when its Job ends.
     let drills = Controller::new(api::<Dhis2Drill>(&client, ns), watcher::Config::default())
         .owns(api::<Pod>(&client, ns), ours.clone())
-        .owns(api::<Job>(&client, ns), ours)
+        .owns(api::<Job>(&client, ns), ours.clone())
         .shutdown_on_signal()
         .run(
             drill_controller::reconcile,
             drill_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    let restores = Controller::new(api::<Dhis2Restore>(&client, ns), watcher::Config::default())
+        .owns(api::<Job>(&client, ns), ours)
+        .shutdown_on_signal()
+        .run(
+            restore_controller::reconcile,
+            restore_controller::error_policy,
             ctx,
         )
         .for_each(|_| futures::future::ready(()));
     ready.store(true, Ordering::SeqCst);
     tracing::info!(namespace = ?namespace, "dhis2-operator running");
-    tokio::join!(databases, instances, drills);
+    tokio::join!(databases, instances, drills, restores);
     tracing::info!("dhis2-operator stopped");
     Ok(())
 }

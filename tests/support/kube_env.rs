@@ -1,7 +1,8 @@
 //! Operator harness: the real kube-apiserver from scripts/test.sh, the real operator binary in
 //! its own namespace, a fake kubelet (no kubelet runs here: it marks pods Ready or not; the pods
-//! of Jobs are left to `job_kubelet::JobKubelet`, which runs their commands) and a
-//! fake DHIS2 answering /api/system/ping and /api/system/info as DHIS2 documents them.
+//! of Jobs are left to `job_kubelet::JobKubelet`, which runs their commands) and a fake DHIS2
+//! answering /api/system/ping, /api/system/info and /api/resourceTables/analytics as DHIS2
+//! documents them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -328,19 +329,69 @@ pub enum Dhis2State {
 }
 
 /// A fake DHIS2: `/api/system/ping` → `pong`, `/api/system/info` → version and revision
-/// (only with the admin account; stripped otherwise, as DHIS2 does for non-superusers).
+/// (only with the admin account; stripped otherwise, as DHIS2 does for non-superusers),
+/// `POST /api/resourceTables/analytics` → starts the analytics job (only with the admin
+/// account; 401 otherwise), each request recorded in `analytics_requests`.
 pub struct FakeDhis2 {
     pub url: String,
     pub state: Arc<Mutex<Dhis2State>>,
+    /// Every `POST /api/resourceTables/analytics`: the user it authenticated as, or `None`.
+    pub analytics_requests: Arc<Mutex<Vec<Option<String>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 pub const ADMIN: (&str, &str) = ("operator", "district");
 
+/// The user of a Basic authorization header, when it carries the admin account.
+fn admin_user(headers: &axum::http::HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ADMIN.0, ADMIN.1))
+    );
+    (headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&expected))
+        .then(|| ADMIN.0.to_string())
+}
+
 impl FakeDhis2 {
     pub async fn start(state: Dhis2State) -> Self {
         let state = Arc::new(Mutex::new(state));
+        let analytics_requests: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let recorded = analytics_requests.clone();
         let app = Router::new()
+            .route(
+                "/api/resourceTables/analytics",
+                post(
+                    move |State(s): State<Arc<Mutex<Dhis2State>>>, headers: axum::http::HeaderMap| {
+                        let recorded = recorded.clone();
+                        async move {
+                            let user = admin_user(&headers);
+                            recorded.lock().unwrap().push(user.clone());
+                            let up = matches!(&*s.lock().unwrap(), Dhis2State::Up { .. });
+                            match (up, user) {
+                                (false, _) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({}))),
+                                (true, None) => (
+                                    StatusCode::UNAUTHORIZED,
+                                    axum::Json(json!({"httpStatus": "Unauthorized", "httpStatusCode": 401,
+                                        "status": "ERROR", "message": "Unauthorized"})),
+                                ),
+                                // DHIS2's JobConfigurationWebMessageResponse: the job started.
+                                (true, Some(_)) => (
+                                    StatusCode::OK,
+                                    axum::Json(json!({"httpStatus": "OK", "httpStatusCode": 200, "status": "OK",
+                                        "message": "Initiated inMemoryAnalyticsJob",
+                                        "response": {"responseType": "JobConfigurationWebMessageResponse",
+                                            "name": "inMemoryAnalyticsJob", "id": "pQtXmjMTB3b",
+                                            "created": "2026-11-25T10:00:00.000", "jobType": "ANALYTICS_TABLE",
+                                            "jobStatus": "SCHEDULED",
+                                            "jobParameters": {"skipResourceTables": false, "skipTableTypes": []},
+                                            "relativeNotifierEndpoint": "/api/system/tasks/ANALYTICS_TABLE/pQtXmjMTB3b"}})),
+                                ),
+                            }
+                        }
+                    },
+                ),
+            )
             .route(
                 "/api/system/ping",
                 get(|State(s): State<Arc<Mutex<Dhis2State>>>| async move {
@@ -354,12 +405,7 @@ impl FakeDhis2 {
                 "/api/system/info",
                 get(
                     |State(s): State<Arc<Mutex<Dhis2State>>>, headers: axum::http::HeaderMap| async move {
-                        use base64::Engine;
-                        let expected = format!(
-                            "Basic {}",
-                            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ADMIN.0, ADMIN.1))
-                        );
-                        let authorised = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&expected);
+                        let authorised = admin_user(&headers).is_some();
                         match &*s.lock().unwrap() {
                             Dhis2State::Up { version, revision } if authorised => (
                                 StatusCode::OK,
@@ -380,7 +426,12 @@ impl FakeDhis2 {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { url, state, task }
+        Self {
+            url,
+            state,
+            analytics_requests,
+            task,
+        }
     }
 
     pub fn set(&self, state: Dhis2State) {

@@ -1,0 +1,934 @@
+//! Reconciles `Dhis2Restore`: the I/O around `restore_steps`. Reads the target, its Deployment,
+//! pods, database and the restore Job; records each decision in status before acting on it (so
+//! a restarted operator resumes); holds the target (DHIS2 stops), runs the engine's Job, releases
+//! the target (DHIS2 starts), asks DHIS2 to regenerate analytics. A finalizer is set only while
+//! the restore holds a target: deleting the restore then stops its Job and starts DHIS2 again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::crd::dhis2_backup::Dhis2Backup;
+use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database};
+use crate::crd::dhis2_instance::Dhis2Instance;
+use crate::crd::dhis2_restore::{Dhis2Restore, Dhis2RestoreStatus};
+
+use super::analytics::{dhis2_base_url, request_analytics};
+use super::conditions::is_true;
+use super::context::Context;
+use super::database_controller::connection_from_secret;
+use super::dhis_conf::DatabaseConnection;
+use super::error::{Error, Result};
+use super::instance_build::APP as DHIS2_APP;
+use super::job_outcome::{JobOutcome, job_outcome};
+use super::labels::{
+    FINALIZER, RESTORE_IN_PROGRESS_ANNOTATION, credentials_secret_name, dedicated_database_name,
+    file_store_claim_name,
+};
+use super::restore_job::{RestoreJobPlan, build_restore_job, restore_job_name};
+use super::restore_steps::{
+    Consent, Observed, Phase, ResolvedSource, SourceProblem, Step, TargetFacts, check_consent,
+    new_target_instance, next_step, repository_location, resolve_source, restores_file_store,
+};
+
+pub const KIND: &str = "Dhis2Restore";
+
+pub async fn reconcile(restore: Arc<Dhis2Restore>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started(KIND);
+    let ns = restore.namespace().unwrap_or_else(|| "default".into());
+    let result = if restore.metadata.deletion_timestamp.is_some() {
+        cleanup(&restore, &ctx, &ns).await
+    } else {
+        reconcile_restore(&restore, &ctx, &ns).await
+    };
+    if result.is_ok() {
+        ctx.reconcile_succeeded(KIND, &*restore);
+    }
+    result
+}
+
+pub fn error_policy(restore: Arc<Dhis2Restore>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.retry_after_failure(KIND, &*restore, error)
+}
+
+fn held_by(instance: &Dhis2Instance) -> Option<String> {
+    instance
+        .annotations()
+        .get(RESTORE_IN_PROGRESS_ANNOTATION)
+        .cloned()
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<Action> {
+    let status = restore.status.clone().unwrap_or_default();
+    let phase = Phase::parse(status.phase.as_deref());
+    let target_name = restore.spec.target.instance.as_str();
+    let instances: Api<Dhis2Instance> = ctx.api(ns);
+    let target = instances
+        .get_opt(target_name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Dhis2Instance {target_name}"), e))?;
+    if phase == Phase::Pending {
+        return start(restore, ctx, ns, target.as_ref()).await;
+    }
+    let mut database = None;
+    let facts = match &target {
+        Some(t) if matches!(phase, Phase::ScalingDown | Phase::Starting) => {
+            let (facts, db) = target_facts(restore, ctx, ns, t, phase).await?;
+            database = db;
+            Some(facts)
+        }
+        // Restoring and the finished phases only ask who holds the target.
+        Some(t) => Some(TargetFacts {
+            held_by: held_by(t),
+            spec_replicas: t.spec.replicas,
+            deployment_stopped: false,
+            dhis2_pods: 0,
+            database: Ok(()),
+            file_store_claim: None,
+            ready: false,
+            instance_message: String::new(),
+        }),
+        None => None,
+    };
+    let job_name = status
+        .job_name
+        .clone()
+        .unwrap_or_else(|| restore_job_name(&restore.name_any()));
+    let job = if phase == Phase::Restoring {
+        Some(read_job(ctx, ns, &job_name).await?)
+    } else {
+        None
+    };
+    let name = restore.name_any();
+    let step = next_step(&Observed {
+        phase,
+        restore_name: &name,
+        target_name,
+        target_created: status.target_created.unwrap_or(false),
+        target: facts,
+        job,
+        job_name: &job_name,
+        regenerate_analytics: restore.spec.regenerate_analytics,
+    });
+    tracing::debug!(restore = %name, ?phase, ?step, "restore step");
+    match step {
+        Step::Done => {
+            if !remove_finalizer(restore, ctx, ns).await? {
+                return Ok(Action::requeue(Duration::from_millis(500)));
+            }
+            // Seen, and deliberately not acted on: a finished restore never runs again.
+            if status.observed_generation != restore.metadata.generation {
+                write_status(restore, ctx, ns, status.clone()).await?;
+            }
+            Ok(Action::await_change())
+        }
+        Step::Wait(why) => {
+            if status.message.as_deref() != Some(why.as_str()) {
+                let mut next = status.clone();
+                next.message = Some(why);
+                write_status(restore, ctx, ns, next).await?;
+            }
+            let every = if phase == Phase::Restoring { 15 } else { 3 };
+            Ok(Action::requeue(Duration::from_secs(every)))
+        }
+        Step::CreateTarget => create_target(restore, ctx, ns).await,
+        Step::HoldTarget => {
+            let Some(t) = &target else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
+            hold(restore, ctx, ns, t).await
+        }
+        Step::StartJob => {
+            let (Some(t), Some(db)) = (&target, database) else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
+            start_job(restore, ctx, ns, t, db, &status).await
+        }
+        Step::JobSucceeded(report) => {
+            let mut next = status.clone();
+            next.phase = Some(Phase::Starting.as_str().into());
+            let mut message = match &report {
+                Some(r) => {
+                    next.backup_id = Some(r.id.clone());
+                    next.duration_seconds = Some(r.duration_seconds);
+                    next.replaced_database = r.replaced_database.clone();
+                    let mut m = format!(
+                        "restored backup {} of {} into {target_name} in {:.1}s",
+                        r.id, restore.spec.source.instance, r.duration_seconds
+                    );
+                    if let Some(replaced) = &r.replaced_database {
+                        m.push_str(&format!("; the previous database is kept as {replaced}"));
+                    }
+                    let files_expected = target
+                        .as_ref()
+                        .is_some_and(|t| restores_file_store(&restore.spec, &t.spec));
+                    if files_expected && r.files_dir.is_none() {
+                        m.push_str(
+                            "; the backup holds no file store, files were left as they were",
+                        );
+                    }
+                    m
+                }
+                None => format!("restored into {target_name} (the Job left no report)"),
+            };
+            ctx.event(restore, false, "Restored", "Restore", message.clone())
+                .await;
+            message.push_str("; starting DHIS2");
+            next.message = Some(message);
+            write_status(restore, ctx, ns, next).await?;
+            if let Some(t) = &target {
+                release(restore, ctx, ns, t).await?;
+            }
+            Ok(Action::requeue(Duration::from_secs(2)))
+        }
+        Step::JobFailed(reason) => {
+            fail(restore, ctx, ns, &status, &reason, true).await?;
+            if let Some(t) = &target {
+                release(restore, ctx, ns, t).await?;
+            }
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Step::ReleaseTarget => {
+            if let Some(t) = &target {
+                release(restore, ctx, ns, t).await?;
+            }
+            if phase.is_finished() {
+                // Done next time, when the finalizer goes.
+                let _ = remove_finalizer(restore, ctx, ns).await?;
+            }
+            Ok(Action::requeue(Duration::from_secs(2)))
+        }
+        Step::RegenerateAnalytics => {
+            let Some(t) = &target else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
+            let outcome = regenerate_analytics(ctx, ns, t).await?;
+            let (summary, warning, note) = match outcome {
+                Ok(said) => ("requested".to_string(), false, said),
+                Err(why) => (format!("failed: {why}"), true, why),
+            };
+            ctx.event(
+                restore,
+                warning,
+                if warning {
+                    "AnalyticsNotRequested"
+                } else {
+                    "AnalyticsRequested"
+                },
+                "RegenerateAnalytics",
+                note,
+            )
+            .await;
+            complete(restore, ctx, ns, &status, summary).await
+        }
+        Step::Complete(why) => complete(restore, ctx, ns, &status, why).await,
+        Step::Fail(reason) => {
+            fail(restore, ctx, ns, &status, &reason, false).await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+    }
+}
+
+/// Pending: may it start, from which backup? Records the decision in status, then starts.
+async fn start(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+    target: Option<&Dhis2Instance>,
+) -> Result<Action> {
+    let status = restore.status.clone().unwrap_or_default();
+    let spec = &restore.spec;
+    let (source_instance, backup) = read_source(restore, ctx, ns).await?;
+    let source = match resolve_source(&spec.source, backup.as_ref(), source_instance.as_ref()) {
+        Ok(s) => s,
+        Err(SourceProblem::Blocked(why)) => return pending(restore, ctx, ns, why, None).await,
+        Err(SourceProblem::Unusable(why)) => {
+            fail(restore, ctx, ns, &status, &why, false).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let consent = match check_consent(spec, target) {
+        Ok(c) => c,
+        Err(refusal) => {
+            return pending(restore, ctx, ns, refusal.message, Some(refusal.reason)).await;
+        }
+    };
+    let target_name = &spec.target.instance;
+    let previous_replicas = match (consent, target, &source_instance) {
+        (Consent::Overwrite, Some(t), _) => t.spec.replicas,
+        (Consent::NewInstance, _, Some(s)) => s.spec.replicas,
+        _ => {
+            return pending(
+                restore,
+                ctx,
+                ns,
+                format!(
+                    "Dhis2Instance {} (spec.source.instance) does not exist: a new instance is made from its spec; restore into an existing instance instead (spec.target.instance with spec.confirmOverwrite)",
+                    spec.source.instance
+                ),
+                Some("SourceInstanceMissing"),
+            )
+            .await;
+        }
+    };
+    if !add_finalizer(restore, ctx, ns).await? {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    let location = repository_location(&source.repository);
+    let mut next = status.clone();
+    next.phase = Some(Phase::ScalingDown.as_str().into());
+    next.backup_id = Some(source.backup_id.clone());
+    next.repository = Some(location.clone());
+    next.target_created = Some(consent == Consent::NewInstance);
+    next.previous_replicas = Some(previous_replicas);
+    next.job_name = Some(restore_job_name(&restore.name_any()));
+    next.started_at = Some(ctx.clock.now().to_rfc3339());
+    next.failure_reason = None;
+    next.message = Some(format!("stopping DHIS2 of {target_name}"));
+    write_status(restore, ctx, ns, next).await?;
+    let how = match consent {
+        Consent::NewInstance => format!("into the new instance {target_name}"),
+        Consent::Overwrite => match &spec.approved_by {
+            Some(who) => format!("over {target_name} (approved by {who})"),
+            None => format!("over {target_name}"),
+        },
+    };
+    ctx.event(
+        restore,
+        false,
+        "Started",
+        "Restore",
+        format!(
+            "restoring backup {} of {} from {location} {how}",
+            source.backup_id, source.instance
+        ),
+    )
+    .await;
+    Ok(Action::requeue(Duration::from_millis(500)))
+}
+
+async fn read_source(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+) -> Result<(Option<Dhis2Instance>, Option<Dhis2Backup>)> {
+    let source = &restore.spec.source;
+    let source_instance = ctx
+        .api::<Dhis2Instance>(ns)
+        .get_opt(&source.instance)
+        .await
+        .map_err(|e| Error::kube(format!("reading Dhis2Instance {}", source.instance), e))?;
+    let backup = match &source.backup_ref {
+        Some(name) => ctx
+            .api::<Dhis2Backup>(ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::kube(format!("reading Dhis2Backup {name}"), e))?,
+        None => None,
+    };
+    Ok((source_instance, backup))
+}
+
+/// Stays Pending with the reason; a refusal is also a Warning Event (reason `refusal`; Events
+/// of one reason are aggregated, so each kind of refusal has its own).
+async fn pending(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+    why: String,
+    refusal: Option<&str>,
+) -> Result<Action> {
+    let status = restore.status.clone().unwrap_or_default();
+    let changed = status.message.as_deref() != Some(why.as_str())
+        || status.phase.is_none()
+        || status.observed_generation != restore.metadata.generation;
+    if changed {
+        if let Some(reason) = refusal {
+            ctx.event(restore, true, reason, "Restore", why.clone())
+                .await;
+        }
+        let mut next = status;
+        next.phase = Some(Phase::Pending.as_str().into());
+        next.message = Some(why);
+        write_status(restore, ctx, ns, next).await?;
+    }
+    Ok(Action::requeue(Duration::from_secs(10)))
+}
+
+async fn fail(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+    status: &Dhis2RestoreStatus,
+    reason: &str,
+    after_job: bool,
+) -> Result<()> {
+    let mut next = status.clone();
+    next.phase = Some(Phase::Failed.as_str().into());
+    next.failure_reason = Some(reason.to_string());
+    next.completed_at = Some(ctx.clock.now().to_rfc3339());
+    let target = &restore.spec.target.instance;
+    next.message = Some(if after_job {
+        format!("the restore failed and {target} was left as it was; DHIS2 starts again: {reason}")
+    } else {
+        reason.to_string()
+    });
+    write_status(restore, ctx, ns, next).await?;
+    ctx.event(restore, true, "Failed", "Restore", reason.to_string())
+        .await;
+    Ok(())
+}
+
+async fn complete(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+    status: &Dhis2RestoreStatus,
+    analytics: String,
+) -> Result<Action> {
+    let target = &restore.spec.target.instance;
+    let mut next = status.clone();
+    next.phase = Some(Phase::Completed.as_str().into());
+    next.completed_at = Some(ctx.clock.now().to_rfc3339());
+    next.message = Some(format!(
+        "backup {} restored into {target}; DHIS2 is up; analytics regeneration: {analytics}",
+        status.backup_id.as_deref().unwrap_or("?")
+    ));
+    next.analytics_regeneration = Some(analytics);
+    write_status(restore, ctx, ns, next.clone()).await?;
+    ctx.event(
+        restore,
+        false,
+        "Completed",
+        "Restore",
+        next.message.unwrap_or_default(),
+    )
+    .await;
+    // Done next: the finalizer goes once the restore is read again after this status write.
+    Ok(Action::requeue(Duration::from_millis(500)))
+}
+
+async fn write_status(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+    mut status: Dhis2RestoreStatus,
+) -> Result<()> {
+    let name = restore.name_any();
+    status.observed_generation = restore.metadata.generation;
+    ctx.api::<Dhis2Restore>(ns)
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .map_err(|e| Error::kube(format!("writing the status of Dhis2Restore {name}"), e))?;
+    Ok(())
+}
+
+/// What the target looks like now, and its database connection once it is known.
+async fn target_facts(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+    target: &Dhis2Instance,
+    phase: Phase,
+) -> Result<(TargetFacts, Option<(DatabaseConnection, String)>)> {
+    let name = target.name_any();
+    let deployment = ctx
+        .api::<Deployment>(ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Deployment {name}"), e))?;
+    let selector = format!(
+        "app.kubernetes.io/name={DHIS2_APP},app.kubernetes.io/instance={name},app.kubernetes.io/component=dhis2"
+    );
+    let dhis2_pods = ctx
+        .api::<Pod>(ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::kube(format!("listing the DHIS2 pods of {name}"), e))?
+        .items
+        .len();
+    let deployment_status = deployment.as_ref().and_then(|d| d.status.clone());
+    let deployment_stopped = deployment.as_ref().is_none_or(|d| {
+        d.spec.replicas == Some(0)
+            && deployment_status
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(0)
+                == 0
+    });
+    let replicas = target.spec.replicas;
+    let deployment_back = deployment.as_ref().is_some_and(|d| {
+        let s = deployment_status.clone().unwrap_or_default();
+        d.spec.replicas == Some(replicas)
+            && s.ready_replicas.unwrap_or(0) >= replicas
+            && s.observed_generation >= d.metadata.generation
+    });
+    let instance_status = target.status.clone().unwrap_or_default();
+    let ready = deployment_back && is_true(&instance_status.conditions, "Ready");
+    let instance_message = instance_status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.clone())
+        .or(instance_status.phase.clone())
+        .unwrap_or_else(|| "not reconciled yet".into());
+    let (database, connection) = if phase == Phase::ScalingDown {
+        match target_database(ctx, ns, target).await? {
+            Ok(c) => (Ok(()), Some(c)),
+            Err(why) => (Err(why), None),
+        }
+    } else {
+        (Ok(()), None)
+    };
+    let file_store_claim = if restores_file_store(&restore.spec, &target.spec) {
+        let claim = file_store_claim_name(&name);
+        let exists = ctx
+            .api::<PersistentVolumeClaim>(ns)
+            .get_opt(&claim)
+            .await
+            .map_err(|e| Error::kube(format!("reading PersistentVolumeClaim {claim}"), e))?
+            .is_some();
+        Some((claim, exists))
+    } else {
+        None
+    };
+    Ok((
+        TargetFacts {
+            held_by: held_by(target),
+            spec_replicas: replicas,
+            deployment_stopped,
+            dhis2_pods,
+            database,
+            file_store_claim,
+            ready,
+            instance_message,
+        },
+        connection,
+    ))
+}
+
+/// The target's database connection and the Secret with its password, or why not yet.
+async fn target_database(
+    ctx: &Context,
+    ns: &str,
+    target: &Dhis2Instance,
+) -> Result<std::result::Result<(DatabaseConnection, String), String>> {
+    let db_name = target
+        .spec
+        .database_ref
+        .clone()
+        .unwrap_or_else(|| dedicated_database_name(&target.name_any()));
+    let Some(db) = ctx
+        .api::<Dhis2Database>(ns)
+        .get_opt(&db_name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Dhis2Database {db_name}"), e))?
+    else {
+        return Ok(Err(format!("Dhis2Database {db_name} does not exist yet")));
+    };
+    if !db
+        .status
+        .as_ref()
+        .is_some_and(|s| is_true(&s.conditions, "Ready"))
+    {
+        return Ok(Err(format!("Dhis2Database {db_name} is not ready")));
+    }
+    let secret_name = match db.spec.provider {
+        DatabaseProvider::Managed => credentials_secret_name(&db_name),
+        DatabaseProvider::External => db.spec.external_secret_ref.clone().unwrap_or_default(),
+    };
+    let secret = ctx
+        .api::<Secret>(ns)
+        .get_opt(&secret_name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Secret {secret_name}"), e))?;
+    Ok(secret
+        .as_ref()
+        .and_then(connection_from_secret)
+        .map(|c| (c, secret_name.clone()))
+        .ok_or_else(|| {
+            format!("Secret {secret_name} with the database credentials is missing or incomplete")
+        }))
+}
+
+async fn read_job(ctx: &Context, ns: &str, job_name: &str) -> Result<JobOutcome> {
+    let job = ctx
+        .api::<Job>(ns)
+        .get_opt(job_name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Job {job_name}"), e))?;
+    let pods = ctx
+        .api::<Pod>(ns)
+        .list(&ListParams::default().labels(&format!("job-name={job_name}")))
+        .await
+        .map_err(|e| Error::kube(format!("listing the pods of Job {job_name}"), e))?;
+    Ok(job_outcome(job.as_ref(), &pods.items))
+}
+
+async fn create_target(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<Action> {
+    let spec = &restore.spec;
+    let Some(source) = ctx
+        .api::<Dhis2Instance>(ns)
+        .get_opt(&spec.source.instance)
+        .await
+        .map_err(|e| Error::kube(format!("reading Dhis2Instance {}", spec.source.instance), e))?
+    else {
+        let status = restore.status.clone().unwrap_or_default();
+        let why = format!(
+            "Dhis2Instance {} (spec.source.instance) was deleted before the new instance could be made from its spec; nothing was restored",
+            spec.source.instance
+        );
+        fail(restore, ctx, ns, &status, &why, false).await?;
+        return Ok(Action::await_change());
+    };
+    let instance = new_target_instance(
+        &restore.name_any(),
+        ns,
+        &spec.target.instance,
+        &source.spec,
+        spec.target.new_instance.as_ref(),
+    );
+    match ctx
+        .api::<Dhis2Instance>(ns)
+        .create(&PostParams::default(), &instance)
+        .await
+    {
+        Ok(_) => {
+            ctx.event(
+                restore,
+                false,
+                "InstanceCreated",
+                "Restore",
+                format!(
+                    "created Dhis2Instance {} from the spec of {}, stopped until the restore is done",
+                    spec.target.instance, spec.source.instance
+                ),
+            )
+            .await;
+        }
+        // Someone else's: the next step refuses to take it.
+        Err(e) if is_conflict(&e) => {}
+        Err(e) => {
+            return Err(Error::kube(
+                format!("creating Dhis2Instance {}", spec.target.instance),
+                e,
+            ));
+        }
+    }
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// Puts the restore's name on the target, unless it changed since it was read.
+async fn hold(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+    target: &Dhis2Instance,
+) -> Result<Action> {
+    let name = target.name_any();
+    let patch = json!({"metadata": {
+        "resourceVersion": target.resource_version(),
+        "annotations": {RESTORE_IN_PROGRESS_ANNOTATION: restore.name_any()}
+    }});
+    match ctx
+        .api::<Dhis2Instance>(ns)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            ctx.event(
+                restore,
+                false,
+                "StoppingDhis2",
+                "Restore",
+                format!(
+                    "DHIS2 of {name} is stopped (0 replicas) until the restore is done; it ran {} replica(s)",
+                    target.spec.replicas
+                ),
+            )
+            .await;
+        }
+        Err(e) if is_conflict(&e) => {}
+        Err(e) => return Err(Error::kube(format!("holding Dhis2Instance {name}"), e)),
+    }
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// Takes the restore's name off the target (only its own): DHIS2 starts again.
+async fn release(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+    target: &Dhis2Instance,
+) -> Result<()> {
+    if held_by(target).as_deref() != Some(restore.name_any().as_str()) {
+        return Ok(());
+    }
+    let name = target.name_any();
+    let patch = json!({"metadata": {
+        "resourceVersion": target.resource_version(),
+        "annotations": {RESTORE_IN_PROGRESS_ANNOTATION: null}
+    }});
+    match ctx
+        .api::<Dhis2Instance>(ns)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            let replicas = target.spec.replicas;
+            ctx.event(
+                restore,
+                false,
+                "StartingDhis2",
+                "Restore",
+                format!("DHIS2 of {name} starts again ({replicas} replica(s))"),
+            )
+            .await;
+            Ok(())
+        }
+        // Changed meanwhile: the next reconcile reads it again.
+        Err(e) if is_conflict(&e) => Ok(()),
+        Err(e) => Err(Error::kube(format!("releasing Dhis2Instance {name}"), e)),
+    }
+}
+
+async fn start_job(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+    target: &Dhis2Instance,
+    (database, password_secret): (DatabaseConnection, String),
+    status: &Dhis2RestoreStatus,
+) -> Result<Action> {
+    let (source_instance, backup) = read_source(restore, ctx, ns).await?;
+    let mut source: ResolvedSource = match resolve_source(
+        &restore.spec.source,
+        backup.as_ref(),
+        source_instance.as_ref(),
+    ) {
+        Ok(s) => s,
+        Err(SourceProblem::Blocked(why)) => {
+            let mut next = status.clone();
+            next.message = Some(why);
+            write_status(restore, ctx, ns, next).await?;
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+        Err(SourceProblem::Unusable(why)) => {
+            fail(restore, ctx, ns, status, &why, false).await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+    };
+    // The backup chosen when the restore began.
+    if let Some(id) = &status.backup_id {
+        source.backup_id = id.clone();
+    }
+    let name = restore.name_any();
+    let target_name = target.name_any();
+    let file_store_claim = restores_file_store(&restore.spec, &target.spec)
+        .then(|| file_store_claim_name(&target_name));
+    let Some(job) = build_restore_job(&RestoreJobPlan {
+        restore_name: &name,
+        namespace: ns,
+        owner: restore.controller_owner_ref(&()),
+        target: &target_name,
+        source: &source,
+        database: &database,
+        password_secret: &password_secret,
+        overwrite: !status.target_created.unwrap_or(false),
+        file_store_claim,
+        deadline_seconds: restore.spec.deadline_seconds,
+        image: &ctx.engine_image,
+    }) else {
+        fail(
+            restore,
+            ctx,
+            ns,
+            status,
+            "the backup repository names neither s3 nor volume",
+            false,
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    let job_name = job.name_any();
+    match ctx
+        .api::<Job>(ns)
+        .create(&PostParams::default(), &job)
+        .await
+    {
+        Ok(_) => {}
+        // Created before an operator restart: the same Job, by its deterministic name.
+        Err(e) if is_conflict(&e) => {}
+        Err(e) => return Err(Error::kube(format!("creating Job {job_name}"), e)),
+    }
+    let mut next = status.clone();
+    next.phase = Some(Phase::Restoring.as_str().into());
+    next.job_name = Some(job_name.clone());
+    next.message = Some(format!(
+        "restoring backup {} of {} into {target_name} (Job {job_name})",
+        source.backup_id, source.instance
+    ));
+    write_status(restore, ctx, ns, next.clone()).await?;
+    ctx.event(
+        restore,
+        false,
+        "Restoring",
+        "Restore",
+        next.message.unwrap_or_default(),
+    )
+    .await;
+    Ok(Action::requeue(Duration::from_secs(15)))
+}
+
+/// Asks the target's DHIS2 to regenerate analytics with its admin account: `Ok` with what DHIS2
+/// said, `Err` with why it was not asked or refused.
+async fn regenerate_analytics(
+    ctx: &Context,
+    ns: &str,
+    target: &Dhis2Instance,
+) -> Result<std::result::Result<String, String>> {
+    let name = target.name_any();
+    let Some(secret_name) = &target.spec.admin_secret_ref else {
+        return Ok(Err(format!(
+            "Dhis2Instance {name} has no spec.adminSecretRef, so the operator cannot ask DHIS2; regenerate analytics in DHIS2 (Data Administration → Analytics Tables)"
+        )));
+    };
+    let secret = ctx
+        .api::<Secret>(ns)
+        .get_opt(secret_name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Secret {secret_name}"), e))?;
+    let value = |key: &str| -> Option<String> {
+        secret
+            .as_ref()?
+            .data
+            .as_ref()?
+            .get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    let (Some(user), Some(password)) = (value("username"), value("password")) else {
+        return Ok(Err(format!(
+            "Secret {secret_name} (spec.adminSecretRef) is missing or has no username and password"
+        )));
+    };
+    let base = dhis2_base_url(target, ctx.allow_endpoint_override);
+    Ok(request_analytics(&ctx.http, &base, (&user, &password)).await)
+}
+
+/// Adds the finalizer; false when the restore changed since it was read (read it again).
+async fn add_finalizer(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<bool> {
+    if restore.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(true);
+    }
+    let mut finalizers = restore.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    patch_finalizers(restore, ctx, ns, finalizers).await
+}
+
+/// Removes the finalizer; false when the restore changed since it was read.
+async fn remove_finalizer(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<bool> {
+    if !restore.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(true);
+    }
+    let finalizers: Vec<String> = restore
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    patch_finalizers(restore, ctx, ns, finalizers).await
+}
+
+/// Writes the whole list, only over the version read (never drops another's finalizer).
+async fn patch_finalizers(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+    finalizers: Vec<String>,
+) -> Result<bool> {
+    let name = restore.name_any();
+    let patch = json!({"metadata": {
+        "resourceVersion": restore.resource_version(),
+        "finalizers": finalizers
+    }});
+    match ctx
+        .api::<Dhis2Restore>(ns)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if is_conflict(&e) => Ok(false),
+        Err(e) => Err(Error::kube(
+            format!("updating the finalizers of Dhis2Restore {name}"),
+            e,
+        )),
+    }
+}
+
+/// The restore is being deleted while it holds its target: stop its Job, wait until the
+/// engine's pod is gone (two writers never), then start DHIS2 again.
+async fn cleanup(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<Action> {
+    if !restore.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let name = restore.name_any();
+    let target_name = &restore.spec.target.instance;
+    let target = ctx
+        .api::<Dhis2Instance>(ns)
+        .get_opt(target_name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Dhis2Instance {target_name}"), e))?;
+    if let Some(t) = target.filter(|t| held_by(t).as_deref() == Some(name.as_str())) {
+        let job_name = restore_job_name(&name);
+        let jobs = ctx.api::<Job>(ns);
+        if let Some(job) = jobs
+            .get_opt(&job_name)
+            .await
+            .map_err(|e| Error::kube(format!("reading Job {job_name}"), e))?
+        {
+            if job.metadata.deletion_timestamp.is_none() {
+                jobs.delete(&job_name, &DeleteParams::foreground())
+                    .await
+                    .map_err(|e| Error::kube(format!("deleting Job {job_name}"), e))?;
+            }
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        let pods = ctx
+            .api::<Pod>(ns)
+            .list(&ListParams::default().labels(&format!("job-name={job_name}")))
+            .await
+            .map_err(|e| Error::kube(format!("listing the pods of Job {job_name}"), e))?;
+        if !pods.items.is_empty() {
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        release(restore, ctx, ns, &t).await?;
+        // Released only when the annotation is gone: read again next time.
+        let still = ctx
+            .api::<Dhis2Instance>(ns)
+            .get_opt(target_name)
+            .await
+            .map_err(|e| Error::kube(format!("reading Dhis2Instance {target_name}"), e))?;
+        if still.is_some_and(|t| held_by(&t).as_deref() == Some(name.as_str())) {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+    }
+    if !remove_finalizer(restore, ctx, ns).await? {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    Ok(Action::await_change())
+}

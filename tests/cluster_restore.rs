@@ -1,0 +1,732 @@
+//! `Dhis2Restore` end to end: the real apiserver and job controller, the operator under its
+//! namespaced Role, the engine's restore Job run by the Job harness against the real PostgreSQL
+//! and SeaweedFS, DHIS2 pods played by FakeKubelet and DHIS2 itself by FakeDhis2. The backups
+//! are made by the engine directly (`dhis2ctl backup run`), as an administrator would.
+
+mod support;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use dhis2_operator::crd::{Dhis2Database, Dhis2Instance, Dhis2Restore};
+use support::job_kubelet::{JobKubelet, RunState};
+use support::kube_env::*;
+use support::{Env, assert_success, backup_run, count, databases_like, json};
+
+const ENDPOINT_OVERRIDE: &str = "dhis2operator.io/endpoint-override";
+const RESTORE_IN_PROGRESS: &str = "dhis2operator.io/restore-in-progress";
+/// The S3 endpoint as a cluster would name it; the Job harness maps it to the test SeaweedFS.
+const S3_SERVICE: &str = "seaweedfs.storage.svc";
+
+/// One namespace with the operator, both kubelets, a backed-up source instance `hmis` (its
+/// database seeded, its file store holding one document) and its DHIS2.
+struct World {
+    env: Env,
+    client: Client,
+    ns: String,
+    jobs: JobKubelet,
+    _kubelet: FakeKubelet,
+    operator: Operator,
+    _source_dhis2: FakeDhis2,
+    source_db: String,
+    bucket: String,
+    backup_id: String,
+}
+
+async fn create<K>(client: &Client, ns: &str, value: serde_json::Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let obj: K = serde_json::from_value(value).expect("object");
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
+}
+
+/// An external `Dhis2Database` named `name` for database `database` on the test PostgreSQL.
+async fn external_database(world_env: &Env, client: &Client, ns: &str, name: &str, database: &str) {
+    let rest = world_env.pg_url.trim_start_matches("postgresql://");
+    let (userinfo, hostpart) = rest.split_once('@').unwrap();
+    let (user, password) = userinfo.split_once(':').unwrap();
+    let (host, port) = hostpart.split_once('/').unwrap().0.split_once(':').unwrap();
+    create::<Secret>(
+        client,
+        ns,
+        json!({"metadata": {"name": format!("{name}-pg")},
+            "stringData": {"host": host, "port": port, "database": database, "username": user, "password": password}}),
+    )
+    .await;
+    create::<Dhis2Database>(
+        client,
+        ns,
+        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Database",
+            "metadata": {"name": name},
+            "spec": {"provider": "external", "externalSecretRef": format!("{name}-pg")}}),
+    )
+    .await;
+}
+
+/// A `Dhis2Instance` on an external database, probed at `dhis2` (the endpoint override).
+async fn instance(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    environment: &str,
+    database: &str,
+    dhis2: &FakeDhis2,
+    bucket: &str,
+) {
+    create::<Dhis2Instance>(
+        client,
+        ns,
+        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
+            "metadata": {"name": name, "annotations": {ENDPOINT_OVERRIDE: dhis2.url}},
+            "spec": {"version": "2.41.3", "environment": environment, "replicas": 1,
+                "databaseRef": database, "adminSecretRef": "dhis2-admin",
+                "backup": {"repository": {"s3": {"bucket": bucket, "prefix": "dhis2",
+                    "endpoint": format!("http://{S3_SERVICE}:8333"), "pathStyle": true,
+                    "credentialsSecretRef": "backup-s3"}}}}}),
+    )
+    .await;
+}
+
+async fn world(prefix: &str) -> World {
+    let env = support::env();
+    let client = client().await;
+    let ns = namespace(&client, prefix).await;
+    let kubelet = FakeKubelet::start(client.clone(), &ns);
+    let jobs = JobKubelet::start(client.clone(), &ns);
+    jobs.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
+    let operator = Operator::start(&client, &ns).await;
+    create::<Secret>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "backup-s3"},
+            "stringData": {"accessKey": env.access_key, "secretKey": env.secret_key}}),
+    )
+    .await;
+    create::<Secret>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "dhis2-admin"},
+            "stringData": {"username": ADMIN.0, "password": ADMIN.1}}),
+    )
+    .await;
+
+    let (source_db, source_url) = env.seeded_database("rs_src").await;
+    let files = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(files.path().join("documents")).unwrap();
+    std::fs::write(
+        files.path().join("documents/malaria-report.pdf"),
+        "the 2026 malaria report",
+    )
+    .unwrap();
+    let (bucket, repo) = env.create_bucket("rs").await;
+    let out = backup_run(
+        &source_url,
+        &repo,
+        "hmis",
+        &["--files-dir", files.path().to_str().unwrap(), "-o", "json"],
+    )
+    .await;
+    assert_success(&out, "backup run");
+    let backup_id = json(&out)["id"].as_str().unwrap().to_string();
+
+    let source_dhis2 = FakeDhis2::start(up()).await;
+    external_database(&env, &client, &ns, "hmis-db", &source_db).await;
+    instance(
+        &client,
+        &ns,
+        "hmis",
+        "production",
+        "hmis-db",
+        &source_dhis2,
+        &bucket,
+    )
+    .await;
+    World {
+        env,
+        client,
+        ns,
+        jobs,
+        _kubelet: kubelet,
+        operator,
+        _source_dhis2: source_dhis2,
+        source_db,
+        bucket,
+        backup_id,
+    }
+}
+
+fn up() -> Dhis2State {
+    Dhis2State::Up {
+        version: "2.41.3".into(),
+        revision: "a1b2c3d".into(),
+    }
+}
+
+impl World {
+    fn restores(&self) -> Api<Dhis2Restore> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn instances(&self) -> Api<Dhis2Instance> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn restore(&self, name: &str, spec: serde_json::Value) {
+        create::<Dhis2Restore>(
+            &self.client,
+            &self.ns,
+            json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Restore",
+                "metadata": {"name": name}, "spec": spec}),
+        )
+        .await;
+    }
+
+    async fn patch_restore(&self, name: &str, spec: serde_json::Value) {
+        self.restores()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .expect("patch restore");
+    }
+
+    /// Waits for the restore's phase; its status then.
+    async fn phase(&self, name: &str, want: &str, secs: u64) -> Dhis2Restore {
+        let restores = self.restores();
+        wait_for(
+            secs,
+            &format!("Dhis2Restore {name} to be {want}"),
+            || async {
+                let r = restores.get(name).await.ok()?;
+                let phase = r.status.as_ref()?.phase.clone()?;
+                if phase != want && (phase == "Completed" || phase == "Failed") {
+                    panic!(
+                        "Dhis2Restore {name} ended {phase}, not {want}: {:?}",
+                        r.status
+                    );
+                }
+                (phase == want).then_some(r)
+            },
+        )
+        .await
+    }
+
+    /// Waits until the restore's status message contains `needle`.
+    async fn message(&self, name: &str, needle: &str) -> Dhis2Restore {
+        let restores = self.restores();
+        wait_for(60, &format!("a message with '{needle}'"), || async {
+            let r = restores.get(name).await.ok()?;
+            r.status
+                .as_ref()?
+                .message
+                .as_deref()?
+                .contains(needle)
+                .then_some(r.clone())
+        })
+        .await
+    }
+
+    async fn ready(&self, name: &str) -> Dhis2Instance {
+        let instances = self.instances();
+        wait_for(90, &format!("{name} Ready"), || async {
+            let i = instances.get(name).await.ok()?;
+            (i.status.as_ref()?.phase.as_deref() == Some("Ready")).then_some(i)
+        })
+        .await
+    }
+
+    async fn deployment_replicas(&self, name: &str) -> Option<i32> {
+        Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
+            .get_opt(name)
+            .await
+            .unwrap()
+            .and_then(|d| d.spec.replicas)
+    }
+
+    async fn dhis2_pods(&self, name: &str) -> usize {
+        Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default().labels(&format!(
+                "app.kubernetes.io/name=dhis2,app.kubernetes.io/instance={name},app.kubernetes.io/component=dhis2"
+            )))
+            .await
+            .unwrap()
+            .items
+            .len()
+    }
+
+    /// DHIS2 runs its replicas again and they are ready.
+    async fn running_again(&self, name: &str, replicas: i32) {
+        let deployments = Api::<Deployment>::namespaced(self.client.clone(), &self.ns);
+        wait_for(
+            60,
+            &format!("{name} running {replicas} replica(s)"),
+            || async {
+                let d = deployments.get(name).await.ok()?;
+                (d.spec.replicas == Some(replicas)
+                    && d.status?.ready_replicas.unwrap_or(0) >= replicas)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    async fn events(&self, reason: &str) -> Vec<String> {
+        Api::<Event>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.message)
+            .collect()
+    }
+
+    async fn event(&self, reason: &str, needle: &str) -> String {
+        wait_for(30, &format!("a {reason} event with '{needle}'"), || async {
+            self.events(reason)
+                .await
+                .into_iter()
+                .find(|m| m.contains(needle))
+        })
+        .await
+    }
+
+    async fn jobs(&self) -> Vec<Job> {
+        Api::<Job>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    /// Tables in `db`'s public schema.
+    async fn tables(&self, db: &str) -> Vec<String> {
+        self.env
+            .client(db)
+            .await
+            .query(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+}
+
+/// An existing instance `name` whose database holds one table, `before_restore`.
+async fn existing_target(w: &World, name: &str, environment: &str) -> (String, FakeDhis2) {
+    let (db, _) = w.env.create_database(&format!("rs_{name}")).await;
+    w.env
+        .client(&db)
+        .await
+        .batch_execute(
+            "CREATE TABLE before_restore (note text); INSERT INTO before_restore VALUES ('kept')",
+        )
+        .await
+        .unwrap();
+    let dhis2 = FakeDhis2::start(up()).await;
+    external_database(&w.env, &w.client, &w.ns, &format!("{name}-db"), &db).await;
+    instance(
+        &w.client,
+        &w.ns,
+        name,
+        environment,
+        &format!("{name}-db"),
+        &dhis2,
+        &w.bucket,
+    )
+    .await;
+    w.ready(name).await;
+    (db, dhis2)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_is_restored_into_a_new_instance_made_from_the_sources_spec() {
+    let w = world("rs-new").await;
+    let (copy_db, _) = w.env.create_database("rs_copy").await;
+    external_database(&w.env, &w.client, &w.ns, "copy-db", &copy_db).await;
+    let copy_dhis2 = FakeDhis2::start(up()).await;
+    w.restore(
+        "refresh-copy",
+        json!({"source": {"instance": "hmis"},
+            "target": {"instance": "hmis-copy",
+                "newInstance": {"databaseRef": "copy-db", "environment": "staging"}}}),
+    )
+    .await;
+
+    // The new instance is born stopped: DHIS2 never starts on its empty database.
+    let created = wait_for(60, "hmis-copy to be created", || async {
+        w.instances().get("hmis-copy").await.ok()
+    })
+    .await;
+    assert_eq!(
+        created
+            .annotations()
+            .get(RESTORE_IN_PROGRESS)
+            .map(String::as_str),
+        Some("refresh-copy")
+    );
+    assert_eq!(created.spec.database_ref.as_deref(), Some("copy-db"));
+    assert_eq!(created.spec.hostname, None);
+    assert_eq!(
+        serde_json::to_value(created.spec.environment).unwrap(),
+        "staging"
+    );
+    let source = w.instances().get("hmis").await.unwrap();
+    assert_eq!(created.spec.backup, source.spec.backup);
+    assert_eq!(
+        created.spec.admin_secret_ref.as_deref(),
+        Some("dhis2-admin")
+    );
+    // This cluster's operator reaches DHIS2 through the override (no cluster network here).
+    w.instances()
+        .patch(
+            "hmis-copy",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {ENDPOINT_OVERRIDE: copy_dhis2.url}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_for(60, "the Deployment of hmis-copy at 0 replicas", || async {
+        (w.deployment_replicas("hmis-copy").await == Some(0)).then_some(())
+    })
+    .await;
+
+    let done = w.phase("refresh-copy", "Completed", 180).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.backup_id.as_deref(), Some(w.backup_id.as_str()));
+    assert_eq!(
+        status.repository.as_deref(),
+        Some(format!("s3://{}/dhis2", w.bucket).as_str())
+    );
+    assert_eq!(status.target_created, Some(true));
+    assert_eq!(status.previous_replicas, Some(1));
+    // The target database existed, empty: the engine kept it aside all the same.
+    let replaced = status.replaced_database.clone().expect("replacedDatabase");
+    assert!(w.tables(&replaced).await.is_empty(), "{replaced} was empty");
+    assert_eq!(status.analytics_regeneration.as_deref(), Some("requested"));
+    assert!(status.duration_seconds.unwrap() > 0.0);
+    assert!(status.started_at.is_some() && status.completed_at.is_some());
+    assert_eq!(status.failure_reason, None);
+
+    // The new instance's database holds the backup's rows, its file store the backup's files.
+    assert_eq!(
+        count(&w.env, &copy_db, "datavalue").await,
+        count(&w.env, &w.source_db, "datavalue").await
+    );
+    assert_eq!(count(&w.env, &copy_db, "organisationunit").await, {
+        count(&w.env, &w.source_db, "organisationunit").await
+    });
+    let restored = w.jobs.claim_dir("hmis-copy-files");
+    assert_eq!(
+        std::fs::read_to_string(restored.join("documents/malaria-report.pdf")).unwrap(),
+        "the 2026 malaria report"
+    );
+
+    // DHIS2 runs again and was asked, with the admin account, to regenerate analytics.
+    let copy = w.instances().get("hmis-copy").await.unwrap();
+    assert!(!copy.annotations().contains_key(RESTORE_IN_PROGRESS));
+    w.running_again("hmis-copy", 1).await;
+    assert_eq!(
+        *copy_dhis2.analytics_requests.lock().unwrap(),
+        vec![Some(ADMIN.0.to_string())]
+    );
+    let note = w.event("AnalyticsRequested", "inMemoryAnalyticsJob").await;
+    assert!(note.contains("ANALYTICS_TABLE"), "{note}");
+
+    // The engine ran once: a new target is never forced, the replaced database never dropped.
+    let runs = w.jobs.runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].state, RunState::Exited(0), "{}", runs[0].output);
+    assert!(!runs[0].args.contains(&"--force".to_string()));
+    assert!(!runs[0].args.contains(&"--drop-replaced".to_string()));
+    // The restore is done once: it leaves the instance it created behind, and no finalizer.
+    assert!(done.metadata.finalizers.unwrap_or_default().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overwriting_needs_confirmation_and_for_production_an_approver() {
+    let w = world("rs-over").await;
+    let (national_db, national_dhis2) = existing_target(&w, "national", "production").await;
+    w.restore(
+        "rollback",
+        json!({"source": {"instance": "hmis"}, "target": {"instance": "national"}}),
+    )
+    .await;
+
+    // Refused without confirmOverwrite: status and Event say what to set.
+    let refused = w
+        .message("rollback", "set spec.confirmOverwrite: national")
+        .await;
+    assert_eq!(refused.status.unwrap().phase.as_deref(), Some("Pending"));
+    w.event(
+        "OverwriteNotConfirmed",
+        "set spec.confirmOverwrite: national",
+    )
+    .await;
+
+    // Confirmed, but national is production: an approver is needed too.
+    w.patch_restore("rollback", json!({"confirmOverwrite": "national"}))
+        .await;
+    w.message("rollback", "spec.approvedBy").await;
+    w.event("ApprovalRequired", "spec.approvedBy").await;
+    // Nothing was touched meanwhile: no Job, DHIS2 running, the database as it was.
+    assert!(w.jobs().await.is_empty());
+    assert_eq!(w.deployment_replicas("national").await, Some(1));
+    assert_eq!(w.tables(&national_db).await, vec!["before_restore"]);
+
+    // Approved: DHIS2 is stopped for the whole of the engine's run.
+    w.jobs.pause();
+    w.patch_restore("rollback", json!({"approvedBy": "Dr. Sok Chea"}))
+        .await;
+    let held = wait_for(120, "the restore command to be held", || async {
+        w.jobs
+            .runs()
+            .into_iter()
+            .find(|r| r.state == RunState::Held)
+    })
+    .await;
+    assert!(
+        held.args.contains(&"--force".to_string()),
+        "{:?}",
+        held.args
+    );
+    assert!(!held.args.contains(&"--drop-replaced".to_string()));
+    assert_eq!(w.deployment_replicas("national").await, Some(0));
+    assert_eq!(
+        w.dhis2_pods("national").await,
+        0,
+        "no DHIS2 pod while restoring"
+    );
+    let restoring = w.restores().get("rollback").await.unwrap().status.unwrap();
+    assert_eq!(restoring.phase.as_deref(), Some("Restoring"));
+    assert_eq!(restoring.previous_replicas, Some(1));
+    assert_eq!(restoring.target_created, Some(false));
+    w.event("Started", "approved by Dr. Sok Chea").await;
+    w.jobs.resume();
+
+    let done = w.phase("rollback", "Completed", 180).await;
+    let status = done.status.unwrap();
+    // The database as it was is kept beside the restored one.
+    let replaced = status.replaced_database.expect("replacedDatabase");
+    assert!(
+        replaced.starts_with(&format!("{national_db}__replaced_")),
+        "{replaced}"
+    );
+    assert_eq!(
+        databases_like(&w.env, &replaced).await,
+        vec![replaced.clone()]
+    );
+    assert_eq!(w.tables(&replaced).await, vec!["before_restore"]);
+    assert_eq!(
+        count(&w.env, &national_db, "datavalue").await,
+        count(&w.env, &w.source_db, "datavalue").await
+    );
+    assert!(
+        !w.tables(&national_db)
+            .await
+            .contains(&"before_restore".to_string())
+    );
+    // DHIS2 is back at its replicas, and asked to regenerate analytics.
+    w.running_again("national", 1).await;
+    let national = w.instances().get("national").await.unwrap();
+    assert!(!national.annotations().contains_key(RESTORE_IN_PROGRESS));
+    assert_eq!(national_dhis2.analytics_requests.lock().unwrap().len(), 1);
+    assert_eq!(status.analytics_regeneration.as_deref(), Some("requested"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn analytics_are_not_requested_when_declined() {
+    let w = world("rs-noan").await;
+    let (staging_db, staging_dhis2) = existing_target(&w, "staging", "staging").await;
+    w.restore(
+        "refresh-staging",
+        json!({"source": {"instance": "hmis", "backupId": w.backup_id},
+            "target": {"instance": "staging"}, "confirmOverwrite": "staging",
+            "regenerateAnalytics": false, "includeFileStore": false}),
+    )
+    .await;
+    let done = w.phase("refresh-staging", "Completed", 180).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.backup_id.as_deref(), Some(w.backup_id.as_str()));
+    assert!(
+        status
+            .analytics_regeneration
+            .as_deref()
+            .unwrap()
+            .starts_with("not requested"),
+        "{status:?}"
+    );
+    assert_eq!(
+        count(&w.env, &staging_db, "datavalue").await,
+        count(&w.env, &w.source_db, "datavalue").await
+    );
+    w.running_again("staging", 1).await;
+    assert!(staging_dhis2.analytics_requests.lock().unwrap().is_empty());
+    let runs = w.jobs.runs();
+    assert!(!runs[0].args.contains(&"--files-dir".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_restore_leaves_the_target_as_it_was_and_starts_dhis2_again() {
+    let w = world("rs-fail").await;
+    let (staging_db, staging_dhis2) = existing_target(&w, "staging", "staging").await;
+    w.restore(
+        "wrong-id",
+        json!({"source": {"instance": "hmis", "backupId": "20990101T000000Z-deadbeef"},
+            "target": {"instance": "staging"}, "confirmOverwrite": "staging"}),
+    )
+    .await;
+    let failed = w.phase("wrong-id", "Failed", 180).await;
+    let status = failed.status.unwrap();
+    let reason = status.failure_reason.unwrap();
+    assert!(reason.contains("20990101T000000Z-deadbeef"), "{reason}");
+    assert_eq!(reason.lines().count(), 1, "{reason}");
+    w.event("Failed", "20990101T000000Z-deadbeef").await;
+    assert_eq!(w.tables(&staging_db).await, vec!["before_restore"]);
+    assert!(
+        databases_like(&w.env, &format!("{staging_db}__%"))
+            .await
+            .is_empty()
+    );
+    // DHIS2 starts again; no analytics for a restore that did not happen.
+    w.running_again("staging", 1).await;
+    let staging = w.instances().get("staging").await.unwrap();
+    assert!(!staging.annotations().contains_key(RESTORE_IN_PROGRESS));
+    assert!(staging_dhis2.analytics_requests.lock().unwrap().is_empty());
+    // A finished restore never runs again, even when its spec changes: the operator sees the
+    // change (observedGeneration) and leaves it.
+    w.patch_restore("wrong-id", json!({"source": {"backupId": w.backup_id}}))
+        .await;
+    let generation = w
+        .restores()
+        .get("wrong-id")
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    wait_for(30, "the changed spec to be observed", || async {
+        let r = w.restores().get("wrong-id").await.ok()?;
+        (r.status?.observed_generation == generation).then_some(())
+    })
+    .await;
+    assert_eq!(w.jobs.runs().len(), 1);
+    assert!(w.jobs().await.len() <= 1);
+    assert_eq!(
+        w.restores()
+            .get("wrong-id")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .phase
+            .as_deref(),
+        Some("Failed")
+    );
+}
+
+/// Waits until the harness holds the restore command (paused), DHIS2 stopped meanwhile.
+async fn held_with_dhis2_stopped(w: &World, target: &str) {
+    wait_for(120, "the restore command to be held", || async {
+        w.jobs
+            .runs()
+            .into_iter()
+            .find(|r| r.state == RunState::Held)
+    })
+    .await;
+    assert_eq!(w.deployment_replicas(target).await, Some(0));
+    assert_eq!(w.dhis2_pods(target).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_killed_mid_restore_finishes_it_once_after_its_restart() {
+    let mut w = world("rs-kill").await;
+    let (staging_db, staging_dhis2) = existing_target(&w, "staging", "staging").await;
+    w.jobs.pause();
+    w.restore(
+        "refresh-staging",
+        json!({"source": {"instance": "hmis"}, "target": {"instance": "staging"},
+            "confirmOverwrite": "staging"}),
+    )
+    .await;
+    held_with_dhis2_stopped(&w, "staging").await;
+    // The operator dies; the engine runs to its end meanwhile.
+    w.operator.kill().await;
+    w.jobs.resume();
+    let run = wait_for(120, "the restore command to finish", || async {
+        w.jobs
+            .runs()
+            .into_iter()
+            .find(|r| matches!(r.state, RunState::Exited(_)))
+    })
+    .await;
+    assert_eq!(run.state, RunState::Exited(0), "{}", run.output);
+    w.operator.restart();
+    let done = w.phase("refresh-staging", "Completed", 180).await;
+    assert!(done.status.unwrap().replaced_database.is_some());
+    assert_eq!(w.jobs.runs().len(), 1, "the engine ran once");
+    assert_eq!(
+        count(&w.env, &staging_db, "datavalue").await,
+        count(&w.env, &w.source_db, "datavalue").await
+    );
+    w.running_again("staging", 1).await;
+    assert_eq!(staging_dhis2.analytics_requests.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_restore_mid_run_stops_its_job_and_starts_dhis2_again() {
+    let w = world("rs-del").await;
+    let (staging_db, staging_dhis2) = existing_target(&w, "staging", "staging").await;
+    w.jobs.pause();
+    w.restore(
+        "refresh-staging",
+        json!({"source": {"instance": "hmis"}, "target": {"instance": "staging"},
+            "confirmOverwrite": "staging"}),
+    )
+    .await;
+    held_with_dhis2_stopped(&w, "staging").await;
+    w.restores()
+        .delete("refresh-staging", &Default::default())
+        .await
+        .unwrap();
+    wait_for(60, "the restore to be gone", || async {
+        w.restores()
+            .get_opt("refresh-staging")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // Its Job went first (the command never ran), then DHIS2 started again on its database.
+    assert!(w.jobs().await.is_empty());
+    let runs = w.jobs.runs();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].state, RunState::Killed);
+    w.running_again("staging", 1).await;
+    let staging = w.instances().get("staging").await.unwrap();
+    assert!(!staging.annotations().contains_key(RESTORE_IN_PROGRESS));
+    assert_eq!(w.tables(&staging_db).await, vec!["before_restore"]);
+    assert!(staging_dhis2.analytics_requests.lock().unwrap().is_empty());
+}

@@ -430,6 +430,28 @@ async fn a_file_store_comes_back_into_its_directory_with_the_old_contents_kept()
         assert_eq!((doc_meta.uid(), doc_meta.gid()), (4321, 4322));
         assert_eq!((conf_meta.uid(), conf_meta.gid()), (4321, 4322));
     }
+
+    // A fresh ext4 volume holds only lost+found: that is an empty file store (no --force
+    // needed), and lost+found stays where it is, never moved aside.
+    let fresh = target_root.path().join("fresh");
+    std::fs::create_dir_all(fresh.join("lost+found")).unwrap();
+    let (_dst2, dst2_url) = env.create_database("fs_fresh").await;
+    let out = dhis2ctl(&restore_args(
+        repo_path,
+        &dst2_url,
+        &["--files-dir", fresh.to_str().unwrap(), "-o", "json"],
+    ))
+    .await;
+    assert_success(&out, "restore into a fresh volume");
+    assert!(
+        fresh.join("lost+found").is_dir(),
+        "lost+found left in place"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fresh.join("documents/report.pdf")).unwrap(),
+        "new report"
+    );
+    assert_eq!(json(&out)["keptAside"], serde_json::json!([]));
 }
 
 fn support_is_root() -> bool {

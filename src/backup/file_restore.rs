@@ -20,6 +20,12 @@ const FORBIDDEN_MODE_BITS: u32 = 0o6000;
 /// dhis.conf holds the database password and encryption.password.
 const DHIS_CONF_MAX_MODE: u32 = 0o640;
 
+/// Entries that belong to the volume, not to the file store: a fresh ext4 volume holds
+/// `lost+found`. They neither make a directory "not empty" nor are moved aside.
+pub fn is_volume_entry(name: &std::ffi::OsStr) -> bool {
+    name == "lost+found"
+}
+
 pub fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self")
@@ -151,7 +157,7 @@ impl StagedFileStore {
         let old: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .map_err(|e| BackupError::io(format!("reading {}", self.dir.display()), e))?
             .filter_map(Result::ok)
-            .filter(|e| Some(e.file_name()) != staging_name)
+            .filter(|e| Some(e.file_name()) != staging_name && !is_volume_entry(&e.file_name()))
             .map(|e| e.path())
             .collect();
         let mut aside = None;
@@ -284,6 +290,15 @@ fn write_private_file(
         recorded.map(|r| r.mode),
     )))?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod volume_entry_tests {
+    #[test]
+    fn lost_and_found_belongs_to_the_volume() {
+        assert!(super::is_volume_entry(std::ffi::OsStr::new("lost+found")));
+        assert!(!super::is_volume_entry(std::ffi::OsStr::new("apps")));
+    }
 }
 
 #[cfg(test)]

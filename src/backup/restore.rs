@@ -71,11 +71,15 @@ fn path_state(path: &std::path::Path, dir: bool) -> Result<PathState, BackupErro
         });
     }
     match std::fs::read_dir(path) {
-        Ok(mut entries) => Ok(if entries.next().is_none() {
-            PathState::Empty
-        } else {
-            PathState::NotEmpty
-        }),
+        Ok(mut entries) => Ok(
+            if entries
+                .all(|e| e.is_ok_and(|e| super::file_restore::is_volume_entry(&e.file_name())))
+            {
+                PathState::Empty
+            } else {
+                PathState::NotEmpty
+            },
+        ),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(PathState::Missing),
         Err(e) => Err(BackupError::io(format!("reading {}", path.display()), e)),
     }

@@ -1,5 +1,5 @@
-//! Starts the operator: checks the CRDs are installed, serves health and metrics, and runs both
-//! controllers until SIGTERM.
+//! Starts the operator: checks the CRDs are installed, serves health and metrics, and runs the
+//! controllers (databases, instances, backups) until SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,19 +7,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
 use kube::api::ListParams;
 use kube::runtime::{Controller, watcher};
 
-use crate::crd::{Dhis2Database, Dhis2Instance};
+use crate::crd::{Dhis2Backup, Dhis2Database, Dhis2Instance};
 
 use super::clock::{FileClock, SystemClock};
 use super::context::{Context, scoped_api as api};
 use super::labels::MANAGED_BY;
 use super::metrics::Metrics;
-use super::{database_controller, instance_controller, server};
+use super::{backup_controller, database_controller, instance_controller, server};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -131,17 +132,27 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     .owns(api::<Service>(&client, ns), ours.clone())
     .owns(api::<PersistentVolumeClaim>(&client, ns), ours.clone())
     .owns(api::<Ingress>(&client, ns), ours.clone())
-    .owns(api::<Dhis2Database>(&client, ns), ours)
+    .owns(api::<Dhis2Database>(&client, ns), ours.clone())
     .shutdown_on_signal()
     .run(
         instance_controller::reconcile,
         instance_controller::error_policy,
-        ctx,
+        ctx.clone(),
     )
     .for_each(|_| futures::future::ready(()));
+    // A backup wakes when its Job changes (started, finished, deleted).
+    let backups = Controller::new(api::<Dhis2Backup>(&client, ns), watcher::Config::default())
+        .owns(api::<Job>(&client, ns), ours)
+        .shutdown_on_signal()
+        .run(
+            backup_controller::reconcile,
+            backup_controller::error_policy,
+            ctx,
+        )
+        .for_each(|_| futures::future::ready(()));
     ready.store(true, Ordering::SeqCst);
     tracing::info!(namespace = ?namespace, "dhis2-operator running");
-    tokio::join!(databases, instances);
+    tokio::join!(databases, instances, backups);
     tracing::info!("dhis2-operator stopped");
     Ok(())
 }

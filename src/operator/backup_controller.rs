@@ -1,7 +1,7 @@
 //! Reconciles `Dhis2Backup`: find the Job → (not started: check what it needs, wait for the
-//! instance's other backup, create the Job) → follow the Job → final status, Events, and the
-//! instance's "last backup". Decisions are in backup_step / backup_build / backup_status; this
-//! file only reads and writes.
+//! instance's other backup, create the Job) → follow the Job → final status and Events. The
+//! instance's summary of its backups is the instance controller's (from the backup objects).
+//! Decisions are in backup_step / backup_build / backup_status; this file reads and writes.
 //!
 //! What a backup waits for (the instance, its database's Secret, the instance's dhis.conf
 //! Secret, the repository's credentials, the file store claim, another backup of the instance)
@@ -30,9 +30,7 @@ use super::backup_build::{
     BackupJobPlan, COMPONENT, backs_up_file_store, backup_job_name, backup_repository,
     build_backup_job, describe_repository,
 };
-use super::backup_status::{
-    completed_status, failed_status, newer_last_backup, pending_status, running_status,
-};
+use super::backup_status::{completed_status, failed_status, pending_status, running_status};
 use super::backup_step::{Progress, Readiness, StartStep, job_progress, start_step};
 use super::context::Context;
 use super::database_connection::{DatabaseSecret, instance_database_name, read_database_secret};
@@ -352,30 +350,14 @@ async fn finish_completed(
     );
     ctx.event(backup, false, "BackupCompleted", "Backup", note.clone())
         .await;
-    let instances: Api<Dhis2Instance> = ctx.api(ns);
-    if let Some(instance) = instances
+    if let Some(instance) = ctx
+        .api::<Dhis2Instance>(ns)
         .get_opt(instance_name)
         .await
         .map_err(|e| Error::kube(format!("reading Dhis2Instance {instance_name}"), e))?
     {
         ctx.event(&instance, false, "BackupCompleted", "Backup", note)
             .await;
-        let current = instance.status.as_ref().and_then(|s| s.backup.as_ref());
-        if let Some(last) = newer_last_backup(current, report) {
-            instances
-                .patch_status(
-                    instance_name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": {"backup": last}})),
-                )
-                .await
-                .map_err(|e| {
-                    Error::kube(
-                        format!("writing the last backup of Dhis2Instance {instance_name}"),
-                        e,
-                    )
-                })?;
-        }
     }
     tracing::info!(backup = %backup.name_any(), id = %report.id, "backup completed");
     Ok(Action::await_change())

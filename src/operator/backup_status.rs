@@ -1,12 +1,10 @@
-//! A `Dhis2Backup`'s status in each phase, and what a completed backup changes in its
-//! instance's summary (pure). Times are written once, at the transition that sets them, never
+//! A `Dhis2Backup`'s status in each phase (pure). Times are written once, at the transition that sets them, never
 //! on every reconcile.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::crd::backup_common::RunPhase;
 use crate::crd::dhis2_backup::Dhis2BackupStatus;
-use crate::crd::dhis2_instance::InstanceBackupStatus;
 use crate::job_report::BackupJobReport;
 use crate::output::human_bytes;
 
@@ -142,26 +140,6 @@ pub fn failed_status(
     with_progress(old, status, generation, false, "Failed", reason)
 }
 
-/// The instance's "last backup" fields after this backup completed, when it is the newest.
-pub fn newer_last_backup(
-    current: Option<&InstanceBackupStatus>,
-    report: &BackupJobReport,
-) -> Option<InstanceBackupStatus> {
-    let completed = DateTime::parse_from_rfc3339(&report.completed_at).ok()?;
-    let known = current
-        .and_then(|c| c.last_backup_time.as_deref())
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
-    if known.is_some_and(|k| k >= completed) {
-        return None;
-    }
-    Some(InstanceBackupStatus {
-        last_backup_time: Some(rfc3339(completed.with_timezone(&Utc))),
-        last_backup_id: Some(report.id.clone()),
-        last_backup_size: Some(human_bytes(report.size_bytes)),
-        ..Default::default()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,20 +210,5 @@ mod tests {
         assert_eq!(failed.completed_at.as_deref(), Some("2026-11-25T02:10:00Z"));
         assert_eq!(failed.duration_seconds, Some(600.0));
         assert_eq!(failed.phase, Some(RunPhase::Failed));
-    }
-
-    #[test]
-    fn the_instance_remembers_only_a_newer_backup() {
-        let newest = newer_last_backup(None, &report()).unwrap();
-        assert_eq!(
-            newest.last_backup_time.as_deref(),
-            Some("2026-11-25T02:01:30Z")
-        );
-        assert_eq!(newest.last_backup_size.as_deref(), Some("3.00 MiB"));
-        let later = InstanceBackupStatus {
-            last_backup_time: Some("2026-11-26T02:00:00Z".into()),
-            ..Default::default()
-        };
-        assert_eq!(newer_last_backup(Some(&later), &report()), None);
     }
 }

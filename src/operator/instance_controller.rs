@@ -324,9 +324,7 @@ async fn write_status(
             .as_ref()
             .map(|h| format!("http://{h}"))
             .or_else(|| Some(format!("http://{name}.{ns}.svc"))),
-        // Written by the backup, schedule and drill controllers; left out of this merge patch
-        // so a stale copy never overwrites what they wrote meanwhile.
-        backup: None,
+        backup: old.backup.clone(),
     };
     let api: Api<Dhis2Instance> = ctx.api(ns);
     api.patch_status(

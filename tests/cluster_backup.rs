@@ -282,6 +282,19 @@ async fn an_on_demand_backup_lands_in_the_repository_and_its_status_says_so() {
         2,
         "on the backup and the instance"
     );
+    // The instance summarises its newest successful backup.
+    let instances = Api::<dhis2_operator::crd::Dhis2Instance>::namespaced(c.client.clone(), &c.ns);
+    wait_for(60, "the instance's last backup", || async {
+        let last = instances
+            .get("hmis")
+            .await
+            .ok()?
+            .status?
+            .backup?
+            .last_backup_id?;
+        (last == id).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

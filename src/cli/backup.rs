@@ -51,9 +51,14 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// The instance: without --repo, its Dhis2Backups in the cluster are listed.
+    #[arg(value_name = "INSTANCE")]
+    pub cluster_instance: Option<String>,
+    #[command(flatten)]
+    pub kube: super::cluster::KubeArgs,
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// Only this instance's backups.
+    /// Only this instance's backups (with --repo).
     #[arg(long)]
     pub instance: Option<String>,
 }
@@ -194,11 +199,12 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
 }
 
 pub async fn list(args: ListArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
-    if let Some(i) = &args.instance {
+    let instance = args.instance.clone().or(args.cluster_instance.clone());
+    if let Some(i) = &instance {
         validate_instance_name(i)?;
     }
     let repo = args.repo.open().await?;
-    let catalog = load_catalog(&repo, args.instance.as_deref()).await?;
+    let catalog = load_catalog(&repo, instance.as_deref()).await?;
     let summaries: Vec<BackupSummary> = catalog.complete.iter().map(BackupSummary::from).collect();
     emit(output, &summaries, || {
         if summaries.is_empty() {
@@ -390,11 +396,21 @@ pub async fn prune(args: PruneArgs, output: OutputFormat) -> Result<ExitCode, Ba
 }
 
 pub async fn drill(args: DrillArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
-    validate_instance_name(&args.instance)?;
-    let scratch = DatabaseTarget::parse(&args.scratch_database_url, "--scratch-database-url")?;
+    let instance = args.instance.clone().or(args.cluster_instance.clone()).ok_or_else(|| {
+        BackupError::Usage(
+            "--instance: name the instance whose backup to drill (or `dhis2ctl drill INSTANCE` to ask the operator)".into(),
+        )
+    })?;
+    validate_instance_name(&instance)?;
+    let scratch_url = args.scratch_database_url.as_deref().ok_or_else(|| {
+        BackupError::Usage(
+            "--scratch-database-url: name an empty database on a server that is not production, or set DHIS2_SCRATCH_DATABASE_URL".into(),
+        )
+    })?;
+    let scratch = DatabaseTarget::parse(scratch_url, "--scratch-database-url")?;
     let repo = args.repo.open().await?;
-    let catalog = load_catalog(&repo, Some(&args.instance)).await?;
-    let manifest = find_backup(&catalog, &repo, &args.instance, &args.backup)?;
+    let catalog = load_catalog(&repo, Some(&instance)).await?;
+    let manifest = find_backup(&catalog, &repo, &instance, &args.backup)?;
     let report = run_drill(
         &repo,
         manifest,

@@ -61,7 +61,7 @@ pub struct StatusArgs {
     pub kube: KubeArgs,
 }
 
-async fn connect(args: &KubeArgs) -> Result<(Client, String), ClusterError> {
+pub(super) async fn connect(args: &KubeArgs) -> Result<(Client, String), ClusterError> {
     let options = KubeConfigOptions {
         context: args.context.clone(),
         ..Default::default()
@@ -83,7 +83,7 @@ async fn connect(args: &KubeArgs) -> Result<(Client, String), ClusterError> {
     Ok((client, namespace))
 }
 
-fn age(t: Option<&Time>) -> String {
+pub(super) fn age(t: Option<&Time>) -> String {
     t.map(|t| human_duration(k8s_openapi::jiff::Timestamp::now().as_second() - t.0.as_second()))
         .unwrap_or_else(|| "-".into())
 }
@@ -96,7 +96,7 @@ fn condition_status(conditions: &[Condition], kind: &str) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn api_error(e: kube::Error) -> ClusterError {
+pub(super) fn api_error(e: kube::Error) -> ClusterError {
     ClusterError::Api(e.to_string())
 }
 
@@ -270,7 +270,7 @@ pub async fn status(args: StatusArgs, output: OutputFormat) -> Result<ExitCode, 
         .and_then(|d| d.status.clone())
         .unwrap_or_default();
     let mut text = format!(
-        "Instance:     {}/{} ({:?})\nPhase:        {}\nVersion:      {} (spec {})\nReplicas:     {}/{} ready\nEndpoint:     {}\nHealth:       {}\nDatabase:     {} — {} {}\n\nConditions:\n",
+        "Instance:     {}/{} ({:?})\nPhase:        {}\nVersion:      {} (spec {})\nReplicas:     {}/{} ready\nEndpoint:     {}\nHealth:       {}\nDatabase:     {} — {} {}\n",
         namespace,
         args.instance,
         instance.spec.environment,
@@ -292,6 +292,31 @@ pub async fn status(args: StatusArgs, output: OutputFormat) -> Result<ExitCode, 
             }),
         db_status.server_version.clone().unwrap_or_default(),
     );
+    let backup = st.backup.clone().unwrap_or_default();
+    let backups = format!(
+        "Last backup:  {}\nLast drill:   {}\nNext backup:  {}\n\n",
+        match (&backup.last_backup_time, &backup.last_backup_id) {
+            (Some(t), Some(id)) => format!(
+                "{t} ({id}, {})",
+                backup.last_backup_size.clone().unwrap_or_default()
+            ),
+            _ => "none".into(),
+        },
+        match (&backup.last_drill_time, &backup.last_drill_result) {
+            (Some(t), Some(r)) => format!(
+                "{t} {r}, RTO {}, RPO {}",
+                human_duration(backup.last_drill_rto_seconds.unwrap_or_default().round() as i64),
+                human_duration(backup.last_drill_rpo_seconds.unwrap_or_default())
+            ),
+            _ => "none".into(),
+        },
+        backup
+            .next_backup_time
+            .clone()
+            .unwrap_or_else(|| "not scheduled".into()),
+    );
+    text.push_str(&backups);
+    text.push_str("Conditions:\n");
     text.push_str(&render_table(
         &["type", "status", "reason", "message"],
         st.conditions

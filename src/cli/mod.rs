@@ -2,6 +2,7 @@
 
 mod backup;
 mod cluster;
+mod cluster_backup;
 mod demo;
 
 use std::io::IsTerminal;
@@ -49,11 +50,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Back up, list, verify, restore and prune DHIS2 backups.
+    /// Back up (here, or in the cluster with `create`), list, verify, restore and prune.
     #[command(subcommand)]
     Backup(BackupCommand),
-    /// Restore the latest backup into a scratch database, check it, wipe it, report RPO/RTO.
+    /// Prove a backup restores: restore it into a scratch database, check it, wipe it, report
+    /// RPO/RTO. `drill INSTANCE` asks the operator (a Dhis2Drill); `drill --repo …` runs here.
     Drill(DrillArgs),
+    /// Restore a backup in the cluster (a Dhis2Restore): into a new instance, or over an
+    /// existing one with --confirm-overwrite (and --approved-by for production).
+    Restore(cluster_backup::ClusterRestoreArgs),
     /// Demo data for trying things out and for benchmarks.
     #[command(subcommand)]
     Demo(DemoCommand),
@@ -72,7 +77,7 @@ pub enum Command {
 pub struct RepoArgs {
     /// Backup repository: s3://BUCKET/PREFIX, file:///PATH or a directory path.
     #[arg(long, env = "DHIS2_BACKUP_REPO")]
-    pub repo: String,
+    pub repo: Option<String>,
     /// S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, Ceph); defaults to AWS_ENDPOINT_URL.
     #[arg(long, env = "DHIS2_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
@@ -97,7 +102,12 @@ impl RepoArgs {
     }
 
     async fn open_with(&self, create: bool) -> Result<Repository, BackupError> {
-        let location = RepoLocation::parse(&self.repo).map_err(BackupError::Usage)?;
+        let repo = self.repo.as_deref().ok_or_else(|| {
+            BackupError::Usage(
+                "--repo: name the backup repository (s3://BUCKET/PREFIX or a directory), or set DHIS2_BACKUP_REPO".into(),
+            )
+        })?;
+        let location = RepoLocation::parse(repo).map_err(BackupError::Usage)?;
         let options = S3Options {
             endpoint: self.s3_endpoint.clone(),
             path_style: self.s3_path_style,
@@ -116,9 +126,12 @@ pub struct PgBinArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
-    /// Take a backup: database (without regenerated analytics data), file store, dhis.conf.
+    /// Ask the operator for a backup of an instance now (a Dhis2Backup); --wait follows it.
+    Create(cluster_backup::CreateBackupArgs),
+    /// Take a backup here: database (without regenerated analytics data), file store, dhis.conf.
     Run(backup::RunArgs),
-    /// List complete backups, newest first.
+    /// List backups: `list INSTANCE` the instance's Dhis2Backups in the cluster; with --repo the
+    /// complete backups in a repository, newest first.
     List(backup::ListArgs),
     /// Re-read a backup and check every object's size, checksum and readability.
     Verify(backup::VerifyArgs),
@@ -130,18 +143,27 @@ pub enum BackupCommand {
 
 #[derive(Debug, Args)]
 pub struct DrillArgs {
+    /// In the cluster: the Dhis2Instance whose backup the operator drills (a Dhis2Drill).
+    /// Without it, with --repo: a drill run here, on a scratch database you name.
+    #[arg(value_name = "INSTANCE")]
+    pub cluster_instance: Option<String>,
+    #[command(flatten)]
+    pub kube: cluster::KubeArgs,
+    /// Follow the cluster drill until it finishes (exit 1 when it does not pass).
+    #[arg(long)]
+    pub wait: bool,
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// DHIS2 instance name.
+    /// DHIS2 instance name (with --repo).
     #[arg(long)]
-    pub instance: String,
+    pub instance: Option<String>,
     /// Backup to drill (default: the latest).
     #[arg(long, default_value = "latest")]
     pub backup: String,
     /// An empty database on the server to drill on; the drill restores beside it into a
     /// database of its own and drops that again. Never taken from DHIS2_DATABASE_URL.
     #[arg(long, env = "DHIS2_SCRATCH_DATABASE_URL", hide_env_values = true)]
-    pub scratch_database_url: String,
+    pub scratch_database_url: Option<String>,
     #[command(flatten)]
     pub pg: PgBinArgs,
 }
@@ -238,11 +260,30 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
     let output = cli.output;
     match cli.command {
         Command::Backup(BackupCommand::Run(args)) => Ok(backup::run(args, output).await?),
-        Command::Backup(BackupCommand::List(args)) => Ok(backup::list(args, output).await?),
+        Command::Backup(BackupCommand::Create(args)) => {
+            Ok(cluster_backup::create_backup(args, output).await?)
+        }
+        Command::Backup(BackupCommand::List(args)) => {
+            match (&args.repo.repo, &args.cluster_instance) {
+                (None, Some(instance)) => {
+                    Ok(cluster_backup::list_backups(instance, &args.kube, output).await?)
+                }
+                _ => Ok(backup::list(args, output).await?),
+            }
+        }
+        Command::Restore(args) => Ok(cluster_backup::restore(args, output).await?),
         Command::Backup(BackupCommand::Verify(args)) => Ok(backup::verify(args, output).await?),
         Command::Backup(BackupCommand::Restore(args)) => Ok(backup::restore(args, output).await?),
         Command::Backup(BackupCommand::Prune(args)) => Ok(backup::prune(args, output).await?),
-        Command::Drill(args) => Ok(backup::drill(args, output).await?),
+        Command::Drill(args) => match (&args.repo.repo, args.cluster_instance.clone()) {
+            (None, Some(instance)) => {
+                Ok(
+                    cluster_backup::drill(&instance, &args.backup, &args.kube, args.wait, output)
+                        .await?,
+                )
+            }
+            _ => Ok(backup::drill(args, output).await?),
+        },
         Command::Demo(DemoCommand::Seed(args)) => Ok(demo::seed(args, output).await?),
         Command::Get(args) => Ok(cluster::get(args, output).await?),
         Command::Status(args) => Ok(cluster::status(args, output).await?),

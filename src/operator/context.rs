@@ -12,6 +12,7 @@ use rand::Rng;
 use serde::de::DeserializeOwned;
 
 use super::backoff::{FailureCounts, backoff_delay};
+use super::backup_index::BackupIndex;
 use super::clock::Clock;
 use super::error::Error;
 use super::metrics::Metrics;
@@ -31,6 +32,8 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// The image the engine's Jobs run (the operator's own image: it carries dhis2ctl).
     pub engine_image: String,
+    /// Watched copies of the backup objects, for the instances' backup summaries.
+    pub backups: BackupIndex,
 }
 
 impl Context {
@@ -41,6 +44,7 @@ impl Context {
         allow_endpoint_override: bool,
         clock: Arc<dyn Clock>,
         engine_image: String,
+        backups: BackupIndex,
     ) -> Self {
         let reporter = Reporter {
             controller: "dhis2-operator".into(),
@@ -59,6 +63,7 @@ impl Context {
             failures: FailureCounts::default(),
             clock,
             engine_image,
+            backups,
         }
     }
 

@@ -62,7 +62,7 @@ pub fn error_policy(db: Arc<Dhis2Database>, error: &Error, ctx: Arc<Context>) ->
     ctx.retry_after_failure(KIND, &*db, error)
 }
 
-fn random_password() -> String {
+pub(crate) fn random_password() -> String {
     rand::rng()
         .sample_iter(&Alphanumeric)
         .take(32)

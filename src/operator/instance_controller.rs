@@ -8,15 +8,18 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
 use crate::crd::dhis2_database::Dhis2Database;
-use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceStatus};
+use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceStatus, InstanceBackupStatus};
+use crate::crd::{Dhis2Backup, Dhis2BackupSchedule, Dhis2Drill};
 
 use super::apply::{Parent, apply_owned, prune_owned};
+use super::backup_summary::{BackupObservation, summarise_backups};
 use super::conditions::{is_true, merge_conditions};
 use super::context::Context;
 use super::database_connection::read_database_secret;
@@ -284,6 +287,28 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
     Ok(Action::requeue(Duration::from_secs(every)))
 }
 
+/// The instance's backups, drills and schedules, summarised (from the watched copies).
+fn backup_summary(
+    instance: &Dhis2Instance,
+    ctx: &Context,
+    ns: &str,
+) -> (InstanceBackupStatus, Condition) {
+    let name = instance.name_any();
+    let backups = ctx.backups.backups_of(ns, &name);
+    let drills = ctx.backups.drills_of(ns, &name);
+    let schedules = ctx.backups.schedules_of(ns, &name);
+    let backups: Vec<&Dhis2Backup> = backups.iter().map(AsRef::as_ref).collect();
+    let drills: Vec<&Dhis2Drill> = drills.iter().map(AsRef::as_ref).collect();
+    let schedules: Vec<&Dhis2BackupSchedule> = schedules.iter().map(AsRef::as_ref).collect();
+    summarise_backups(&BackupObservation {
+        backups: &backups,
+        drills: &drills,
+        schedules: &schedules,
+        next_drill_time: None,
+        generation: instance.metadata.generation,
+    })
+}
+
 async fn write_status(
     instance: &Dhis2Instance,
     ctx: &Context,
@@ -306,6 +331,9 @@ async fn write_status(
         ready_replicas,
         health,
     });
+    let (backup, backup_healthy) = backup_summary(instance, ctx, ns);
+    let mut conditions = conditions;
+    conditions.push(backup_healthy);
     let (version, revision) = match health {
         Some(Dhis2Health::Up { version, revision }) => (version.clone(), revision.clone()),
         _ => (old.version.clone(), old.revision.clone()),
@@ -324,7 +352,7 @@ async fn write_status(
             .as_ref()
             .map(|h| format!("http://{h}"))
             .or_else(|| Some(format!("http://{name}.{ns}.svc"))),
-        backup: old.backup.clone(),
+        backup: Some(backup),
     };
     let api: Api<Dhis2Instance> = ctx.api(ns);
     api.patch_status(

@@ -1,5 +1,5 @@
 //! Starts the operator: checks the CRDs are installed, serves health and metrics, and runs the
-//! controllers (databases, instances, backups) until SIGTERM.
+//! controllers (databases, instances, backups, drills) until SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,19 +8,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
 use kube::api::ListParams;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 
-use crate::crd::{Dhis2Backup, Dhis2Database, Dhis2Instance};
+use crate::crd::{Dhis2Backup, Dhis2BackupSchedule, Dhis2Database, Dhis2Drill, Dhis2Instance};
 
+use super::backup_index::BackupIndex;
 use super::clock::{FileClock, SystemClock};
 use super::context::{Context, scoped_api as api};
 use super::labels::MANAGED_BY;
 use super::metrics::Metrics;
-use super::{backup_controller, database_controller, instance_controller, server};
+use super::{
+    backup_controller, database_controller, drill_controller, instance_controller, server,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -92,6 +96,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             "--allow-endpoint-override: the dhis2operator.io/endpoint-override annotation is honoured (development only)"
         );
     }
+    let backups = BackupIndex::start(&client, ns);
+    backups.wait_until_ready().await;
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,
@@ -105,6 +111,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             None => Arc::new(SystemClock),
         },
         engine_image,
+        backups,
     ));
     // Only our children wake the controllers: fewer events, less memory. Secrets are not
     // watched at all: the operator reads only the Secrets its resources name, by name, so it
@@ -133,6 +140,22 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     .owns(api::<PersistentVolumeClaim>(&client, ns), ours.clone())
     .owns(api::<Ingress>(&client, ns), ours.clone())
     .owns(api::<Dhis2Database>(&client, ns), ours.clone())
+    // A backup, drill or schedule of an instance changes its backup summary.
+    .watches(
+        api::<Dhis2Backup>(&client, ns),
+        watcher::Config::default(),
+        |b| instance_of(&b, &b.spec.instance_ref),
+    )
+    .watches(
+        api::<Dhis2Drill>(&client, ns),
+        watcher::Config::default(),
+        |d| instance_of(&d, &d.spec.instance_ref),
+    )
+    .watches(
+        api::<Dhis2BackupSchedule>(&client, ns),
+        watcher::Config::default(),
+        |s| instance_of(&s, &s.spec.instance_ref),
+    )
     .shutdown_on_signal()
     .run(
         instance_controller::reconcile,
@@ -142,17 +165,34 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     .for_each(|_| futures::future::ready(()));
     // A backup wakes when its Job changes (started, finished, deleted).
     let backups = Controller::new(api::<Dhis2Backup>(&client, ns), watcher::Config::default())
-        .owns(api::<Job>(&client, ns), ours)
+        .owns(api::<Job>(&client, ns), ours.clone())
         .shutdown_on_signal()
         .run(
             backup_controller::reconcile,
             backup_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    // A drill wakes when its throw-away server becomes ready and when its Job ends.
+    let drills = Controller::new(api::<Dhis2Drill>(&client, ns), watcher::Config::default())
+        .owns(api::<Pod>(&client, ns), ours.clone())
+        .owns(api::<Job>(&client, ns), ours)
+        .shutdown_on_signal()
+        .run(
+            drill_controller::reconcile,
+            drill_controller::error_policy,
             ctx,
         )
         .for_each(|_| futures::future::ready(()));
     ready.store(true, Ordering::SeqCst);
     tracing::info!(namespace = ?namespace, "dhis2-operator running");
-    tokio::join!(databases, instances, backups);
+    tokio::join!(databases, instances, backups, drills);
     tracing::info!("dhis2-operator stopped");
     Ok(())
+}
+
+/// The instance a backup object is about (same namespace).
+fn instance_of(obj: &impl kube::ResourceExt, instance: &str) -> Option<ObjectRef<Dhis2Instance>> {
+    let ns = obj.namespace()?;
+    Some(ObjectRef::new(instance).within(&ns))
 }

@@ -31,6 +31,9 @@
 //!   killed, as the kubelet stops the container.
 //! - [`JobKubelet::pause`] holds new commands: their pods show Running but nothing starts until
 //!   [`JobKubelet::resume`]. [`JobKubelet::runs`] tells what ran, for assertions.
+//! - A drill's throw-away database pod (component `drill-database`) gets a real PostgreSQL 15 +
+//!   PostGIS server on a free loopback port, with its Services' names mapped to it for the Jobs
+//!   and unmapped when the pod goes (tests/support/drill_server.rs; [`JobKubelet::drill_servers`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -45,6 +48,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
+
+use super::drill_server::DrillServers;
 
 /// The label the job controller puts on the pods of a Job.
 pub const JOB_NAME_LABEL: &str = "job-name";
@@ -91,6 +96,7 @@ impl JobRun {
 pub struct JobKubelet {
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    drill_servers: DrillServers,
 }
 
 struct Shared {
@@ -143,7 +149,33 @@ impl JobKubelet {
             groups: Mutex::new(HashMap::new()),
         });
         let task = tokio::spawn(poll(shared.clone()));
-        JobKubelet { shared, task }
+        let hosts = shared.clone();
+        let drill_servers = DrillServers::start(
+            shared.admin.clone(),
+            namespace,
+            Arc::new(move |name: &str, target: Option<std::net::SocketAddr>| {
+                let mut map = hosts.hosts.lock().unwrap();
+                match target {
+                    Some(addr) => map.insert(name.to_string(), addr.to_string()),
+                    None => map.remove(name),
+                };
+            }),
+        );
+        JobKubelet {
+            shared,
+            task,
+            drill_servers,
+        }
+    }
+
+    /// The throw-away database servers of drills in this namespace.
+    pub fn drill_servers(&self) -> &DrillServers {
+        &self.drill_servers
+    }
+
+    /// Where `name` leads now, if it is mapped.
+    pub fn mapped_host(&self, name: &str) -> Option<String> {
+        self.shared.hosts.lock().unwrap().get(name).cloned()
     }
 
     /// From now on, `name` in args and env values means `target` (`host:port` or `host`).

@@ -1,0 +1,431 @@
+//! Backups, restores and drills in the cluster: the CLI declares intent (creates a `Dhis2Backup`,
+//! `Dhis2Restore` or `Dhis2Drill`) and, with `--wait`, follows its status; the operator acts.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::crd::backup_common::RunPhase;
+use crate::crd::dhis2_backup::Dhis2BackupStatus;
+use crate::crd::dhis2_drill::Dhis2DrillStatus;
+use crate::crd::dhis2_restore::{RestoreSource, RestoreTarget};
+use crate::crd::{
+    Dhis2Backup, Dhis2BackupSpec, Dhis2Drill, Dhis2DrillSpec, Dhis2Instance, Dhis2Restore,
+    Dhis2RestoreSpec,
+};
+use crate::output::{OutputFormat, human_duration, render_structured, render_table};
+
+use super::cluster::{ClusterError, KubeArgs, age, api_error, connect};
+
+#[derive(Debug, Args)]
+pub struct CreateBackupArgs {
+    /// The Dhis2Instance to back up.
+    pub instance: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Follow the backup until it completes or fails (exit 1 when it fails).
+    #[arg(long)]
+    pub wait: bool,
+    /// Also keep the data of analytics and resource tables (DHIS2 regenerates it).
+    #[arg(long)]
+    pub include_analytics: bool,
+    /// Leave the file store out.
+    #[arg(long)]
+    pub no_file_store: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterRestoreArgs {
+    /// A Dhis2Backup's name, a backup id, or `latest`.
+    pub backup: String,
+    /// The instance the backup was made of.
+    #[arg(long = "from", value_name = "INSTANCE")]
+    pub from: String,
+    /// The instance to restore into: a new name creates a new instance from the source's spec.
+    #[arg(long = "to", value_name = "NAME")]
+    pub to: String,
+    /// Required to restore over an existing instance: its name, typed again.
+    #[arg(long, value_name = "NAME")]
+    pub confirm_overwrite: Option<String>,
+    /// Required (with --confirm-overwrite) to restore over a production instance.
+    #[arg(long, value_name = "WHO")]
+    pub approved_by: Option<String>,
+    /// Do not ask DHIS2 to regenerate analytics tables afterwards.
+    #[arg(long)]
+    pub no_analytics: bool,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Follow the restore until it completes or fails.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// `<instance>-<what>-<UTC time>`: readable, sortable, unique per second.
+fn object_name(instance: &str, what: &str) -> String {
+    let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+    let mut base = format!("{instance}-{what}");
+    base.truncate(63 - 15);
+    format!("{}-{stamp}", base.trim_end_matches('-'))
+}
+
+async fn instance_exists(client: &Client, ns: &str, name: &str) -> Result<(), ClusterError> {
+    Api::<Dhis2Instance>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(api_error)?
+        .map(|_| ())
+        .ok_or_else(|| ClusterError::NotFound {
+            name: name.to_string(),
+            namespace: ns.to_string(),
+        })
+}
+
+async fn create<K>(api: &Api<K>, obj: &K) -> Result<K, ClusterError>
+where
+    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    api.create(&PostParams::default(), obj)
+        .await
+        .map_err(api_error)
+}
+
+/// Polls `name` until `done` says it has finished; shows `describe` on a spinner meanwhile.
+async fn follow<K>(
+    api: &Api<K>,
+    name: &str,
+    output: OutputFormat,
+    describe: impl Fn(&K) -> String,
+    done: impl Fn(&K) -> bool,
+) -> Result<K, ClusterError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let spinner = if output.is_machine() || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    };
+    loop {
+        let obj = api.get(name).await.map_err(api_error)?;
+        spinner.set_message(describe(&obj));
+        if done(&obj) {
+            spinner.finish_and_clear();
+            return Ok(obj);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn phase_text(phase: Option<RunPhase>) -> String {
+    phase
+        .map(|p| format!("{p:?}"))
+        .unwrap_or_else(|| "Pending".into())
+}
+
+fn backup_line(name: &str, st: &Dhis2BackupStatus) -> String {
+    match st.phase {
+        Some(RunPhase::Completed) => format!(
+            "backup {name} completed: id {} in {}, {} in {}",
+            st.backup_id.clone().unwrap_or_default(),
+            st.repository.clone().unwrap_or_default(),
+            st.size.clone().unwrap_or_default(),
+            human_duration(st.duration_seconds.unwrap_or_default().round() as i64)
+        ),
+        Some(RunPhase::Failed) => format!(
+            "backup {name} failed: {}",
+            st.failure_reason.clone().unwrap_or_default()
+        ),
+        phase => format!("backup {name}: {}", phase_text(phase)),
+    }
+}
+
+pub async fn create_backup(
+    args: CreateBackupArgs,
+    output: OutputFormat,
+) -> Result<ExitCode, ClusterError> {
+    let (client, ns) = connect(&args.kube).await?;
+    instance_exists(&client, &ns, &args.instance).await?;
+    let api: Api<Dhis2Backup> = Api::namespaced(client, &ns);
+    let mut backup = Dhis2Backup::new(
+        &object_name(&args.instance, "backup"),
+        Dhis2BackupSpec {
+            instance_ref: args.instance.clone(),
+            include_file_store: !args.no_file_store,
+            include_analytics: args.include_analytics,
+            repository: None,
+            retention: None,
+            retention_time_zone: None,
+            deadline_seconds: crate::crd::backup_common::DEFAULT_DEADLINE_SECONDS,
+        },
+    );
+    backup.metadata.labels = Some(
+        [(
+            "dhis2operator.io/instance".to_string(),
+            args.instance.clone(),
+        )]
+        .into(),
+    );
+    let created = create(&api, &backup).await?;
+    let name = created.name_any();
+    if !args.wait {
+        let text = render_structured(output, &created)
+            .unwrap_or_else(|| format!("dhis2backup.dhis2operator.io/{name} created"));
+        super::print_stdout(&text);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let finished = follow(
+        &api,
+        &name,
+        output,
+        |b| backup_line(&name, &b.status.clone().unwrap_or_default()),
+        |b| {
+            b.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(RunPhase::is_finished)
+        },
+    )
+    .await?;
+    let st = finished.status.clone().unwrap_or_default();
+    let text = render_structured(output, &finished).unwrap_or_else(|| backup_line(&name, &st));
+    super::print_stdout(&text);
+    Ok(if st.phase == Some(RunPhase::Completed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn list_backups(
+    instance: &str,
+    kube: &KubeArgs,
+    output: OutputFormat,
+) -> Result<ExitCode, ClusterError> {
+    let (client, ns) = connect(kube).await?;
+    let api: Api<Dhis2Backup> = Api::namespaced(client, &ns);
+    let mut items: Vec<Dhis2Backup> = api
+        .list(&ListParams::default())
+        .await
+        .map_err(api_error)?
+        .items
+        .into_iter()
+        .filter(|b| b.spec.instance_ref == instance)
+        .collect();
+    items.sort_by_key(|b| std::cmp::Reverse(b.metadata.creation_timestamp.clone()));
+    if let Some(text) = render_structured(output, &items) {
+        super::print_stdout(&text);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if items.is_empty() {
+        super::print_stdout(&format!(
+            "no Dhis2Backups of {instance} in namespace {ns}; `dhis2ctl backup create {instance}` makes one"
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = items
+        .iter()
+        .map(|b| {
+            let st = b.status.clone().unwrap_or_default();
+            vec![
+                b.name_any(),
+                phase_text(st.phase),
+                st.backup_id.unwrap_or_else(|| "-".into()),
+                st.size.unwrap_or_else(|| "-".into()),
+                st.duration_seconds
+                    .map(|d| human_duration(d.round() as i64))
+                    .unwrap_or_else(|| "-".into()),
+                age(b.metadata.creation_timestamp.as_ref()),
+                st.failure_reason.unwrap_or_default(),
+            ]
+        })
+        .collect();
+    super::print_stdout(&render_table(
+        &[
+            "name",
+            "phase",
+            "backup id",
+            "size",
+            "took",
+            "age",
+            "failure",
+        ],
+        rows,
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn restore(
+    args: ClusterRestoreArgs,
+    output: OutputFormat,
+) -> Result<ExitCode, ClusterError> {
+    let (client, ns) = connect(&args.kube).await?;
+    instance_exists(&client, &ns, &args.from).await?;
+    // A Dhis2Backup of that name is meant; otherwise an id (or `latest`) in the repository.
+    let named_backup = Api::<Dhis2Backup>::namespaced(client.clone(), &ns)
+        .get_opt(&args.backup)
+        .await
+        .map_err(api_error)?;
+    let (backup_ref, backup_id) = match named_backup {
+        Some(b) => (Some(b.name_any()), None),
+        None => (None, Some(args.backup.clone())),
+    };
+    let api: Api<Dhis2Restore> = Api::namespaced(client, &ns);
+    let mut restore = Dhis2Restore::new(
+        &object_name(&args.to, "restore"),
+        Dhis2RestoreSpec {
+            source: RestoreSource {
+                instance: args.from.clone(),
+                backup_ref,
+                backup_id,
+                repository: None,
+            },
+            target: RestoreTarget {
+                instance: args.to.clone(),
+                new_instance: None,
+            },
+            confirm_overwrite: args.confirm_overwrite.clone(),
+            approved_by: args.approved_by.clone(),
+            regenerate_analytics: !args.no_analytics,
+            include_file_store: true,
+            deadline_seconds: crate::crd::backup_common::DEFAULT_DEADLINE_SECONDS,
+        },
+    );
+    restore.metadata.labels =
+        Some([("dhis2operator.io/instance".to_string(), args.to.clone())].into());
+    let created = create(&api, &restore).await?;
+    let name = created.name_any();
+    if !args.wait {
+        let text = render_structured(output, &created)
+            .unwrap_or_else(|| format!("dhis2restore.dhis2operator.io/{name} created"));
+        super::print_stdout(&text);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let describe = |r: &Dhis2Restore| {
+        let st = r.status.clone().unwrap_or_default();
+        let mut line = format!(
+            "restore {name} into {}: {}",
+            args.to,
+            st.phase.clone().unwrap_or_else(|| "Pending".into())
+        );
+        if let Some(m) = st.failure_reason.or(st.message) {
+            line.push_str(&format!(" — {m}"));
+        }
+        line
+    };
+    let finished = follow(&api, &name, output, describe, |r| {
+        matches!(
+            r.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Completed" | "Failed")
+        )
+    })
+    .await?;
+    let st = finished.status.clone().unwrap_or_default();
+    let text = render_structured(output, &finished).unwrap_or_else(|| {
+        let mut text = describe(&finished);
+        if let Some(r) = &st.replaced_database {
+            text.push_str(&format!("\n  previous database kept as {r}"));
+        }
+        if let Some(a) = &st.analytics_regeneration {
+            text.push_str(&format!("\n  analytics regeneration: {a}"));
+        }
+        text
+    });
+    super::print_stdout(&text);
+    Ok(if st.phase.as_deref() == Some("Completed") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn drill_line(name: &str, st: &Dhis2DrillStatus) -> String {
+    match (st.phase, st.passed) {
+        (Some(RunPhase::Completed), Some(passed)) => {
+            let mut text = format!(
+                "drill {name} of backup {}: {} — RTO {}, RPO {}",
+                st.backup_id.clone().unwrap_or_default(),
+                if passed { "PASSED" } else { "FAILED" },
+                st.rto.clone().unwrap_or_default(),
+                st.rpo.clone().unwrap_or_default()
+            );
+            for f in &st.failures {
+                text.push_str(&format!("\n  failure: {f}"));
+            }
+            text
+        }
+        (Some(RunPhase::Failed), _) => {
+            format!("drill {name} could not run: {}", st.failures.join("; "))
+        }
+        (phase, _) => format!("drill {name}: {}", phase_text(phase)),
+    }
+}
+
+/// `dhis2ctl drill INSTANCE`: a Dhis2Drill of `backup` (an id or `latest`).
+pub async fn drill(
+    instance: &str,
+    backup: &str,
+    kube: &KubeArgs,
+    wait: bool,
+    output: OutputFormat,
+) -> Result<ExitCode, ClusterError> {
+    let (client, ns) = connect(kube).await?;
+    instance_exists(&client, &ns, instance).await?;
+    let api: Api<Dhis2Drill> = Api::namespaced(client, &ns);
+    let mut drill = Dhis2Drill::new(
+        &object_name(instance, "drill"),
+        Dhis2DrillSpec {
+            instance_ref: instance.to_string(),
+            backup_id: Some(backup.to_string()),
+            repository: None,
+            postgis_image: None,
+            deadline_seconds: crate::crd::backup_common::DEFAULT_DEADLINE_SECONDS,
+        },
+    );
+    drill.metadata.labels = Some(
+        [(
+            "dhis2operator.io/instance".to_string(),
+            instance.to_string(),
+        )]
+        .into(),
+    );
+    let created = create(&api, &drill).await?;
+    let name = created.name_any();
+    if !wait {
+        let text = render_structured(output, &created)
+            .unwrap_or_else(|| format!("dhis2drill.dhis2operator.io/{name} created"));
+        super::print_stdout(&text);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let finished = follow(
+        &api,
+        &name,
+        output,
+        |d| drill_line(&name, &d.status.clone().unwrap_or_default()),
+        |d| {
+            d.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(RunPhase::is_finished)
+        },
+    )
+    .await?;
+    let st = finished.status.clone().unwrap_or_default();
+    let text = render_structured(output, &finished).unwrap_or_else(|| drill_line(&name, &st));
+    super::print_stdout(&text);
+    Ok(
+        if st.phase == Some(RunPhase::Completed) && st.passed == Some(true) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}

@@ -21,14 +21,13 @@ use crate::crd::dhis2_drill::{DEFAULT_DRILL_POSTGIS_IMAGE, Dhis2Drill};
 use super::engine_job::{
     EngineInputs, EngineJob, build_engine_job, plain_env, repository_inputs, secret_env,
 };
-use super::labels::{child_meta, labels};
+use super::labels::{INSTANCE_LABEL, child_meta, labels};
 
 /// `app.kubernetes.io/name` of a drill's objects: not `dhis2` or `postgresql`, so the
 /// instance's and the database's Services never select the throw-away server.
 pub const APP: &str = "dhis2-drill";
 pub const SERVER_COMPONENT: &str = "drill-database";
 pub const JOB_COMPONENT: &str = "drill";
-pub const INSTANCE_LABEL: &str = "dhis2operator.io/instance";
 /// Which drill an object belongs to (the drill's name, shortened to a label value).
 pub const DRILL_LABEL: &str = "dhis2operator.io/drill";
 pub const SERVER_CONTAINER: &str = "postgis";

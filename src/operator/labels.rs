@@ -98,3 +98,13 @@ pub fn child_meta(
         ..Default::default()
     }
 }
+
+/// The `app.kubernetes.io/name` of the engine's Jobs (backup, restore): never `dhis2`, so neither
+/// DHIS2's Deployment nor its Service ever selects the engine's pods.
+pub const ENGINE_APP: &str = "dhis2ctl";
+
+/// On every object about an instance (backups, restores, drills): the instance's name.
+pub const INSTANCE_LABEL: &str = "dhis2operator.io/instance";
+/// On objects a schedule created: the `Dhis2BackupSchedule`'s name, or `drill` for an
+/// instance's drill schedule.
+pub const SCHEDULE_LABEL: &str = "dhis2operator.io/schedule";

@@ -14,14 +14,9 @@ use super::dhis_conf::DatabaseConnection;
 use super::engine_job::{
     EngineInputs, EngineJob, build_engine_job, database_inputs, repository_inputs,
 };
-use super::labels::labels;
+use super::labels::{ENGINE_APP, INSTANCE_LABEL, labels};
 use super::restore_steps::ResolvedSource;
 
-/// The `app.kubernetes.io/name` of the engine's Jobs: never `dhis2`, so neither DHIS2's
-/// Deployment nor its Service ever selects the engine's pods.
-pub const ENGINE_APP: &str = "dhis2ctl";
-/// Every object about an instance carries its name here.
-pub const INSTANCE_LABEL: &str = "dhis2operator.io/instance";
 /// Where DHIS2 keeps its files; the restore writes them to the same path.
 pub const FILES_MOUNT: &str = "/opt/dhis2/files";
 

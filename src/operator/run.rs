@@ -1,5 +1,5 @@
 //! Starts the operator: checks the CRDs are installed, serves health and metrics, and runs the
-//! controllers until SIGTERM.
+//! controllers (databases, instances, backups, drills) until SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +25,8 @@ use super::context::{Context, scoped_api as api};
 use super::labels::MANAGED_BY;
 use super::metrics::Metrics;
 use super::{
-    database_controller, drill_controller, instance_controller, restore_controller, server,
+    backup_controller, database_controller, drill_controller, instance_controller,
+    restore_controller, server,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +170,16 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         ctx.clone(),
     )
     .for_each(|_| futures::future::ready(()));
+    // A backup wakes when its Job changes (started, finished, deleted).
+    let backups = Controller::new(api::<Dhis2Backup>(&client, ns), watcher::Config::default())
+        .owns(api::<Job>(&client, ns), ours.clone())
+        .shutdown_on_signal()
+        .run(
+            backup_controller::reconcile,
+            backup_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
     // A drill wakes when its throw-away server becomes ready and when its Job ends.
     let drills = Controller::new(api::<Dhis2Drill>(&client, ns), watcher::Config::default())
         .owns(api::<Pod>(&client, ns), ours.clone())
@@ -191,7 +202,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         .for_each(|_| futures::future::ready(()));
     ready.store(true, Ordering::SeqCst);
     tracing::info!(namespace = ?namespace, "dhis2-operator running");
-    tokio::join!(databases, instances, drills, restores);
+    tokio::join!(databases, instances, backups, drills, restores);
     tracing::info!("dhis2-operator stopped");
     Ok(())
 }

@@ -95,3 +95,9 @@ pub fn child_meta(
         ..Default::default()
     }
 }
+
+/// On every object about an instance (backups, restores, drills): the instance's name.
+pub const INSTANCE_LABEL: &str = "dhis2operator.io/instance";
+/// On objects a schedule created: the `Dhis2BackupSchedule`'s name, or `drill` for an
+/// instance's drill schedule.
+pub const SCHEDULE_LABEL: &str = "dhis2operator.io/schedule";

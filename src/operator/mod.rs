@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod backup_schedule_controller;
 pub mod clock;
 pub mod conditions;
 pub mod context;
@@ -11,6 +12,7 @@ pub mod credentials;
 pub mod database_build;
 pub mod database_controller;
 pub mod dhis_conf;
+pub mod drill_schedule_controller;
 pub mod engine_job;
 pub mod error;
 pub mod health;
@@ -21,6 +23,11 @@ pub mod labels;
 pub mod metrics;
 pub mod quantity;
 pub mod run;
+pub mod run_history;
+pub mod schedule_build;
+pub mod schedule_plan;
+pub mod schedule_status;
+pub mod scheduled_objects;
 pub mod server;
 pub mod status;
 pub mod storage;

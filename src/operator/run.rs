@@ -1,5 +1,5 @@
-//! Starts the operator: checks the CRDs are installed, serves health and metrics, and runs both
-//! controllers until SIGTERM.
+//! Starts the operator: checks the CRDs are installed, serves health and metrics, and runs the
+//! controllers (databases, instances, backup schedules, drill schedules) until SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,13 +13,17 @@ use kube::Client;
 use kube::api::ListParams;
 use kube::runtime::{Controller, watcher};
 
-use crate::crd::{Dhis2Database, Dhis2Instance};
+use crate::crd::{Dhis2Backup, Dhis2BackupSchedule, Dhis2Database, Dhis2Drill, Dhis2Instance};
 
 use super::clock::{FileClock, SystemClock};
 use super::context::{Context, scoped_api as api};
 use super::labels::MANAGED_BY;
+use super::labels::SCHEDULE_LABEL;
 use super::metrics::Metrics;
-use super::{database_controller, instance_controller, server};
+use super::{
+    backup_schedule_controller, database_controller, drill_schedule_controller,
+    instance_controller, server,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -136,12 +140,39 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     .run(
         instance_controller::reconcile,
         instance_controller::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| futures::future::ready(()));
+    // Schedules wake at their next fire time, and when what they made changes (a backup or a
+    // drill finished: history limits, last success).
+    let scheduled = watcher::Config::default().labels(SCHEDULE_LABEL);
+    let backup_schedules = Controller::new(
+        api::<Dhis2BackupSchedule>(&client, ns),
+        watcher::Config::default(),
+    )
+    .owns(api::<Dhis2Backup>(&client, ns), scheduled.clone())
+    .shutdown_on_signal()
+    .run(
+        backup_schedule_controller::reconcile,
+        backup_schedule_controller::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| futures::future::ready(()));
+    let drill_schedules = Controller::new(
+        api::<Dhis2Instance>(&client, ns),
+        watcher::Config::default(),
+    )
+    .owns(api::<Dhis2Drill>(&client, ns), scheduled)
+    .shutdown_on_signal()
+    .run(
+        drill_schedule_controller::reconcile,
+        drill_schedule_controller::error_policy,
         ctx,
     )
     .for_each(|_| futures::future::ready(()));
     ready.store(true, Ordering::SeqCst);
     tracing::info!(namespace = ?namespace, "dhis2-operator running");
-    tokio::join!(databases, instances);
+    tokio::join!(databases, instances, backup_schedules, drill_schedules);
     tracing::info!("dhis2-operator stopped");
     Ok(())
 }

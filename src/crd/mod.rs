@@ -34,12 +34,30 @@ pub fn crds_yaml() -> String {
     ];
     crds.iter()
         .map(|crd| {
+            let mut value = serde_json::to_value(crd).unwrap_or_default();
+            drop_null_from_enums(&mut value);
             // serde-saphyr: kube-rs' choice now that serde_yaml is unmaintained.
-            let mut doc = serde_saphyr::to_string(crd).unwrap_or_default();
+            let mut doc = serde_saphyr::to_string(&value).unwrap_or_default();
             if !doc.ends_with('\n') {
                 doc.push('\n');
             }
             format!("---\n{doc}")
         })
         .collect()
+}
+
+/// schemars lists `null` among the values of an optional enum; `nullable: true` already says
+/// that, and kubectl's client-side validation refuses a `null` enum value ("unknown object type
+/// \"nil\"").
+fn drop_null_from_enums(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                values.retain(|v| !v.is_null());
+            }
+            map.values_mut().for_each(drop_null_from_enums);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_null_from_enums),
+        _ => {}
+    }
 }

@@ -1,5 +1,6 @@
 //! Operator harness: the real kube-apiserver from scripts/test.sh, the real operator binary in
-//! its own namespace, a fake kubelet (no kubelet runs here: it marks pods Ready or not) and a
+//! its own namespace, a fake kubelet (no kubelet runs here: it marks pods Ready or not; the pods
+//! of Jobs are left to `job_kubelet::JobKubelet`, which runs their commands) and a
 //! fake DHIS2 answering /api/system/ping and /api/system/info as DHIS2 documents them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -284,7 +285,7 @@ impl FakeKubelet {
                     } else {
                         "False"
                     };
-                    for pod in list {
+                    for pod in list.into_iter().filter(|p| !left_to_others(p)) {
                         let is = pod
                             .status
                             .as_ref()
@@ -310,6 +311,17 @@ impl FakeKubelet {
         });
         Self { ready, task }
     }
+}
+
+/// Pods FakeKubelet leaves alone: the pods of Jobs (tests/support/job_kubelet.rs runs them) and
+/// a drill's throw-away database server.
+fn left_to_others(pod: &Pod) -> bool {
+    let labels = pod.labels();
+    labels.contains_key(super::job_kubelet::JOB_NAME_LABEL)
+        || labels
+            .get("app.kubernetes.io/component")
+            .map(String::as_str)
+            == Some("drill-database")
 }
 
 impl Drop for FakeKubelet {

@@ -3,6 +3,7 @@
 //! `dhis2ctl` binary the way an administrator would.
 #![allow(dead_code)]
 
+pub mod job_kubelet;
 pub mod kube_env;
 pub mod proxy;
 pub mod real_dhis2;

@@ -86,10 +86,6 @@ impl World {
             .expect("create Dhis2BackupSchedule");
     }
 
-    async fn schedule(&self, name: &str) -> Dhis2BackupSchedule {
-        self.api::<Dhis2BackupSchedule>().get(name).await.unwrap()
-    }
-
     /// Waits until the schedule's status satisfies `check`.
     async fn wait_schedule(
         &self,
@@ -234,6 +230,7 @@ async fn a_schedule_fires_once_at_two_in_the_morning_phnom_penh_time() {
     w.at::<Dhis2BackupSchedule>("2026-11-25T01:59:59+07:00", NIGHTLY)
         .await;
     w.backups_stay(NIGHTLY, &[]).await;
+    let before_two = k8s_openapi::jiff::Timestamp::now().as_second();
 
     // 02:00:30: exactly one backup, named after the fire time.
     w.at::<Dhis2BackupSchedule>("2026-11-25T02:00:30+07:00", NIGHTLY)
@@ -241,6 +238,17 @@ async fn a_schedule_fires_once_at_two_in_the_morning_phnom_penh_time() {
     let name = "hmis-nightly-202611241900";
     w.wait_backups(NIGHTLY, &[name]).await;
     let backup = w.api::<Dhis2Backup>().get(name).await.unwrap();
+    assert!(
+        backup
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .unwrap()
+            .0
+            .as_second()
+            >= before_two,
+        "created once the clock passed 02:00, not at 01:59:59"
+    );
     assert_eq!(backup.labels()["dhis2operator.io/instance"], "hmis");
     assert_eq!(backup.labels()["dhis2operator.io/schedule"], NIGHTLY);
     assert_eq!(

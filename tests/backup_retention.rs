@@ -104,3 +104,80 @@ async fn backup_run_with_a_policy_prunes_after_the_backup_and_reports_it() {
     assert_clear_failure(&out, "--keep-last 0");
     assert_eq!(env.s3_keys(&bucket).await.len(), before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retention_that_cannot_delete_is_a_warning_and_the_backup_stands() {
+    let env = env();
+    let (_src, src_url) = env.seeded_database("retain_fail_src").await;
+    let (_bucket, repo) = env.create_bucket("retain-fail").await;
+    for _ in 0..2 {
+        assert_success(&backup_run(&src_url, &repo, "hmis", &[]).await, "backup");
+    }
+    // Append-only credentials: the backup is written, the deletions are refused.
+    let proxy = support::proxy::AppendOnlyS3::start(env.s3_endpoint.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let report_file = dir.path().join("report.json");
+    let out = backup_run(
+        &src_url,
+        &repo,
+        "hmis",
+        &[
+            "--s3-endpoint",
+            &proxy.endpoint,
+            "--keep-last",
+            "1",
+            "--report-file",
+            report_file.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_success(&out, "the backup itself");
+    assert!(
+        proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "retention tried to delete"
+    );
+    let printed = json(&out);
+    let retention = printed["retention"].as_str().unwrap();
+    assert!(retention.starts_with("retention failed: "), "{retention}");
+    assert!(
+        retention.contains("Access Denied") || retention.contains("AccessDenied"),
+        "{retention}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_file).unwrap()).unwrap();
+    assert_eq!(
+        report["kind"], "backup",
+        "a backup report, not a failure: {report}"
+    );
+    assert_eq!(report["id"], printed["id"]);
+    assert_eq!(report["retention"], retention);
+    let err = stderr(&out);
+    assert!(
+        err.contains("WARN") && err.contains("retention after the backup failed"),
+        "{err}"
+    );
+
+    // All three backups are listed and complete.
+    let out = dhis2ctl(&[
+        "backup",
+        "list",
+        "--repo",
+        &repo,
+        "--instance",
+        "hmis",
+        "-o",
+        "json",
+    ])
+    .await;
+    let listed = json(&out);
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == printed["id"])
+    );
+}

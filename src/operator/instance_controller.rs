@@ -13,18 +13,18 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
-use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database};
+use crate::crd::dhis2_database::Dhis2Database;
 use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceStatus};
 
 use super::apply::{Parent, apply_owned, prune_owned};
 use super::conditions::{is_true, merge_conditions};
 use super::context::Context;
-use super::database_controller::connection_from_secret;
+use super::database_connection::read_database_secret;
 use super::dhis_conf::{ClusterSecrets, DatabaseConnection};
 use super::error::{Error, Result};
 use super::health::{Dhis2Health, probe};
 use super::instance_build::{APP, build_dedicated_database, build_instance_children};
-use super::labels::{ENDPOINT_OVERRIDE_ANNOTATION, credentials_secret_name};
+use super::labels::ENDPOINT_OVERRIDE_ANNOTATION;
 use super::status::{InstanceObservation, instance_phase_and_conditions};
 use super::validate::validate_instance;
 
@@ -120,21 +120,9 @@ async fn database_connection(
             .unwrap_or_else(|| "not reconciled yet".into());
         return Ok(Err(format!("Dhis2Database {db_name} is not ready: {why}")));
     }
-    let secret_name = match db.spec.provider {
-        DatabaseProvider::Managed => credentials_secret_name(&db_name),
-        DatabaseProvider::External => db.spec.external_secret_ref.clone().unwrap_or_default(),
-    };
-    let secret = ctx
-        .api::<Secret>(ns)
-        .get_opt(&secret_name)
-        .await
-        .map_err(|e| Error::kube(format!("reading Secret {secret_name}"), e))?;
-    Ok(secret
-        .as_ref()
-        .and_then(connection_from_secret)
-        .ok_or_else(|| {
-            format!("Secret {secret_name} with the database credentials is missing or incomplete")
-        }))
+    Ok(read_database_secret(ctx, ns, &db)
+        .await?
+        .map(|found| found.connection))
 }
 
 async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -> Result<Action> {
@@ -336,7 +324,9 @@ async fn write_status(
             .as_ref()
             .map(|h| format!("http://{h}"))
             .or_else(|| Some(format!("http://{name}.{ns}.svc"))),
-        backup: old.backup.clone(),
+        // Written by the backup, schedule and drill controllers; left out of this merge patch
+        // so a stale copy never overwrites what they wrote meanwhile.
+        backup: None,
     };
     let api: Api<Dhis2Instance> = ctx.api(ns);
     api.patch_status(

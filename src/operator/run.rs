@@ -1,5 +1,5 @@
 //! Starts the operator: checks the CRDs are installed, serves health and metrics, and runs the
-//! controllers (databases, instances, backup schedules, drill schedules) until SIGTERM.
+//! controllers (databases, instances, backups, backup schedules, drill schedules) until SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
@@ -21,7 +22,7 @@ use super::labels::MANAGED_BY;
 use super::labels::SCHEDULE_LABEL;
 use super::metrics::Metrics;
 use super::{
-    backup_schedule_controller, database_controller, drill_schedule_controller,
+    backup_controller, backup_schedule_controller, database_controller, drill_schedule_controller,
     instance_controller, server,
 };
 
@@ -135,7 +136,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     .owns(api::<Service>(&client, ns), ours.clone())
     .owns(api::<PersistentVolumeClaim>(&client, ns), ours.clone())
     .owns(api::<Ingress>(&client, ns), ours.clone())
-    .owns(api::<Dhis2Database>(&client, ns), ours)
+    .owns(api::<Dhis2Database>(&client, ns), ours.clone())
     .shutdown_on_signal()
     .run(
         instance_controller::reconcile,
@@ -167,12 +168,28 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     .run(
         drill_schedule_controller::reconcile,
         drill_schedule_controller::error_policy,
-        ctx,
+        ctx.clone(),
     )
     .for_each(|_| futures::future::ready(()));
+    // A backup wakes when its Job changes (started, finished, deleted).
+    let backups = Controller::new(api::<Dhis2Backup>(&client, ns), watcher::Config::default())
+        .owns(api::<Job>(&client, ns), ours)
+        .shutdown_on_signal()
+        .run(
+            backup_controller::reconcile,
+            backup_controller::error_policy,
+            ctx,
+        )
+        .for_each(|_| futures::future::ready(()));
     ready.store(true, Ordering::SeqCst);
     tracing::info!(namespace = ?namespace, "dhis2-operator running");
-    tokio::join!(databases, instances, backup_schedules, drill_schedules);
+    tokio::join!(
+        databases,
+        instances,
+        backups,
+        backup_schedules,
+        drill_schedules
+    );
     tracing::info!("dhis2-operator stopped");
     Ok(())
 }

@@ -1,0 +1,64 @@
+//! Where an instance's database is and how to log in to it: the `Dhis2Database` the instance
+//! uses and the Secret with its connection settings (managed: `<database>-credentials`, written
+//! by the operator; external: `spec.externalSecretRef`). Shared by the instance controller
+//! (dhis.conf) and the engine's Jobs (which get the password from the same Secret by reference).
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+
+use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database};
+use crate::crd::dhis2_instance::Dhis2Instance;
+
+use super::context::Context;
+use super::database_controller::connection_from_secret;
+use super::dhis_conf::DatabaseConnection;
+use super::error::{Error, Result};
+use super::labels::{credentials_secret_name, dedicated_database_name};
+
+/// The `Dhis2Database` an instance uses: `spec.databaseRef`, else its dedicated `<instance>-db`.
+pub fn instance_database_name(instance: &Dhis2Instance) -> String {
+    instance
+        .spec
+        .database_ref
+        .clone()
+        .unwrap_or_else(|| dedicated_database_name(&instance.name_any()))
+}
+
+/// The Secret that holds a database's host, port, database, username and password.
+pub fn connection_secret_name(db: &Dhis2Database) -> String {
+    match db.spec.provider {
+        DatabaseProvider::Managed => credentials_secret_name(&db.name_any()),
+        DatabaseProvider::External => db.spec.external_secret_ref.clone().unwrap_or_default(),
+    }
+}
+
+/// A database's connection settings and the Secret they were read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSecret {
+    pub secret_name: String,
+    pub connection: DatabaseConnection,
+}
+
+/// Reads the database's connection Secret; `Ok(Err(why))` when it is missing or incomplete.
+pub async fn read_database_secret(
+    ctx: &Context,
+    ns: &str,
+    db: &Dhis2Database,
+) -> Result<std::result::Result<DatabaseSecret, String>> {
+    let secret_name = connection_secret_name(db);
+    let secret = ctx
+        .api::<Secret>(ns)
+        .get_opt(&secret_name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Secret {secret_name}"), e))?;
+    Ok(secret
+        .as_ref()
+        .and_then(connection_from_secret)
+        .map(|connection| DatabaseSecret {
+            secret_name: secret_name.clone(),
+            connection,
+        })
+        .ok_or_else(|| {
+            format!("Secret {secret_name} with the database credentials is missing or incomplete")
+        }))
+}

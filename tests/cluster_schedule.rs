@@ -9,12 +9,16 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use dhis2_operator::crd::{Dhis2Backup, Dhis2BackupSchedule, Dhis2Drill, Dhis2Instance};
-use k8s_openapi::api::core::v1::Event;
+use dhis2_operator::crd::backup_common::RunPhase;
+use dhis2_operator::crd::{
+    Dhis2Backup, Dhis2BackupSchedule, Dhis2Database, Dhis2Drill, Dhis2Instance,
+};
+use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use support::job_kubelet::JobKubelet;
 use support::kube_env::*;
 
 /// An operator in its own namespace whose clock is a file the test writes.
@@ -150,6 +154,134 @@ impl World {
             )
             .await
             .unwrap_or_else(|e| panic!("status of {name}: {e}"));
+    }
+}
+
+/// The S3 endpoint as the cluster would name it; the harness maps it to the test SeaweedFS.
+const S3_SERVICE: &str = "seaweedfs.storage.svc";
+
+/// Real backups for a `World`: an instance `hmis` on an external database (a seeded
+/// DHIS2-shaped database on the test PostgreSQL), an S3 repository in a fresh bucket on the
+/// test SeaweedFS, and the JobKubelet running the engine's Jobs.
+struct Repository {
+    kubelet: JobKubelet,
+    repo: String,
+    pg_password: String,
+}
+
+impl World {
+    async fn instance_with_repository(&self) -> Repository {
+        let env = support::env();
+        let kubelet = JobKubelet::start(self.client.clone(), &self.ns);
+        kubelet.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
+        let (database, _) = env.seeded_database("sched").await;
+        let rest = env.pg_url.trim_start_matches("postgresql://");
+        let (userinfo, hostpart) = rest.split_once('@').unwrap();
+        let (user, password) = userinfo.split_once(':').unwrap();
+        let (host, port) = hostpart.split_once('/').unwrap().0.split_once(':').unwrap();
+        self.secret(
+            "moh-pg",
+            json!({"host": host, "port": port, "database": database, "username": user, "password": password}),
+        )
+        .await;
+        let (bucket, repo) = env.create_bucket("sched").await;
+        self.secret(
+            "backup-s3",
+            json!({"accessKey": env.access_key, "secretKey": env.secret_key}),
+        )
+        .await;
+        let db: Dhis2Database = serde_json::from_value(json!({
+            "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Database",
+            "metadata": {"name": "moh"}, "spec": {"provider": "external", "externalSecretRef": "moh-pg"}
+        }))
+        .unwrap();
+        self.api::<Dhis2Database>()
+            .create(&PostParams::default(), &db)
+            .await
+            .unwrap();
+        let instance: Dhis2Instance = serde_json::from_value(json!({
+            "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
+            "metadata": {"name": "hmis"},
+            "spec": {"version": "2.41.3", "environment": "production", "databaseRef": "moh",
+                     "backup": {"repository": {"s3": {"bucket": bucket, "prefix": "dhis2",
+                         "endpoint": format!("http://{S3_SERVICE}:8333"), "pathStyle": true,
+                         "credentialsSecretRef": "backup-s3"}}}}
+        }))
+        .unwrap();
+        self.api::<Dhis2Instance>()
+            .create(&PostParams::default(), &instance)
+            .await
+            .unwrap();
+        let secrets = self.api::<Secret>();
+        wait_for(60, "the instance's dhis.conf Secret", || async {
+            secrets.get_opt("hmis-dhis-conf").await.ok().flatten()
+        })
+        .await;
+        Repository {
+            kubelet,
+            repo,
+            pg_password: password.to_string(),
+        }
+    }
+
+    async fn secret(&self, name: &str, data: serde_json::Value) {
+        let secret: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
+                .unwrap();
+        self.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create secret");
+    }
+
+    async fn set_pg_password(&self, password: &str) {
+        self.api::<Secret>()
+            .patch(
+                "moh-pg",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {"password": password}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the Dhis2Backup `name` exists and reached `phase`.
+    async fn wait_backup_phase(&self, name: &str, phase: RunPhase) -> Dhis2Backup {
+        let backups = self.api::<Dhis2Backup>();
+        wait_for(180, &format!("Dhis2Backup {name} {phase:?}"), || async {
+            backups
+                .get(name)
+                .await
+                .ok()
+                .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(phase))
+        })
+        .await
+    }
+}
+
+impl Repository {
+    /// The ids `dhis2ctl backup list` finds for `hmis` in the repository, sorted.
+    async fn listed(&self) -> Vec<String> {
+        let out = support::dhis2ctl(&[
+            "backup",
+            "list",
+            "--repo",
+            &self.repo,
+            "--instance",
+            "hmis",
+            "-o",
+            "json",
+        ])
+        .await;
+        support::assert_success(&out, "backup list");
+        let mut ids: Vec<String> = support::json(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
     }
 }
 
@@ -296,24 +428,6 @@ async fn a_schedule_fires_once_at_two_in_the_morning_phnom_penh_time() {
     w.at::<Dhis2BackupSchedule>("2026-11-25T03:00:00+07:00", NIGHTLY)
         .await;
     w.backups_stay(NIGHTLY, &[name]).await;
-
-    // The backup completes: the schedule reports its success and retention outcome.
-    w.set_phase::<Dhis2Backup>(
-        name,
-        json!({"phase": "Completed", "completedAt": "2026-11-24T19:04:00Z", "retention": "kept 1, deleted 0"}),
-    )
-    .await;
-    let s = w
-        .wait_schedule(NIGHTLY, "the last success", |s| {
-            status_field(s, |st| st.last_successful_time.clone()).is_some()
-        })
-        .await;
-    let st = s.status.unwrap();
-    assert_eq!(
-        st.last_successful_time.as_deref(),
-        Some("2026-11-24T19:04:00Z")
-    );
-    assert_eq!(st.last_retention.as_deref(), Some("kept 1, deleted 0"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -408,62 +522,56 @@ async fn a_suspended_schedule_makes_no_backups() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn history_limits_delete_the_oldest_finished_backup_objects() {
+async fn history_limits_delete_the_oldest_failed_backup_objects() {
     let w = World::start("sched-history", "2026-11-25T00:30:00Z").await;
+    // An instance without a backup repository: the Dhis2Backup controller fails each backup at
+    // once, naming what is missing.
+    let instance: Dhis2Instance = serde_json::from_value(json!({
+        "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
+        "metadata": {"name": "hmis"}, "spec": {"version": "2.41.3", "environment": "staging"}
+    }))
+    .unwrap();
+    w.api::<Dhis2Instance>()
+        .create(&PostParams::default(), &instance)
+        .await
+        .unwrap();
     let hourly = "hmis-hourly";
     w.create_schedule(
         hourly,
-        json!({"instanceRef": "hmis", "schedule": "0 * * * *",
-               "successfulBackupsHistoryLimit": 2, "failedBackupsHistoryLimit": 1}),
+        json!({"instanceRef": "hmis", "schedule": "0 * * * *", "failedBackupsHistoryLimit": 2}),
     )
     .await;
     w.wait_schedule(hourly, "the first status", |s| s.status.is_some())
         .await;
-    // Six fire times: four backups complete, two fail; each finishes before the next starts.
-    let outcomes = [
-        ("01", "Completed"),
-        ("02", "Failed"),
-        ("03", "Completed"),
-        ("04", "Completed"),
-        ("05", "Failed"),
-        ("06", "Completed"),
-    ];
-    for (hour, phase) in outcomes {
+    for hour in ["01", "02", "03", "04"] {
         w.at::<Dhis2BackupSchedule>(&format!("2026-11-25T{hour}:00:10Z"), hourly)
             .await;
         let name = format!("{hourly}-20261125{hour}00");
-        wait_for(30, &format!("Dhis2Backup {name}"), || async {
-            w.backups(hourly).await.contains(&name).then_some(())
+        let backups = w.api::<Dhis2Backup>();
+        let failed = wait_for(30, &format!("Dhis2Backup {name} Failed"), || async {
+            backups
+                .get(&name)
+                .await
+                .ok()
+                .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::Failed))
         })
         .await;
-        let mut status = json!({"phase": phase});
-        if phase == "Completed" {
-            status["completedAt"] = json!(format!("2026-11-25T{hour}:03:00Z"));
-            status["retention"] = json!(format!("kept {hour}, deleted 0"));
-        } else {
-            status["failureReason"] = json!("the database refused the connection");
-        }
-        w.set_phase::<Dhis2Backup>(&name, status).await;
+        let reason = failed.status.unwrap().failure_reason.unwrap_or_default();
+        assert!(reason.contains("repository"), "{reason}");
     }
-    // Kept: the two newest completed (04, 06) and the newest failed (05).
+    // Kept: the two newest failed; the objects only (nothing was in a repository).
     w.wait_backups(
         hourly,
-        &[
-            "hmis-hourly-202611250400",
-            "hmis-hourly-202611250500",
-            "hmis-hourly-202611250600",
-        ],
+        &["hmis-hourly-202611250300", "hmis-hourly-202611250400"],
     )
     .await;
     let s = w
-        .wait_schedule(hourly, "the last success", |s| {
-            status_field(s, |st| st.last_successful_time.clone()).as_deref()
-                == Some("2026-11-25T06:03:00Z")
+        .wait_schedule(hourly, "the last backup", |s| {
+            status_field(s, |st| st.last_backup.clone()).as_deref()
+                == Some("hmis-hourly-202611250400")
         })
         .await;
-    let st = s.status.unwrap();
-    assert_eq!(st.last_retention.as_deref(), Some("kept 06, deleted 0"));
-    assert_eq!(st.last_backup.as_deref(), Some("hmis-hourly-202611250600"));
+    assert_eq!(s.status.unwrap().last_successful_time, None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -572,7 +680,9 @@ async fn the_instance_drill_schedule_creates_drills_and_keeps_the_newest_four() 
     }
 
     // Five more Sundays, each drill finished before the next: the newest four finished stay.
-    w.set_phase::<Dhis2Drill>(first, json!({"phase": "Completed", "passed": true}))
+    // Finished by hand (Failed: what a drill controller also makes of a drill of an instance
+    // without a repository, so the two never disagree).
+    w.set_phase::<Dhis2Drill>(first, json!({"phase": "Failed", "passed": false}))
         .await;
     let mut all = vec![first.to_string()];
     for (sunday, fire) in [
@@ -598,4 +708,120 @@ async fn the_instance_drill_schedule_creates_drills_and_keeps_the_newest_four() 
         (scheduled().await == newest_four).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_backups_apply_retention_and_keep_their_history() {
+    let w = World::start("sched-retain", "2026-11-25T01:00:00+07:00").await;
+    let r = w.instance_with_repository().await;
+    w.create_schedule(
+        NIGHTLY,
+        json!({"instanceRef": "hmis", "schedule": "0 2 * * *", "timeZone": "Asia/Phnom_Penh",
+               "retention": {"keepLast": 2}, "successfulBackupsHistoryLimit": 1}),
+    )
+    .await;
+    w.wait_schedule(NIGHTLY, "the first status", |s| s.status.is_some())
+        .await;
+    let mut ids = vec![];
+    let mut retention = vec![];
+    let mut last = None;
+    for (night, fire) in [
+        ("2026-11-25", "202611241900"),
+        ("2026-11-26", "202611251900"),
+        ("2026-11-27", "202611261900"),
+    ] {
+        w.at::<Dhis2BackupSchedule>(&format!("{night}T02:00:30+07:00"), NIGHTLY)
+            .await;
+        let name = format!("{NIGHTLY}-{fire}");
+        let done = w.wait_backup_phase(&name, RunPhase::Completed).await;
+        let status = done.status.clone().unwrap();
+        ids.push(status.backup_id.clone().unwrap());
+        retention.push(status.retention.clone().unwrap_or_default());
+        last = Some((name, status));
+    }
+    // keepLast 2, applied by the engine after each success.
+    assert_eq!(
+        retention,
+        [
+            "kept 1, deleted 0",
+            "kept 2, deleted 0",
+            "kept 2, deleted 1"
+        ]
+    );
+    let mut kept = ids[1..].to_vec();
+    kept.sort();
+    assert_eq!(
+        r.listed().await,
+        kept,
+        "exactly the two newest backups remain"
+    );
+    // successfulBackupsHistoryLimit 1: one Dhis2Backup object is left, yet the backup whose
+    // object was deleted is still in the repository (only retention deletes backups).
+    let (name, status) = last.unwrap();
+    w.wait_backups(NIGHTLY, &[name.as_str()]).await;
+    let s = w
+        .wait_schedule(NIGHTLY, "the last success and retention", |s| {
+            status_field(s, |st| st.last_retention.clone()).as_deref() == Some("kept 2, deleted 1")
+        })
+        .await;
+    let st = s.status.unwrap();
+    assert_eq!(st.last_successful_time, status.completed_at);
+    assert_eq!(st.last_backup.as_deref(), Some(name.as_str()));
+    assert_eq!(
+        st.last_schedule_time.as_deref(),
+        Some("2026-11-26T19:00:00Z")
+    );
+    assert_eq!(r.kubelet.runs().len(), 3, "one engine Job per fire time");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_scheduled_backup_does_not_stop_the_next_one() {
+    let w = World::start("sched-failed", "2026-11-25T01:00:00+07:00").await;
+    let r = w.instance_with_repository().await;
+    w.set_pg_password("not-the-password").await;
+    w.create_schedule(
+        NIGHTLY,
+        json!({"instanceRef": "hmis", "schedule": "0 2 * * *", "timeZone": "Asia/Phnom_Penh"}),
+    )
+    .await;
+    w.wait_schedule(NIGHTLY, "the first status", |s| s.status.is_some())
+        .await;
+
+    w.at::<Dhis2BackupSchedule>("2026-11-25T02:00:30+07:00", NIGHTLY)
+        .await;
+    let first = "hmis-nightly-202611241900";
+    let failed = w.wait_backup_phase(first, RunPhase::Failed).await;
+    let reason = failed.status.unwrap().failure_reason.unwrap();
+    assert!(
+        reason.contains("password authentication failed"),
+        "{reason}"
+    );
+    assert!(!reason.contains("not-the-password"), "{reason}");
+    assert!(
+        r.listed().await.is_empty(),
+        "a failed backup is never listed"
+    );
+    let s = w
+        .wait_schedule(NIGHTLY, "the failed backup reported", |s| {
+            status_field(s, |st| st.last_backup.clone()).as_deref() == Some(first)
+        })
+        .await;
+    assert_eq!(s.status.unwrap().last_successful_time, None);
+
+    // Fixed the next day: the next fire time runs and completes.
+    w.set_pg_password(&r.pg_password).await;
+    w.at::<Dhis2BackupSchedule>("2026-11-26T02:00:30+07:00", NIGHTLY)
+        .await;
+    let second = "hmis-nightly-202611251900";
+    let done = w.wait_backup_phase(second, RunPhase::Completed).await;
+    let status = done.status.unwrap();
+    assert_eq!(r.listed().await, vec![status.backup_id.clone().unwrap()]);
+    w.wait_schedule(NIGHTLY, "the last success", |s| {
+        status_field(s, |st| st.last_successful_time.clone()) == status.completed_at
+    })
+    .await;
+    // The failed one is kept (failedBackupsHistoryLimit 3) and stays failed.
+    w.wait_backups(NIGHTLY, &[first, second]).await;
+    let again = w.api::<Dhis2Backup>().get(first).await.unwrap();
+    assert_eq!(again.status.unwrap().phase, Some(RunPhase::Failed));
 }

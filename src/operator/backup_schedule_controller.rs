@@ -5,7 +5,6 @@
 //! instance, is the `Dhis2Backup` controller's work.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
@@ -23,17 +22,14 @@ use super::error::{Error, Result};
 use super::labels::SCHEDULE_LABEL;
 use super::run_history::{FinishedRun, beyond_history_limit};
 use super::schedule_build::{
-    SCHEDULE_SINCE_ANNOTATION, build_scheduled_backup, parse_time, rfc3339, schedule_label_value,
-    scheduled_time,
+    SCHEDULE_SINCE_ANNOTATION, build_scheduled_backup, creation_time, parse_time, rfc3339,
+    run_time, schedule_label_value, scheduled_time,
 };
-use super::schedule_plan::{Schedule, decide, requeue_after};
+use super::schedule_plan::{MAX_SLEEP, Schedule, decide, requeue_after};
 use super::schedule_status::{ScheduleObservation, backup_schedule_status};
 use super::scheduled_objects::{create_once, delete_all, list_owned};
 
 pub const KIND: &str = "Dhis2BackupSchedule";
-/// The longest sleep between looks, whatever the next fire time: a clock that jumped (or a test's
-/// clock file) is noticed within this.
-pub const MAX_SLEEP: Duration = Duration::from_secs(300);
 
 pub async fn reconcile(schedule: Arc<Dhis2BackupSchedule>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started(KIND);
@@ -54,15 +50,6 @@ pub fn error_policy(
     ctx: Arc<Context>,
 ) -> Action {
     ctx.retry_after_failure(KIND, &*schedule, error)
-}
-
-/// When the object was created, by the API server's clock.
-pub fn creation_time(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<DateTime<Utc>> {
-    meta.creation_timestamp
-        .as_ref()
-        .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
 }
 
 async fn reconcile_schedule(
@@ -202,9 +189,7 @@ fn expired_backups(schedule: &Dhis2BackupSchedule, backups: &[Dhis2Backup]) -> V
             .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(want))
             .map(|b| FinishedRun {
                 name: b.name_any(),
-                at: scheduled_time(&b.metadata)
-                    .or_else(|| creation_time(&b.metadata))
-                    .unwrap_or(DateTime::UNIX_EPOCH),
+                at: run_time(&b.metadata),
             })
             .collect()
     };

@@ -16,16 +16,15 @@ use crate::crd::dhis2_drill::Dhis2Drill;
 use crate::crd::dhis2_instance::Dhis2Instance;
 
 use super::apply::Parent;
-use super::backup_schedule_controller::{MAX_SLEEP, creation_time};
 use super::context::Context;
 use super::error::{Error, Result};
 use super::labels::{INSTANCE_LABEL, SCHEDULE_LABEL};
 use super::run_history::{FinishedRun, beyond_history_limit};
 use super::schedule_build::{
     DRILL_SCHEDULE, DRILL_SCHEDULE_SINCE_ANNOTATION, SCHEDULED_DRILL_HISTORY,
-    build_scheduled_drill, parse_time, rfc3339, scheduled_time,
+    build_scheduled_drill, creation_time, parse_time, rfc3339, run_time, scheduled_time,
 };
-use super::schedule_plan::{Schedule, decide, requeue_after};
+use super::schedule_plan::{MAX_SLEEP, Schedule, decide, requeue_after};
 use super::scheduled_objects::{create_once, delete_all, list_owned};
 
 /// For metrics and logs (the reconciled kind is `Dhis2Instance`).
@@ -128,9 +127,7 @@ async fn reconcile_drill_schedule(
         })
         .map(|d| FinishedRun {
             name: d.name_any(),
-            at: scheduled_time(&d.metadata)
-                .or_else(|| creation_time(&d.metadata))
-                .unwrap_or(DateTime::UNIX_EPOCH),
+            at: run_time(&d.metadata),
         })
         .collect();
     delete_all(

@@ -40,12 +40,26 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// When the object was created, by the API server's clock.
+pub fn creation_time(meta: &ObjectMeta) -> Option<DateTime<Utc>> {
+    meta.creation_timestamp
+        .as_ref()
+        .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
+}
+
 /// The fire time an object was created for.
 pub fn scheduled_time(meta: &ObjectMeta) -> Option<DateTime<Utc>> {
     meta.annotations
         .as_ref()?
         .get(SCHEDULED_TIME_ANNOTATION)
         .and_then(|t| parse_time(t))
+}
+
+/// When an object ran, for ordering a schedule's history: its fire time, else its creation.
+pub fn run_time(meta: &ObjectMeta) -> DateTime<Utc> {
+    scheduled_time(meta)
+        .or_else(|| creation_time(meta))
+        .unwrap_or(DateTime::UNIX_EPOCH)
 }
 
 /// The `dhis2operator.io/schedule` label value of a schedule's objects (a label value holds 63

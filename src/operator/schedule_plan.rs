@@ -13,6 +13,9 @@ use croner::parser::{CronParser, Seconds, Year};
 use croner::{Cron, JobType};
 use sha2::{Digest, Sha256};
 
+/// The longest sleep between looks, whatever the next fire time: a clock that jumped (or a
+/// test's clock file) is noticed within this.
+pub const MAX_SLEEP: Duration = Duration::from_secs(300);
 /// Longest name of an object made at a fire time: fits a label value and a Job's name.
 pub const MAX_NAME_LEN: usize = 63;
 

@@ -13,7 +13,7 @@ use crate::crd::dhis2_backup::Dhis2Backup;
 use crate::crd::dhis2_backup_schedule::Dhis2BackupScheduleStatus;
 
 use super::conditions::{condition, merge_conditions};
-use super::schedule_build::{rfc3339, scheduled_time};
+use super::schedule_build::{rfc3339, run_time};
 
 /// What the controller found out this time.
 pub struct ScheduleObservation<'a> {
@@ -28,17 +28,6 @@ pub struct ScheduleObservation<'a> {
     pub backups: &'a [Dhis2Backup],
 }
 
-fn when(b: &Dhis2Backup) -> DateTime<Utc> {
-    scheduled_time(&b.metadata)
-        .or_else(|| {
-            b.metadata
-                .creation_timestamp
-                .as_ref()
-                .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
-        })
-        .unwrap_or(DateTime::UNIX_EPOCH)
-}
-
 fn phase(b: &Dhis2Backup) -> Option<RunPhase> {
     b.status.as_ref().and_then(|s| s.phase)
 }
@@ -47,12 +36,15 @@ pub fn backup_schedule_status(
     old: &Dhis2BackupScheduleStatus,
     seen: &ScheduleObservation,
 ) -> Dhis2BackupScheduleStatus {
-    let newest = seen.backups.iter().max_by_key(|b| (when(b), b.name_any()));
+    let newest = seen
+        .backups
+        .iter()
+        .max_by_key(|b| (run_time(&b.metadata), b.name_any()));
     let newest_completed = seen
         .backups
         .iter()
         .filter(|b| phase(b) == Some(RunPhase::Completed))
-        .max_by_key(|b| (when(b), b.name_any()));
+        .max_by_key(|b| (run_time(&b.metadata), b.name_any()));
     let completed_status = newest_completed.and_then(|b| b.status.as_ref());
     let local = |t: DateTime<Utc>| match seen.zone {
         Some(z) => format!("{} {z}", t.with_timezone(&z).format("%Y-%m-%d %H:%M")),

@@ -708,6 +708,25 @@ async fn the_instance_drill_schedule_creates_drills_and_keeps_the_newest_four() 
         (scheduled().await == newest_four).then_some(())
     })
     .await;
+
+    // A drill schedule that cannot be read is reported on the instance, naming the field.
+    instances
+        .patch(
+            "hmis",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"backup": {"drill": {"schedule": "0 3 * * Sunday"}}}})),
+        )
+        .await
+        .unwrap();
+    let events = wait_for(30, "the InvalidDrillSchedule event", || async {
+        let events = events_with_reason(&w.client, &w.ns, "InvalidDrillSchedule").await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert!(
+        events[0].starts_with("spec.backup.drill.schedule: '0 3 * * Sunday'"),
+        "{events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1028,6 +1028,7 @@ async fn the_operator_has_only_the_rights_its_namespaced_manifests_grant() {
         &ns,
         OperatorOptions {
             allow_endpoint_override: false,
+            ..Default::default()
         },
     )
     .await;

@@ -5,13 +5,15 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 use clap::Args;
+use serde::Serialize;
 
 use crate::backup::BackupError;
 use crate::backup::catalog::{find_backup, load_catalog};
 use crate::backup::drill::run_drill;
 use crate::backup::error::validate_instance_name;
-use crate::backup::manifest::{BackupSummary, ObjectKind};
+use crate::backup::manifest::{BackupManifest, BackupSummary, ObjectKind};
 use crate::backup::prune::{check_policy, prune_backups};
+use crate::backup::repo::Repository;
 use crate::backup::restore::{RestoreRequest, restore_backup};
 use crate::backup::retention::RetentionPolicy;
 use crate::backup::run::{BackupRequest, run_backup};
@@ -45,8 +47,51 @@ pub struct RunArgs {
     /// zstd level: 1 fastest … 19 smallest. 3 matches gzip's size at several times its speed.
     #[arg(long, default_value_t = crate::backup::store::DEFAULT_ZSTD_LEVEL)]
     pub zstd_level: i32,
+    /// Retention applied to this instance's backups once this one succeeded (as `backup
+    /// prune`); none without a --keep-* flag. A failed prune does not fail the backup.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     #[command(flatten)]
     pub pg: PgBinArgs,
+}
+
+/// What `backup run -o json` prints: the manifest, and the retention outcome when a policy was
+/// given.
+#[derive(Serialize)]
+struct RunOutput<'a> {
+    #[serde(flatten)]
+    manifest: &'a BackupManifest,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention: Option<String>,
+}
+
+/// The retention run after a successful backup, in one line: `kept 7, deleted 2`, or why it
+/// failed. A failure is a warning: the backup itself is stored and complete.
+async fn retention_after_backup(
+    repo: &Repository,
+    instance: &str,
+    policy: &RetentionPolicy,
+) -> String {
+    match prune_backups(repo, instance, policy, false).await {
+        Ok(report) => {
+            let mut text = format!(
+                "kept {}, deleted {}",
+                report.kept.len(),
+                report.deleted.len()
+            );
+            if !report.incomplete_deleted.is_empty() {
+                text.push_str(&format!(
+                    ", removed {} incomplete",
+                    report.incomplete_deleted.len()
+                ));
+            }
+            text
+        }
+        Err(e) => {
+            tracing::warn!(%instance, error = %e, "retention after the backup failed; the backup itself succeeded");
+            format!("retention failed: {e}")
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +162,17 @@ pub struct PruneArgs {
     pub repo: RepoArgs,
     #[arg(long)]
     pub instance: String,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Only report what would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// A retention policy: which of an instance's backups to keep (`backup prune`, and `backup run`
+/// after a successful backup).
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
     /// Keep the N newest backups.
     #[arg(long)]
     pub keep_last: Option<u32>,
@@ -132,9 +188,18 @@ pub struct PruneArgs {
     /// Time zone for days, weeks and months (IANA name, e.g. Asia/Phnom_Penh). Default UTC.
     #[arg(long, value_parser = parse_time_zone)]
     pub time_zone: Option<chrono_tz::Tz>,
-    /// Only report what would be deleted.
-    #[arg(long)]
-    pub dry_run: bool,
+}
+
+impl RetentionArgs {
+    pub fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            keep_last: self.keep_last,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            time_zone: self.time_zone,
+        }
+    }
 }
 
 fn parse_time_zone(s: &str) -> Result<chrono_tz::Tz, String> {
@@ -145,6 +210,11 @@ fn parse_time_zone(s: &str) -> Result<chrono_tz::Tz, String> {
 pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
     validate_instance_name(&args.instance)?;
     let database = DatabaseTarget::parse(&args.database_url, "--database-url")?;
+    let policy = args.retention.policy();
+    // A bad policy is refused before the backup, not discovered after it.
+    if !policy.is_empty() {
+        check_policy(&policy)?;
+    }
     let repo = args.repo.open_for_backup().await?;
     let request = BackupRequest {
         instance: args.instance,
@@ -156,6 +226,11 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
         zstd_level: args.zstd_level,
     };
     let manifest = run_backup(&repo, &request, Progress::new(output.is_machine())).await?;
+    let retention = if policy.is_empty() {
+        None
+    } else {
+        Some(retention_after_backup(&repo, &manifest.instance, &policy).await)
+    };
     job_report::record(&JobReport::Backup(BackupJobReport {
         id: manifest.id.clone(),
         repository: repo.describe(),
@@ -164,9 +239,13 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
         size_bytes: manifest.size_bytes(),
         dhis2_schema_version: manifest.dhis2_schema_version.clone(),
         postgres_version: manifest.postgres_version.clone(),
-        retention: None,
+        retention: retention.clone(),
     }));
-    emit(output, &manifest, || {
+    let shown = RunOutput {
+        manifest: &manifest,
+        retention: retention.clone(),
+    };
+    emit(output, &shown, || {
         let took = (manifest.completed_at - manifest.started_at).num_milliseconds() as f64 / 1000.0;
         let mut text = format!(
             "backup {} of {} stored in {}: {} in {:.1}s",
@@ -196,6 +275,9 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
                 "\n  DHIS2 schema {v}, PostgreSQL {}",
                 manifest.postgres_version
             ));
+        }
+        if let Some(r) = &retention {
+            text.push_str(&format!("\n  retention  {r}"));
         }
         text
     });
@@ -363,13 +445,7 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
 
 pub async fn prune(args: PruneArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
     validate_instance_name(&args.instance)?;
-    let policy = RetentionPolicy {
-        keep_last: args.keep_last,
-        keep_daily: args.keep_daily,
-        keep_weekly: args.keep_weekly,
-        keep_monthly: args.keep_monthly,
-        time_zone: args.time_zone,
-    };
+    let policy = args.retention.policy();
     // Before any network access, so a forgotten flag fails at once.
     check_policy(&policy)?;
     let repo = args.repo.open().await?;

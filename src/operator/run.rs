@@ -1,5 +1,6 @@
 //! Starts the operator: checks the CRDs are installed, serves health and metrics, and runs the
-//! controllers (databases, instances, backups, drills) until SIGTERM.
+//! controllers (databases, instances, backups, backup schedules, drills, drill schedules,
+//! restores) until SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,10 +24,11 @@ use super::backup_index::BackupIndex;
 use super::clock::{FileClock, SystemClock};
 use super::context::{Context, scoped_api as api};
 use super::labels::MANAGED_BY;
+use super::labels::SCHEDULE_LABEL;
 use super::metrics::Metrics;
 use super::{
-    backup_controller, database_controller, drill_controller, instance_controller,
-    restore_controller, server,
+    backup_controller, backup_schedule_controller, database_controller, drill_controller,
+    drill_schedule_controller, instance_controller, restore_controller, server,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +172,33 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         ctx.clone(),
     )
     .for_each(|_| futures::future::ready(()));
+    // Schedules wake at their next fire time, and when what they made changes (a backup or a
+    // drill finished: history limits, last success).
+    let scheduled = watcher::Config::default().labels(SCHEDULE_LABEL);
+    let backup_schedules = Controller::new(
+        api::<Dhis2BackupSchedule>(&client, ns),
+        watcher::Config::default(),
+    )
+    .owns(api::<Dhis2Backup>(&client, ns), scheduled.clone())
+    .shutdown_on_signal()
+    .run(
+        backup_schedule_controller::reconcile,
+        backup_schedule_controller::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| futures::future::ready(()));
+    let drill_schedules = Controller::new(
+        api::<Dhis2Instance>(&client, ns),
+        watcher::Config::default(),
+    )
+    .owns(api::<Dhis2Drill>(&client, ns), scheduled)
+    .shutdown_on_signal()
+    .run(
+        drill_schedule_controller::reconcile,
+        drill_schedule_controller::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| futures::future::ready(()));
     // A backup wakes when its Job changes (started, finished, deleted).
     let backups = Controller::new(api::<Dhis2Backup>(&client, ns), watcher::Config::default())
         .owns(api::<Job>(&client, ns), ours.clone())
@@ -202,7 +231,15 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         .for_each(|_| futures::future::ready(()));
     ready.store(true, Ordering::SeqCst);
     tracing::info!(namespace = ?namespace, "dhis2-operator running");
-    tokio::join!(databases, instances, backups, drills, restores);
+    tokio::join!(
+        databases,
+        instances,
+        backups,
+        backup_schedules,
+        drills,
+        drill_schedules,
+        restores
+    );
     tracing::info!("dhis2-operator stopped");
     Ok(())
 }

@@ -93,18 +93,27 @@ const OPERATOR_ROLE: &str = include_str!("../../manifests/operator/namespaced/ro
 pub const OPERATOR_SERVICE_ACCOUNT: &str = "dhis2-operator";
 
 /// How a test starts the operator.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct OperatorOptions {
     /// `--allow-endpoint-override`: the tests' fake DHIS2 is reached through the annotation.
     pub allow_endpoint_override: bool,
+    /// `--clock-file`: the operator's "now" is read from this file (RFC 3339), so a test moves
+    /// time by writing it (see [`set_clock`]) instead of sleeping until a fire time.
+    pub clock_file: Option<std::path::PathBuf>,
 }
 
 impl Default for OperatorOptions {
     fn default() -> Self {
         Self {
             allow_endpoint_override: true,
+            clock_file: None,
         }
     }
+}
+
+/// Sets the operator's clock (`OperatorOptions::clock_file`) to `rfc3339`.
+pub fn set_clock(clock_file: &std::path::Path, rfc3339: &str) {
+    std::fs::write(clock_file, rfc3339).expect("write the clock file");
 }
 
 /// The operator binary, watching one namespace; killed when dropped. It runs in namespaced
@@ -224,6 +233,10 @@ impl Operator {
         if options.allow_endpoint_override {
             args.push("--allow-endpoint-override");
         }
+        let clock_file = options.clock_file.as_ref().map(|p| p.display().to_string());
+        if let Some(path) = &clock_file {
+            args.extend(["--clock-file", path.as_str()]);
+        }
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dhis2-operator"))
             .args(args)
             .env("KUBECONFIG", &kubeconfig)
@@ -249,7 +262,7 @@ impl Operator {
         *self = Self::spawn(
             &self.namespace.clone(),
             self.kubeconfig.clone(),
-            self.options,
+            self.options.clone(),
         );
     }
 }

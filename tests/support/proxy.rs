@@ -100,3 +100,97 @@ async fn pipe(
         _ = cut_rx2.changed() => {}
     }
 }
+
+/// An HTTP proxy in front of the real S3 server that passes every request except deletions,
+/// which it refuses with S3's own `AccessDenied`: what append-only (or object-locked) backup
+/// credentials look like to dhis2ctl. Backups go through; retention cannot delete.
+pub struct AppendOnlyS3 {
+    pub endpoint: String,
+    /// Deletions refused so far.
+    pub refused: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AppendOnlyS3 {
+    /// Forwards to `upstream` (e.g. `http://127.0.0.1:8333`).
+    pub async fn start(upstream: String) -> Self {
+        use axum::body::Body;
+        use axum::extract::Request;
+        use axum::http::{Method, StatusCode, header};
+        use axum::response::Response;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let refused = Arc::new(AtomicU64::new(0));
+        let counter = refused.clone();
+        let http = reqwest::Client::new();
+        let forward = move |req: Request| {
+            let (http, upstream, counter) = (http.clone(), upstream.clone(), counter.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let batch_delete = parts.method == Method::POST
+                    && parts.uri.query().is_some_and(|q| {
+                        q.split('&')
+                            .any(|p| p == "delete" || p.starts_with("delete="))
+                    });
+                if parts.method == Method::DELETE || batch_delete {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    return Response::builder()
+                        .status(StatusCode::FORBIDDEN)
+                        .header(header::CONTENT_TYPE, "application/xml")
+                        .body(Body::from(
+                            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+                        ))
+                        .unwrap();
+                }
+                let bytes = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                // Every header goes through as signed, Host included (SigV4 signs it); the body is
+                // sent whole, so hop-by-hop framing headers are left to the client.
+                let mut request = http.request(parts.method.clone(), format!("{upstream}{path}"));
+                for (name, value) in &parts.headers {
+                    if name != header::TRANSFER_ENCODING
+                        && name != header::CONNECTION
+                        && name != header::EXPECT
+                    {
+                        request = request.header(name, value);
+                    }
+                }
+                let answer = match request.body(bytes).send().await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        return Response::builder()
+                            .status(StatusCode::BAD_GATEWAY)
+                            .body(Body::from(e.to_string()))
+                            .unwrap();
+                    }
+                };
+                let mut response = Response::builder().status(answer.status());
+                for (name, value) in answer.headers() {
+                    if name != header::TRANSFER_ENCODING && name != header::CONNECTION {
+                        response = response.header(name, value);
+                    }
+                }
+                let body = answer.bytes().await.unwrap_or_default();
+                response.body(Body::from(body)).unwrap()
+            }
+        };
+        let app = axum::Router::new().fallback(forward);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            endpoint,
+            refused,
+            task,
+        }
+    }
+}
+
+impl Drop for AppendOnlyS3 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

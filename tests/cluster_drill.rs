@@ -214,6 +214,21 @@ async fn wait_for_warning(c: &Cluster, kind: &str, name: &str) -> String {
     .await
 }
 
+/// Waits until the instance's status summarises its drills as `result` (`Passed`/`Failed`).
+async fn instance_drill_summary(c: &Cluster, result: &str) -> Dhis2Instance {
+    let api = Api::<Dhis2Instance>::namespaced(c.client.clone(), &c.ns);
+    wait_for(
+        60,
+        &format!("the instance to show the last drill {result}"),
+        || async {
+            let i = api.get("hmis").await.ok()?;
+            let summary = i.status.as_ref()?.backup.as_ref()?;
+            (summary.last_drill_result.as_deref() == Some(result)).then_some(i)
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drill_restores_the_latest_backup_into_its_own_server_passes_and_leaves_nothing_behind() {
     let (bucket, id, backup) = backup_of_hmis("cdrill_ok").await;
@@ -251,6 +266,11 @@ async fn a_drill_restores_the_latest_backup_into_its_own_server_passes_and_leave
         (passed.status.as_str(), passed.reason.as_str()),
         ("True", "DrillPassed")
     );
+    // The instance's status summarises it (`kubectl get d2` shows Drill: Passed).
+    let i = instance_drill_summary(&c, "Passed").await;
+    let summary = i.status.unwrap().backup.unwrap();
+    assert_eq!(summary.last_drill_rto_seconds, Some(rto));
+    assert_eq!(summary.last_drill_rpo_seconds, Some(rpo));
 
     // The Job drilled into the throw-away server, never the production one.
     let run = drill_run(&c, "weekly");
@@ -386,6 +406,20 @@ async fn a_drill_of_a_corrupted_backup_fails_says_why_warns_and_cleans_up() {
     );
     let on_instance = wait_for_warning(&c, "Dhis2Instance", "hmis").await;
     assert!(on_instance.contains("damaged"), "{on_instance}");
+    // The instance says its backups are not healthy, and why.
+    let i = instance_drill_summary(&c, "Failed").await;
+    let healthy = i
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "BackupHealthy")
+        .unwrap();
+    assert_eq!(
+        (healthy.status.as_str(), healthy.reason.as_str()),
+        ("False", "DrillFailed")
+    );
+    assert!(healthy.message.contains("damaged"), "{}", healthy.message);
     assert_nothing_left(&c, "damaged").await;
 
     // Cut short: no longer a complete backup; the drill of it cannot run.

@@ -721,9 +721,13 @@ async fn deleting_a_restore_mid_run_stops_its_job_and_starts_dhis2_again() {
     .await;
     // Its Job went first (the command never ran), then DHIS2 started again on its database.
     assert!(w.jobs().await.is_empty());
-    let runs = w.jobs.runs();
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].state, RunState::Killed);
+    // The harness notices the pod's deletion at its next poll, which may come after the
+    // restore is gone: wait for it rather than race it.
+    wait_for(10, "the held command to be killed with its pod", || async {
+        let runs = w.jobs.runs();
+        (runs.len() == 1 && runs[0].state == RunState::Killed).then_some(())
+    })
+    .await;
     w.running_again("staging", 1).await;
     let staging = w.instances().get("staging").await.unwrap();
     assert!(!staging.annotations().contains_key(RESTORE_IN_PROGRESS));

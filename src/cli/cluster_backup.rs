@@ -429,3 +429,157 @@ pub async fn drill(
         },
     )
 }
+
+/// One schedule of an instance, with its next runs, for `dhis2ctl schedule`.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleView {
+    /// `backup` (a Dhis2BackupSchedule) or `drill` (the instance's spec.backup.drill).
+    pub kind: &'static str,
+    pub name: String,
+    pub schedule: String,
+    pub time_zone: String,
+    pub suspended: bool,
+    /// Next fire times in the schedule's time zone (RFC 3339 with its offset).
+    pub next_runs: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
+    /// Why the schedule cannot run (a bad cron or time zone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+fn schedule_view(
+    kind: &'static str,
+    name: String,
+    spec: (&str, &str, bool),
+    last_success: Option<String>,
+    count: usize,
+) -> ScheduleView {
+    let (cron, zone, suspended) = spec;
+    let field = if kind == "drill" {
+        "spec.backup.drill"
+    } else {
+        "spec"
+    };
+    let (next_runs, problem) =
+        match crate::operator::schedule_plan::Schedule::parse(cron, zone, field) {
+            Ok(schedule) => {
+                let mut runs = Vec::new();
+                let mut t = chrono::Utc::now();
+                while !suspended && runs.len() < count {
+                    let Some(next) = schedule.next_after(t) else {
+                        break;
+                    };
+                    runs.push(
+                        next.with_timezone(&schedule.zone())
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    );
+                    t = next;
+                }
+                (runs, None)
+            }
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+    ScheduleView {
+        kind,
+        name,
+        schedule: cron.to_string(),
+        time_zone: zone.to_string(),
+        suspended,
+        next_runs,
+        last_success,
+        problem,
+    }
+}
+
+/// `dhis2ctl schedule INSTANCE`: the instance's backup and drill schedules and their next runs in
+/// local time.
+pub async fn schedule(
+    instance: &str,
+    kube: &KubeArgs,
+    count: usize,
+    output: OutputFormat,
+) -> Result<ExitCode, ClusterError> {
+    let (client, ns) = connect(kube).await?;
+    let found = Api::<Dhis2Instance>::namespaced(client.clone(), &ns)
+        .get_opt(instance)
+        .await
+        .map_err(api_error)?
+        .ok_or_else(|| ClusterError::NotFound {
+            name: instance.to_string(),
+            namespace: ns.clone(),
+        })?;
+    let schedules = Api::<crate::crd::Dhis2BackupSchedule>::namespaced(client, &ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(api_error)?
+        .items;
+    let mut views: Vec<ScheduleView> = schedules
+        .iter()
+        .filter(|s| s.spec.instance_ref == instance)
+        .map(|s| {
+            schedule_view(
+                "backup",
+                s.name_any(),
+                (&s.spec.schedule, &s.spec.time_zone, s.spec.suspend),
+                s.status
+                    .as_ref()
+                    .and_then(|st| st.last_successful_time.clone()),
+                count,
+            )
+        })
+        .collect();
+    if let Some(drill) = found.spec.backup.as_ref().and_then(|b| b.drill.as_ref()) {
+        views.push(schedule_view(
+            "drill",
+            format!("{instance} (spec.backup.drill)"),
+            (&drill.schedule, &drill.time_zone, drill.suspend),
+            found
+                .status
+                .as_ref()
+                .and_then(|s| s.backup.as_ref())
+                .and_then(|b| b.last_drill_time.clone()),
+            count,
+        ));
+    }
+    if let Some(text) = render_structured(output, &views) {
+        super::print_stdout(&text);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if views.is_empty() {
+        super::print_stdout(&format!(
+            "{instance} has no backup schedule: nothing backs it up automatically. Create a Dhis2BackupSchedule (see README: Backups in the cluster)"
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.kind.to_string(),
+                v.name.clone(),
+                format!("{} ({})", v.schedule, v.time_zone),
+                if v.suspended {
+                    "suspended".into()
+                } else if let Some(p) = &v.problem {
+                    p.clone()
+                } else {
+                    v.next_runs.join("\n")
+                },
+                v.last_success.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    super::print_stdout(&render_table(
+        &[
+            "kind",
+            "name",
+            "schedule",
+            "next runs (local time)",
+            "last success",
+        ],
+        rows,
+    ));
+    Ok(ExitCode::SUCCESS)
+}

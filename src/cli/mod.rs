@@ -59,6 +59,16 @@ pub enum Command {
     /// Restore a backup in the cluster (a Dhis2Restore): into a new instance, or over an
     /// existing one with --confirm-overwrite (and --approved-by for production).
     Restore(cluster_backup::ClusterRestoreArgs),
+    /// An instance's backup and drill schedules and their next runs in local time.
+    Schedule {
+        /// The Dhis2Instance.
+        instance: String,
+        #[command(flatten)]
+        kube: cluster::KubeArgs,
+        /// How many next runs to show.
+        #[arg(long, default_value_t = 3)]
+        next: usize,
+    },
     /// Demo data for trying things out and for benchmarks.
     #[command(subcommand)]
     Demo(DemoCommand),
@@ -272,6 +282,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             }
         }
         Command::Restore(args) => Ok(cluster_backup::restore(args, output).await?),
+        Command::Schedule {
+            instance,
+            kube,
+            next,
+        } => Ok(cluster_backup::schedule(&instance, &kube, next, output).await?),
         Command::Backup(BackupCommand::Verify(args)) => Ok(backup::verify(args, output).await?),
         Command::Backup(BackupCommand::Restore(args)) => Ok(backup::restore(args, output).await?),
         Command::Backup(BackupCommand::Prune(args)) => Ok(backup::prune(args, output).await?),

@@ -28,6 +28,7 @@ use super::error::{Error, Result};
 use super::health::{Dhis2Health, probe};
 use super::instance_build::{APP, build_dedicated_database, build_instance_children};
 use super::labels::ENDPOINT_OVERRIDE_ANNOTATION;
+use super::schedule_plan::Schedule;
 use super::status::{InstanceObservation, instance_phase_and_conditions};
 use super::validate::validate_instance;
 
@@ -287,6 +288,19 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
     Ok(Action::requeue(Duration::from_secs(every)))
 }
 
+/// The next run of the instance's drill schedule (none when absent, suspended or invalid: an
+/// invalid one is reported by the drill schedule controller).
+fn next_drill_time(instance: &Dhis2Instance, ctx: &Context) -> Option<String> {
+    let drill = instance.spec.backup.as_ref()?.drill.as_ref()?;
+    if drill.suspend {
+        return None;
+    }
+    let schedule = Schedule::parse(&drill.schedule, &drill.time_zone, "spec.backup.drill").ok()?;
+    schedule
+        .next_after(ctx.clock.now())
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
 /// The instance's backups, drills and schedules, summarised (from the watched copies).
 fn backup_summary(
     instance: &Dhis2Instance,
@@ -304,7 +318,7 @@ fn backup_summary(
         backups: &backups,
         drills: &drills,
         schedules: &schedules,
-        next_drill_time: None,
+        next_drill_time: next_drill_time(instance, ctx),
         generation: instance.metadata.generation,
     })
 }

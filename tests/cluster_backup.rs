@@ -11,12 +11,10 @@ use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use support::cluster_objects::{S3_SERVICE, external_database, s3_credentials, s3_repository};
 use support::job_kubelet::{JobKubelet, RunState};
 use support::kube_env::{Operator, client, namespace, wait_for};
 use support::{Env, assert_success, dhis2ctl, json as parse_json};
-
-/// The S3 endpoint as the cluster would name it; the harness maps it to the test SeaweedFS.
-const S3_SERVICE: &str = "seaweedfs.storage.svc";
 
 /// One namespace with the operator, the harness, an instance `hmis` on an external database
 /// (a seeded DHIS2-shaped database) and an S3 repository in a fresh bucket.
@@ -40,41 +38,15 @@ impl Cluster {
         let kubelet = JobKubelet::start(client.clone(), &ns);
         kubelet.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
         let (database, _) = env.seeded_database("cb").await;
-        let pg_url = env.pg_url.clone();
-        let rest = pg_url.trim_start_matches("postgresql://");
-        let (userinfo, hostpart) = rest.split_once('@').unwrap();
-        let (user, password) = userinfo.split_once(':').unwrap();
-        let (host, port) = hostpart.split_once('/').unwrap().0.split_once(':').unwrap();
-        secret(
-            &client,
-            &ns,
-            "moh-pg",
-            json!({"host": host, "port": port, "database": database, "username": user, "password": password}),
-        )
-        .await;
+        external_database(&env, &client, &ns, "moh", &database).await;
         let (bucket, repo) = env.create_bucket("cb").await;
-        secret(
-            &client,
-            &ns,
-            "backup-s3",
-            json!({"accessKey": env.access_key, "secretKey": env.secret_key}),
-        )
-        .await;
-        create(
-            &client,
-            &ns,
-            json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Database",
-                "metadata": {"name": "moh"}, "spec": {"provider": "external", "externalSecretRef": "moh-pg"}}),
-        )
-        .await;
+        s3_credentials(&env, &client, &ns).await;
         create(
             &client,
             &ns,
             json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
                 "metadata": {"name": "hmis"}, "spec": {"version": "2.41.3", "environment": "production",
-                "databaseRef": "moh", "backup": {"repository": {"s3": {"bucket": bucket, "prefix": "dhis2",
-                "endpoint": format!("http://{S3_SERVICE}:8333"), "pathStyle": true,
-                "credentialsSecretRef": "backup-s3"}}}}}),
+                "databaseRef": "moh", "backup": {"repository": s3_repository(&bucket)}}}),
         )
         .await;
         // The instance's dhis.conf appears once its database is found ready.
@@ -83,6 +55,7 @@ impl Cluster {
             secrets.get_opt("hmis-dhis-conf").await.ok().flatten()
         })
         .await;
+        let pg_password = env.secrets()[1].clone();
         Self {
             env,
             client,
@@ -91,7 +64,7 @@ impl Cluster {
             kubelet,
             bucket,
             repo,
-            pg_password: password.to_string(),
+            pg_password,
         }
     }
 
@@ -186,15 +159,6 @@ impl Cluster {
         })
         .await
     }
-}
-
-async fn secret(client: &Client, ns: &str, name: &str, data: serde_json::Value) {
-    let secret: Secret =
-        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data})).unwrap();
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create secret");
 }
 
 /// Creates any object with kubectl semantics (`create`), from its JSON.

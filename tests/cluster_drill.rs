@@ -13,12 +13,10 @@ use k8s_openapi::api::core::v1::{Event, Pod, Secret, Service};
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
+use support::cluster_objects::{S3_SERVICE, s3_credentials, s3_repository};
 use support::job_kubelet::{JobKubelet, RunState};
 use support::kube_env::{self, Operator, wait_for};
 use support::*;
-
-/// The cluster-internal S3 endpoint the repositories name; the harness maps it to SeaweedFS.
-const S3_SERVICE: &str = "seaweedfs.storage.svc";
 
 struct Cluster {
     client: Client,
@@ -34,15 +32,7 @@ async fn cluster(prefix: &str) -> Cluster {
     let ns = kube_env::namespace(&client, prefix).await;
     let kubelet = JobKubelet::start(client.clone(), &ns);
     kubelet.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "backup-s3"},
-        "stringData": {"accessKey": env.access_key, "secretKey": env.secret_key}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    s3_credentials(&env, &client, &ns).await;
     let operator = Operator::start(&client, &ns).await;
     Cluster {
         client,
@@ -50,13 +40,6 @@ async fn cluster(prefix: &str) -> Cluster {
         kubelet,
         operator,
     }
-}
-
-fn repository(bucket: &str) -> serde_json::Value {
-    json!({"s3": {
-        "bucket": bucket, "prefix": "dhis2", "endpoint": format!("http://{S3_SERVICE}:8333"),
-        "pathStyle": true, "credentialsSecretRef": "backup-s3"
-    }})
 }
 
 /// A backup of small DHIS2-shaped data, taken by the engine as an administrator would; returns
@@ -233,7 +216,7 @@ async fn instance_drill_summary(c: &Cluster, result: &str) -> Dhis2Instance {
 async fn a_drill_restores_the_latest_backup_into_its_own_server_passes_and_leaves_nothing_behind() {
     let (bucket, id, backup) = backup_of_hmis("cdrill_ok").await;
     let c = cluster("cdrill-ok").await;
-    instance(&c, Some(repository(&bucket))).await;
+    instance(&c, Some(s3_repository(&bucket))).await;
 
     // The repository comes from the instance's backup settings; the backup is the latest.
     let d = drill(&c, "weekly", json!({"instanceRef": "hmis"})).await;
@@ -379,7 +362,7 @@ async fn a_drill_of_a_corrupted_backup_fails_says_why_warns_and_cleans_up() {
     let d = drill(
         &c,
         "damaged",
-        json!({"instanceRef": "hmis", "repository": repository(&bucket)}),
+        json!({"instanceRef": "hmis", "repository": s3_repository(&bucket)}),
     )
     .await;
     let s = d.status.unwrap();
@@ -427,7 +410,7 @@ async fn a_drill_of_a_corrupted_backup_fails_says_why_warns_and_cleans_up() {
     let d = drill(
         &c,
         "truncated",
-        json!({"instanceRef": "hmis", "backupId": id, "repository": repository(&bucket)}),
+        json!({"instanceRef": "hmis", "backupId": id, "repository": s3_repository(&bucket)}),
     )
     .await;
     let s = d.status.unwrap();

@@ -8,19 +8,20 @@ mod support;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use dhis2_operator::crd::{Dhis2Database, Dhis2Instance, Dhis2Restore};
+use dhis2_operator::crd::{Dhis2Instance, Dhis2Restore};
+use support::cluster_objects::{
+    S3_SERVICE, create, external_database, s3_credentials, s3_repository,
+};
 use support::job_kubelet::{JobKubelet, RunState};
 use support::kube_env::*;
 use support::{Env, assert_success, backup_run, count, databases_like, json};
 
 const ENDPOINT_OVERRIDE: &str = "dhis2operator.io/endpoint-override";
 const RESTORE_IN_PROGRESS: &str = "dhis2operator.io/restore-in-progress";
-/// The S3 endpoint as a cluster would name it; the Job harness maps it to the test SeaweedFS.
-const S3_SERVICE: &str = "seaweedfs.storage.svc";
 
 /// One namespace with the operator, both kubelets, a backed-up source instance `hmis` (its
 /// database seeded, its file store holding one document) and its DHIS2.
@@ -35,45 +36,6 @@ struct World {
     source_db: String,
     bucket: String,
     backup_id: String,
-}
-
-async fn create<K>(client: &Client, ns: &str, value: serde_json::Value)
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let obj: K = serde_json::from_value(value).expect("object");
-    Api::<K>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &obj)
-        .await
-        .expect("create");
-}
-
-/// An external `Dhis2Database` named `name` for database `database` on the test PostgreSQL.
-async fn external_database(world_env: &Env, client: &Client, ns: &str, name: &str, database: &str) {
-    let rest = world_env.pg_url.trim_start_matches("postgresql://");
-    let (userinfo, hostpart) = rest.split_once('@').unwrap();
-    let (user, password) = userinfo.split_once(':').unwrap();
-    let (host, port) = hostpart.split_once('/').unwrap().0.split_once(':').unwrap();
-    create::<Secret>(
-        client,
-        ns,
-        json!({"metadata": {"name": format!("{name}-pg")},
-            "stringData": {"host": host, "port": port, "database": database, "username": user, "password": password}}),
-    )
-    .await;
-    create::<Dhis2Database>(
-        client,
-        ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Database",
-            "metadata": {"name": name},
-            "spec": {"provider": "external", "externalSecretRef": format!("{name}-pg")}}),
-    )
-    .await;
 }
 
 /// A `Dhis2Instance` on an external database, probed at `dhis2` (the endpoint override).
@@ -93,9 +55,7 @@ async fn instance(
             "metadata": {"name": name, "annotations": {ENDPOINT_OVERRIDE: dhis2.url}},
             "spec": {"version": "2.41.3", "environment": environment, "replicas": 1,
                 "databaseRef": database, "adminSecretRef": "dhis2-admin",
-                "backup": {"repository": {"s3": {"bucket": bucket, "prefix": "dhis2",
-                    "endpoint": format!("http://{S3_SERVICE}:8333"), "pathStyle": true,
-                    "credentialsSecretRef": "backup-s3"}}}}}),
+                "backup": {"repository": s3_repository(bucket)}}}),
     )
     .await;
 }
@@ -108,13 +68,7 @@ async fn world(prefix: &str) -> World {
     let jobs = JobKubelet::start(client.clone(), &ns);
     jobs.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
     let operator = Operator::start(&client, &ns).await;
-    create::<Secret>(
-        &client,
-        &ns,
-        json!({"metadata": {"name": "backup-s3"},
-            "stringData": {"accessKey": env.access_key, "secretKey": env.secret_key}}),
-    )
-    .await;
+    s3_credentials(&env, &client, &ns).await;
     create::<Secret>(
         &client,
         &ns,

@@ -23,6 +23,9 @@ pub enum ClusterError {
         "Dhis2Instance {name} not found in namespace {namespace}; `dhis2ctl get instances -A` lists them all"
     )]
     NotFound { name: String, namespace: String },
+    /// The command line asks for what the operator would refuse; nothing was created.
+    #[error("{0}")]
+    Refused(String),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -12,11 +12,12 @@ use serde::de::DeserializeOwned;
 use crate::crd::backup_common::RunPhase;
 use crate::crd::dhis2_backup::Dhis2BackupStatus;
 use crate::crd::dhis2_drill::Dhis2DrillStatus;
-use crate::crd::dhis2_restore::{RestoreSource, RestoreTarget};
+use crate::crd::dhis2_restore::{NewInstanceOverrides, RestoreSource, RestoreTarget};
 use crate::crd::{
     Dhis2Backup, Dhis2BackupSpec, Dhis2Drill, Dhis2DrillSpec, Dhis2Instance, Dhis2Restore,
     Dhis2RestoreSpec,
 };
+use crate::operator::restore_steps::{Refusal, check_consent};
 use crate::output::{OutputFormat, human_duration, render_structured, render_table};
 
 use super::cluster::{ClusterError, KubeArgs, age, api_error, connect};
@@ -48,6 +49,9 @@ pub struct ClusterRestoreArgs {
     /// The instance to restore into: a new name creates a new instance from the source's spec.
     #[arg(long = "to", value_name = "NAME")]
     pub to: String,
+    /// For a new instance: the Dhis2Database it uses (default: its own managed one).
+    #[arg(long, value_name = "DHIS2DATABASE")]
+    pub database: Option<String>,
     /// Required to restore over an existing instance: its name, typed again.
     #[arg(long, value_name = "NAME")]
     pub confirm_overwrite: Option<String>,
@@ -64,12 +68,22 @@ pub struct ClusterRestoreArgs {
     pub wait: bool,
 }
 
-/// `<instance>-<what>-<UTC time>`: readable, sortable, unique per second.
-fn object_name(instance: &str, what: &str) -> String {
+/// `<instance>-<what>-<UTC time>-`: the apiserver completes it with 5 random characters
+/// (`generateName`), so names stay readable and sortable and two requests in one second differ.
+fn name_prefix(instance: &str, what: &str) -> String {
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
     let mut base = format!("{instance}-{what}");
-    base.truncate(63 - 15);
-    format!("{}-{stamp}", base.trim_end_matches('-'))
+    // 63 characters at most: the base, '-', 14 digits, '-' and the apiserver's 5.
+    base.truncate(63 - 21);
+    format!("{}-{stamp}-", base.trim_end_matches('-'))
+}
+
+/// Lets the apiserver name `obj` from `prefix`.
+fn generate_name<K: Resource>(mut obj: K, prefix: String) -> K {
+    let meta = obj.meta_mut();
+    meta.name = None;
+    meta.generate_name = Some(prefix);
+    obj
 }
 
 async fn instance_exists(client: &Client, ns: &str, name: &str) -> Result<(), ClusterError> {
@@ -156,7 +170,7 @@ pub async fn create_backup(
     instance_exists(&client, &ns, &args.instance).await?;
     let api: Api<Dhis2Backup> = Api::namespaced(client, &ns);
     let mut backup = Dhis2Backup::new(
-        &object_name(&args.instance, "backup"),
+        "",
         Dhis2BackupSpec {
             instance_ref: args.instance.clone(),
             include_file_store: !args.no_file_store,
@@ -174,7 +188,11 @@ pub async fn create_backup(
         )]
         .into(),
     );
-    let created = create(&api, &backup).await?;
+    let created = create(
+        &api,
+        &generate_name(backup, name_prefix(&args.instance, "backup")),
+    )
+    .await?;
     let name = created.name_any();
     if !args.wait {
         let text = render_structured(output, &created)
@@ -263,12 +281,35 @@ pub async fn list_backups(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The operator's refusal to overwrite the target, in the command line's terms.
+fn refusal_text(args: &ClusterRestoreArgs, refusal: &Refusal) -> String {
+    let to = &args.to;
+    match (refusal.reason, args.confirm_overwrite.as_deref()) {
+        ("OverwriteNotConfirmed", Some(typed)) if !typed.is_empty() => {
+            format!(
+                "--confirm-overwrite is '{typed}', not the target's name: --confirm-overwrite {to}"
+            )
+        }
+        ("OverwriteNotConfirmed", _) => format!(
+            "Dhis2Instance {to} exists and would be overwritten: add --confirm-overwrite {to} to restore over it (its current database is kept as <database>__replaced_<time>), or name a new instance in --to"
+        ),
+        ("ApprovalRequired", _) => format!(
+            "Dhis2Instance {to} is a production instance: add --approved-by WHO, the person who approved overwriting it"
+        ),
+        _ => refusal.message.clone(),
+    }
+}
+
 pub async fn restore(
     args: ClusterRestoreArgs,
     output: OutputFormat,
 ) -> Result<ExitCode, ClusterError> {
     let (client, ns) = connect(&args.kube).await?;
     instance_exists(&client, &ns, &args.from).await?;
+    let target = Api::<Dhis2Instance>::namespaced(client.clone(), &ns)
+        .get_opt(&args.to)
+        .await
+        .map_err(api_error)?;
     // A Dhis2Backup of that name is meant; otherwise an id (or `latest`) in the repository.
     let named_backup = Api::<Dhis2Backup>::namespaced(client.clone(), &ns)
         .get_opt(&args.backup)
@@ -280,7 +321,7 @@ pub async fn restore(
     };
     let api: Api<Dhis2Restore> = Api::namespaced(client, &ns);
     let mut restore = Dhis2Restore::new(
-        &object_name(&args.to, "restore"),
+        "",
         Dhis2RestoreSpec {
             source: RestoreSource {
                 instance: args.from.clone(),
@@ -290,7 +331,10 @@ pub async fn restore(
             },
             target: RestoreTarget {
                 instance: args.to.clone(),
-                new_instance: None,
+                new_instance: args.database.clone().map(|database| NewInstanceOverrides {
+                    database_ref: Some(database),
+                    ..Default::default()
+                }),
             },
             confirm_overwrite: args.confirm_overwrite.clone(),
             approved_by: args.approved_by.clone(),
@@ -301,7 +345,21 @@ pub async fn restore(
     );
     restore.metadata.labels =
         Some([("dhis2operator.io/instance".to_string(), args.to.clone())].into());
-    let created = create(&api, &restore).await?;
+    // The operator would refuse it and keep it Pending: say so now and create nothing.
+    if let Err(refusal) = check_consent(&restore.spec, target.as_ref()) {
+        return Err(ClusterError::Refused(refusal_text(&args, &refusal)));
+    }
+    if target.is_some() && args.database.is_some() {
+        return Err(ClusterError::Refused(format!(
+            "--database is for a new instance; Dhis2Instance {} exists and keeps its own database",
+            args.to
+        )));
+    }
+    let created = create(
+        &api,
+        &generate_name(restore, name_prefix(&args.to, "restore")),
+    )
+    .await?;
     let name = created.name_any();
     if !args.wait {
         let text = render_structured(output, &created)
@@ -381,7 +439,7 @@ pub async fn drill(
     instance_exists(&client, &ns, instance).await?;
     let api: Api<Dhis2Drill> = Api::namespaced(client, &ns);
     let mut drill = Dhis2Drill::new(
-        &object_name(instance, "drill"),
+        "",
         Dhis2DrillSpec {
             instance_ref: instance.to_string(),
             backup_id: Some(backup.to_string()),
@@ -397,7 +455,7 @@ pub async fn drill(
         )]
         .into(),
     );
-    let created = create(&api, &drill).await?;
+    let created = create(&api, &generate_name(drill, name_prefix(instance, "drill"))).await?;
     let name = created.name_any();
     if !wait {
         let text = render_structured(output, &created)

@@ -260,7 +260,8 @@ impl CliError {
                     PostgresError::BadUrl { .. } | PostgresError::NoDatabase { .. },
                 )
                 | BackupError::Repo(RepoError::BadLocation(_)),
-            ) => EXIT_USAGE,
+            )
+            | Self::Cluster(cluster::ClusterError::Refused(_)) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }

@@ -162,7 +162,7 @@ cmd_start() {
     --token-auth-file="$DIR/pki/tokens.csv" --authorization-mode=RBAC \
     --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$DIR/pki/sa.pub" \
     --service-account-signing-key-file="$DIR/pki/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/24 --allow-privileged=true \
+    --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true \
     --disable-admission-plugins=ServiceAccount --endpoint-reconciler-type=none \
     >"$DIR/apiserver.log" 2>&1 </dev/null &
   echo $! >"$DIR/apiserver.pid"

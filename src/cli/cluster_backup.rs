@@ -107,17 +107,29 @@ where
         .map_err(api_error)
 }
 
-/// Polls `name` until `done` says it has finished; shows `describe` on a spinner meanwhile.
-async fn follow<K>(
+/// Creates `obj` (the CLI's whole act: the operator does the work). Without `wait`, says it was
+/// created; with it, polls until `done`, showing `line` on a spinner, prints the outcome and
+/// returns the finished object.
+async fn create_and_follow<K>(
     api: &Api<K>,
-    name: &str,
+    obj: K,
     output: OutputFormat,
-    describe: impl Fn(&K) -> String,
+    wait: bool,
+    line: impl Fn(&str, &K) -> String,
     done: impl Fn(&K) -> bool,
-) -> Result<K, ClusterError>
+) -> Result<Option<K>, ClusterError>
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
+    let created = create(api, &obj).await?;
+    let name = created.name_any();
+    if !wait {
+        let kind = K::kind(&()).to_lowercase();
+        let text = render_structured(output, &created)
+            .unwrap_or_else(|| format!("{kind}.dhis2operator.io/{name} created"));
+        super::print_stdout(&text);
+        return Ok(None);
+    }
     let spinner = if output.is_machine() || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::hidden()
     } else {
@@ -129,11 +141,13 @@ where
         bar
     };
     loop {
-        let obj = api.get(name).await.map_err(api_error)?;
-        spinner.set_message(describe(&obj));
+        let obj = api.get(&name).await.map_err(api_error)?;
+        spinner.set_message(line(&name, &obj));
         if done(&obj) {
             spinner.finish_and_clear();
-            return Ok(obj);
+            let text = render_structured(output, &obj).unwrap_or_else(|| line(&name, &obj));
+            super::print_stdout(&text);
+            return Ok(Some(obj));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -188,23 +202,12 @@ pub async fn create_backup(
         )]
         .into(),
     );
-    let created = create(
+    let finished = create_and_follow(
         &api,
-        &generate_name(backup, name_prefix(&args.instance, "backup")),
-    )
-    .await?;
-    let name = created.name_any();
-    if !args.wait {
-        let text = render_structured(output, &created)
-            .unwrap_or_else(|| format!("dhis2backup.dhis2operator.io/{name} created"));
-        super::print_stdout(&text);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let finished = follow(
-        &api,
-        &name,
+        generate_name(backup, name_prefix(&args.instance, "backup")),
         output,
-        |b| backup_line(&name, &b.status.clone().unwrap_or_default()),
+        args.wait,
+        |name, b| backup_line(name, &b.status.clone().unwrap_or_default()),
         |b| {
             b.status
                 .as_ref()
@@ -213,13 +216,9 @@ pub async fn create_backup(
         },
     )
     .await?;
-    let st = finished.status.clone().unwrap_or_default();
-    let text = render_structured(output, &finished).unwrap_or_else(|| backup_line(&name, &st));
-    super::print_stdout(&text);
-    Ok(if st.phase == Some(RunPhase::Completed) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    Ok(match finished.and_then(|b| b.status).map(|s| s.phase) {
+        Some(Some(RunPhase::Failed)) => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
     })
 }
 
@@ -355,54 +354,48 @@ pub async fn restore(
             args.to
         )));
     }
-    let created = create(
-        &api,
-        &generate_name(restore, name_prefix(&args.to, "restore")),
-    )
-    .await?;
-    let name = created.name_any();
-    if !args.wait {
-        let text = render_structured(output, &created)
-            .unwrap_or_else(|| format!("dhis2restore.dhis2operator.io/{name} created"));
-        super::print_stdout(&text);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let describe = |r: &Dhis2Restore| {
+    let to = args.to.clone();
+    let describe = move |name: &str, r: &Dhis2Restore| {
         let st = r.status.clone().unwrap_or_default();
         let mut line = format!(
-            "restore {name} into {}: {}",
-            args.to,
+            "restore {name} into {to}: {}",
             st.phase.clone().unwrap_or_else(|| "Pending".into())
         );
         if let Some(m) = st.failure_reason.or(st.message) {
             line.push_str(&format!(" — {m}"));
         }
-        line
-    };
-    let finished = follow(&api, &name, output, describe, |r| {
-        matches!(
-            r.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Completed" | "Failed")
-        )
-    })
-    .await?;
-    let st = finished.status.clone().unwrap_or_default();
-    let text = render_structured(output, &finished).unwrap_or_else(|| {
-        let mut text = describe(&finished);
         if let Some(r) = &st.replaced_database {
-            text.push_str(&format!("\n  previous database kept as {r}"));
+            line.push_str(&format!("\n  previous database kept as {r}"));
         }
         if let Some(a) = &st.analytics_regeneration {
-            text.push_str(&format!("\n  analytics regeneration: {a}"));
+            line.push_str(&format!("\n  analytics regeneration: {a}"));
         }
-        text
-    });
-    super::print_stdout(&text);
-    Ok(if st.phase.as_deref() == Some("Completed") {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+        line
+    };
+    let finished = create_and_follow(
+        &api,
+        generate_name(restore, name_prefix(&args.to, "restore")),
+        output,
+        args.wait,
+        describe,
+        |r| {
+            matches!(
+                r.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Completed" | "Failed")
+            )
+        },
+    )
+    .await?;
+    Ok(
+        match finished
+            .and_then(|r| r.status)
+            .and_then(|s| s.phase)
+            .as_deref()
+        {
+            Some("Failed") => ExitCode::FAILURE,
+            _ => ExitCode::SUCCESS,
+        },
+    )
 }
 
 fn drill_line(name: &str, st: &Dhis2DrillStatus) -> String {
@@ -455,19 +448,12 @@ pub async fn drill(
         )]
         .into(),
     );
-    let created = create(&api, &generate_name(drill, name_prefix(instance, "drill"))).await?;
-    let name = created.name_any();
-    if !wait {
-        let text = render_structured(output, &created)
-            .unwrap_or_else(|| format!("dhis2drill.dhis2operator.io/{name} created"));
-        super::print_stdout(&text);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let finished = follow(
+    let finished = create_and_follow(
         &api,
-        &name,
+        generate_name(drill, name_prefix(instance, "drill")),
         output,
-        |d| drill_line(&name, &d.status.clone().unwrap_or_default()),
+        wait,
+        |name, d| drill_line(name, &d.status.clone().unwrap_or_default()),
         |d| {
             d.status
                 .as_ref()
@@ -476,16 +462,12 @@ pub async fn drill(
         },
     )
     .await?;
-    let st = finished.status.clone().unwrap_or_default();
-    let text = render_structured(output, &finished).unwrap_or_else(|| drill_line(&name, &st));
-    super::print_stdout(&text);
-    Ok(
-        if st.phase == Some(RunPhase::Completed) && st.passed == Some(true) {
-            ExitCode::SUCCESS
-        } else {
+    Ok(match finished.and_then(|d| d.status) {
+        Some(st) if st.phase != Some(RunPhase::Completed) || st.passed != Some(true) => {
             ExitCode::FAILURE
-        },
-    )
+        }
+        _ => ExitCode::SUCCESS,
+    })
 }
 
 /// One schedule of an instance, with its next runs, for `dhis2ctl schedule`.

@@ -467,6 +467,30 @@ fn config_map_entries(map: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
     entries
 }
 
+/// A Secret or ConfigMap volume as the kubelet makes it: its entries written into `dir`, an empty
+/// directory when the object is missing but optional, else the kubelet's mount error naming
+/// `what` (e.g. `secret "x"`).
+fn mount_entries(
+    dir: &Path,
+    entries: Option<BTreeMap<String, Vec<u8>>>,
+    items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>,
+    optional: bool,
+    volume: &str,
+    what: &str,
+) -> Result<(), ConfigError> {
+    match entries {
+        Some(entries) => write_entries(dir, &entries, items).map_err(|e| {
+            mount_error(format!(
+                "MountVolume.SetUp failed for volume \"{volume}\" : {e}"
+            ))
+        }),
+        None if optional => std::fs::create_dir_all(dir).map_err(|e| mount_error(e.to_string())),
+        None => Err(mount_error(format!(
+            "MountVolume.SetUp failed for volume \"{volume}\" : {what} not found"
+        ))),
+    }
+}
+
 fn write_entries(
     dir: &Path,
     entries: &BTreeMap<String, Vec<u8>>,
@@ -513,47 +537,33 @@ async fn prepare(shared: &Shared, pod: &Pod) -> Result<Prepared, ConfigError> {
     for volume in spec.volumes.iter().flatten() {
         let dir = if let Some(source) = &volume.secret {
             let secret_name = source.secret_name.clone().unwrap_or_default();
+            let entries = secret(shared, &secret_name)
+                .await
+                .map(|s| secret_entries(&s));
             let dir = pod_dir.join("volumes").join(&volume.name);
-            match secret(shared, &secret_name).await {
-                Some(s) => write_entries(&dir, &secret_entries(&s), source.items.as_ref())
-                    .map_err(|e| {
-                        mount_error(format!(
-                            "MountVolume.SetUp failed for volume \"{}\" : {e}",
-                            volume.name
-                        ))
-                    })?,
-                None if source.optional == Some(true) => {
-                    std::fs::create_dir_all(&dir).map_err(|e| mount_error(e.to_string()))?
-                }
-                None => {
-                    return Err(mount_error(format!(
-                        "MountVolume.SetUp failed for volume \"{}\" : secret \"{secret_name}\" not found",
-                        volume.name
-                    )));
-                }
-            }
+            mount_entries(
+                &dir,
+                entries,
+                source.items.as_ref(),
+                source.optional == Some(true),
+                &volume.name,
+                &format!("secret \"{secret_name}\""),
+            )?;
             dir
         } else if let Some(source) = &volume.config_map {
             let map_name = source.name.clone();
+            let entries = config_map(shared, &map_name)
+                .await
+                .map(|m| config_map_entries(&m));
             let dir = pod_dir.join("volumes").join(&volume.name);
-            match config_map(shared, &map_name).await {
-                Some(m) => write_entries(&dir, &config_map_entries(&m), source.items.as_ref())
-                    .map_err(|e| {
-                        mount_error(format!(
-                            "MountVolume.SetUp failed for volume \"{}\" : {e}",
-                            volume.name
-                        ))
-                    })?,
-                None if source.optional == Some(true) => {
-                    std::fs::create_dir_all(&dir).map_err(|e| mount_error(e.to_string()))?
-                }
-                None => {
-                    return Err(mount_error(format!(
-                        "MountVolume.SetUp failed for volume \"{}\" : configmap \"{map_name}\" not found",
-                        volume.name
-                    )));
-                }
-            }
+            mount_entries(
+                &dir,
+                entries,
+                source.items.as_ref(),
+                source.optional == Some(true),
+                &volume.name,
+                &format!("configmap \"{map_name}\""),
+            )?;
             dir
         } else if let Some(source) = &volume.persistent_volume_claim {
             let claims: Api<PersistentVolumeClaim> =

@@ -1,18 +1,13 @@
 //! In-memory copies of the backup objects (`Dhis2Backup`, `Dhis2Drill`, `Dhis2BackupSchedule`),
-//! kept current by watches, so the instance controller summarises an instance's backups without
+//! kept current by the operator's shared watches (`shared_watch.rs`), so the instance controller summarises an instance's backups without
 //! listing them from the API server at every reconcile.
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
 
 use crate::crd::{Dhis2Backup, Dhis2BackupSchedule, Dhis2Drill};
-
-use super::context::scoped_api;
 
 #[derive(Clone)]
 pub struct BackupIndex {
@@ -21,41 +16,7 @@ pub struct BackupIndex {
     pub schedules: Store<Dhis2BackupSchedule>,
 }
 
-/// Starts a watch that keeps a store of `K` current; returns the store.
-fn mirror<K>(client: &Client, namespace: Option<&str>) -> Store<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(
-            scoped_api::<K>(client, namespace),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    tokio::spawn(stream.for_each(|_| futures::future::ready(())));
-    reader
-}
-
 impl BackupIndex {
-    pub fn start(client: &Client, namespace: Option<&str>) -> Self {
-        Self {
-            backups: mirror(client, namespace),
-            drills: mirror(client, namespace),
-            schedules: mirror(client, namespace),
-        }
-    }
-
     /// Until every store has its first full list, a summary would wrongly say "no backups".
     pub async fn wait_until_ready(&self) {
         let _ = tokio::join!(

@@ -44,6 +44,7 @@ pub mod schedule_plan;
 pub mod schedule_status;
 pub mod scheduled_objects;
 pub mod server;
+pub mod shared_watch;
 pub mod status;
 pub mod storage;
 pub mod validate;

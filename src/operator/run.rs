@@ -13,8 +13,9 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
 use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 
 use crate::crd::{
     Dhis2Backup, Dhis2BackupSchedule, Dhis2Database, Dhis2Drill, Dhis2Instance, Dhis2Restore,
@@ -24,8 +25,8 @@ use super::backup_index::BackupIndex;
 use super::clock::{FileClock, SystemClock};
 use super::context::{Context, scoped_api as api};
 use super::labels::MANAGED_BY;
-use super::labels::SCHEDULE_LABEL;
 use super::metrics::Metrics;
+use super::shared_watch::SharedWatch;
 use super::{
     backup_controller, backup_schedule_controller, database_controller, drill_controller,
     drill_schedule_controller, instance_controller, restore_controller, server,
@@ -105,8 +106,26 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             "--allow-endpoint-override: the dhis2operator.io/endpoint-override annotation is honoured (development only)"
         );
     }
-    let backups = BackupIndex::start(&client, ns);
-    backups.wait_until_ready().await;
+    // One watch per kind, shared (shared_watch.rs). Only our children wake the controllers, and
+    // only their metadata is watched: fewer watches, fewer events, less memory. Secrets are not
+    // watched at all: the operator reads only the Secrets its resources name, by name, so it
+    // needs no right to list or watch them (a deleted Secret is noticed at the next requeue).
+    let ours =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+    let all = watcher::Config::default;
+    let instance_watch = SharedWatch::<Dhis2Instance>::new();
+    let database_watch = SharedWatch::<Dhis2Database>::new();
+    let backup_watch = SharedWatch::<Dhis2Backup>::new();
+    let drill_watch = SharedWatch::<Dhis2Drill>::new();
+    let schedule_watch = SharedWatch::<Dhis2BackupSchedule>::new();
+    let restore_watch = SharedWatch::<Dhis2Restore>::new();
+    let job_watch = SharedWatch::<PartialObjectMeta<Job>>::new();
+    let service_watch = SharedWatch::<PartialObjectMeta<Service>>::new();
+    let backups = BackupIndex {
+        backups: backup_watch.store(),
+        drills: drill_watch.store(),
+        schedules: schedule_watch.store(),
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,
@@ -120,88 +139,89 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             None => Arc::new(SystemClock),
         },
         engine_image,
-        backups,
+        backups.clone(),
     ));
-    // Only our children wake the controllers: fewer events, less memory. Secrets are not
-    // watched at all: the operator reads only the Secrets its resources name, by name, so it
-    // needs no right to list or watch them (a deleted Secret is noticed at the next requeue).
-    let ours =
-        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
-    let databases = Controller::new(
-        api::<Dhis2Database>(&client, ns),
-        watcher::Config::default(),
-    )
-    .owns(api::<StatefulSet>(&client, ns), ours.clone())
-    .owns(api::<Service>(&client, ns), ours.clone())
-    .shutdown_on_signal()
-    .run(
-        database_controller::reconcile,
-        database_controller::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| futures::future::ready(()));
-    let instances = Controller::new(
-        api::<Dhis2Instance>(&client, ns),
-        watcher::Config::default(),
-    )
-    .owns(api::<Deployment>(&client, ns), ours.clone())
-    .owns(api::<Service>(&client, ns), ours.clone())
-    .owns(api::<PersistentVolumeClaim>(&client, ns), ours.clone())
-    .owns(api::<Ingress>(&client, ns), ours.clone())
-    .owns(api::<Dhis2Database>(&client, ns), ours.clone())
-    // A backup, drill or schedule of an instance changes its backup summary.
-    .watches(
-        api::<Dhis2Backup>(&client, ns),
-        watcher::Config::default(),
-        |b| instance_of(&b, &b.spec.instance_ref),
-    )
-    .watches(
-        api::<Dhis2Drill>(&client, ns),
-        watcher::Config::default(),
-        |d| instance_of(&d, &d.spec.instance_ref),
-    )
-    .watches(
-        api::<Dhis2BackupSchedule>(&client, ns),
-        watcher::Config::default(),
-        |s| instance_of(&s, &s.spec.instance_ref),
-    )
-    .shutdown_on_signal()
-    .run(
-        instance_controller::reconcile,
-        instance_controller::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| futures::future::ready(()));
+    let databases =
+        Controller::for_shared_stream(database_watch.subscribe(), database_watch.store())
+            .owns_stream(
+                watcher(
+                    api::<PartialObjectMeta<StatefulSet>>(&client, ns),
+                    ours.clone(),
+                )
+                .touched_objects(),
+            )
+            .owns_shared_stream(service_watch.subscribe())
+            .shutdown_on_signal()
+            .run(
+                database_controller::reconcile,
+                database_controller::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| futures::future::ready(()));
+    let instances =
+        Controller::for_shared_stream(instance_watch.subscribe(), instance_watch.store())
+            .owns_stream(
+                watcher(
+                    api::<PartialObjectMeta<Deployment>>(&client, ns),
+                    ours.clone(),
+                )
+                .touched_objects(),
+            )
+            .owns_shared_stream(service_watch.subscribe())
+            .owns_stream(
+                watcher(
+                    api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, ns),
+                    ours.clone(),
+                )
+                .touched_objects(),
+            )
+            .owns_stream(
+                watcher(api::<PartialObjectMeta<Ingress>>(&client, ns), ours.clone())
+                    .touched_objects(),
+            )
+            .owns_shared_stream(database_watch.subscribe())
+            // A backup, drill or schedule of an instance changes its backup summary.
+            .watches_shared_stream(backup_watch.subscribe(), |b| {
+                instance_of(&*b, &b.spec.instance_ref)
+            })
+            .watches_shared_stream(drill_watch.subscribe(), |d| {
+                instance_of(&*d, &d.spec.instance_ref)
+            })
+            .watches_shared_stream(schedule_watch.subscribe(), |s| {
+                instance_of(&*s, &s.spec.instance_ref)
+            })
+            .shutdown_on_signal()
+            .run(
+                instance_controller::reconcile,
+                instance_controller::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| futures::future::ready(()));
     // Schedules wake at their next fire time, and when what they made changes (a backup or a
     // drill finished: history limits, last success).
-    let scheduled = watcher::Config::default().labels(SCHEDULE_LABEL);
-    let backup_schedules = Controller::new(
-        api::<Dhis2BackupSchedule>(&client, ns),
-        watcher::Config::default(),
-    )
-    .owns(api::<Dhis2Backup>(&client, ns), scheduled.clone())
-    .shutdown_on_signal()
-    .run(
-        backup_schedule_controller::reconcile,
-        backup_schedule_controller::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| futures::future::ready(()));
-    let drill_schedules = Controller::new(
-        api::<Dhis2Instance>(&client, ns),
-        watcher::Config::default(),
-    )
-    .owns(api::<Dhis2Drill>(&client, ns), scheduled)
-    .shutdown_on_signal()
-    .run(
-        drill_schedule_controller::reconcile,
-        drill_schedule_controller::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| futures::future::ready(()));
+    let backup_schedules =
+        Controller::for_shared_stream(schedule_watch.subscribe(), schedule_watch.store())
+            .owns_shared_stream(backup_watch.subscribe())
+            .shutdown_on_signal()
+            .run(
+                backup_schedule_controller::reconcile,
+                backup_schedule_controller::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| futures::future::ready(()));
+    let drill_schedules =
+        Controller::for_shared_stream(instance_watch.subscribe(), instance_watch.store())
+            .owns_shared_stream(drill_watch.subscribe())
+            .shutdown_on_signal()
+            .run(
+                drill_schedule_controller::reconcile,
+                drill_schedule_controller::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| futures::future::ready(()));
     // A backup wakes when its Job changes (started, finished, deleted).
-    let backups = Controller::new(api::<Dhis2Backup>(&client, ns), watcher::Config::default())
-        .owns(api::<Job>(&client, ns), ours.clone())
+    let backup_runs = Controller::for_shared_stream(backup_watch.subscribe(), backup_watch.store())
+        .owns_shared_stream(job_watch.subscribe())
         .shutdown_on_signal()
         .run(
             backup_controller::reconcile,
@@ -210,9 +230,11 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         )
         .for_each(|_| futures::future::ready(()));
     // A drill wakes when its throw-away server becomes ready and when its Job ends.
-    let drills = Controller::new(api::<Dhis2Drill>(&client, ns), watcher::Config::default())
-        .owns(api::<Pod>(&client, ns), ours.clone())
-        .owns(api::<Job>(&client, ns), ours.clone())
+    let drills = Controller::for_shared_stream(drill_watch.subscribe(), drill_watch.store())
+        .owns_stream(
+            watcher(api::<PartialObjectMeta<Pod>>(&client, ns), ours.clone()).touched_objects(),
+        )
+        .owns_shared_stream(job_watch.subscribe())
         .shutdown_on_signal()
         .run(
             drill_controller::reconcile,
@@ -220,8 +242,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
-    let restores = Controller::new(api::<Dhis2Restore>(&client, ns), watcher::Config::default())
-        .owns(api::<Job>(&client, ns), ours)
+    let restores = Controller::for_shared_stream(restore_watch.subscribe(), restore_watch.store())
+        .owns_shared_stream(job_watch.subscribe())
         .shutdown_on_signal()
         .run(
             restore_controller::reconcile,
@@ -229,12 +251,29 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             ctx,
         )
         .for_each(|_| futures::future::ready(()));
+    // Every subscription is taken: start the shared watches.
+    instance_watch.start(watcher(api::<Dhis2Instance>(&client, ns), all()));
+    database_watch.start(watcher(api::<Dhis2Database>(&client, ns), all()));
+    backup_watch.start(watcher(api::<Dhis2Backup>(&client, ns), all()));
+    drill_watch.start(watcher(api::<Dhis2Drill>(&client, ns), all()));
+    schedule_watch.start(watcher(api::<Dhis2BackupSchedule>(&client, ns), all()));
+    restore_watch.start(watcher(api::<Dhis2Restore>(&client, ns), all()));
+    job_watch.start(watcher(
+        api::<PartialObjectMeta<Job>>(&client, ns),
+        ours.clone(),
+    ));
+    service_watch.start(watcher(
+        api::<PartialObjectMeta<Service>>(&client, ns),
+        ours,
+    ));
+    // Until the backup index has its first full list, a summary would wrongly say "no backups".
+    backups.wait_until_ready().await;
     ready.store(true, Ordering::SeqCst);
     tracing::info!(namespace = ?namespace, "dhis2-operator running");
     tokio::join!(
         databases,
         instances,
-        backups,
+        backup_runs,
         backup_schedules,
         drills,
         drill_schedules,

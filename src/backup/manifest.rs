@@ -40,6 +40,27 @@ pub struct StoredObject {
     /// Owner and mode of the original file (dhis.conf), so a restore can put them back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub posix: Option<PosixMetadata>,
+    /// Set when the stored bytes are an age file (the name then ends in `.age`). Absent in
+    /// unencrypted backups, so manifests of older backups read unchanged, and older dhis2ctl
+    /// versions still see encrypted backups as complete (they never prune them as debris).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionRecord>,
+}
+
+/// How an object is encrypted: public keys only, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "camelCase")]
+pub enum EncryptionRecord {
+    /// age X25519: any one of these public keys' private keys decrypts.
+    Recipients { recipients: Vec<String> },
+    /// age scrypt: the passphrase decrypts.
+    Passphrase,
+}
+
+impl StoredObject {
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +136,15 @@ impl BackupManifest {
         self.objects.iter().map(|o| o.size_bytes).sum()
     }
 
+    pub fn is_encrypted(&self) -> bool {
+        self.objects.iter().any(StoredObject::is_encrypted)
+    }
+
+    /// What the backup is encrypted to, as the manifest records it (the database's record).
+    pub fn encryption(&self) -> Option<&EncryptionRecord> {
+        self.objects.iter().find_map(|o| o.encryption.as_ref())
+    }
+
     pub fn object(&self, kind: ObjectKind) -> Option<&StoredObject> {
         self.objects.iter().find(|o| o.kind == kind)
     }
@@ -153,6 +183,20 @@ impl BackupManifest {
             check_object_name(&o.name)?;
             if !seen.insert(o.name.as_str()) {
                 return Err(format!("manifest names object {} twice", o.name));
+            }
+            if o.is_encrypted() != o.name.ends_with(super::encryption::AGE_SUFFIX) {
+                return Err(format!(
+                    "manifest names object {} with an encryption that does not match its name",
+                    o.name
+                ));
+            }
+            if let Some(EncryptionRecord::Recipients { recipients }) = &o.encryption
+                && (recipients.is_empty() || recipients.iter().any(|r| !r.starts_with("age1")))
+            {
+                return Err(format!(
+                    "manifest records malformed recipients for object {}",
+                    o.name
+                ));
             }
         }
         Ok(())
@@ -195,6 +239,8 @@ pub struct BackupSummary {
     pub postgres_version: String,
     pub database: String,
     pub skipped_tables: usize,
+    /// True when the backup's objects are encrypted (restoring needs the key).
+    pub encrypted: bool,
 }
 
 impl From<&BackupManifest> for BackupSummary {
@@ -210,6 +256,7 @@ impl From<&BackupManifest> for BackupSummary {
             postgres_version: m.postgres_version.clone(),
             database: m.database.clone(),
             skipped_tables: m.skipped_table_data.len(),
+            encrypted: m.is_encrypted(),
         }
     }
 }

@@ -143,12 +143,12 @@ pub enum KeyMismatch {
     )]
     IdentityMissing { backup: String, recipients: String },
     #[error(
-        "backup {backup} is encrypted to {recipients}, but {source} holds the private key of {given}, none of them: give the private key of one of the backup's recipients"
+        "backup {backup} is encrypted to {recipients}, but {origin} holds the private key of {given}, none of them: give the private key of one of the backup's recipients"
     )]
     WrongIdentity {
         backup: String,
         recipients: String,
-        source: String,
+        origin: String,
         given: String,
     },
     #[error(
@@ -183,7 +183,7 @@ pub fn check_key_fits(manifest: &BackupManifest, key: &DecryptWith) -> Result<()
                     return Err(KeyMismatch::WrongIdentity {
                         backup: backup_name(manifest),
                         recipients: shown,
-                        source: key
+                        origin: key
                             .identity_source
                             .clone()
                             .unwrap_or_else(|| "the identity file".into()),
@@ -235,7 +235,7 @@ pub async fn check_key_opens(
                 EncryptionRecord::Recipients { recipients } => KeyMismatch::WrongIdentity {
                     backup: backup_name(&m),
                     recipients: recipients.join(", "),
-                    source: key
+                    origin: key
                         .identity_source
                         .clone()
                         .unwrap_or_else(|| "the identity file".into()),
@@ -509,12 +509,13 @@ mod tests {
         let ids = parse_identity_file(&file, "--identity key.txt").unwrap();
         assert_eq!(ids[0].to_public().to_string(), public);
 
-        let e = parse_identity_file("# nothing\n", "--identity key.txt").unwrap_err();
+        let err = |text: &str, origin: &str| parse_identity_file(text, origin).err().unwrap();
+        let e = err("# nothing\n", "--identity key.txt");
         assert!(e.contains("holds no age private key"), "{e}");
-        let e = parse_identity_file(&format!("{public}\n"), "--identity k").unwrap_err();
+        let e = err(&format!("{public}\n"), "--identity k");
         assert!(e.starts_with("--identity k: line 1 is a public key"), "{e}");
         let damaged = format!("{}X", &secret[..secret.len() - 1]);
-        let e = parse_identity_file(&damaged, "--identity k").unwrap_err();
+        let e = err(&damaged, "--identity k");
         assert!(e.contains("line 1 is not a valid age private key"), "{e}");
         assert!(!e.contains(&secret[20..40]), "{e}");
     }

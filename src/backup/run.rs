@@ -230,18 +230,23 @@ async fn write_backup(
         let name = stored_name(base, encrypted);
         (object_key(&req.instance, id, &name), name, kind)
     };
-    let store = |(key, name, kind): &(String, String, ObjectKind)| ObjectTarget {
-        key: key.as_str(),
-        name: name.as_str(),
-        kind: *kind,
-        zstd_level: req.zstd_level,
-        encrypt_to: req.encrypt_to.as_ref(),
-    };
+    fn store<'a>(
+        (key, name, kind): &'a (String, String, ObjectKind),
+        req: &'a BackupRequest,
+    ) -> ObjectTarget<'a> {
+        ObjectTarget {
+            key,
+            name,
+            kind: *kind,
+            zstd_level: req.zstd_level,
+            encrypt_to: req.encrypt_to.as_ref(),
+        }
+    }
     let dump_target = target(DATABASE_OBJECT, ObjectKind::Database);
     let (first_output, dump_started) = oneshot::channel();
     let dump = store_compressed(
         repo,
-        store(&dump_target),
+        store(&dump_target, req),
         move |out| {
             let mut running = dump_tools.spawn("pg_dump", cmd)?;
             let Some(stdout) = running.child.stdout.take() else {
@@ -286,7 +291,7 @@ async fn write_backup(
         objects.push(
             store_compressed(
                 repo,
-                store(&files_target),
+                store(&files_target, req),
                 move |out| {
                     let mut tar = tar::Builder::new(ProgressWriter {
                         inner: out,
@@ -309,7 +314,7 @@ async fn write_backup(
         let conf_target = target(DHIS_CONF_OBJECT, ObjectKind::DhisConf);
         let mut object = store_compressed(
             repo,
-            store(&conf_target),
+            store(&conf_target, req),
             move |out| {
                 let mut file = std::fs::File::open(&conf)
                     .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;

@@ -54,10 +54,10 @@ impl EncryptTo {
 
     fn encryptor(&self) -> io::Result<age::Encryptor> {
         match self {
-            Self::Recipients(recipients) => age::Encryptor::with_recipients(
-                recipients.iter().map(|r| r as &dyn age::Recipient),
-            )
-            .map_err(|e| io::Error::other(format!("age: {e}"))),
+            Self::Recipients(recipients) => {
+                age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+                    .map_err(|e| io::Error::other(format!("age: {e}")))
+            }
             Self::Passphrase(passphrase) => {
                 let mut recipient = age::scrypt::Recipient::new(passphrase.clone());
                 recipient.set_work_factor(SCRYPT_WORK_FACTOR);
@@ -168,7 +168,11 @@ fn backup_name(manifest: &BackupManifest) -> String {
 /// Whether `key` can open every encrypted object of the backup, judged from the manifest alone
 /// (pure): a missing key, or identities that are none of the recipients.
 pub fn check_key_fits(manifest: &BackupManifest, key: &DecryptWith) -> Result<(), KeyMismatch> {
-    for record in manifest.objects.iter().filter_map(|o| o.encryption.as_ref()) {
+    for record in manifest
+        .objects
+        .iter()
+        .filter_map(|o| o.encryption.as_ref())
+    {
         match record {
             EncryptionRecord::Recipients { recipients } => {
                 let shown = recipients.join(", ");
@@ -376,12 +380,21 @@ pub fn collect_recipients(
         .iter()
         .flat_map(|v| v.split(|c: char| c == ',' || c.is_whitespace()))
         .filter(|v| !v.is_empty())
-        .map(|v| (v.to_string(), "--encrypt-to (or DHIS2_BACKUP_RECIPIENTS)".to_string()));
+        .map(|v| {
+            (
+                v.to_string(),
+                "--encrypt-to (or DHIS2_BACKUP_RECIPIENTS)".to_string(),
+            )
+        });
     let file_values = files.iter().flat_map(|(name, text)| {
         text.lines().enumerate().filter_map(move |(i, line)| {
             let line = line.trim();
-            (!line.is_empty() && !line.starts_with('#'))
-                .then(|| (line.to_string(), format!("--recipients-file {name} line {}", i + 1)))
+            (!line.is_empty() && !line.starts_with('#')).then(|| {
+                (
+                    line.to_string(),
+                    format!("--recipients-file {name} line {}", i + 1),
+                )
+            })
         })
     });
     for (value, origin) in flag_values.chain(file_values) {
@@ -473,7 +486,10 @@ mod tests {
         let got: Vec<String> = got.iter().map(ToString::to_string).collect();
         assert_eq!(got, vec![a, b, c]);
         let e = collect_recipients(&[], &[("k.txt".into(), "# none yet\n".into())]).unwrap_err();
-        assert!(e.starts_with("--recipients-file k.txt: holds no age public key"), "{e}");
+        assert!(
+            e.starts_with("--recipients-file k.txt: holds no age public key"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -527,7 +543,10 @@ mod tests {
         let p = parse_passphrase("  spaced  \r\n", "x").unwrap();
         assert_eq!(p.expose_secret(), "  spaced  ");
         let e = parse_passphrase("\n", "--passphrase-file p").unwrap_err();
-        assert!(e.starts_with("--passphrase-file p: the passphrase is empty"), "{e}");
+        assert!(
+            e.starts_with("--passphrase-file p: the passphrase is empty"),
+            "{e}"
+        );
     }
 
     fn manifest_with(records: &[Option<EncryptionRecord>]) -> BackupManifest {
@@ -621,7 +640,10 @@ mod tests {
             ..Default::default()
         };
         assert!(open_compressed(&object, &sealed[..], &wrong).is_err());
-        assert_eq!(check_age_header(object.encryption.as_ref().unwrap(), &sealed[..]), Ok(()));
+        assert_eq!(
+            check_age_header(object.encryption.as_ref().unwrap(), &sealed[..]),
+            Ok(())
+        );
         assert!(check_age_header(&EncryptionRecord::Passphrase, &sealed[..]).is_err());
         assert!(check_age_header(&EncryptionRecord::Passphrase, &b"(\xb5/\xfd"[..]).is_err());
     }
@@ -636,7 +658,10 @@ mod tests {
         };
         let shown = format!("{key:?}");
         assert!(shown.contains(&public), "{shown}");
-        assert!(!shown.contains("hunter2") && !shown.contains(&secret), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains(&secret),
+            "{shown}"
+        );
         let to = EncryptTo::Passphrase(SecretString::from("hunter2".to_string()));
         assert!(!format!("{to:?}").contains("hunter2"));
     }

@@ -356,8 +356,7 @@ async fn prepare(
             if let (Some(dir), Some(object)) =
                 (&req.files_dir, manifest.object(ObjectKind::FileStore))
             {
-                done.staged =
-                    Some(stage_file_store(repo, manifest, object, dir, &req.key).await?);
+                done.staged = Some(stage_file_store(repo, manifest, object, dir, &req.key).await?);
             }
         }
         RestoreStep::CreateSideDatabase { name, owner } => {
@@ -467,8 +466,8 @@ fn stream_into_pg_restore<R: Read>(
         .take()
         .ok_or_else(|| BackupError::io("pg_restore", io::Error::other("no stdin")))?;
     let copied = {
-        let decoder = open_compressed(object, &mut hashing, key)
-            .and_then(zstd::stream::read::Decoder::new);
+        let decoder =
+            open_compressed(object, &mut hashing, key).and_then(zstd::stream::read::Decoder::new);
         decoder.and_then(|mut d| io::copy(&mut d, &mut stdin))
     };
     drop(stdin);

@@ -244,25 +244,21 @@ async fn write_backup(
     }
     let dump_target = target(DATABASE_OBJECT, ObjectKind::Database);
     let (first_output, dump_started) = oneshot::channel();
-    let dump = store_compressed(
-        repo,
-        store(&dump_target, req),
-        move |out| {
-            let mut running = dump_tools.spawn("pg_dump", cmd)?;
-            let Some(stdout) = running.child.stdout.take() else {
+    let dump = store_compressed(repo, store(&dump_target, req), move |out| {
+        let mut running = dump_tools.spawn("pg_dump", cmd)?;
+        let Some(stdout) = running.child.stdout.take() else {
+            running.kill();
+            return Err(BackupError::io("pg_dump", io::Error::other("no stdout")));
+        };
+        let mut reader = ProgressReader::new(FirstOutput::new(stdout, first_output), dump_bar);
+        match io::copy(&mut reader, out) {
+            Ok(_) => running.finish().map(|_| ()),
+            Err(e) => {
                 running.kill();
-                return Err(BackupError::io("pg_dump", io::Error::other("no stdout")));
-            };
-            let mut reader = ProgressReader::new(FirstOutput::new(stdout, first_output), dump_bar);
-            match io::copy(&mut reader, out) {
-                Ok(_) => running.finish().map(|_| ()),
-                Err(e) => {
-                    running.kill();
-                    Err(BackupError::io("streaming pg_dump output", e))
-                }
+                Err(BackupError::io("streaming pg_dump output", e))
             }
-        },
-    );
+        }
+    });
     // Counted in the dump's own snapshot, while the dump runs. The exporting transaction ends as
     // soon as the counts are done and pg_dump has imported the snapshot (it does so when it
     // starts, before it writes a byte), so a dump of many hours never depends on an idle session.
@@ -289,20 +285,16 @@ async fn write_backup(
         let files_bar = bar.clone();
         let files_target = target(FILESTORE_OBJECT, ObjectKind::FileStore);
         objects.push(
-            store_compressed(
-                repo,
-                store(&files_target, req),
-                move |out| {
-                    let mut tar = tar::Builder::new(ProgressWriter {
-                        inner: out,
-                        bar: files_bar,
-                    });
-                    tar.follow_symlinks(false);
-                    tar.append_dir_all("filestore", &dir)
-                        .and_then(|_| tar.finish())
-                        .map_err(|e| BackupError::io(format!("archiving {}", dir.display()), e))
-                },
-            )
+            store_compressed(repo, store(&files_target, req), move |out| {
+                let mut tar = tar::Builder::new(ProgressWriter {
+                    inner: out,
+                    bar: files_bar,
+                });
+                tar.follow_symlinks(false);
+                tar.append_dir_all("filestore", &dir)
+                    .and_then(|_| tar.finish())
+                    .map_err(|e| BackupError::io(format!("archiving {}", dir.display()), e))
+            })
             .await?,
         );
         bar.finish_and_clear();
@@ -312,19 +304,15 @@ async fn write_backup(
         let posix = super::manifest::PosixMetadata::of(&conf)
             .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
         let conf_target = target(DHIS_CONF_OBJECT, ObjectKind::DhisConf);
-        let mut object = store_compressed(
-            repo,
-            store(&conf_target, req),
-            move |out| {
-                let mut file = std::fs::File::open(&conf)
-                    .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
-                let mut data = Vec::new();
-                file.read_to_end(&mut data)
-                    .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
-                out.write_all(&data)
-                    .map_err(|e| BackupError::io("storing dhis.conf", e))
-            },
-        )
+        let mut object = store_compressed(repo, store(&conf_target, req), move |out| {
+            let mut file = std::fs::File::open(&conf)
+                .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
+            let mut data = Vec::new();
+            file.read_to_end(&mut data)
+                .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
+            out.write_all(&data)
+                .map_err(|e| BackupError::io("storing dhis.conf", e))
+        })
         .await?;
         object.posix = Some(posix);
         objects.push(object);

@@ -166,10 +166,12 @@ fn check_object<R: Read>(
     let content = match (&object.encryption, key) {
         (Some(record), None) => check_age_header(record, &mut hashing).map(|()| None),
         // A tool that cannot start is a problem of this machine, never of the backup.
-        (_, key) => match open_compressed(object, &mut hashing, key.unwrap_or(&DecryptWith::default())) {
-            Ok(compressed) => check_content(object.kind, tools, compressed)?,
-            Err(e) => Err(e.to_string()),
-        },
+        (_, key) => {
+            match open_compressed(object, &mut hashing, key.unwrap_or(&DecryptWith::default())) {
+                Ok(compressed) => check_content(object.kind, tools, compressed)?,
+                Err(e) => Err(e.to_string()),
+            }
+        }
     };
     let drained = hashing.drain();
     let (size, sha) = hashing.finish();

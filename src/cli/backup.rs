@@ -367,7 +367,11 @@ pub async fn verify(args: VerifyArgs, output: OutputFormat) -> Result<ExitCode, 
     )
     .await?;
     emit(output, &report, || {
-        let unread = report.objects.iter().filter(|o| !o.contents_checked).count();
+        let unread = report
+            .objects
+            .iter()
+            .filter(|o| !o.contents_checked)
+            .count();
         let mut text = format!(
             "backup {} of {} is intact{}: {} objects, {} checked",
             report.id,

@@ -95,9 +95,7 @@ fn read_file(path: &Path, flag: &str) -> Result<String, BackupError> {
 
 /// The passphrase from `--passphrase-file` (or its variable), else from DHIS2_BACKUP_PASSPHRASE.
 fn passphrase(file: Option<&Path>) -> Result<Option<SecretString>, BackupError> {
-    let from_var = std::env::var(PASSPHRASE_VAR)
-        .ok()
-        .filter(|v| !v.is_empty());
+    let from_var = std::env::var(PASSPHRASE_VAR).ok().filter(|v| !v.is_empty());
     match (file, from_var) {
         (Some(_), Some(_)) => Err(BackupError::Usage(format!(
             "--passphrase-file: {PASSPHRASE_VAR} is set too; give the passphrase one way only"

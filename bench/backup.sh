@@ -121,7 +121,7 @@ rss = max(vals["ours.rss"] + vals["ours.enc.rss"] + vals["restore.ours.rss"]) / 
 checks = [
     ("backup / floor", m["ours"] / m["floor"], 1.3),
     ("backup / baseline", m["ours"] / m["baseline"], 0.5),
-    ("encrypted / unencrypted backup", m["ours.enc"] / m["ours"], 1.1),
+    ("encrypted / plain backup", m["ours.enc"] / m["ours"], 1.1),
     ("stored size / pg_dump -Fc", ours_bytes / base_bytes, 0.8),
     ("restore / local pg_restore", m["restore.ours"] / m["restore.baseline"], 1.05),
     ("peak RSS of dhis2ctl (MiB)", rss, 100),

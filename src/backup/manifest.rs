@@ -298,6 +298,71 @@ mod tests {
         assert_eq!(backup_id_time("latest"), None);
     }
 
+    fn manifest_with_object(object: serde_json::Value) -> BackupManifest {
+        serde_json::from_value(serde_json::json!({
+            "formatVersion": 1, "id": "20261125T010000Z-3f9a", "instance": "hmis",
+            "startedAt": "2026-11-25T01:00:00Z", "completedAt": "2026-11-25T01:10:00Z",
+            "database": "dhis2", "dhis2SchemaVersion": "2.41.38", "postgresVersion": "15.8",
+            "extensions": [], "includeAnalytics": false, "objects": [object], "tables": [],
+            "skippedTableData": [],
+            "tool": {"name": "dhis2ctl", "version": "0.1.0", "pgDump": "pg_dump (PostgreSQL) 15.8"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn manifests_from_before_encryption_read_as_unencrypted() {
+        let old = manifest_with_object(serde_json::json!({
+            "name": DATABASE_OBJECT, "kind": "database", "sizeBytes": 10,
+            "sha256": "a".repeat(64), "uncompressedBytes": 20
+        }));
+        assert_eq!(old.validate("20261125T010000Z-3f9a", "hmis"), Ok(()));
+        assert!(!old.is_encrypted());
+        assert_eq!(old.encryption(), None);
+        // Written back, an unencrypted object has no encryption field: older tools read it as before.
+        let written = serde_json::to_value(&old).unwrap();
+        assert!(
+            written["objects"][0].get("encryption").is_none(),
+            "{written}"
+        );
+    }
+
+    #[test]
+    fn an_encrypted_object_is_named_age_and_names_public_keys_only() {
+        let object = |name: &str, encryption: serde_json::Value| {
+            manifest_with_object(serde_json::json!({
+                "name": name, "kind": "database", "sizeBytes": 10,
+                "sha256": "a".repeat(64), "uncompressedBytes": 20, "encryption": encryption
+            }))
+        };
+        let recipients = serde_json::json!({"mode": "recipients", "recipients": ["age1abc"]});
+        let ok = object("database.pgdump.zst.age", recipients.clone());
+        assert_eq!(ok.validate("20261125T010000Z-3f9a", "hmis"), Ok(()));
+        assert!(ok.is_encrypted());
+        let passphrase = object(
+            "database.pgdump.zst.age",
+            serde_json::json!({"mode": "passphrase"}),
+        );
+        assert_eq!(passphrase.encryption(), Some(&EncryptionRecord::Passphrase));
+        for bad in [
+            object(DATABASE_OBJECT, recipients),
+            object("database.pgdump.zst.age", serde_json::Value::Null),
+            object(
+                "database.pgdump.zst.age",
+                serde_json::json!({"mode": "recipients", "recipients": ["AGE-SECRET-KEY-1X"]}),
+            ),
+            object(
+                "database.pgdump.zst.age",
+                serde_json::json!({"mode": "recipients", "recipients": []}),
+            ),
+        ] {
+            assert!(
+                bad.validate("20261125T010000Z-3f9a", "hmis").is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
     #[test]
     fn object_names_stay_inside_their_backup() {
         for good in [

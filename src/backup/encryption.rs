@@ -495,7 +495,7 @@ mod tests {
     #[test]
     fn a_private_key_given_as_recipient_is_refused_without_being_shown() {
         let (_, _, secret) = key();
-        let e = collect_recipients(&[secret.clone()], &[]).unwrap_err();
+        let e = collect_recipients(std::slice::from_ref(&secret), &[]).unwrap_err();
         assert!(e.starts_with("--encrypt-to"), "{e}");
         assert!(e.contains("private key"), "{e}");
         assert!(!e.contains(&secret[15..]), "the secret leaked: {e}");

@@ -3,11 +3,14 @@
 #   floor     pg_dump -Fc -Z0 > /dev/null
 #   baseline  what DHIS2 server tooling does today: pg_dump -Fc (gzip) to a file, then `aws s3 cp`
 #   ours      dhis2ctl backup run to the same S3 server (SeaweedFS on loopback)
+#   encrypted ours with --encrypt-to an age public key (issue 8), in the same runs
 #   restore   ours from S3 vs pg_restore of the baseline dump from local disk
 # All three dumps skip the same regenerated tables' data, so the pipelines are compared, not the
 # skip. Prints medians of RUNS runs and the ratios; peak RSS of dhis2ctl from /usr/bin/time.
 #
 #   bench/backup.sh            RUNS=3 RESTORE_RUNS=3 SCALE=large BENCH_DIR=/var/cache/dhis2-operator/bench
+# BENCH_ENV=FILE uses an environment that is already running (its `env` file) instead of starting
+# one; DHIS2CTL=PATH uses that binary instead of building a release one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUNS=${RUNS:-3}
@@ -16,13 +19,20 @@ SCALE=${SCALE:-large}
 BENCH_DIR=${BENCH_DIR:-/var/cache/dhis2-operator/bench}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/dhis2-operator/target}
 
-cargo build --quiet --release --bin dhis2ctl
-DHIS2CTL=$CARGO_TARGET_DIR/release/dhis2ctl
+if [ -z "${DHIS2CTL:-}" ]; then
+  cargo build --quiet --release --bin dhis2ctl
+  DHIS2CTL=$CARGO_TARGET_DIR/release/dhis2ctl
+fi
 mkdir -p "$BENCH_DIR"; chmod 755 "$BENCH_DIR"
-scripts/testenv/up.sh "$BENCH_DIR/env-dir" >/dev/null
-trap 'scripts/testenv/down.sh "$BENCH_DIR/env-dir" >/dev/null 2>&1 || true' EXIT
-# shellcheck disable=SC1091
-source "$BENCH_DIR/env-dir/env"
+if [ -n "${BENCH_ENV:-}" ]; then
+  # shellcheck disable=SC1090
+  source "$BENCH_ENV"
+else
+  scripts/testenv/up.sh "$BENCH_DIR/env-dir" >/dev/null
+  trap 'scripts/testenv/down.sh "$BENCH_DIR/env-dir" >/dev/null 2>&1 || true' EXIT
+  # shellcheck disable=SC1091
+  source "$BENCH_DIR/env-dir/env"
+fi
 BASE=${DHIS2_TEST_PG_URL%/*}
 export DHIS2_S3_ENDPOINT=$DHIS2_TEST_S3_ENDPOINT
 export PGPASSWORD=${DHIS2_TEST_PG_URL#postgresql://postgres:}; PGPASSWORD=${PGPASSWORD%%@*}
@@ -45,6 +55,8 @@ BUCKET=bench-$(date +%s)
 $S3 mb "s3://$BUCKET" >/dev/null
 WORK=$(mktemp -d /tmp/dhis2-bench.XXXXXX)
 RESULTS=$WORK/results; : > "$RESULTS"
+age-keygen -o "$WORK/age-key.txt" 2>/dev/null
+AGE_PUBLIC=$(age-keygen -y "$WORK/age-key.txt")
 record() { echo "$1 $2" >> "$RESULTS"; }
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$2"; }
@@ -68,6 +80,7 @@ for i in $(seq 1 "$RUNS"); do
   record baseline.dump "$(elapsed "$t0" "$t1")"; record baseline.upload "$(elapsed "$t1" "$t2")"
   record baseline "$(elapsed "$t0" "$t2")"
   timed ours "$DHIS2CTL" backup run --database-url "$BASE/$DB" --repo "s3://$BUCKET/ours" --instance bench -o json >/dev/null
+  timed ours.enc "$DHIS2CTL" backup run --database-url "$BASE/$DB" --repo "s3://$BUCKET/ours-enc" --instance bench --encrypt-to "$AGE_PUBLIC" -o json >/dev/null
 done
 BASELINE_BYTES=$(stat -c %s "$WORK/baseline.dump")
 OURS_BYTES=$("$DHIS2CTL" backup list --repo "s3://$BUCKET/ours" -o json | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['sizeBytes'])")
@@ -96,6 +109,7 @@ rows = [
     ("baseline: aws s3 cp", m["baseline.upload"]),
     ("baseline: total", m["baseline"]),
     ("ours: dhis2ctl backup run → S3", m["ours"]),
+    ("ours encrypted: … --encrypt-to age1…", m["ours.enc"]),
     ("restore baseline: pg_restore local file", m["restore.baseline"]),
     ("restore ours: dhis2ctl backup restore ← S3", m["restore.ours"]),
 ]
@@ -103,10 +117,11 @@ print(f"\ndatabase {db_bytes/2**20:.0f} MiB, medians of {len(vals['ours'])} back
 for name, secs in rows:
     print(f"  {name:<46} {secs:8.2f} s")
 print(f"  stored size: baseline pg_dump -Fc {base_bytes/2**20:.1f} MiB, ours {ours_bytes/2**20:.1f} MiB")
-rss = max(vals["ours.rss"] + vals["restore.ours.rss"]) / 1024
+rss = max(vals["ours.rss"] + vals["ours.enc.rss"] + vals["restore.ours.rss"]) / 1024
 checks = [
     ("backup / floor", m["ours"] / m["floor"], 1.3),
     ("backup / baseline", m["ours"] / m["baseline"], 0.5),
+    ("encrypted / plain backup", m["ours.enc"] / m["ours"], 1.1),
     ("stored size / pg_dump -Fc", ours_bytes / base_bytes, 0.8),
     ("restore / local pg_restore", m["restore.ours"] / m["restore.baseline"], 1.05),
     ("peak RSS of dhis2ctl (MiB)", rss, 100),

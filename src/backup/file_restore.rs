@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use chrono::Utc;
 
+use super::encryption::{DecryptWith, open_compressed};
 use super::error::BackupError;
 use super::manifest::{BackupManifest, PosixMetadata, StoredObject};
 use super::repo::Repository;
@@ -62,9 +63,15 @@ pub async fn stage_file_store(
     manifest: &BackupManifest,
     object: &StoredObject,
     dir: &Path,
+    key: &DecryptWith,
 ) -> Result<StagedFileStore, BackupError> {
     let reader = blocking_reader(repo, manifest, object).await?;
-    let (m, o, dir) = (manifest.clone(), object.clone(), dir.to_path_buf());
+    let (m, o, dir, key) = (
+        manifest.clone(),
+        object.clone(),
+        dir.to_path_buf(),
+        key.clone(),
+    );
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)
             .map_err(|e| BackupError::io(format!("creating {}", dir.display()), e))?;
@@ -74,7 +81,8 @@ pub async fn stage_file_store(
             .map_err(|e| BackupError::io(format!("creating {}", staging.display()), e))?;
         let staged = StagedFileStore { dir, staging };
         let mut hashing = HashingReader::new(reader);
-        let unpacked = zstd::stream::read::Decoder::new(&mut hashing)
+        let unpacked = open_compressed(&o, &mut hashing, &key)
+            .and_then(zstd::stream::read::Decoder::new)
             .and_then(|decoder| unpack(decoder, &staged.staging));
         let drained = hashing.drain();
         let (size, sha) = hashing.finish();
@@ -225,13 +233,15 @@ pub async fn read_dhis_conf(
     repo: &Repository,
     manifest: &BackupManifest,
     object: &StoredObject,
+    key: &DecryptWith,
 ) -> Result<Vec<u8>, BackupError> {
     let reader = blocking_reader(repo, manifest, object).await?;
-    let (m, o) = (manifest.clone(), object.clone());
+    let (m, o, key) = (manifest.clone(), object.clone(), key.clone());
     tokio::task::spawn_blocking(move || {
         let mut hashing = HashingReader::new(reader);
         let mut content = Vec::new();
-        let decoded = zstd::stream::read::Decoder::new(&mut hashing)
+        let decoded = open_compressed(&o, &mut hashing, &key)
+            .and_then(zstd::stream::read::Decoder::new)
             .and_then(|mut d| d.read_to_end(&mut content));
         let drained = hashing.drain();
         let (size, sha) = hashing.finish();

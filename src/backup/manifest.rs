@@ -40,6 +40,27 @@ pub struct StoredObject {
     /// Owner and mode of the original file (dhis.conf), so a restore can put them back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub posix: Option<PosixMetadata>,
+    /// Set when the stored bytes are an age file (the name then ends in `.age`). Absent in
+    /// unencrypted backups, so manifests of older backups read unchanged, and older dhis2ctl
+    /// versions still see encrypted backups as complete (they never prune them as debris).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionRecord>,
+}
+
+/// How an object is encrypted: public keys only, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "camelCase")]
+pub enum EncryptionRecord {
+    /// age X25519: any one of these public keys' private keys decrypts.
+    Recipients { recipients: Vec<String> },
+    /// age scrypt: the passphrase decrypts.
+    Passphrase,
+}
+
+impl StoredObject {
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +136,15 @@ impl BackupManifest {
         self.objects.iter().map(|o| o.size_bytes).sum()
     }
 
+    pub fn is_encrypted(&self) -> bool {
+        self.objects.iter().any(StoredObject::is_encrypted)
+    }
+
+    /// What the backup is encrypted to, as the manifest records it (the database's record).
+    pub fn encryption(&self) -> Option<&EncryptionRecord> {
+        self.objects.iter().find_map(|o| o.encryption.as_ref())
+    }
+
     pub fn object(&self, kind: ObjectKind) -> Option<&StoredObject> {
         self.objects.iter().find(|o| o.kind == kind)
     }
@@ -153,6 +183,20 @@ impl BackupManifest {
             check_object_name(&o.name)?;
             if !seen.insert(o.name.as_str()) {
                 return Err(format!("manifest names object {} twice", o.name));
+            }
+            if o.is_encrypted() != o.name.ends_with(super::encryption::AGE_SUFFIX) {
+                return Err(format!(
+                    "manifest names object {} with an encryption that does not match its name",
+                    o.name
+                ));
+            }
+            if let Some(EncryptionRecord::Recipients { recipients }) = &o.encryption
+                && (recipients.is_empty() || recipients.iter().any(|r| !r.starts_with("age1")))
+            {
+                return Err(format!(
+                    "manifest records malformed recipients for object {}",
+                    o.name
+                ));
             }
         }
         Ok(())
@@ -195,6 +239,8 @@ pub struct BackupSummary {
     pub postgres_version: String,
     pub database: String,
     pub skipped_tables: usize,
+    /// True when the backup's objects are encrypted (restoring needs the key).
+    pub encrypted: bool,
 }
 
 impl From<&BackupManifest> for BackupSummary {
@@ -210,6 +256,7 @@ impl From<&BackupManifest> for BackupSummary {
             postgres_version: m.postgres_version.clone(),
             database: m.database.clone(),
             skipped_tables: m.skipped_table_data.len(),
+            encrypted: m.is_encrypted(),
         }
     }
 }
@@ -249,6 +296,71 @@ mod tests {
         assert_eq!(backup_id_time(&ida), Some(a));
         assert_eq!(backup_id_time("20260102T030405Z-3f9a"), Some(a));
         assert_eq!(backup_id_time("latest"), None);
+    }
+
+    fn manifest_with_object(object: serde_json::Value) -> BackupManifest {
+        serde_json::from_value(serde_json::json!({
+            "formatVersion": 1, "id": "20261125T010000Z-3f9a", "instance": "hmis",
+            "startedAt": "2026-11-25T01:00:00Z", "completedAt": "2026-11-25T01:10:00Z",
+            "database": "dhis2", "dhis2SchemaVersion": "2.41.38", "postgresVersion": "15.8",
+            "extensions": [], "includeAnalytics": false, "objects": [object], "tables": [],
+            "skippedTableData": [],
+            "tool": {"name": "dhis2ctl", "version": "0.1.0", "pgDump": "pg_dump (PostgreSQL) 15.8"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn manifests_from_before_encryption_read_as_unencrypted() {
+        let old = manifest_with_object(serde_json::json!({
+            "name": DATABASE_OBJECT, "kind": "database", "sizeBytes": 10,
+            "sha256": "a".repeat(64), "uncompressedBytes": 20
+        }));
+        assert_eq!(old.validate("20261125T010000Z-3f9a", "hmis"), Ok(()));
+        assert!(!old.is_encrypted());
+        assert_eq!(old.encryption(), None);
+        // Written back, an unencrypted object has no encryption field: older tools read it as before.
+        let written = serde_json::to_value(&old).unwrap();
+        assert!(
+            written["objects"][0].get("encryption").is_none(),
+            "{written}"
+        );
+    }
+
+    #[test]
+    fn an_encrypted_object_is_named_age_and_names_public_keys_only() {
+        let object = |name: &str, encryption: serde_json::Value| {
+            manifest_with_object(serde_json::json!({
+                "name": name, "kind": "database", "sizeBytes": 10,
+                "sha256": "a".repeat(64), "uncompressedBytes": 20, "encryption": encryption
+            }))
+        };
+        let recipients = serde_json::json!({"mode": "recipients", "recipients": ["age1abc"]});
+        let ok = object("database.pgdump.zst.age", recipients.clone());
+        assert_eq!(ok.validate("20261125T010000Z-3f9a", "hmis"), Ok(()));
+        assert!(ok.is_encrypted());
+        let passphrase = object(
+            "database.pgdump.zst.age",
+            serde_json::json!({"mode": "passphrase"}),
+        );
+        assert_eq!(passphrase.encryption(), Some(&EncryptionRecord::Passphrase));
+        for bad in [
+            object(DATABASE_OBJECT, recipients),
+            object("database.pgdump.zst.age", serde_json::Value::Null),
+            object(
+                "database.pgdump.zst.age",
+                serde_json::json!({"mode": "recipients", "recipients": ["AGE-SECRET-KEY-1X"]}),
+            ),
+            object(
+                "database.pgdump.zst.age",
+                serde_json::json!({"mode": "recipients", "recipients": []}),
+            ),
+        ] {
+            assert!(
+                bad.validate("20261125T010000Z-3f9a", "hmis").is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

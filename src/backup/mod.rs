@@ -2,10 +2,12 @@
 //! operator's Jobs.
 //!
 //! A backup set lives under `INSTANCE/ID/` in a repository: `database.pgdump.zst` (pg_dump custom
-//! format, zstd), `filestore.tar.zst`, `dhis.conf.zst`, and `manifest.json`, written last.
+//! format, zstd), `filestore.tar.zst`, `dhis.conf.zst`, and `manifest.json`, written last. An
+//! encrypted backup's objects are age files with `.age` appended (`database.pgdump.zst.age`).
 
 pub mod catalog;
 pub mod drill;
+pub mod encryption;
 pub mod error;
 pub mod file_restore;
 pub mod inventory;

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::postgres::DatabaseTarget;
 use crate::progress::Progress;
 
+use super::encryption::{DecryptWith, check_key_opens, open_compressed};
 use super::error::BackupError;
 use super::file_restore::{StagedFileStore, read_dhis_conf, stage_file_store, write_dhis_conf};
 use super::inventory;
@@ -39,6 +40,8 @@ pub struct RestoreRequest {
     /// Drop the replaced database at once instead of keeping it.
     pub drop_replaced: bool,
     pub pg_bin_dir: Option<PathBuf>,
+    /// What opens an encrypted backup (empty for unencrypted ones).
+    pub key: DecryptWith,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -169,6 +172,8 @@ pub async fn restore_backup(
 ) -> Result<RestoreReport, BackupError> {
     let started = Instant::now();
     check_flags(manifest, req)?;
+    // Before any connection: a wrong key leaves the target and the server untouched.
+    check_key_opens(repo, manifest, &req.key).await?;
     let admin = Maintenance::connect(&req.database).await?;
     let facts = gather_facts(&admin, manifest, req).await?;
     let options = RestoreOptions {
@@ -344,14 +349,14 @@ async fn prepare(
     match step {
         RestoreStep::ReadDhisConf => {
             if let Some(object) = manifest.object(ObjectKind::DhisConf) {
-                done.conf = Some(read_dhis_conf(repo, manifest, object).await?);
+                done.conf = Some(read_dhis_conf(repo, manifest, object, &req.key).await?);
             }
         }
         RestoreStep::StageFileStore => {
             if let (Some(dir), Some(object)) =
                 (&req.files_dir, manifest.object(ObjectKind::FileStore))
             {
-                done.staged = Some(stage_file_store(repo, manifest, object, dir).await?);
+                done.staged = Some(stage_file_store(repo, manifest, object, dir, &req.key).await?);
             }
         }
         RestoreStep::CreateSideDatabase { name, owner } => {
@@ -363,7 +368,15 @@ async fn prepare(
         }
         RestoreStep::RestoreDump { database } => {
             let side = req.database.with_dbname(database);
-            restore_dump(repo, manifest, &side, req.pg_bin_dir.as_deref(), progress).await?;
+            restore_dump(
+                repo,
+                manifest,
+                &side,
+                req.pg_bin_dir.as_deref(),
+                &req.key,
+                progress,
+            )
+            .await?;
         }
         RestoreStep::HandOverOwnership { database, to } => {
             let n = hand_over_ownership(&req.database.with_dbname(database), to).await?;
@@ -393,12 +406,14 @@ async fn undo(admin: &Maintenance, done: Progressed) {
     }
 }
 
-/// Streams the dump once into `pg_restore` connected to `side`, checking size and SHA-256.
+/// Streams the dump once into `pg_restore` connected to `side`, checking size and SHA-256, and
+/// decrypting with `key` when the backup is encrypted.
 pub async fn restore_dump(
     repo: &Repository,
     manifest: &BackupManifest,
     side: &DatabaseTarget,
     pg_bin_dir: Option<&std::path::Path>,
+    key: &DecryptWith,
     progress: &Progress,
 ) -> Result<(), BackupError> {
     let object = manifest
@@ -407,15 +422,18 @@ pub async fn restore_dump(
     let tools = PgTools::locate(pg_bin_dir, dump_major(manifest));
     let reader = blocking_reader(repo, manifest, object).await?;
     let bar = progress.bytes("restore", Some(object.size_bytes));
-    let (m, o, t, d, b) = (
+    let (m, o, t, d, b, k) = (
         manifest.clone(),
         object.clone(),
         tools,
         side.clone(),
         bar.clone(),
+        key.clone(),
     );
-    run_blocking(move || stream_into_pg_restore(&m, &o, &t, &d, ProgressReader::new(reader, b)))
-        .await?;
+    run_blocking(move || {
+        stream_into_pg_restore(&m, &o, &t, &d, &k, ProgressReader::new(reader, b))
+    })
+    .await?;
     bar.finish_and_clear();
     Ok(())
 }
@@ -425,6 +443,7 @@ fn stream_into_pg_restore<R: Read>(
     object: &StoredObject,
     tools: &PgTools,
     db: &DatabaseTarget,
+    key: &DecryptWith,
     reader: R,
 ) -> Result<(), BackupError> {
     let mut hashing = HashingReader::new(reader);
@@ -447,7 +466,8 @@ fn stream_into_pg_restore<R: Read>(
         .take()
         .ok_or_else(|| BackupError::io("pg_restore", io::Error::other("no stdin")))?;
     let copied = {
-        let decoder = zstd::stream::read::Decoder::new(&mut hashing);
+        let decoder =
+            open_compressed(object, &mut hashing, key).and_then(zstd::stream::read::Decoder::new);
         decoder.and_then(|mut d| io::copy(&mut d, &mut stdin))
     };
     drop(stdin);
@@ -514,7 +534,10 @@ async fn check_row_counts(
     } else {
         Err(BackupError::Damaged {
             backup: format!("{}/{}", manifest.instance, manifest.id),
-            object: super::manifest::DATABASE_OBJECT.to_string(),
+            object: manifest
+                .object(ObjectKind::Database)
+                .map(|o| o.name.clone())
+                .unwrap_or_else(|| super::manifest::DATABASE_OBJECT.to_string()),
             reason: format!("after restoring, {}", wrong.join("; ")),
         })
     }

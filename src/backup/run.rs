@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use crate::postgres::DatabaseTarget;
 use crate::progress::Progress;
 
+use super::encryption::{EncryptTo, stored_name};
 use super::error::{BackupError, validate_instance_name};
 use super::inventory;
 use super::lease::{HEARTBEAT_INTERVAL_SECONDS, Lease};
@@ -21,7 +22,7 @@ use super::manifest::{
 };
 use super::pg_tools::PgTools;
 use super::repo::{RepoError, Repository};
-use super::store::store_compressed;
+use super::store::{ObjectTarget, store_compressed};
 use super::stream::{FirstOutput, ProgressReader, ProgressWriter};
 use super::table_rules::{TableName, tables_with_skipped_data};
 
@@ -35,6 +36,8 @@ pub struct BackupRequest {
     pub pg_bin_dir: Option<PathBuf>,
     /// zstd level, 1 (fastest) to 19 (smallest).
     pub zstd_level: i32,
+    /// Encrypt every object with age (None: stored unencrypted).
+    pub encrypt_to: Option<EncryptTo>,
 }
 
 pub fn object_key(instance: &str, id: &str, object: &str) -> String {
@@ -222,30 +225,40 @@ async fn write_backup(
     let bar = progress.bytes("database", None);
     let dump_tools = tools.clone();
     let dump_bar = bar.clone();
-    let dump_key = object_key(&req.instance, id, DATABASE_OBJECT);
+    let encrypted = req.encrypt_to.is_some();
+    let target = |base: &str, kind| {
+        let name = stored_name(base, encrypted);
+        (object_key(&req.instance, id, &name), name, kind)
+    };
+    fn store<'a>(
+        (key, name, kind): &'a (String, String, ObjectKind),
+        req: &'a BackupRequest,
+    ) -> ObjectTarget<'a> {
+        ObjectTarget {
+            key,
+            name,
+            kind: *kind,
+            zstd_level: req.zstd_level,
+            encrypt_to: req.encrypt_to.as_ref(),
+        }
+    }
+    let dump_target = target(DATABASE_OBJECT, ObjectKind::Database);
     let (first_output, dump_started) = oneshot::channel();
-    let dump = store_compressed(
-        repo,
-        &dump_key,
-        DATABASE_OBJECT,
-        ObjectKind::Database,
-        req.zstd_level,
-        move |out| {
-            let mut running = dump_tools.spawn("pg_dump", cmd)?;
-            let Some(stdout) = running.child.stdout.take() else {
+    let dump = store_compressed(repo, store(&dump_target, req), move |out| {
+        let mut running = dump_tools.spawn("pg_dump", cmd)?;
+        let Some(stdout) = running.child.stdout.take() else {
+            running.kill();
+            return Err(BackupError::io("pg_dump", io::Error::other("no stdout")));
+        };
+        let mut reader = ProgressReader::new(FirstOutput::new(stdout, first_output), dump_bar);
+        match io::copy(&mut reader, out) {
+            Ok(_) => running.finish().map(|_| ()),
+            Err(e) => {
                 running.kill();
-                return Err(BackupError::io("pg_dump", io::Error::other("no stdout")));
-            };
-            let mut reader = ProgressReader::new(FirstOutput::new(stdout, first_output), dump_bar);
-            match io::copy(&mut reader, out) {
-                Ok(_) => running.finish().map(|_| ()),
-                Err(e) => {
-                    running.kill();
-                    Err(BackupError::io("streaming pg_dump output", e))
-                }
+                Err(BackupError::io("streaming pg_dump output", e))
             }
-        },
-    );
+        }
+    });
     // Counted in the dump's own snapshot, while the dump runs. The exporting transaction ends as
     // soon as the counts are done and pg_dump has imported the snapshot (it does so when it
     // starts, before it writes a byte), so a dump of many hours never depends on an idle session.
@@ -270,24 +283,18 @@ async fn write_backup(
     if let Some(dir) = req.files_dir.clone() {
         let bar = progress.bytes("file store", None);
         let files_bar = bar.clone();
+        let files_target = target(FILESTORE_OBJECT, ObjectKind::FileStore);
         objects.push(
-            store_compressed(
-                repo,
-                &object_key(&req.instance, id, FILESTORE_OBJECT),
-                FILESTORE_OBJECT,
-                ObjectKind::FileStore,
-                req.zstd_level,
-                move |out| {
-                    let mut tar = tar::Builder::new(ProgressWriter {
-                        inner: out,
-                        bar: files_bar,
-                    });
-                    tar.follow_symlinks(false);
-                    tar.append_dir_all("filestore", &dir)
-                        .and_then(|_| tar.finish())
-                        .map_err(|e| BackupError::io(format!("archiving {}", dir.display()), e))
-                },
-            )
+            store_compressed(repo, store(&files_target, req), move |out| {
+                let mut tar = tar::Builder::new(ProgressWriter {
+                    inner: out,
+                    bar: files_bar,
+                });
+                tar.follow_symlinks(false);
+                tar.append_dir_all("filestore", &dir)
+                    .and_then(|_| tar.finish())
+                    .map_err(|e| BackupError::io(format!("archiving {}", dir.display()), e))
+            })
             .await?,
         );
         bar.finish_and_clear();
@@ -296,22 +303,16 @@ async fn write_backup(
         // Owner and mode go into the manifest: a restore puts dhis.conf back readable by DHIS2 only.
         let posix = super::manifest::PosixMetadata::of(&conf)
             .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
-        let mut object = store_compressed(
-            repo,
-            &object_key(&req.instance, id, DHIS_CONF_OBJECT),
-            DHIS_CONF_OBJECT,
-            ObjectKind::DhisConf,
-            req.zstd_level,
-            move |out| {
-                let mut file = std::fs::File::open(&conf)
-                    .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
-                let mut data = Vec::new();
-                file.read_to_end(&mut data)
-                    .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
-                out.write_all(&data)
-                    .map_err(|e| BackupError::io("storing dhis.conf", e))
-            },
-        )
+        let conf_target = target(DHIS_CONF_OBJECT, ObjectKind::DhisConf);
+        let mut object = store_compressed(repo, store(&conf_target, req), move |out| {
+            let mut file = std::fs::File::open(&conf)
+                .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
+            let mut data = Vec::new();
+            file.read_to_end(&mut data)
+                .map_err(|e| BackupError::io(format!("reading {}", conf.display()), e))?;
+            out.write_all(&data)
+                .map_err(|e| BackupError::io("storing dhis.conf", e))
+        })
         .await?;
         object.posix = Some(posix);
         objects.push(object);

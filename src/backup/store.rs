@@ -1,11 +1,13 @@
 //! Stores one object by streaming: a producer on a blocking thread writes into zstd, which writes
-//! into an `ObjectSink`, while the repository uploads parts as they fill. No temporary file, and
-//! memory bounded by a few parts.
+//! (through age, when the backup is encrypted) into an `ObjectSink`, while the repository uploads
+//! parts as they fill. No temporary file, no plaintext outside memory, and memory bounded by a
+//! few parts.
 
 use std::io::Write;
 
 use tokio::sync::mpsc;
 
+use super::encryption::{EncryptTo, SealingWriter};
 use super::error::BackupError;
 use super::manifest::{ObjectKind, StoredObject};
 use super::repo::{ObjectSink, RepoError, Repository};
@@ -15,20 +17,36 @@ use super::stream::CountingWriter;
 /// `pg_dump` (docs/benchmarks.md has the size/speed of higher levels).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
+/// How one object is stored: where, under which name, compressed how, encrypted to whom.
+pub struct ObjectTarget<'a> {
+    pub key: &'a str,
+    pub name: &'a str,
+    pub kind: ObjectKind,
+    pub zstd_level: i32,
+    pub encrypt_to: Option<&'a EncryptTo>,
+}
+
 pub async fn store_compressed<F>(
     repo: &Repository,
-    key: &str,
-    name: &str,
-    kind: ObjectKind,
-    level: i32,
+    target: ObjectTarget<'_>,
     produce: F,
 ) -> Result<StoredObject, BackupError>
 where
     F: FnOnce(&mut dyn Write) -> Result<(), BackupError> + Send + 'static,
 {
+    let ObjectTarget {
+        key,
+        name,
+        kind,
+        zstd_level: level,
+        encrypt_to,
+    } = target;
+    let encryption = encrypt_to.map(EncryptTo::record);
+    let encrypt_to = encrypt_to.cloned();
     let (tx, rx) = mpsc::channel(1);
     let producer = tokio::task::spawn_blocking(move || -> Result<_, BackupError> {
-        let sink = ObjectSink::new(tx);
+        let sink = SealingWriter::new(ObjectSink::new(tx), encrypt_to.as_ref())
+            .map_err(|e| BackupError::io("starting age encryption", e))?;
         let mut encoder = zstd::stream::Encoder::new(sink, level)
             .map_err(|e| BackupError::io("starting zstd", e))?;
         // One worker thread compresses while this thread keeps reading the producer.
@@ -44,10 +62,13 @@ where
         };
         produce(&mut counting)?;
         let uncompressed = counting.count;
-        let sink = counting
+        let sealed = counting
             .inner
             .finish()
             .map_err(|e| BackupError::io("finishing zstd", e))?;
+        let sink = sealed
+            .finish()
+            .map_err(|e| BackupError::io("finishing age encryption", e))?;
         let summary = sink
             .finish()
             .map_err(|e| BackupError::io("finishing the upload stream", e))?;
@@ -65,6 +86,7 @@ where
             sha256: summary.sha256,
             uncompressed_bytes: uncompressed,
             posix: None,
+            encryption,
         }),
         // The upload failing is the cause; the producer only saw its pipe close.
         (_, Err(e)) if !matches!(e, RepoError::Abandoned { .. }) => Err(e.into()),

@@ -1,7 +1,8 @@
 //! `backup verify`: re-reads every object of a backup and checks its size and SHA-256, that it
 //! decompresses, that the dump's table of contents is readable by `pg_restore`, and that the file
 //! store archive is a readable tar. A restore does not need this pass: it checks the same while
-//! restoring into a side database (see `restore_plan.rs`).
+//! restoring into a side database (see `restore_plan.rs`). An encrypted backup without its key
+//! gets sizes, checksums and age headers checked; with the key, its contents too.
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -12,6 +13,7 @@ use tokio_util::io::SyncIoBridge;
 
 use crate::progress::Progress;
 
+use super::encryption::{DecryptWith, check_age_header, check_key_opens, open_compressed};
 use super::error::BackupError;
 use super::manifest::{BackupManifest, ObjectKind, StoredObject};
 use super::pg_tools::PgTools;
@@ -36,6 +38,10 @@ pub struct VerifiedObject {
     pub sha256: String,
     /// Entries in the dump's table of contents, or files in the file store archive.
     pub entries: Option<u64>,
+    pub encrypted: bool,
+    /// False for an encrypted object checked without its key: only its size, checksum and
+    /// age header were.
+    pub contents_checked: bool,
 }
 
 /// A blocking `Read` over a stored object, for use on a blocking thread.
@@ -87,13 +93,21 @@ pub fn dump_major(manifest: &BackupManifest) -> u32 {
         .unwrap_or(0)
 }
 
+/// `key` may be empty: encrypted objects are then checked without being decrypted.
 pub async fn verify_backup(
     repo: &Repository,
     manifest: &BackupManifest,
     pg_bin_dir: Option<&Path>,
+    key: &DecryptWith,
     progress: Progress,
 ) -> Result<VerifyReport, BackupError> {
     let tools = PgTools::locate(pg_bin_dir, dump_major(manifest));
+    let decrypt = manifest.is_encrypted() && key.covers(manifest);
+    if decrypt {
+        // A wrong key is the user's mistake, not damage: say so before reading gigabytes.
+        check_key_opens(repo, manifest, key).await?;
+    }
+    let key = decrypt.then(|| key.clone());
     let mut objects = Vec::new();
     for object in &manifest.objects {
         let reader = blocking_reader(repo, manifest, object).await?;
@@ -101,9 +115,15 @@ pub async fn verify_backup(
             &format!("verify {}", short_kind(object.kind)),
             Some(object.size_bytes),
         );
-        let (m, o, t, b) = (manifest.clone(), object.clone(), tools.clone(), bar.clone());
+        let (m, o, t, b, k) = (
+            manifest.clone(),
+            object.clone(),
+            tools.clone(),
+            bar.clone(),
+            key.clone(),
+        );
         let entries = tokio::task::spawn_blocking(move || {
-            check_object(&m, &o, &t, ProgressReader::new(reader, b))
+            check_object(&m, &o, &t, k.as_ref(), ProgressReader::new(reader, b))
         })
         .await
         .map_err(|e| BackupError::io("verify worker", io::Error::other(e)))??;
@@ -113,6 +133,8 @@ pub async fn verify_backup(
             size_bytes: object.size_bytes,
             sha256: object.sha256.clone(),
             entries,
+            encrypted: object.is_encrypted(),
+            contents_checked: !object.is_encrypted() || key.is_some(),
         });
     }
     Ok(VerifyReport {
@@ -132,16 +154,25 @@ fn short_kind(kind: ObjectKind) -> &'static str {
 }
 
 /// Reads one object to the end; checksum problems take precedence over decoding problems, since
-/// they explain them.
+/// they explain them. An encrypted object without `key` gets only its age header checked.
 fn check_object<R: Read>(
     manifest: &BackupManifest,
     object: &StoredObject,
     tools: &PgTools,
+    key: Option<&DecryptWith>,
     reader: R,
 ) -> Result<Option<u64>, BackupError> {
     let mut hashing = HashingReader::new(reader);
-    // A tool that cannot start is a problem of this machine, never of the backup.
-    let content = check_content(object.kind, tools, &mut hashing)?;
+    let content = match (&object.encryption, key) {
+        (Some(record), None) => check_age_header(record, &mut hashing).map(|()| None),
+        // A tool that cannot start is a problem of this machine, never of the backup.
+        (_, key) => {
+            match open_compressed(object, &mut hashing, key.unwrap_or(&DecryptWith::default())) {
+                Ok(compressed) => check_content(object.kind, tools, compressed)?,
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
     let drained = hashing.drain();
     let (size, sha) = hashing.finish();
     drained.map_err(|e| BackupError::io(format!("reading {}", object.name), e))?;

@@ -11,7 +11,7 @@ use crate::backup::BackupError;
 use crate::backup::catalog::{find_backup, load_catalog};
 use crate::backup::drill::run_drill;
 use crate::backup::error::validate_instance_name;
-use crate::backup::manifest::{BackupManifest, BackupSummary, ObjectKind};
+use crate::backup::manifest::{BackupManifest, BackupSummary, EncryptionRecord, ObjectKind};
 use crate::backup::prune::{check_policy, prune_backups};
 use crate::backup::repo::Repository;
 use crate::backup::restore::{RestoreRequest, restore_backup};
@@ -23,6 +23,7 @@ use crate::output::{OutputFormat, human_bytes, human_duration, render_table};
 use crate::postgres::DatabaseTarget;
 use crate::progress::Progress;
 
+use super::encryption::{DecryptArgs, EncryptArgs};
 use super::{DrillArgs, PgBinArgs, RepoArgs, emit};
 
 #[derive(Debug, Args)]
@@ -47,6 +48,8 @@ pub struct RunArgs {
     /// zstd level: 1 fastest … 19 smallest. 3 matches gzip's size at several times its speed.
     #[arg(long, default_value_t = crate::backup::store::DEFAULT_ZSTD_LEVEL)]
     pub zstd_level: i32,
+    #[command(flatten)]
+    pub encryption: EncryptArgs,
     /// Retention applied to this instance's backups once this one succeeded (as `backup
     /// prune`); none without a --keep-* flag. A failed prune does not fail the backup.
     #[command(flatten)]
@@ -116,6 +119,10 @@ pub struct VerifyArgs {
     pub instance: String,
     /// Backup id, or `latest`.
     pub id: String,
+    /// Without a key an encrypted backup gets sizes, checksums and age headers checked; with
+    /// it, its contents too.
+    #[command(flatten)]
+    pub key: DecryptArgs,
     #[command(flatten)]
     pub pg: PgBinArgs,
 }
@@ -152,6 +159,8 @@ pub struct RestoreArgs {
     /// Drop the replaced database at once instead of keeping it as <target>__replaced_<time>.
     #[arg(long)]
     pub drop_replaced: bool,
+    #[command(flatten)]
+    pub key: DecryptArgs,
     #[command(flatten)]
     pub pg: PgBinArgs,
 }
@@ -215,6 +224,7 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
     if !policy.is_empty() {
         check_policy(&policy)?;
     }
+    let encrypt_to = args.encryption.encrypt_to()?;
     let repo = args.repo.open_for_backup().await?;
     let request = BackupRequest {
         instance: args.instance,
@@ -224,6 +234,7 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
         include_analytics: args.include_analytics,
         pg_bin_dir: args.pg.pg_bin_dir,
         zstd_level: args.zstd_level,
+        encrypt_to,
     };
     let manifest = run_backup(&repo, &request, Progress::new(output.is_machine())).await?;
     let retention = if policy.is_empty() {
@@ -270,6 +281,9 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
         if manifest.object(ObjectKind::DhisConf).is_some() {
             text.push_str("\n  dhis.conf  included (with encryption.password)");
         }
+        if let Some(e) = manifest.encryption() {
+            text.push_str(&format!("\n  encrypted  {}", describe_encryption(e)));
+        }
         if let Some(v) = &manifest.dhis2_schema_version {
             text.push_str(&format!(
                 "\n  DHIS2 schema {v}, PostgreSQL {}",
@@ -282,6 +296,16 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
         text
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// `to age1…, age1…` or `with a passphrase`: what the manifest records, no secret.
+fn describe_encryption(e: &EncryptionRecord) -> String {
+    match e {
+        EncryptionRecord::Recipients { recipients } => {
+            format!("with age to {}", recipients.join(", "))
+        }
+        EncryptionRecord::Passphrase => "with age and a passphrase".into(),
+    }
 }
 
 pub async fn list(args: ListArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
@@ -306,6 +330,7 @@ pub async fn list(args: ListArgs, output: OutputFormat) -> Result<ExitCode, Back
                 "size",
                 "dhis2",
                 "postgres",
+                "encrypted",
             ],
             summaries
                 .iter()
@@ -318,6 +343,7 @@ pub async fn list(args: ListArgs, output: OutputFormat) -> Result<ExitCode, Back
                         human_bytes(s.size_bytes),
                         s.dhis2_schema_version.clone().unwrap_or_else(|| "-".into()),
                         s.postgres_version.clone(),
+                        if s.encrypted { "age" } else { "no" }.to_string(),
                     ]
                 })
                 .collect(),
@@ -328,6 +354,7 @@ pub async fn list(args: ListArgs, output: OutputFormat) -> Result<ExitCode, Back
 
 pub async fn verify(args: VerifyArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
     validate_instance_name(&args.instance)?;
+    let key = args.key.key()?;
     let repo = args.repo.open().await?;
     let catalog = load_catalog(&repo, Some(&args.instance)).await?;
     let manifest = find_backup(&catalog, &repo, &args.instance, &args.id)?;
@@ -335,26 +362,39 @@ pub async fn verify(args: VerifyArgs, output: OutputFormat) -> Result<ExitCode, 
         &repo,
         manifest,
         args.pg.pg_bin_dir.as_deref(),
+        &key,
         Progress::new(output.is_machine()),
     )
     .await?;
     emit(output, &report, || {
+        let unread = report
+            .objects
+            .iter()
+            .filter(|o| !o.contents_checked)
+            .count();
         let mut text = format!(
-            "backup {} of {} is intact: {} objects, {} checked",
+            "backup {} of {} is intact{}: {} objects, {} checked",
             report.id,
             report.instance,
+            if unread > 0 {
+                " as far as checked without its key (sizes, checksums, age headers)"
+            } else {
+                ""
+            },
             report.objects.len(),
             human_bytes(report.objects.iter().map(|o| o.size_bytes).sum())
         );
         for o in &report.objects {
             text.push_str(&format!(
-                "\n  {:<22} {:>10}  sha256 {}{}",
+                "\n  {:<26} {:>10}  sha256 {}{}",
                 o.name,
                 human_bytes(o.size_bytes),
                 &o.sha256[..16],
-                o.entries
-                    .map(|e| format!("  ({e} entries)"))
-                    .unwrap_or_default()
+                match (o.entries, o.contents_checked) {
+                    (_, false) => "  (encrypted: contents not checked without --identity or --passphrase-file)".to_string(),
+                    (Some(e), true) => format!("  ({e} entries)"),
+                    (None, true) => String::new(),
+                }
             ));
         }
         text
@@ -379,6 +419,7 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
     };
     validate_instance_name(&args.instance)?;
     let database = DatabaseTarget::parse(url, "--database-url")?;
+    let key = args.key.key()?;
     let repo = args.repo.open().await?;
     let catalog = load_catalog(&repo, Some(&args.instance)).await?;
     let manifest = find_backup(&catalog, &repo, &args.instance, &args.id)?;
@@ -393,6 +434,7 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
         owner: args.owner,
         drop_replaced: args.drop_replaced,
         pg_bin_dir: args.pg.pg_bin_dir,
+        key,
     };
     let report = restore_backup(
         &repo,
@@ -492,6 +534,7 @@ pub async fn drill(args: DrillArgs, output: OutputFormat) -> Result<ExitCode, Ba
         )
     })?;
     let scratch = DatabaseTarget::parse(scratch_url, "--scratch-database-url")?;
+    let key = args.key.key()?;
     let repo = args.repo.open().await?;
     let catalog = load_catalog(&repo, Some(&instance)).await?;
     let manifest = find_backup(&catalog, &repo, &instance, &args.backup)?;
@@ -500,6 +543,7 @@ pub async fn drill(args: DrillArgs, output: OutputFormat) -> Result<ExitCode, Ba
         manifest,
         &scratch,
         args.pg.pg_bin_dir,
+        &key,
         Progress::new(output.is_machine()),
     )
     .await?;

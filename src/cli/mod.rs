@@ -4,6 +4,7 @@ mod backup;
 mod cluster;
 mod cluster_backup;
 mod demo;
+mod encryption;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -174,6 +175,8 @@ pub struct DrillArgs {
     /// database of its own and drops that again. Never taken from DHIS2_DATABASE_URL.
     #[arg(long, env = "DHIS2_SCRATCH_DATABASE_URL", hide_env_values = true)]
     pub scratch_database_url: Option<String>,
+    #[command(flatten)]
+    pub key: encryption::DecryptArgs,
     #[command(flatten)]
     pub pg: PgBinArgs,
 }

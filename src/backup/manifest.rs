@@ -4,6 +4,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::object_lock::ObjectLock;
 use super::schema_version::release_line;
 use super::table_rules::TableName;
 
@@ -108,6 +109,10 @@ pub struct BackupManifest {
     /// Exactly the tables whose data was skipped (`schema.name`).
     pub skipped_table_data: Vec<String>,
     pub tool: ToolRecord,
+    /// The S3 Object Lock every object of the set carries (`backup run --lock-days`); absent in
+    /// manifests of unlocked sets and of older dhis2ctl versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLock>,
 }
 
 impl BackupManifest {
@@ -195,6 +200,8 @@ pub struct BackupSummary {
     pub postgres_version: String,
     pub database: String,
     pub skipped_tables: usize,
+    /// Until when the store refuses to delete the set (S3 Object Lock); null when not locked.
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 impl From<&BackupManifest> for BackupSummary {
@@ -210,6 +217,7 @@ impl From<&BackupManifest> for BackupSummary {
             postgres_version: m.postgres_version.clone(),
             database: m.database.clone(),
             skipped_tables: m.skipped_table_data.len(),
+            locked_until: m.object_lock.map(|l| l.retain_until),
         }
     }
 }

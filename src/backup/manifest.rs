@@ -260,6 +260,36 @@ mod tests {
     }
 
     #[test]
+    fn the_object_lock_is_optional_so_older_manifests_still_parse() {
+        let older = serde_json::json!({
+            "formatVersion": 1, "id": "20260101T000000Z-00000001", "instance": "hmis",
+            "startedAt": "2026-01-01T00:00:00Z", "completedAt": "2026-01-01T00:10:00Z",
+            "database": "dhis2", "dhis2SchemaVersion": null, "postgresVersion": "16.4",
+            "extensions": [], "includeAnalytics": false, "objects": [], "tables": [],
+            "skippedTableData": [],
+            "tool": {"name": "dhis2ctl", "version": "0", "pgDump": ""}
+        });
+        let mut m: BackupManifest = serde_json::from_value(older.clone()).unwrap();
+        assert_eq!(m.object_lock, None);
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            older,
+            "unlocked: no new field"
+        );
+        assert_eq!(BackupSummary::from(&m).locked_until, None);
+
+        let until = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
+        m.object_lock = Some(ObjectLock {
+            mode: crate::backup::object_lock::LockMode::Governance,
+            retain_until: until,
+        });
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["objectLock"]["retainUntil"], "2026-02-01T00:00:00Z");
+        assert_eq!(serde_json::from_value::<BackupManifest>(json).unwrap(), m);
+        assert_eq!(BackupSummary::from(&m).locked_until, Some(until));
+    }
+
+    #[test]
     fn object_names_stay_inside_their_backup() {
         for good in [
             DATABASE_OBJECT,

@@ -4,6 +4,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::object_lock::ObjectLock;
 use super::schema_version::release_line;
 use super::table_rules::TableName;
 
@@ -129,6 +130,10 @@ pub struct BackupManifest {
     /// Exactly the tables whose data was skipped (`schema.name`).
     pub skipped_table_data: Vec<String>,
     pub tool: ToolRecord,
+    /// The S3 Object Lock every object of the set carries (`backup run --lock-days`); absent in
+    /// manifests of unlocked sets and of older dhis2ctl versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLock>,
 }
 
 impl BackupManifest {
@@ -241,6 +246,8 @@ pub struct BackupSummary {
     pub skipped_tables: usize,
     /// True when the backup's objects are encrypted (restoring needs the key).
     pub encrypted: bool,
+    /// Until when the store refuses to delete the set (S3 Object Lock); null when not locked.
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 impl From<&BackupManifest> for BackupSummary {
@@ -257,6 +264,7 @@ impl From<&BackupManifest> for BackupSummary {
             database: m.database.clone(),
             skipped_tables: m.skipped_table_data.len(),
             encrypted: m.is_encrypted(),
+            locked_until: m.object_lock.map(|l| l.retain_until),
         }
     }
 }
@@ -361,6 +369,36 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_object_lock_is_optional_so_older_manifests_still_parse() {
+        let older = serde_json::json!({
+            "formatVersion": 1, "id": "20260101T000000Z-00000001", "instance": "hmis",
+            "startedAt": "2026-01-01T00:00:00Z", "completedAt": "2026-01-01T00:10:00Z",
+            "database": "dhis2", "dhis2SchemaVersion": null, "postgresVersion": "16.4",
+            "extensions": [], "includeAnalytics": false, "objects": [], "tables": [],
+            "skippedTableData": [],
+            "tool": {"name": "dhis2ctl", "version": "0", "pgDump": ""}
+        });
+        let mut m: BackupManifest = serde_json::from_value(older.clone()).unwrap();
+        assert_eq!(m.object_lock, None);
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            older,
+            "unlocked: no new field"
+        );
+        assert_eq!(BackupSummary::from(&m).locked_until, None);
+
+        let until = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
+        m.object_lock = Some(ObjectLock {
+            mode: crate::backup::object_lock::LockMode::Governance,
+            retain_until: until,
+        });
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["objectLock"]["retainUntil"], "2026-02-01T00:00:00Z");
+        assert_eq!(serde_json::from_value::<BackupManifest>(json).unwrap(), m);
+        assert_eq!(BackupSummary::from(&m).locked_until, Some(until));
     }
 
     #[test]

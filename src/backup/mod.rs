@@ -13,6 +13,7 @@ pub mod file_restore;
 pub mod inventory;
 pub mod lease;
 pub mod manifest;
+pub mod object_lock;
 pub mod pg_tools;
 pub mod prune;
 pub mod repo;

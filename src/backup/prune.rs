@@ -3,6 +3,8 @@
 //! decides, so a backup still running is never touched however long it takes.
 //! A complete backup loses its manifest first: interrupted, it becomes incomplete debris that the
 //! next prune removes, never a listed backup with missing parts.
+//! A set under S3 Object Lock is never deleted before its retain-until date: retention may expire
+//! it, but prune skips it, reports the date, and deletes it on the first run after that date.
 
 use std::collections::HashMap;
 
@@ -13,6 +15,7 @@ use super::catalog::{IncompleteBackup, load_catalog};
 use super::error::{BackupError, validate_instance_name};
 use super::lease::is_stale;
 use super::manifest::MANIFEST_FILE;
+use super::object_lock::{LockedBackup, hold_locked};
 use super::repo::{PendingUpload, Repository};
 use super::retention::{Candidate, Kept, RetentionPolicy};
 
@@ -23,6 +26,8 @@ pub struct PruneReport {
     pub dry_run: bool,
     pub kept: Vec<Kept>,
     pub deleted: Vec<String>,
+    /// Expired by the policy but still under object lock: kept until the date shown.
+    pub locked: Vec<LockedBackup>,
     pub incomplete_deleted: Vec<String>,
     pub aborted_uploads: usize,
     pub freed_bytes: u64,
@@ -108,8 +113,22 @@ pub async fn prune_backups(
         })
         .collect();
     let decision = policy.select_expired(&candidates);
+    let (deletable, locked) = hold_locked(
+        &decision.expire,
+        |id| {
+            catalog
+                .complete
+                .iter()
+                .find(|m| m.id == id)
+                .and_then(|m| m.object_lock.as_ref())
+        },
+        now,
+    );
+    for held in &locked {
+        tracing::info!(backup = %held.id, until = %held.deletable_after, "expired backup kept: object lock");
+    }
     let mut freed = 0u64;
-    for id in &decision.expire {
+    for id in &deletable {
         let objects = catalog
             .objects
             .get(&(instance.to_string(), id.clone()))
@@ -151,7 +170,8 @@ pub async fn prune_backups(
         instance: instance.to_string(),
         dry_run,
         kept: decision.keep,
-        deleted: decision.expire,
+        deleted: deletable,
+        locked,
         incomplete_deleted: stale.iter().map(|d| d.id.clone()).collect(),
         aborted_uploads: stale_uploads.len(),
         freed_bytes: freed,

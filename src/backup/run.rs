@@ -349,11 +349,12 @@ async fn write_backup(
             version: env!("CARGO_PKG_VERSION").into(),
             pg_dump: tools.version("pg_dump"),
         },
+        object_lock: repo.object_lock(),
     };
     let body = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| BackupError::io("encoding the manifest", io::Error::other(e)))?;
     // Last: from this moment the backup exists.
-    repo.put_bytes_if_absent(
+    repo.put_locked_if_absent(
         &object_key(&req.instance, id, MANIFEST_FILE),
         Bytes::from(body),
     )

@@ -12,8 +12,9 @@ use crate::backup::catalog::{find_backup, load_catalog};
 use crate::backup::drill::run_drill;
 use crate::backup::error::validate_instance_name;
 use crate::backup::manifest::{BackupManifest, BackupSummary, EncryptionRecord, ObjectKind};
+use crate::backup::object_lock::{LockMode, ObjectLock};
 use crate::backup::prune::{check_policy, prune_backups};
-use crate::backup::repo::Repository;
+use crate::backup::repo::{LOCAL_CANNOT_LOCK, RepoLocation, Repository};
 use crate::backup::restore::{RestoreRequest, restore_backup};
 use crate::backup::retention::RetentionPolicy;
 use crate::backup::run::{BackupRequest, run_backup};
@@ -50,12 +51,49 @@ pub struct RunArgs {
     pub zstd_level: i32,
     #[command(flatten)]
     pub encryption: EncryptArgs,
+    /// Make the backup immutable for N days with S3 Object Lock: the store refuses to delete or
+    /// overwrite any of its objects (manifest included) before then, whoever asks. The bucket
+    /// needs versioning and object lock enabled; not possible for a local repository.
+    #[arg(long, env = "DHIS2_BACKUP_LOCK_DAYS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub lock_days: Option<u32>,
+    /// With --lock-days: governance (default; an administrator holding the
+    /// s3:BypassGovernanceRetention permission can still remove the lock) or compliance (nobody
+    /// can, not even the account's root user, until the date passes).
+    #[arg(long, env = "DHIS2_BACKUP_LOCK_MODE", value_enum)]
+    pub lock_mode: Option<LockMode>,
+    /// Tests only: a lock of N seconds instead of days (S3 stores cannot be made to wait a day).
+    #[arg(long, hide = true, value_name = "N", conflicts_with = "lock_days",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub lock_seconds_for_tests: Option<u32>,
     /// Retention applied to this instance's backups once this one succeeded (as `backup
     /// prune`); none without a --keep-* flag. A failed prune does not fail the backup.
     #[command(flatten)]
     pub retention: RetentionArgs,
     #[command(flatten)]
     pub pg: PgBinArgs,
+}
+
+/// The lock `backup run` was asked for, refused before any work when it cannot apply.
+fn lock_request(args: &RunArgs) -> Result<Option<(LockMode, chrono::Duration)>, BackupError> {
+    let duration = match (args.lock_days, args.lock_seconds_for_tests) {
+        (Some(days), _) => chrono::Duration::days(days.into()),
+        (None, Some(seconds)) => chrono::Duration::seconds(seconds.into()),
+        (None, None) if args.lock_mode.is_some() => {
+            return Err(BackupError::Usage(
+                "--lock-mode: only means something with --lock-days N (or DHIS2_BACKUP_LOCK_DAYS)"
+                    .into(),
+            ));
+        }
+        (None, None) => return Ok(None),
+    };
+    if matches!(args.repo.location()?, RepoLocation::Local { .. }) {
+        return Err(BackupError::Usage(LOCAL_CANNOT_LOCK.into()));
+    }
+    Ok(Some((
+        args.lock_mode.unwrap_or(LockMode::Governance),
+        duration,
+    )))
 }
 
 /// What `backup run -o json` prints: the manifest, and the retention outcome when a policy was
@@ -82,6 +120,9 @@ async fn retention_after_backup(
                 report.kept.len(),
                 report.deleted.len()
             );
+            if !report.locked.is_empty() {
+                text.push_str(&format!(", {} expired but locked", report.locked.len()));
+            }
             if !report.incomplete_deleted.is_empty() {
                 text.push_str(&format!(
                     ", removed {} incomplete",
@@ -225,7 +266,13 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
         check_policy(&policy)?;
     }
     let encrypt_to = args.encryption.encrypt_to()?;
-    let repo = args.repo.open_for_backup().await?;
+    let lock = lock_request(&args)?;
+    let mut repo = args.repo.open_for_backup().await?;
+    if let Some((mode, duration)) = lock {
+        // Checked before the first object is written; the date counts from the start.
+        repo.require_object_lock(ObjectLock::from_now(mode, duration, Utc::now()))
+            .await?;
+    }
     let request = BackupRequest {
         instance: args.instance,
         database,
@@ -290,6 +337,13 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
                 manifest.postgres_version
             ));
         }
+        if let Some(lock) = &manifest.object_lock {
+            text.push_str(&format!(
+                "\n  locked     until {} ({} mode)",
+                lock.retain_until.format("%Y-%m-%d %H:%M:%SZ"),
+                lock.mode
+            ));
+        }
         if let Some(r) = &retention {
             text.push_str(&format!("\n  retention  {r}"));
         }
@@ -331,6 +385,7 @@ pub async fn list(args: ListArgs, output: OutputFormat) -> Result<ExitCode, Back
                 "dhis2",
                 "postgres",
                 "encrypted",
+                "locked until",
             ],
             summaries
                 .iter()
@@ -344,6 +399,9 @@ pub async fn list(args: ListArgs, output: OutputFormat) -> Result<ExitCode, Back
                         s.dhis2_schema_version.clone().unwrap_or_else(|| "-".into()),
                         s.postgres_version.clone(),
                         if s.encrypted { "age" } else { "no" }.to_string(),
+                        s.locked_until
+                            .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                            .unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect(),
@@ -498,12 +556,22 @@ pub async fn prune(args: PruneArgs, output: OutputFormat) -> Result<ExitCode, Ba
         } else {
             "deleted"
         };
+        let locked = report.locked.iter().map(|l| {
+            vec![
+                l.id.clone(),
+                format!(
+                    "object lock (expired by the policy; deletable after {})",
+                    l.deletable_after.format("%Y-%m-%d %H:%M:%SZ")
+                ),
+            ]
+        });
         let mut text = render_table(
             &["kept", "why"],
             report
                 .kept
                 .iter()
                 .map(|k| vec![k.id.clone(), k.reasons.join(",")])
+                .chain(locked)
                 .collect(),
         );
         text.push_str(&format!(

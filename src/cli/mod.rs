@@ -112,13 +112,18 @@ impl RepoArgs {
         self.open_with(true).await
     }
 
-    async fn open_with(&self, create: bool) -> Result<Repository, BackupError> {
+    /// Where `--repo` points, checked without touching it.
+    pub fn location(&self) -> Result<RepoLocation, BackupError> {
         let repo = self.repo.as_deref().ok_or_else(|| {
             BackupError::Usage(
                 "--repo: name the backup repository (s3://BUCKET/PREFIX or a directory), or set DHIS2_BACKUP_REPO".into(),
             )
         })?;
-        let location = RepoLocation::parse(repo).map_err(BackupError::Usage)?;
+        RepoLocation::parse(repo).map_err(BackupError::Usage)
+    }
+
+    async fn open_with(&self, create: bool) -> Result<Repository, BackupError> {
+        let location = self.location()?;
         let options = S3Options {
             endpoint: self.s3_endpoint.clone(),
             path_style: self.s3_path_style,

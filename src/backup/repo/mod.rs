@@ -18,6 +18,11 @@ pub use location::RepoLocation;
 pub use s3::{S3Options, S3Repo};
 pub use sink::{Chunk, ObjectSink, SinkSummary, part_size};
 
+use crate::backup::object_lock::ObjectLock;
+
+/// Why `--lock-days` cannot apply to a directory; a usage error (exit 2).
+pub const LOCAL_CANNOT_LOCK: &str = "--lock-days: a local repository cannot be made immutable (whoever can write the directory can delete the backups); leave --lock-days out here and copy the backups to a second repository in an S3 bucket with Object Lock";
+
 pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +61,10 @@ pub enum RepoError {
     NoRepository { location: String },
     #[error("backup repository {location}: {key} already exists")]
     AlreadyExists { location: String, key: String },
+    #[error(
+        "backup repository {location}: --lock-days needs S3 Object Lock, but bucket {bucket} does not have it enabled (nothing was written); enable versioning and object lock on it (aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled, then aws s3api put-object-lock-configuration --bucket {bucket} --object-lock-configuration ObjectLockEnabled=Enabled) or use a bucket created with --object-lock-enabled-for-bucket"
+    )]
+    ObjectLockNotEnabled { location: String, bucket: String },
 }
 
 /// An S3 multipart upload that was started and not completed (yet).
@@ -103,6 +112,24 @@ impl Repository {
         }
     }
 
+    /// Makes every later `upload` and `put_locked_if_absent` carry `lock`, after checking that
+    /// the bucket has Object Lock enabled; nothing is written either way. A local repository
+    /// cannot be locked.
+    pub async fn require_object_lock(&mut self, lock: ObjectLock) -> Result<(), RepoError> {
+        match self {
+            Self::Local(_) => Err(RepoError::BadLocation(LOCAL_CANNOT_LOCK.into())),
+            Self::S3(r) => r.require_object_lock(lock).await,
+        }
+    }
+
+    /// The lock new objects are put with, if `require_object_lock` set one.
+    pub fn object_lock(&self) -> Option<ObjectLock> {
+        match self {
+            Self::Local(_) => None,
+            Self::S3(r) => r.object_lock(),
+        }
+    }
+
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), RepoError> {
         match self {
             Self::Local(r) => r.put_bytes(key, data).await,
@@ -115,6 +142,14 @@ impl Repository {
         match self {
             Self::Local(r) => r.put_bytes_if_absent(key, data).await,
             Self::S3(r) => r.put_bytes_if_absent(key, data).await,
+        }
+    }
+
+    /// `put_bytes_if_absent` under the repository's object lock, if it has one (the manifest).
+    pub async fn put_locked_if_absent(&self, key: &str, data: Bytes) -> Result<(), RepoError> {
+        match self {
+            Self::Local(r) => r.put_bytes_if_absent(key, data).await,
+            Self::S3(r) => r.put_locked_if_absent(key, data).await,
         }
     }
 
@@ -147,8 +182,9 @@ impl Repository {
         }
     }
 
-    /// Consumes chunks until `Chunk::End` and stores them as one object; nothing is visible
-    /// under `key` unless the end marker arrived. Returns the stored size.
+    /// Consumes chunks until `Chunk::End` and stores them as one object (under the repository's
+    /// object lock, if it has one); nothing is visible under `key` unless the end marker arrived.
+    /// Returns the stored size.
     pub async fn upload(&self, key: &str, chunks: mpsc::Receiver<Chunk>) -> Result<u64, RepoError> {
         match self {
             Self::Local(r) => r.upload(key, chunks).await,

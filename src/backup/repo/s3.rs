@@ -9,7 +9,10 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete,
+    ObjectIdentifier, ObjectLockEnabled, ObjectLockMode,
+};
 use bytes::Bytes;
 use chrono::DateTime;
 use futures::StreamExt;
@@ -17,6 +20,7 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
 use super::{Chunk, ObjectMeta, ObjectReader, PendingUpload, RepoError};
+use crate::backup::object_lock::ObjectLock;
 
 /// How many parts upload at once: enough to hide latency, few enough to bound memory.
 const PARTS_IN_FLIGHT: usize = 2;
@@ -34,6 +38,8 @@ pub struct S3Repo {
     client: Client,
     bucket: String,
     prefix: String,
+    /// Set by `require_object_lock`: the retention each backup object and manifest is put with.
+    lock: Option<ObjectLock>,
 }
 
 impl S3Repo {
@@ -89,6 +95,7 @@ impl S3Repo {
             client: Client::from_conf(config.build()),
             bucket,
             prefix,
+            lock: None,
         };
         repo.client
             .head_bucket()
@@ -132,28 +139,104 @@ impl S3Repo {
         }
     }
 
+    /// Checks, before anything is written, that the bucket has Object Lock enabled (which on S3
+    /// implies versioning), then puts every later backup object and manifest under `lock`.
+    pub async fn require_object_lock(&mut self, lock: ObjectLock) -> Result<(), RepoError> {
+        let not_enabled = || RepoError::ObjectLockNotEnabled {
+            location: self.describe(),
+            bucket: self.bucket.clone(),
+        };
+        match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(out)
+                if out
+                    .object_lock_configuration()
+                    .and_then(|c| c.object_lock_enabled())
+                    == Some(&ObjectLockEnabled::Enabled) => {}
+            Ok(_) => return Err(not_enabled()),
+            Err(e)
+                if e.as_service_error().and_then(|s| s.code())
+                    == Some("ObjectLockConfigurationNotFoundError") =>
+            {
+                return Err(not_enabled());
+            }
+            Err(e) => return Err(self.error("reading the bucket's object lock configuration", &e)),
+        }
+        let versioning = self
+            .client
+            .get_bucket_versioning()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| self.error("reading the bucket's versioning", &e))?;
+        if versioning.status() != Some(&BucketVersioningStatus::Enabled) {
+            return Err(not_enabled());
+        }
+        self.lock = Some(lock);
+        Ok(())
+    }
+
+    pub fn object_lock(&self) -> Option<ObjectLock> {
+        self.lock
+    }
+
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), RepoError> {
+        self.put(key, data, false)
+            .await
+            .map_err(|e| self.error(&format!("writing {key}"), &e))
+    }
+
+    /// A plain PUT; `locked` puts it under the repository's object lock, with the checksum S3
+    /// demands of such a PUT.
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        locked: bool,
+    ) -> Result<(), SdkError<aws_sdk_s3::operation::put_object::PutObjectError, HttpResponse>> {
+        let lock = self.lock.filter(|_| locked);
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
+            .set_object_lock_mode(lock.map(|l| ObjectLockMode::from(l.mode.as_s3())))
+            .set_object_lock_retain_until_date(lock.map(|l| s3_date(l.retain_until)))
+            .set_checksum_algorithm(lock.map(|_| ChecksumAlgorithm::Crc32))
             .body(ByteStream::from(data))
             .send()
             .await
-            .map_err(|e| self.error(&format!("writing {key}"), &e))?;
-        Ok(())
+            .map(|_| ())
     }
 
     /// `If-None-Match: *`: the store refuses to replace an existing object (412), so two
     /// backups can never write the same lease or manifest.
     pub async fn put_bytes_if_absent(&self, key: &str, data: Bytes) -> Result<(), RepoError> {
+        self.put_if_absent(key, data, false).await
+    }
+
+    /// `put_bytes_if_absent` under the repository's object lock, if it has one: the manifest,
+    /// as immutable as the objects it names.
+    pub async fn put_locked_if_absent(&self, key: &str, data: Bytes) -> Result<(), RepoError> {
+        self.put_if_absent(key, data, true).await
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes, locked: bool) -> Result<(), RepoError> {
         let data_again = data.clone();
+        let lock = self.lock.filter(|_| locked);
         match self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .if_none_match("*")
+            .set_object_lock_mode(lock.map(|l| ObjectLockMode::from(l.mode.as_s3())))
+            .set_object_lock_retain_until_date(lock.map(|l| s3_date(l.retain_until)))
+            .set_checksum_algorithm(lock.map(|_| ChecksumAlgorithm::Crc32))
             .body(ByteStream::from(data))
             .send()
             .await
@@ -177,7 +260,9 @@ impl S3Repo {
                         key: key.to_string(),
                     });
                 }
-                self.put_bytes(key, data_again).await
+                self.put(key, data_again, locked)
+                    .await
+                    .map_err(|e| self.error(&format!("writing {key}"), &e))
             }
             Err(e) => Err(self.error(&format!("writing {key}"), &e)),
         }
@@ -329,7 +414,9 @@ impl S3Repo {
             None => Err(abandoned()),
             Some(Chunk::End) => {
                 let size = first.len() as u64;
-                self.put_bytes(key, first).await?;
+                self.put(key, first, true)
+                    .await
+                    .map_err(|e| self.error(&format!("writing {key}"), &e))?;
                 Ok(size)
             }
             Some(Chunk::Data(second)) => {
@@ -339,6 +426,9 @@ impl S3Repo {
                     .create_multipart_upload()
                     .bucket(&self.bucket)
                     .key(&full_key)
+                    .set_object_lock_mode(self.lock.map(|l| ObjectLockMode::from(l.mode.as_s3())))
+                    .set_object_lock_retain_until_date(self.lock.map(|l| s3_date(l.retain_until)))
+                    .set_checksum_algorithm(self.lock.map(|_| ChecksumAlgorithm::Crc32))
                     .send()
                     .await
                     .map_err(|e| self.error(&format!("starting the upload of {key}"), &e))?;
@@ -389,6 +479,7 @@ impl S3Repo {
                     .key(full_key)
                     .upload_id(upload_id)
                     .part_number(part_number)
+                    .set_checksum_algorithm(self.lock.map(|_| ChecksumAlgorithm::Crc32))
                     .body(ByteStream::from(data))
                     .send();
                 let n = part_number;
@@ -500,6 +591,10 @@ impl S3Repo {
             )),
         }
     }
+}
+
+fn s3_date(t: chrono::DateTime<chrono::Utc>) -> aws_sdk_s3::primitives::DateTime {
+    aws_sdk_s3::primitives::DateTime::from_secs(t.timestamp())
 }
 
 fn describe(bucket: &str, prefix: &str) -> String {

@@ -598,7 +598,7 @@ async fn open(location: &str) -> Repository {
     let options = S3Options {
         endpoint: Some(env.s3_endpoint.clone()),
         path_style: Some(true),
-        region: None,
+        ..Default::default()
     };
     Repository::open(RepoLocation::parse(location).unwrap(), &options, true)
         .await

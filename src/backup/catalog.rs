@@ -218,6 +218,19 @@ pub fn find_backup<'a>(
     })
 }
 
+/// Which of the repositories hold each complete backup: `(instance, id)` → a flag per repository,
+/// in the order given. For `backup list` with several `--repo`.
+pub fn presence(catalogs: &[&Catalog]) -> HashMap<(String, String), Vec<bool>> {
+    let mut out: HashMap<(String, String), Vec<bool>> = HashMap::new();
+    for (i, catalog) in catalogs.iter().enumerate() {
+        for m in &catalog.complete {
+            out.entry((m.instance.clone(), m.id.clone()))
+                .or_insert_with(|| vec![false; catalogs.len()])[i] = true;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,5 +334,25 @@ mod tests {
             groups[&("hmis".to_string(), "20260101T000000Z-0001".to_string())].len(),
             2
         );
+    }
+
+    #[test]
+    fn presence_marks_each_repository_holding_a_complete_set() {
+        let with_id = |id: &str| BackupManifest {
+            id: id.into(),
+            ..manifest(&[])
+        };
+        let a = Catalog {
+            complete: vec![with_id("x"), with_id("y")],
+            ..Default::default()
+        };
+        let b = Catalog {
+            complete: vec![with_id("y")],
+            ..Default::default()
+        };
+        let p = presence(&[&a, &b]);
+        assert_eq!(p[&("hmis".into(), "x".into())], vec![true, false]);
+        assert_eq!(p[&("hmis".into(), "y".into())], vec![true, true]);
+        assert_eq!(p.len(), 2);
     }
 }

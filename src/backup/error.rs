@@ -35,6 +35,12 @@ pub enum BackupError {
         object: String,
         reason: String,
     },
+    #[error("{count} backup(s) could not be copied to {to}: {details}")]
+    CopyFailed {
+        count: usize,
+        to: String,
+        details: String,
+    },
     #[error(
         "refusing to restore into {target}: it already holds {count} tables or other objects (e.g. {examples}); pass --force to swap the restored database in: the current one is kept, renamed to {target}__replaced_<time>"
     )]

@@ -6,6 +6,7 @@
 //! encrypted backup's objects are age files with `.age` appended (`database.pgdump.zst.age`).
 
 pub mod catalog;
+pub mod copy;
 pub mod drill;
 pub mod encryption;
 pub mod error;

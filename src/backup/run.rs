@@ -145,7 +145,7 @@ async fn claim_backup_id(
     ))
 }
 
-fn lease_body(lease: &Lease) -> Result<Bytes, BackupError> {
+pub(crate) fn lease_body(lease: &Lease) -> Result<Bytes, BackupError> {
     serde_json::to_vec_pretty(lease)
         .map(Bytes::from)
         .map_err(|e| BackupError::io("encoding the lease", io::Error::other(e)))
@@ -153,7 +153,7 @@ fn lease_body(lease: &Lease) -> Result<Bytes, BackupError> {
 
 /// Rewrites the lease every few minutes until `stop`, so prune knows the backup is alive. A
 /// failed rewrite is only logged: the backup itself fails if the store is really gone.
-async fn heartbeat(
+pub(crate) async fn heartbeat(
     repo: &Repository,
     key: &str,
     mut lease: Lease,

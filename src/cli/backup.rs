@@ -8,7 +8,8 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::backup::BackupError;
-use crate::backup::catalog::{find_backup, load_catalog};
+use crate::backup::catalog::{find_backup, load_catalog, presence};
+use crate::backup::copy::{CopyOptions, CopyResult, CopySelection, copy_backups};
 use crate::backup::drill::run_drill;
 use crate::backup::error::validate_instance_name;
 use crate::backup::manifest::{BackupManifest, BackupSummary, EncryptionRecord, ObjectKind};
@@ -25,7 +26,7 @@ use crate::postgres::DatabaseTarget;
 use crate::progress::Progress;
 
 use super::encryption::{DecryptArgs, EncryptArgs};
-use super::{DrillArgs, PgBinArgs, RepoArgs, emit};
+use super::{DrillArgs, PgBinArgs, RepoArgs, ReposArgs, S3Args, emit};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -146,7 +147,7 @@ pub struct ListArgs {
     #[command(flatten)]
     pub kube: super::cluster::KubeArgs,
     #[command(flatten)]
-    pub repo: RepoArgs,
+    pub repos: ReposArgs,
     /// Only this instance's backups (with --repo).
     #[arg(long)]
     pub instance: Option<String>,
@@ -217,6 +218,51 @@ pub struct PruneArgs {
     /// Only report what would be deleted.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("which")
+        .required(true)
+        .args(["id", "missing"])
+))]
+pub struct CopyArgs {
+    /// The repository to copy from: s3://BUCKET/PREFIX, file:///PATH or a directory path.
+    #[arg(long, value_name = "REPO")]
+    pub from: String,
+    /// The repository to copy into (a local directory is created when missing).
+    #[arg(long, value_name = "REPO")]
+    pub to: String,
+    /// DHIS2 instance name whose backups to copy.
+    #[arg(long)]
+    pub instance: String,
+    /// Backup id, or `latest`.
+    #[arg(value_name = "ID|latest")]
+    pub id: Option<String>,
+    /// Copy every complete backup of the instance that --to does not hold yet.
+    #[arg(long)]
+    pub missing: bool,
+    /// S3 settings of --from, and of --to unless --to-s3-* say otherwise.
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// S3 endpoint of --to, when it is another store than --from.
+    #[arg(long, value_name = "URL")]
+    pub to_s3_endpoint: Option<String>,
+    /// Path-style S3 addressing for --to.
+    #[arg(long)]
+    pub to_s3_path_style: Option<bool>,
+    /// S3 region of --to.
+    #[arg(long)]
+    pub to_s3_region: Option<String>,
+    /// AWS profile (~/.aws/credentials) with the credentials of --to, when they are not those of
+    /// --from.
+    #[arg(long, value_name = "PROFILE")]
+    pub to_aws_profile: Option<String>,
+    /// Do not read each copied object back from --to to check its SHA-256 (saves downloading
+    /// the copy again; the checksum of the bytes sent is still checked before each upload
+    /// completes).
+    #[arg(long)]
+    pub no_read_back: bool,
 }
 
 /// A retention policy: which of an instance's backups to keep (`backup prune`, and `backup run`
@@ -367,45 +413,150 @@ pub async fn list(args: ListArgs, output: OutputFormat) -> Result<ExitCode, Back
     if let Some(i) = &instance {
         validate_instance_name(i)?;
     }
-    let repo = args.repo.open().await?;
+    let each = args.repos.each();
+    if each.len() > 1 {
+        return list_several(&each, instance.as_deref(), output).await;
+    }
+    let repo = match each.first() {
+        Some(one) => one.open().await?,
+        // Says which flag is missing.
+        None => {
+            RepoArgs {
+                repo: None,
+                s3: args.repos.s3.clone(),
+            }
+            .open()
+            .await?
+        }
+    };
     let catalog = load_catalog(&repo, instance.as_deref()).await?;
     let summaries: Vec<BackupSummary> = catalog.complete.iter().map(BackupSummary::from).collect();
     emit(output, &summaries, || {
         if summaries.is_empty() {
             return format!("no complete backups in {}", repo.describe());
         }
-        let now = Utc::now();
-        render_table(
-            &[
-                "id",
-                "instance",
-                "completed",
-                "age",
-                "size",
-                "dhis2",
-                "postgres",
-                "encrypted",
-                "locked until",
-            ],
-            summaries
+        render_table(&LIST_COLUMNS, summaries.iter().map(list_row).collect())
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+const LIST_COLUMNS: [&str; 9] = [
+    "id",
+    "instance",
+    "completed",
+    "age",
+    "size",
+    "dhis2",
+    "postgres",
+    "encrypted",
+    "locked until",
+];
+
+fn list_row(s: &BackupSummary) -> Vec<String> {
+    vec![
+        s.id.clone(),
+        s.instance.clone(),
+        s.completed_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+        human_duration((Utc::now() - s.completed_at).num_seconds()),
+        human_bytes(s.size_bytes),
+        s.dhis2_schema_version.clone().unwrap_or_else(|| "-".into()),
+        s.postgres_version.clone(),
+        if s.encrypted { "age" } else { "no" }.to_string(),
+        s.locked_until
+            .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+            .unwrap_or_else(|| "-".into()),
+    ]
+}
+
+/// One backup of `list` with several `--repo`: where a complete set of it exists.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedBackup {
+    #[serde(flatten)]
+    summary: BackupSummary,
+    /// The repositories (as given) holding a complete set of this backup.
+    repositories: Vec<String>,
+}
+
+/// Every complete backup in any of the repositories, newest first, with a column per repository
+/// marking where it is complete.
+async fn list_several(
+    each: &[RepoArgs],
+    instance: Option<&str>,
+    output: OutputFormat,
+) -> Result<ExitCode, BackupError> {
+    let mut repos = Vec::new();
+    for args in each {
+        let repo = args.open().await?;
+        if repos
+            .iter()
+            .any(|r: &Repository| r.describe() == repo.describe())
+        {
+            return Err(BackupError::Usage(format!(
+                "--repo: {} is named twice",
+                repo.describe()
+            )));
+        }
+        repos.push(repo);
+    }
+    let mut catalogs = Vec::new();
+    for repo in &repos {
+        catalogs.push(load_catalog(repo, instance).await?);
+    }
+    let present = presence(&catalogs.iter().collect::<Vec<_>>());
+    let mut manifests: Vec<&BackupManifest> = Vec::new();
+    for m in catalogs.iter().flat_map(|c| &c.complete) {
+        if !manifests
+            .iter()
+            .any(|k| k.instance == m.instance && k.id == m.id)
+        {
+            manifests.push(m);
+        }
+    }
+    manifests.sort_by(|a, b| b.completed_at.cmp(&a.completed_at).then(b.id.cmp(&a.id)));
+    let listed: Vec<ListedBackup> = manifests
+        .iter()
+        .map(|m| ListedBackup {
+            summary: BackupSummary::from(*m),
+            repositories: present[&(m.instance.clone(), m.id.clone())]
                 .iter()
-                .map(|s| {
-                    vec![
-                        s.id.clone(),
-                        s.instance.clone(),
-                        s.completed_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
-                        human_duration((now - s.completed_at).num_seconds()),
-                        human_bytes(s.size_bytes),
-                        s.dhis2_schema_version.clone().unwrap_or_else(|| "-".into()),
-                        s.postgres_version.clone(),
-                        if s.encrypted { "age" } else { "no" }.to_string(),
-                        s.locked_until
-                            .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
-                            .unwrap_or_else(|| "-".into()),
-                    ]
+                .zip(&repos)
+                .filter(|(here, _)| **here)
+                .map(|(_, r)| r.describe())
+                .collect(),
+        })
+        .collect();
+    emit(output, &listed, || {
+        let names: Vec<String> = repos.iter().map(Repository::describe).collect();
+        if listed.is_empty() {
+            return format!("no complete backups in {}", names.join(" or "));
+        }
+        // Numbered columns and a legend: repository names are long, and headers are upper-cased.
+        let labels: Vec<String> = (1..=names.len()).map(|i| format!("repo{i}")).collect();
+        let mut headers: Vec<&str> = LIST_COLUMNS.to_vec();
+        headers.extend(labels.iter().map(String::as_str));
+        let mut text = render_table(
+            &headers,
+            listed
+                .iter()
+                .map(|l| {
+                    let mut row = list_row(&l.summary);
+                    row.extend(names.iter().map(|n| {
+                        if l.repositories.contains(n) {
+                            "yes"
+                        } else {
+                            "-"
+                        }
+                        .to_string()
+                    }));
+                    row
                 })
                 .collect(),
-        )
+        );
+        for (label, name) in labels.iter().zip(&names) {
+            text.push_str(&format!("\n{}: {name}", label.to_uppercase()));
+        }
+        text
     });
     Ok(ExitCode::SUCCESS)
 }
@@ -586,6 +737,104 @@ pub async fn prune(args: PruneArgs, output: OutputFormat) -> Result<ExitCode, Ba
         }
         text
     });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--from`/`--to` parsed, with the flag named in the error.
+fn copy_location(flag: &str, text: &str) -> Result<RepoLocation, BackupError> {
+    RepoLocation::parse(text).map_err(|e| BackupError::Usage(e.replacen("--repo", flag, 1)))
+}
+
+pub async fn copy(args: CopyArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
+    validate_instance_name(&args.instance)?;
+    let from_location = copy_location("--from", &args.from)?;
+    let to_location = copy_location("--to", &args.to)?;
+    let same_store = args.to_s3_endpoint.is_none() || args.to_s3_endpoint == args.s3.s3_endpoint;
+    if from_location == to_location && same_store {
+        return Err(BackupError::Usage(format!(
+            "--to: {to_location} is the repository named by --from; copy into a second repository (another bucket, prefix or directory)"
+        )));
+    }
+    let selection = match (&args.id, args.missing) {
+        (Some(id), false) => CopySelection::One(id.clone()),
+        (None, true) => CopySelection::Missing,
+        // clap's group makes these exactly one of the two.
+        _ => {
+            return Err(BackupError::Usage(
+                "give a backup ID (or `latest`) or --missing, not both".into(),
+            ));
+        }
+    };
+    let from = RepoArgs {
+        repo: Some(args.from.clone()),
+        s3: args.s3.clone(),
+    }
+    .open()
+    .await?;
+    let to_s3 = S3Args {
+        s3_endpoint: args.to_s3_endpoint.clone().or(args.s3.s3_endpoint.clone()),
+        s3_path_style: args.to_s3_path_style.or(args.s3.s3_path_style),
+        s3_region: args.to_s3_region.clone().or(args.s3.s3_region.clone()),
+    };
+    let mut to_options = to_s3.options();
+    to_options.profile = args.to_aws_profile.clone();
+    let to = Repository::open(to_location, &to_options, true).await?;
+    let report = copy_backups(
+        &from,
+        &to,
+        &args.instance,
+        &selection,
+        CopyOptions {
+            read_back: !args.no_read_back,
+        },
+        Progress::new(output.is_machine()),
+    )
+    .await?;
+    emit(output, &report, || {
+        if report.sets.is_empty() {
+            return format!(
+                "no complete backups of {} in {}: nothing to copy",
+                report.instance, report.from
+            );
+        }
+        let mut text = render_table(
+            &["id", "result", "size", "detail"],
+            report
+                .sets
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.id.clone(),
+                        match s.result {
+                            CopyResult::Copied => "copied",
+                            CopyResult::Skipped => "skipped",
+                            CopyResult::Failed => "FAILED",
+                        }
+                        .to_string(),
+                        human_bytes(s.size_bytes),
+                        s.detail.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect(),
+        );
+        let copied_bytes: u64 = report.sets.iter().map(|s| s.copied_bytes).sum();
+        text.push_str(&format!(
+            "\n{} -> {}: copied {} ({}), skipped {}, failed {}{}",
+            report.from,
+            report.to,
+            report.count(CopyResult::Copied),
+            human_bytes(copied_bytes),
+            report.count(CopyResult::Skipped),
+            report.count(CopyResult::Failed),
+            if report.read_back {
+                ""
+            } else {
+                " (not read back: --no-read-back)"
+            }
+        ));
+        text
+    });
+    report.outcome()?;
     Ok(ExitCode::SUCCESS)
 }
 

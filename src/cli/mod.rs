@@ -89,6 +89,13 @@ pub struct RepoArgs {
     /// Backup repository: s3://BUCKET/PREFIX, file:///PATH or a directory path.
     #[arg(long, env = "DHIS2_BACKUP_REPO")]
     pub repo: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// How to reach an S3-compatible store.
+#[derive(Debug, Clone, Default, Args)]
+pub struct S3Args {
     /// S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, Ceph); defaults to AWS_ENDPOINT_URL.
     #[arg(long, env = "DHIS2_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
@@ -98,6 +105,17 @@ pub struct RepoArgs {
     /// S3 region (default: from the AWS configuration, else us-east-1).
     #[arg(long, env = "DHIS2_S3_REGION")]
     pub s3_region: Option<String>,
+}
+
+impl S3Args {
+    pub fn options(&self) -> S3Options {
+        S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            path_style: self.s3_path_style,
+            region: self.s3_region.clone(),
+            profile: None,
+        }
+    }
 }
 
 impl RepoArgs {
@@ -124,12 +142,32 @@ impl RepoArgs {
 
     async fn open_with(&self, create: bool) -> Result<Repository, BackupError> {
         let location = self.location()?;
-        let options = S3Options {
-            endpoint: self.s3_endpoint.clone(),
-            path_style: self.s3_path_style,
-            region: self.s3_region.clone(),
-        };
-        Ok(Repository::open(location, &options, create).await?)
+        Ok(Repository::open(location, &self.s3.options(), create).await?)
+    }
+}
+
+/// `--repo` for `backup list`, the one verb that takes several repositories (to show which
+/// backup is in which).
+#[derive(Debug, Clone, Args)]
+pub struct ReposArgs {
+    /// Backup repository: s3://BUCKET/PREFIX, file:///PATH or a directory path. Repeat it to
+    /// see in which repositories each backup exists.
+    #[arg(long = "repo", env = "DHIS2_BACKUP_REPO", value_name = "REPO")]
+    pub repos: Vec<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+impl ReposArgs {
+    /// One `RepoArgs` per `--repo`, in the order given.
+    pub fn each(&self) -> Vec<RepoArgs> {
+        self.repos
+            .iter()
+            .map(|r| RepoArgs {
+                repo: Some(r.clone()),
+                s3: self.s3.clone(),
+            })
+            .collect()
     }
 }
 
@@ -155,6 +193,8 @@ pub enum BackupCommand {
     Restore(backup::RestoreArgs),
     /// Delete backups that retention no longer keeps, and debris of failed backups.
     Prune(backup::PruneArgs),
+    /// Copy complete backups into a second (off-site) repository, checked object by object.
+    Copy(backup::CopyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -283,8 +323,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(cluster_backup::create_backup(args, output).await?)
         }
         Command::Backup(BackupCommand::List(args)) => {
-            match (&args.repo.repo, &args.cluster_instance) {
-                (None, Some(instance)) => {
+            match (args.repos.repos.is_empty(), &args.cluster_instance) {
+                (true, Some(instance)) => {
                     Ok(cluster_backup::list_backups(instance, &args.kube, output).await?)
                 }
                 _ => Ok(backup::list(args, output).await?),
@@ -299,6 +339,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Backup(BackupCommand::Verify(args)) => Ok(backup::verify(args, output).await?),
         Command::Backup(BackupCommand::Restore(args)) => Ok(backup::restore(args, output).await?),
         Command::Backup(BackupCommand::Prune(args)) => Ok(backup::prune(args, output).await?),
+        Command::Backup(BackupCommand::Copy(args)) => Ok(backup::copy(args, output).await?),
         Command::Drill(args) => match (&args.repo.repo, args.cluster_instance.clone()) {
             (None, Some(instance)) => {
                 Ok(

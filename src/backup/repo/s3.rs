@@ -32,6 +32,9 @@ pub struct S3Options {
     /// Path-style addressing (`endpoint/bucket/key`); on by default with a custom endpoint.
     pub path_style: Option<bool>,
     pub region: Option<String>,
+    /// An AWS profile for this repository's credentials (a second store with keys of its own);
+    /// none: the standard chain (AWS_ACCESS_KEY_ID…, AWS_PROFILE).
+    pub profile: Option<String>,
 }
 
 pub struct S3Repo {
@@ -48,7 +51,11 @@ impl S3Repo {
         prefix: String,
         options: &S3Options,
     ) -> Result<Self, RepoError> {
-        let shared = aws_config::defaults(BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(profile) = &options.profile {
+            loader = loader.profile_name(profile);
+        }
+        let shared = loader
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))

@@ -416,7 +416,17 @@ async fn a_backup_is_restored_into_a_new_instance_made_from_the_sources_spec() {
     assert!(!runs[0].args.contains(&"--force".to_string()));
     assert!(!runs[0].args.contains(&"--drop-replaced".to_string()));
     // The restore is done once: it leaves the instance it created behind, and no finalizer.
-    assert!(done.metadata.finalizers.unwrap_or_default().is_empty());
+    // (The finalizer goes in the reconcile after the one that wrote Completed.)
+    let restores = w.restores();
+    wait_for(30, "the finished restore's finalizer to go", || async {
+        let r = restores.get("refresh-copy").await.ok()?;
+        r.metadata
+            .finalizers
+            .unwrap_or_default()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

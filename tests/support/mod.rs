@@ -3,6 +3,7 @@
 //! `dhis2ctl` binary the way an administrator would.
 #![allow(dead_code)]
 
+pub mod age_keys;
 pub mod cluster_objects;
 pub mod drill_server;
 pub mod job_kubelet;

@@ -38,6 +38,12 @@ pub struct BackupJobReport {
     /// itself succeeded either way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<String>,
+    /// The objects are age-encrypted (restoring needs the key).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// S3 Object Lock retention date (RFC 3339) of every object; absent when not locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

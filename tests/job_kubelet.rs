@@ -72,8 +72,10 @@ fn s3_repository(bucket: &str) -> RepositorySpec {
             region: None,
             path_style: Some(true),
             credentials_secret_ref: "backup-s3".into(),
+            object_lock: None,
         }),
         volume: None,
+        encryption: None,
     }
 }
 

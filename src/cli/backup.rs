@@ -344,6 +344,8 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
         dhis2_schema_version: manifest.dhis2_schema_version.clone(),
         postgres_version: manifest.postgres_version.clone(),
         retention: retention.clone(),
+        encrypted: manifest.is_encrypted(),
+        locked_until: manifest.object_lock.map(|l| l.retain_until.to_rfc3339()),
     }));
     let shown = RunOutput {
         manifest: &manifest,

@@ -12,6 +12,53 @@ pub struct RepositorySpec {
     pub s3: Option<S3RepositorySpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeRepositorySpec>,
+    /// Encrypt every backup in the Job, before anything leaves the pod (age). Without it, whoever
+    /// reads the bucket or volume reads the health data and dhis.conf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionSpec>,
+}
+
+/// Client-side age encryption of every object of a backup (database, file store, dhis.conf).
+/// Either public keys (`recipients`; restoring needs a private key, so the backup Jobs cannot
+/// read old backups) or a passphrase (`passphraseSecretRef`; one secret does both).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionSpec {
+    /// age public keys (`age1…`, printed by `age-keygen -y key.txt`) every backup is encrypted
+    /// to. Public keys only: never put a private key (`AGE-SECRET-KEY-1…`) here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    /// Secret holding an age identity (private key) under the key `identity`, mounted only into
+    /// restore and drill Jobs. Needed to restore or drill encrypted backups; keep it out of the
+    /// cluster until then if you can (create it when you need it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_secret_ref: Option<String>,
+    /// Passphrase mode instead of `recipients`: Secret holding the passphrase under the key
+    /// `passphrase`, used to encrypt backups and to restore them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase_secret_ref: Option<String>,
+}
+
+/// S3 Object Lock on every object of every backup: the store refuses to delete or overwrite
+/// them before the date, whoever asks (ransomware included). The bucket needs versioning and
+/// object lock enabled.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectLockSpec {
+    /// Days each backup stays locked, counted from its start.
+    #[schemars(range(min = 1, max = 3650))]
+    pub days: u32,
+    /// `Governance` (default: an administrator with s3:BypassGovernanceRetention can still lift
+    /// it) or `Compliance` (nobody can, not even the account's root user, until the date).
+    #[serde(default)]
+    pub mode: ObjectLockMode,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ObjectLockMode {
+    #[default]
+    Governance,
+    Compliance,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -32,6 +79,9 @@ pub struct S3RepositorySpec {
     pub path_style: Option<bool>,
     /// Secret with `accessKey` and `secretKey`.
     pub credentials_secret_ref: String,
+    /// Make every backup immutable for a number of days (S3 Object Lock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLockSpec>,
 }
 
 /// A directory on a PersistentVolumeClaim (e.g. an NFS share on another server).

@@ -88,6 +88,12 @@ pub struct Dhis2BackupStatus {
     /// Outcome of retention after this backup, e.g. `kept 7, deleted 1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<String>,
+    /// True when the backup is age-encrypted (restoring needs the identity or passphrase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<bool>,
+    /// Until when S3 Object Lock keeps every object of the backup (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<String>,
     /// Why it failed, in one line a person can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,

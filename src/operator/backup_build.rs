@@ -18,6 +18,7 @@ use crate::crd::backup_common::{RepositorySpec, RetentionSpec};
 use crate::crd::dhis2_backup::{Dhis2Backup, Dhis2BackupSpec};
 use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceSpec};
 
+use super::repository_protection::{RepositoryUse, check_protection};
 use super::database_connection::DatabaseSecret;
 use super::engine_job::{
     EngineInputs, EngineJob, build_engine_job, database_inputs, repository_inputs,
@@ -73,7 +74,10 @@ pub fn backup_repository<'a>(
     match (&repository.s3, &repository.volume) {
         (Some(_), Some(_)) => Err(format!("{field} names both s3 and volume; keep one")),
         (None, None) => Err(format!("{field} names neither s3 nor volume")),
-        _ => Ok(repository),
+        _ => {
+            check_protection(repository, field, RepositoryUse::Backup)?;
+            Ok(repository)
+        }
     }
 }
 

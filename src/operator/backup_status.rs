@@ -93,6 +93,8 @@ fn apply_report(status: &mut Dhis2BackupStatus, report: &BackupJobReport) {
     status.dhis2_version = report.dhis2_schema_version.clone();
     status.postgres_version = Some(report.postgres_version.clone());
     status.retention = report.retention.clone();
+    status.encrypted = Some(report.encrypted);
+    status.locked_until = report.locked_until.clone();
 }
 
 pub fn completed_status(
@@ -154,6 +156,8 @@ mod tests {
             dhis2_schema_version: Some("2.41.3".into()),
             postgres_version: "15.8".into(),
             retention: Some("kept 7, deleted 1".into()),
+            encrypted: true,
+            locked_until: None,
         }
     }
 

@@ -345,8 +345,10 @@ mod tests {
                 region: None,
                 path_style: Some(true),
                 credentials_secret_ref: "backup-s3".into(),
+                object_lock: None,
             }),
             volume: None,
+            encryption: None,
         }
     }
 

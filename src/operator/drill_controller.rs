@@ -30,6 +30,7 @@ use super::drill_plan::{
     DrillObservation, DrillResult, DrillStep, ServerPod, failure_event, finished_status, next_step,
     running_status,
 };
+use super::repository_protection::{RepositoryUse, check_protection};
 use super::engine_job::repository_inputs;
 use super::error::{Error, Result};
 use super::job_outcome::job_outcome;
@@ -124,8 +125,15 @@ fn repository(
             .and_then(|b| b.repository.clone())
     });
     let name = &drill.spec.instance_ref;
+    let field = match &drill.spec.repository {
+        Some(_) => "the drill's spec.repository".to_string(),
+        None => format!("spec.backup.repository of Dhis2Instance {name}"),
+    };
     match repo {
-        Some(r) if repository_inputs(&r, true).is_some() => Ok(r),
+        Some(r) if repository_inputs(&r, true).is_some() => {
+            check_protection(&r, &field, RepositoryUse::Read)?;
+            Ok(r)
+        }
         Some(_) => Err("the backup repository names neither s3 nor volume".into()),
         None if instance.is_none() => Err(format!(
             "no backup repository: the drill names none and instance {name} does not exist"

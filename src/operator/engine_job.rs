@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource,
+    Affinity, Container, EnvVar, EnvVarSource, KeyToPath, PersistentVolumeClaimVolumeSource,
     PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SecretKeySelector,
-    SecurityContext, Volume, VolumeMount,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::crd::backup_common::RepositorySpec;
+use crate::crd::backup_common::{EncryptionSpec, ObjectLockMode, RepositorySpec};
 
 /// Where the kubelet picks up the termination message (the Kubernetes default path).
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
@@ -69,7 +69,97 @@ pub fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
 
 /// The repository as the engine's env and flags: `s3://bucket/prefix` with the S3 keys from the
 /// credentials Secret, or a directory on a mounted claim. `None` when the spec names neither.
+///
+/// `read_only` Jobs (restores, drills) read backups: they get the decryption key, if any. The
+/// others (backups) write them: they get the recipients or passphrase to encrypt to and the
+/// Object Lock period — and never the private key, so a backup Job cannot read old backups.
 pub fn repository_inputs(repository: &RepositorySpec, read_only: bool) -> Option<EngineInputs> {
+    let location = location_inputs(repository, read_only)?;
+    let mut inputs = location.merge(encryption_inputs(
+        repository.encryption.as_ref(),
+        read_only,
+    ));
+    if let Some(lock) = repository.s3.as_ref().and_then(|s3| s3.object_lock.as_ref())
+        && !read_only
+    {
+        inputs.env.extend([
+            plain_env("DHIS2_BACKUP_LOCK_DAYS", lock.days.to_string()),
+            plain_env(
+                "DHIS2_BACKUP_LOCK_MODE",
+                match lock.mode {
+                    ObjectLockMode::Governance => "governance",
+                    ObjectLockMode::Compliance => "compliance",
+                },
+            ),
+        ]);
+    }
+    Some(inputs)
+}
+
+/// Where the identity Secret is mounted in restore and drill Jobs.
+pub const IDENTITY_DIR: &str = "/etc/dhis2-backup-identity";
+/// The key of the identity Secret (and the file name under `IDENTITY_DIR`).
+pub const IDENTITY_KEY: &str = "identity";
+/// The key of the passphrase Secret.
+pub const PASSPHRASE_KEY: &str = "passphrase";
+
+/// The engine's encryption settings: recipients or the passphrase for backups; the identity file
+/// or the passphrase for restores and drills. Secrets only as env from the Secret or a mounted
+/// file.
+fn encryption_inputs(encryption: Option<&EncryptionSpec>, read_only: bool) -> EngineInputs {
+    let Some(encryption) = encryption else {
+        return EngineInputs::default();
+    };
+    let mut inputs = EngineInputs::default();
+    if let Some(secret) = &encryption.passphrase_secret_ref {
+        inputs.env.push(secret_env(
+            "DHIS2_BACKUP_PASSPHRASE",
+            secret,
+            PASSPHRASE_KEY,
+        ));
+        return inputs;
+    }
+    if !read_only {
+        if !encryption.recipients.is_empty() {
+            inputs.env.push(plain_env(
+                "DHIS2_BACKUP_RECIPIENTS",
+                encryption.recipients.join(","),
+            ));
+        }
+        return inputs;
+    }
+    if let Some(secret) = &encryption.identity_secret_ref {
+        inputs.env.push(plain_env(
+            "DHIS2_BACKUP_IDENTITY_FILE",
+            format!("{IDENTITY_DIR}/{IDENTITY_KEY}"),
+        ));
+        inputs.volumes.push(Volume {
+            name: "backup-identity".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                items: Some(vec![KeyToPath {
+                    key: IDENTITY_KEY.into(),
+                    path: IDENTITY_KEY.into(),
+                    ..Default::default()
+                }]),
+                default_mode: Some(0o440),
+                optional: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        inputs.mounts.push(VolumeMount {
+            name: "backup-identity".into(),
+            mount_path: IDENTITY_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    inputs
+}
+
+/// The repository's location: an S3 bucket and its credentials, or a mounted claim.
+fn location_inputs(repository: &RepositorySpec, read_only: bool) -> Option<EngineInputs> {
     if let Some(s3) = &repository.s3 {
         let prefix = s3
             .prefix
@@ -270,7 +360,7 @@ pub fn build_engine_job(job: &EngineJob) -> Job {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::backup_common::{S3RepositorySpec, VolumeRepositorySpec};
+    use crate::crd::backup_common::{ObjectLockSpec, S3RepositorySpec, VolumeRepositorySpec};
 
     fn job(inputs: EngineInputs) -> Job {
         build_engine_job(&EngineJob {
@@ -296,8 +386,10 @@ mod tests {
                 region: None,
                 path_style: Some(true),
                 credentials_secret_ref: "backup-s3".into(),
+                object_lock: None,
             }),
             volume: None,
+            encryption: None,
         };
         let inputs = repository_inputs(&repo, false)
             .unwrap()
@@ -341,6 +433,99 @@ mod tests {
         assert!(!text.contains("password\":\""));
     }
 
+    fn names(inputs: &EngineInputs) -> Vec<&str> {
+        inputs.env.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    #[test]
+    fn backups_get_the_public_keys_and_the_lock_and_only_reads_get_the_private_key() {
+        let repo = RepositorySpec {
+            s3: Some(S3RepositorySpec {
+                bucket: "moh-backups".into(),
+                credentials_secret_ref: "backup-s3".into(),
+                object_lock: Some(ObjectLockSpec {
+                    days: 30,
+                    mode: ObjectLockMode::Compliance,
+                }),
+                ..Default::default()
+            }),
+            volume: None,
+            encryption: Some(EncryptionSpec {
+                recipients: vec!["age1aaa".into(), "age1bbb".into()],
+                identity_secret_ref: Some("backup-identity".into()),
+                passphrase_secret_ref: None,
+            }),
+        };
+        let backup = repository_inputs(&repo, false).unwrap();
+        let value = |inputs: &EngineInputs, n: &str| {
+            inputs
+                .env
+                .iter()
+                .find(|e| e.name == n)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(
+            value(&backup, "DHIS2_BACKUP_RECIPIENTS").as_deref(),
+            Some("age1aaa,age1bbb")
+        );
+        assert_eq!(value(&backup, "DHIS2_BACKUP_LOCK_DAYS").as_deref(), Some("30"));
+        assert_eq!(
+            value(&backup, "DHIS2_BACKUP_LOCK_MODE").as_deref(),
+            Some("compliance")
+        );
+        assert!(!names(&backup).contains(&"DHIS2_BACKUP_IDENTITY_FILE"));
+        assert!(backup.volumes.iter().all(|v| v.secret.is_none()), "{backup:?}");
+
+        let read = repository_inputs(&repo, true).unwrap();
+        for absent in [
+            "DHIS2_BACKUP_RECIPIENTS",
+            "DHIS2_BACKUP_LOCK_DAYS",
+            "DHIS2_BACKUP_LOCK_MODE",
+        ] {
+            assert!(!names(&read).contains(&absent), "{absent} in {read:?}");
+        }
+        assert_eq!(
+            value(&read, "DHIS2_BACKUP_IDENTITY_FILE").as_deref(),
+            Some("/etc/dhis2-backup-identity/identity")
+        );
+        let volume = read.volumes.iter().find(|v| v.secret.is_some()).unwrap();
+        let secret = volume.secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("backup-identity"));
+        assert_eq!(secret.default_mode, Some(0o440));
+        let mount = read.mounts.iter().find(|m| m.name == volume.name).unwrap();
+        assert_eq!(mount.mount_path, IDENTITY_DIR);
+        assert_eq!(mount.read_only, Some(true));
+    }
+
+    #[test]
+    fn a_passphrase_comes_from_its_secret_for_backups_and_reads_alike() {
+        let repo = RepositorySpec {
+            volume: Some(VolumeRepositorySpec {
+                claim_name: "nfs-backups".into(),
+                path: None,
+            }),
+            encryption: Some(EncryptionSpec {
+                passphrase_secret_ref: Some("backup-passphrase".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        for read_only in [false, true] {
+            let inputs = repository_inputs(&repo, read_only).unwrap();
+            let env = inputs
+                .env
+                .iter()
+                .find(|e| e.name == "DHIS2_BACKUP_PASSPHRASE")
+                .unwrap();
+            assert_eq!(env.value, None);
+            let from = env.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+            assert_eq!(
+                (from.name.as_str(), from.key.as_str()),
+                ("backup-passphrase", PASSPHRASE_KEY)
+            );
+        }
+    }
+
     #[test]
     fn a_volume_repository_is_mounted_and_named_by_path() {
         let repo = RepositorySpec {
@@ -349,6 +534,7 @@ mod tests {
                 claim_name: "nfs-backups".into(),
                 path: Some("hmis".into()),
             }),
+            encryption: None,
         };
         let inputs = repository_inputs(&repo, true).unwrap();
         assert_eq!(

@@ -34,6 +34,7 @@ pub mod job_outcome;
 pub mod labels;
 pub mod metrics;
 pub mod quantity;
+pub mod repository_protection;
 pub mod restore_controller;
 pub mod restore_job;
 pub mod restore_steps;

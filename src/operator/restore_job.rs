@@ -132,8 +132,10 @@ mod tests {
                     region: None,
                     path_style: None,
                     credentials_secret_ref: "backup-s3".into(),
+                    object_lock: None,
                 }),
                 volume: None,
+                encryption: None,
             },
         }
     }

@@ -16,6 +16,7 @@ use crate::job_report::RestoreJobReport;
 
 use super::job_outcome::JobOutcome;
 use super::labels::RESTORE_IN_PROGRESS_ANNOTATION;
+use super::repository_protection::{RepositoryUse, check_protection};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -194,21 +195,31 @@ pub fn resolve_source(
         }
         (None, id) => id.clone().unwrap_or_else(|| "latest".into()),
     };
-    let repository = source
+    let (repository, field) = source
         .repository
         .clone()
-        .or_else(|| backup.and_then(|b| b.spec.repository.clone()))
+        .map(|r| (r, "spec.source.repository".to_string()))
+        .or_else(|| {
+            backup.and_then(|b| {
+                let name = b.metadata.name.as_deref().unwrap_or_default();
+                b.spec.repository.clone().map(|r| {
+                    (r, format!("spec.repository of Dhis2Backup {name}"))
+                })
+            })
+        })
         .or_else(|| {
             source_instance
                 .and_then(|i| i.spec.backup.as_ref())
                 .and_then(|b| b.repository.clone())
+                .map(|r| (r, format!("spec.backup.repository of Dhis2Instance {src}")))
         })
-        .filter(|r| r.s3.is_some() || r.volume.is_some())
+        .filter(|(r, _)| r.s3.is_some() || r.volume.is_some())
         .ok_or_else(|| {
             Blocked(format!(
                 "no backup repository: set spec.source.repository, or spec.backup.repository on Dhis2Instance {src}"
             ))
         })?;
+    check_protection(&repository, &field, RepositoryUse::Read).map_err(Blocked)?;
     Ok(ResolvedSource {
         instance: src.clone(),
         backup_id,

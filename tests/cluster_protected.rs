@@ -33,11 +33,15 @@ async fn finished_backup(api: &Api<Dhis2Backup>, name: &str) -> Dhis2Backup {
 }
 
 async fn finished_drill(api: &Api<Dhis2Drill>, name: &str) -> Dhis2Drill {
-    wait_for(240, &format!("drill {name} to finish and clean up"), || async {
-        let d = api.get(name).await.ok()?;
-        let s = d.status.as_ref()?;
-        (s.phase.is_some_and(RunPhase::is_finished) && s.cleaned_up == Some(true)).then_some(d)
-    })
+    wait_for(
+        240,
+        &format!("drill {name} to finish and clean up"),
+        || async {
+            let d = api.get(name).await.ok()?;
+            let s = d.status.as_ref()?;
+            (s.phase.is_some_and(RunPhase::is_finished) && s.cleaned_up == Some(true)).then_some(d)
+        },
+    )
     .await
 }
 
@@ -118,7 +122,10 @@ async fn encrypted_cluster_backups_need_the_private_key_only_to_restore() {
     assert!(env_names.contains(&"DHIS2_BACKUP_RECIPIENTS".to_string()));
     assert!(!env_names.contains(&"DHIS2_BACKUP_IDENTITY_FILE".to_string()));
     let job = serde_json::to_string(&jobs.get("nightly-backup").await.unwrap()).unwrap();
-    assert!(!job.contains("AGE-SECRET-KEY"), "the private key in the Job");
+    assert!(
+        !job.contains("AGE-SECRET-KEY"),
+        "the private key in the Job"
+    );
 
     // A drill decrypts with the identity from its Secret, and passes.
     let drills = Api::<Dhis2Drill>::namespaced(client.clone(), &ns);

@@ -18,7 +18,6 @@ use crate::crd::backup_common::{RepositorySpec, RetentionSpec};
 use crate::crd::dhis2_backup::{Dhis2Backup, Dhis2BackupSpec};
 use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceSpec};
 
-use super::repository_protection::{RepositoryUse, check_protection};
 use super::database_connection::DatabaseSecret;
 use super::engine_job::{
     EngineInputs, EngineJob, build_engine_job, database_inputs, repository_inputs,
@@ -28,6 +27,7 @@ use super::labels::{
     ENGINE_APP, INSTANCE_LABEL, SCHEDULE_LABEL, dhis_conf_secret_name, file_store_claim_name,
     labels, selector,
 };
+use super::repository_protection::{RepositoryUse, check_protection};
 
 /// Where the Job sees DHIS2's file store (the path DHIS2 itself uses).
 pub const FILES_MOUNT: &str = "/opt/dhis2/files";

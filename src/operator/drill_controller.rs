@@ -30,10 +30,10 @@ use super::drill_plan::{
     DrillObservation, DrillResult, DrillStep, ServerPod, failure_event, finished_status, next_step,
     running_status,
 };
-use super::repository_protection::{RepositoryUse, check_protection};
 use super::engine_job::repository_inputs;
 use super::error::{Error, Result};
 use super::job_outcome::job_outcome;
+use super::repository_protection::{RepositoryUse, check_protection};
 
 pub const KIND: &str = "Dhis2Drill";
 

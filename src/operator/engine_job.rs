@@ -75,11 +75,11 @@ pub fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
 /// Object Lock period — and never the private key, so a backup Job cannot read old backups.
 pub fn repository_inputs(repository: &RepositorySpec, read_only: bool) -> Option<EngineInputs> {
     let location = location_inputs(repository, read_only)?;
-    let mut inputs = location.merge(encryption_inputs(
-        repository.encryption.as_ref(),
-        read_only,
-    ));
-    if let Some(lock) = repository.s3.as_ref().and_then(|s3| s3.object_lock.as_ref())
+    let mut inputs = location.merge(encryption_inputs(repository.encryption.as_ref(), read_only));
+    if let Some(lock) = repository
+        .s3
+        .as_ref()
+        .and_then(|s3| s3.object_lock.as_ref())
         && !read_only
     {
         inputs.env.extend([
@@ -468,13 +468,19 @@ mod tests {
             value(&backup, "DHIS2_BACKUP_RECIPIENTS").as_deref(),
             Some("age1aaa,age1bbb")
         );
-        assert_eq!(value(&backup, "DHIS2_BACKUP_LOCK_DAYS").as_deref(), Some("30"));
+        assert_eq!(
+            value(&backup, "DHIS2_BACKUP_LOCK_DAYS").as_deref(),
+            Some("30")
+        );
         assert_eq!(
             value(&backup, "DHIS2_BACKUP_LOCK_MODE").as_deref(),
             Some("compliance")
         );
         assert!(!names(&backup).contains(&"DHIS2_BACKUP_IDENTITY_FILE"));
-        assert!(backup.volumes.iter().all(|v| v.secret.is_none()), "{backup:?}");
+        assert!(
+            backup.volumes.iter().all(|v| v.secret.is_none()),
+            "{backup:?}"
+        );
 
         let read = repository_inputs(&repo, true).unwrap();
         for absent in [
@@ -518,7 +524,13 @@ mod tests {
                 .find(|e| e.name == "DHIS2_BACKUP_PASSPHRASE")
                 .unwrap();
             assert_eq!(env.value, None);
-            let from = env.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+            let from = env
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap();
             assert_eq!(
                 (from.name.as_str(), from.key.as_str()),
                 ("backup-passphrase", PASSPHRASE_KEY)

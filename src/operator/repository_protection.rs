@@ -140,8 +140,8 @@ mod tests {
             (None, Some(0), "objectLock.days"),
             (None, Some(5000), "objectLock.days"),
         ] {
-            let error =
-                check_protection(&repo(encryption, lock), FIELD, RepositoryUse::Backup).unwrap_err();
+            let error = check_protection(&repo(encryption, lock), FIELD, RepositoryUse::Backup)
+                .unwrap_err();
             assert!(error.contains(expected), "{error}");
             assert!(error.starts_with(FIELD), "{error}");
         }

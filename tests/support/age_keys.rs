@@ -22,4 +22,3 @@ pub fn age_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
         String::from_utf8(out.stdout).unwrap().trim().to_string(),
     )
 }
-

@@ -610,6 +610,33 @@ async fn a_failed_restore_leaves_the_target_as_it_was_and_starts_dhis2_again() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_restore_into_a_new_instance_leaves_it_stopped() {
+    let w = world("rs-newfail").await;
+    let (db, _) = w.env.create_database("rs_newfail").await;
+    external_database(&w.env, &w.client, &w.ns, "broken-db", &db).await;
+    w.restore(
+        "wrong-id",
+        json!({"source": {"instance": "hmis", "backupId": "20990101T000000Z-deadbeef"},
+            "target": {"instance": "hmis-broken", "newInstance": {"databaseRef": "broken-db"}}}),
+    )
+    .await;
+    w.phase("wrong-id", "Failed", 180).await;
+    // Its database holds nothing restored: DHIS2 must not start on it (a fresh, empty DHIS2
+    // with the default admin account), now or after the restore lets go of it.
+    let stopped = wait_for(60, "hmis-broken to be released, stopped", || async {
+        let i = w.instances().get("hmis-broken").await.ok()?;
+        (!i.annotations().contains_key(RESTORE_IN_PROGRESS)).then_some(i)
+    })
+    .await;
+    assert_eq!(stopped.spec.replicas, 0);
+    let note = w.event("CreatedInstanceStopped", "hmis-broken").await;
+    assert!(note.contains("spec.replicas: 0"), "{note}");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(w.deployment_replicas("hmis-broken").await.unwrap_or(0), 0);
+    assert_eq!(w.dhis2_pods("hmis-broken").await, 0);
+}
+
 /// Waits until the harness holds the restore command (paused), DHIS2 stopped meanwhile.
 async fn held_with_dhis2_stopped(w: &World, target: &str) {
     wait_for(120, "the restore command to be held", || async {

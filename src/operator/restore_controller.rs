@@ -193,9 +193,13 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
             Ok(Action::requeue(Duration::from_secs(2)))
         }
         Step::JobFailed(reason) => {
+            // Released next time (or first stopped, when this restore created the target).
             fail(restore, ctx, ns, &status, &reason, true).await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Step::StopCreatedTarget => {
             if let Some(t) = &target {
-                release(restore, ctx, ns, t).await?;
+                stop_created_target(restore, ctx, ns, t).await?;
             }
             Ok(Action::requeue(Duration::from_secs(1)))
         }
@@ -670,6 +674,43 @@ async fn hold(
 }
 
 /// Takes the restore's name off the target (only its own): DHIS2 starts again.
+/// Sets `spec.replicas: 0` on the instance this failed restore created (its database holds no
+/// restored data), over the version read, and says so.
+async fn stop_created_target(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+    target: &Dhis2Instance,
+) -> Result<()> {
+    let name = target.name_any();
+    let patch = json!({
+        "metadata": {"resourceVersion": target.resource_version()},
+        "spec": {"replicas": 0}
+    });
+    match ctx
+        .api::<Dhis2Instance>(ns)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            ctx.event(
+                restore,
+                true,
+                "CreatedInstanceStopped",
+                "Restore",
+                format!(
+                    "Dhis2Instance {name} was created by this restore, which failed: it is left stopped (spec.replicas: 0) because its database holds no restored data; delete it, or restore a good backup into it (spec.confirmOverwrite: {name})"
+                ),
+            )
+            .await;
+            Ok(())
+        }
+        // Changed meanwhile: decided again on the next read.
+        Err(e) if is_conflict(&e) => Ok(()),
+        Err(e) => Err(Error::kube(format!("stopping Dhis2Instance {name}"), e)),
+    }
+}
+
 async fn release(
     restore: &Dhis2Restore,
     ctx: &Context,
@@ -696,7 +737,11 @@ async fn release(
                 false,
                 "StartingDhis2",
                 "Restore",
-                format!("DHIS2 of {name} starts again ({replicas} replica(s))"),
+                if replicas == 0 {
+                    format!("{name} is released; DHIS2 stays stopped (spec.replicas: 0)")
+                } else {
+                    format!("DHIS2 of {name} starts again ({replicas} replica(s))")
+                },
             )
             .await;
             Ok(())

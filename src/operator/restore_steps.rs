@@ -339,6 +339,10 @@ pub enum Step {
     JobFailed(String),
     /// Take the restore's name off the target: DHIS2 starts again.
     ReleaseTarget,
+    /// The restore failed into an instance it created: set that instance's `spec.replicas` to 0
+    /// before releasing it, so DHIS2 never starts on an empty database (it would make a new,
+    /// empty system with DHIS2's default admin account).
+    StopCreatedTarget,
     /// DHIS2 is up on the restored database: ask it to regenerate analytics, then complete.
     RegenerateAnalytics,
     /// Done, without asking for analytics (`regenerateAnalytics: false`, or DHIS2 is kept
@@ -360,6 +364,13 @@ pub fn next_step(o: &Observed) -> Step {
         .is_some_and(|t| t.held_by.as_deref() == Some(o.restore_name));
     match o.phase {
         Phase::Pending => Step::Wait("not started".into()),
+        Phase::Failed
+            if held_by_us
+                && o.target_created
+                && o.target.as_ref().is_some_and(|t| t.spec_replicas > 0) =>
+        {
+            Step::StopCreatedTarget
+        }
         Phase::Completed | Phase::Failed if held_by_us => Step::ReleaseTarget,
         Phase::Completed | Phase::Failed => Step::Done,
         Phase::ScalingDown => {
@@ -821,6 +832,24 @@ mod tests {
             Step::Done
         );
         assert_eq!(next_step(&observed(Phase::Completed, None)), Step::Done);
+    }
+
+    #[test]
+    fn a_failed_restore_never_starts_dhis2_on_the_empty_database_of_an_instance_it_created() {
+        let mut o = observed(Phase::Failed, Some(held(Some("refresh"))));
+        o.target_created = true;
+        assert_eq!(next_step(&o), Step::StopCreatedTarget);
+        // Stopped (spec.replicas: 0): now it may be released; it stays stopped.
+        o.target.as_mut().unwrap().spec_replicas = 0;
+        assert_eq!(next_step(&o), Step::ReleaseTarget);
+        // A target that existed before is the user's: it starts again as it was.
+        let mut existing = observed(Phase::Failed, Some(held(Some("refresh"))));
+        existing.target_created = false;
+        assert_eq!(next_step(&existing), Step::ReleaseTarget);
+        // A completed restore into a created instance starts DHIS2 on the restored data.
+        let mut completed = observed(Phase::Completed, Some(held(Some("refresh"))));
+        completed.target_created = true;
+        assert_eq!(next_step(&completed), Step::ReleaseTarget);
     }
 
     #[test]

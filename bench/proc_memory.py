@@ -13,6 +13,7 @@ prints one line, in KiB rounded to MiB with one decimal:
   anon-other every other anonymous mapping: thread stacks, allocations >= the mmap threshold,
              allocators that mmap their own chunks (jemalloc, mimalloc)
   threads    Threads
+  sockets    open sockets (connections to the API server, the metrics listener)
 """
 
 import os
@@ -71,6 +72,11 @@ def breakdown(pid):
     return parts
 
 
+def sockets(pid):
+    fds = os.listdir(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
+
+
 def mib(kib):
     return f"{int(kib) / 1024:.1f}"
 
@@ -84,7 +90,7 @@ def main():
         f"  memory {label}: rss {mib(st['VmRSS'])} = anon {mib(st['RssAnon'])} + file {mib(st['RssFile'])}"
         f" MiB | binary {mib(p['binary'])}, libs {mib(p['libs'])}, heap {mib(p['heap'])},"
         f" arenas {mib(p['arenas'])}, anon-other {mib(p['anon_other'] + p['stack'])} MiB"
-        f" | threads {st['Threads']}"
+        f" | threads {st['Threads']}, sockets {sockets(pid)}"
     )
 
 

@@ -13,7 +13,11 @@
 # pages, malloc heap and arenas, other anonymous memory, threads). The operator inherits the
 # environment, so allocator settings can be tried without a rebuild, e.g. MALLOC_ARENA_MAX=1.
 #
-#   bench/operator.sh        N=100 BENCH_DIR=/var/cache/dhis2-operator/bench-operator
+#   bench/operator.sh        N=100 BENCH_DIR=/var/cache/dhis2-operator/bench-operator BUSY_LOOPS=0
+#   BUSY_LOOPS=4 bench/operator.sh
+#       keeps 4 CPU-bound loops running during the run: a busy node (here: a 2-core machine
+#       shared with builds). The steady RSS depends on it: a slow API server makes the
+#       controllers' requests pile up (see docs/benchmarks.md).
 #   DHIS2_TEST_ENV_FILE=/tmp/dhis2-shared-env/env bench/operator.sh
 #       uses that already running environment in a fresh namespace of its own, deleted
 #       afterwards, and a free metrics port: no fixed port is taken. The committed CRDs are
@@ -22,6 +26,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N=${N:-100}
 BENCH_DIR=${BENCH_DIR:-/var/cache/dhis2-operator/bench-operator}
+BUSY_LOOPS=${BUSY_LOOPS:-0}
 # Backup schedule and drill schedule of phase B, in Asia/Phnom_Penh.
 BACKUP_SCHEDULE=${BACKUP_SCHEDULE:-0 2 * * *}
 DRILL_SCHEDULE=${DRILL_SCHEDULE:-0 3 * * 0}
@@ -62,7 +67,11 @@ else
   "$BIN/dhis2-operator" crd | kubectl apply -f - >/dev/null
   kubectl wait --for=condition=Established crd --all --timeout=30s >/dev/null
 fi
-trap cleanup EXIT
+BUSY=()
+stop_busy() { for pid in "${BUSY[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap 'stop_busy; cleanup' EXIT
+for _ in $(seq 1 "$BUSY_LOOPS"); do (while :; do :; done) & BUSY+=($!); done
+[ "$BUSY_LOOPS" -eq 0 ] || echo "$BUSY_LOOPS busy loops running (a loaded node)"
 kubectl create namespace "$NS" >/dev/null
 echo "namespace $NS"
 RUST_LOG=error "$BIN/dhis2-operator" run --namespace "$NS" --metrics-addr "127.0.0.1:$METRICS_PORT" &

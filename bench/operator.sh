@@ -9,15 +9,24 @@
 # schedule) and one Dhis2BackupSchedule; once every schedule shows status.nextRunTime and every
 # instance status.backup.nextDrillTime, the steady RSS 30 s later, against phase A's.
 # The schedules are chosen not to fire during the run (checked before starting).
+# At idle and at each steady point, bench/proc_memory.py tells what the RSS is made of (code
+# pages, malloc heap and arenas, other anonymous memory, threads). The operator inherits the
+# environment, so allocator settings can be tried without a rebuild, e.g. MALLOC_ARENA_MAX=1.
 #
-#   bench/operator.sh        N=100 BENCH_DIR=/var/cache/dhis2-operator/bench-operator
+#   bench/operator.sh        N=100 BENCH_DIR=/var/cache/dhis2-operator/bench-operator BUSY_LOOPS=0
+#   BUSY_LOOPS=4 bench/operator.sh
+#       keeps 4 CPU-bound loops running during the run: a busy node (here: a 2-core machine
+#       shared with builds). The steady RSS depends on it: a slow API server makes the
+#       controllers' requests pile up (see docs/benchmarks.md).
 #   DHIS2_TEST_ENV_FILE=/tmp/dhis2-shared-env/env bench/operator.sh
-#       uses that already running environment (its CRDs as installed) in a fresh namespace of its
-#       own, deleted afterwards, and a free metrics port: no fixed port is taken.
+#       uses that already running environment in a fresh namespace of its own, deleted
+#       afterwards, and a free metrics port: no fixed port is taken. The committed CRDs are
+#       applied first, as the tests do (a restarted apiserver has none).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N=${N:-100}
 BENCH_DIR=${BENCH_DIR:-/var/cache/dhis2-operator/bench-operator}
+BUSY_LOOPS=${BUSY_LOOPS:-0}
 # Backup schedule and drill schedule of phase B, in Asia/Phnom_Penh.
 BACKUP_SCHEDULE=${BACKUP_SCHEDULE:-0 2 * * *}
 DRILL_SCHEDULE=${DRILL_SCHEDULE:-0 3 * * 0}
@@ -40,6 +49,8 @@ if [ -n "${DHIS2_TEST_ENV_FILE:-}" ]; then
   source "$DHIS2_TEST_ENV_FILE"
   NS=bench-$$-$(od -An -N2 -tx2 /dev/urandom | tr -d ' ')
   METRICS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  kubectl apply -f manifests/crds/dhis2operator.io.yaml >/dev/null
+  kubectl wait --for=condition=Established crd --all --timeout=30s >/dev/null
   cleanup() {
     # Delete the namespace while the operator still runs, so it can remove its finalizers.
     kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
@@ -56,7 +67,11 @@ else
   "$BIN/dhis2-operator" crd | kubectl apply -f - >/dev/null
   kubectl wait --for=condition=Established crd --all --timeout=30s >/dev/null
 fi
-trap cleanup EXIT
+BUSY=()
+stop_busy() { for pid in "${BUSY[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap 'stop_busy; cleanup' EXIT
+for _ in $(seq 1 "$BUSY_LOOPS"); do (while :; do :; done) & BUSY+=($!); done
+[ "$BUSY_LOOPS" -eq 0 ] || echo "$BUSY_LOOPS busy loops running (a loaded node)"
 kubectl create namespace "$NS" >/dev/null
 echo "namespace $NS"
 RUST_LOG=error "$BIN/dhis2-operator" run --namespace "$NS" --metrics-addr "127.0.0.1:$METRICS_PORT" &
@@ -65,6 +80,7 @@ for _ in $(seq 1 50); do curl -sf "127.0.0.1:$METRICS_PORT/readyz" >/dev/null &&
 rss() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$OP/status"; }
 idle=$(rss VmRSS)
 echo "idle operator RSS: $(( idle / 1024 )) MiB"
+bench/proc_memory.py "$OP" idle
 
 for i in $(seq 1 "$N"); do
   printf -- '---\napiVersion: dhis2operator.io/v1alpha1\nkind: Dhis2Instance\nmetadata: {name: hmis-%03d, namespace: %s}\nspec: {version: "2.41.3", environment: staging, hostname: hmis-%03d.moh.example}\n' "$i" "$NS" "$i"
@@ -82,6 +98,7 @@ echo "operator peak RSS: $(( $(rss VmHWM) / 1024 )) MiB"
 sleep 30
 plain=$(rss VmRSS)
 echo "operator steady RSS (30 s later): $(( plain / 1024 )) MiB"
+bench/proc_memory.py "$OP" plain
 for _ in $(seq 1 10); do
   s=$(date +%s.%N); "$BIN/dhis2ctl" get instances -n "$NS" >/dev/null; e=$(date +%s.%N)
   python3 -c "print($e - $s)"
@@ -108,6 +125,7 @@ echo "operator peak RSS: $(( $(rss VmHWM) / 1024 )) MiB"
 sleep 30
 sched=$(rss VmRSS)
 echo "operator steady RSS with schedules (30 s later): $(( sched / 1024 )) MiB (target <= 30 MiB)"
+bench/proc_memory.py "$OP" schedules
 fired=$(kubectl get d2backup,d2drill -n "$NS" --no-headers 2>/dev/null | wc -l)
 [ "$fired" -eq 0 ] || echo "warning: $fired backups or drills were made during the run" >&2
 python3 -c "print(f'steady RSS ratios: with schedules / plain {$sched / $plain:.2f}, with schedules / idle {$sched / $idle:.2f}, plain / idle {$plain / $idle:.2f}')"

@@ -4,6 +4,7 @@
 //! in their own files; the controllers are the thin I/O shell around them.
 
 pub mod analytics;
+pub mod api_client;
 pub mod apply;
 pub mod backoff;
 pub mod backup_build;

@@ -11,7 +11,6 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::Client;
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
@@ -28,8 +27,8 @@ use super::labels::MANAGED_BY;
 use super::metrics::Metrics;
 use super::shared_watch::SharedWatch;
 use super::{
-    backup_controller, backup_schedule_controller, database_controller, drill_controller,
-    drill_schedule_controller, instance_controller, restore_controller, server,
+    api_client, backup_controller, backup_schedule_controller, database_controller,
+    drill_controller, drill_schedule_controller, instance_controller, restore_controller, server,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +69,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         clock_file,
         engine_image,
     } = options;
-    let client = Client::try_default()
+    let client = api_client::connect()
         .await
         .map_err(|e| StartError::Client(e.to_string()))?;
     let ns = namespace.as_deref();

@@ -114,7 +114,9 @@ pub fn check_upgrade(
     if let Some(target) = requirements_of(to.major()) {
         checks.push(postgres_check(to, target, facts));
         checks.extend(extension_checks(to, target, facts));
-        checks.push(runtime_check(from.version().major(), target));
+        if !is_downgrade && !nothing_to_do {
+            checks.push(runtime_check(from.version().major(), target));
+        }
     }
     checks.push(migrations_check(facts));
     if !is_downgrade && !nothing_to_do {
@@ -187,13 +189,18 @@ fn target_check(to: &Dhis2Version) -> CheckResult {
 fn direction_check(from: &CurrentVersion, to: &Dhis2Version) -> (CheckResult, bool) {
     const NAME: &str = "direction";
     let current = from.version();
+    // A schema version (2.42.52) names its line, not a release: say `2.42`.
+    let running = match from {
+        CurrentVersion::Release(v) => v.to_string(),
+        CurrentVersion::Schema(v) => v.major().to_string(),
+    };
     let downgrade = |older: &dyn std::fmt::Display| {
         CheckResult::new(
             NAME,
             CheckOutcome::Blocked,
             format!(
-                "{older} is older than {current}: DHIS2 cannot be downgraded once its migrations ran. The way \
-                 back is to restore the backup taken before the upgrade to {current} (dhis2ctl backup restore), \
+                "{older} is older than {running}: DHIS2 cannot be downgraded once its migrations ran. The way \
+                 back is to restore the backup taken before the upgrade to {running} (dhis2ctl backup restore), \
                  then start {older} on it"
             ),
         )
@@ -534,6 +541,13 @@ mod tests {
             &healthy(),
         );
         assert_eq!(check.verdict, Verdict::Blocked);
+        let d = result(&check, "direction");
+        assert!(
+            d.detail.starts_with("2.41.4 is older than 2.42:"),
+            "{}",
+            d.detail
+        );
+        assert!(!check.checks.iter().any(|c| c.check == "java and tomcat"));
     }
 
     #[test]

@@ -229,11 +229,11 @@ async fn usage_errors_exit_2_before_connecting() {
         "--to",
         "2.43",
         "--from",
-        "42",
+        "2.x",
     ])
     .await;
     assert_eq!(out.status.code(), Some(2));
-    assert_clear_failure(&out, "--from: '42' is not a DHIS2 version");
+    assert_clear_failure(&out, "--from: '2.x' is not a DHIS2 version");
     let out = dhis2ctl(&[
         "upgrade",
         "check",

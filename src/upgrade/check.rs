@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::facts::DatabaseFacts;
 use super::known_blockers::known_blocker_checks;
 use super::requirements::{
-    LATEST, OLDEST_DIRECT_UPGRADE, REQUIRED_EXTENSIONS, Requirements, lines_between,
+    LATEST, MIN_POSTGIS, OLDEST_DIRECT_UPGRADE, REQUIRED_EXTENSIONS, Requirements, lines_between,
     postgres_version_label, requirements_of, supported_lines,
 };
 use super::version::{Dhis2Version, Major};
@@ -315,17 +315,50 @@ fn postgres_check(to: &Dhis2Version, target: &Requirements, facts: &DatabaseFact
             CheckOutcome::Blocked,
             format!(
                 "PostgreSQL {have} is too old for {}, which needs {} or later: move the database to a newer \
-                 PostgreSQL first (dump and restore, with PostGIS {})",
+                 PostgreSQL first (dump and restore, with PostGIS 3)",
                 to.major(),
                 target.min_postgres,
-                target.postgis_major
             ),
         )
     }
 }
 
-fn major_of(version: &str) -> Option<u32> {
-    version.split(['.', ' ', '-']).next()?.parse().ok()
+/// (major, minor) of an extension version such as `3.3.2` or `2.5.5`.
+fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.split(['.', ' ', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    Some((major, minor))
+}
+
+/// What a PostGIS version means for the target: too old (blocks), older than recommended
+/// (warns, with the reason), or fine.
+fn judge_postgis(
+    version: &str,
+    to: Major,
+    target: &Requirements,
+    package: &str,
+) -> Option<(CheckOutcome, String)> {
+    let (major, minor) = major_minor(version)?;
+    if (major, minor) < MIN_POSTGIS {
+        return Some((
+            CheckOutcome::Blocked,
+            format!(
+                "PostGIS {version} is older than DHIS2 accepts ({}.{} or later): install {package} on the database server",
+                MIN_POSTGIS.0, MIN_POSTGIS.1
+            ),
+        ));
+    }
+    match target.recommended_postgis_major {
+        Some(recommended) if major < recommended => Some((
+            CheckOutcome::Warning,
+            format!(
+                "PostGIS {version} works, but DHIS2's installation guide recommends PostGIS {recommended} for {to}: \
+                 install {package} and run ALTER EXTENSION postgis UPDATE when convenient"
+            ),
+        )),
+        _ => None,
+    }
 }
 
 fn extension_checks(
@@ -342,43 +375,35 @@ fn extension_checks(
             let installed = fact.and_then(|f| f.installed_version.as_deref());
             let available = fact.and_then(|f| f.available_version.as_deref());
             let package = if name == "postgis" {
-                format!("postgresql-{pg_major}-postgis-{}", target.postgis_major)
+                format!("postgresql-{pg_major}-postgis-3")
             } else {
                 "postgresql-contrib".to_string()
             };
-            let too_old_postgis = |v: &str| {
-                name == "postgis" && major_of(v).is_some_and(|m| m < target.postgis_major)
+            let postgis = |v: &str| {
+                (name == "postgis")
+                    .then(|| judge_postgis(v, to.major(), target, &package))
+                    .flatten()
             };
             match (installed, available) {
-                (Some(v), _) if too_old_postgis(v) => CheckResult::new(
-                    &check,
-                    CheckOutcome::Blocked,
-                    format!(
-                        "PostGIS {v} is installed; {} needs PostGIS {}: install {package} on the database server, then ALTER EXTENSION postgis UPDATE",
-                        to.major(),
-                        target.postgis_major
+                (Some(v), _) => match postgis(v) {
+                    Some((outcome, detail)) => CheckResult::new(&check, outcome, detail),
+                    None => CheckResult::new(&check, CheckOutcome::Passed, format!("installed ({v})")),
+                },
+                (None, Some(v)) => match postgis(v) {
+                    Some((CheckOutcome::Blocked, detail)) => CheckResult::new(
+                        &check,
+                        CheckOutcome::Blocked,
+                        format!("not installed, and the server offers only an old one: {detail}"),
                     ),
-                ),
-                (Some(v), _) => {
-                    CheckResult::new(&check, CheckOutcome::Passed, format!("installed ({v})"))
-                }
-                (None, Some(v)) if too_old_postgis(v) => CheckResult::new(
-                    &check,
-                    CheckOutcome::Blocked,
-                    format!(
-                        "not installed, and the server offers only PostGIS {v}; {} needs PostGIS {}: install {package} on the database server",
-                        to.major(),
-                        target.postgis_major
+                    _ => CheckResult::new(
+                        &check,
+                        CheckOutcome::Warning,
+                        format!(
+                            "not installed in this database, but the server offers it ({v}): DHIS2 creates it at \
+                             start-up only if its role may; to be sure, run CREATE EXTENSION {name}; as a superuser now"
+                        ),
                     ),
-                ),
-                (None, Some(v)) => CheckResult::new(
-                    &check,
-                    CheckOutcome::Warning,
-                    format!(
-                        "not installed in this database, but the server offers it ({v}): DHIS2 creates it at start-up \
-                         only if its role may; to be sure, run CREATE EXTENSION {name}; as a superuser now"
-                    ),
-                ),
+                },
                 (None, None) => CheckResult::new(
                     &check,
                     CheckOutcome::Blocked,
@@ -664,18 +689,34 @@ mod tests {
     }
 
     #[test]
-    fn postgis_2_blocks_current_lines() {
+    fn postgis_older_than_2_2_blocks_and_postgis_2_warns_on_current_lines() {
         let mut facts = healthy();
         facts.extensions[0] = ext("postgis", Some("2.5.5"), Some("2.5.5"));
         let check = check_upgrade(&release("2.40"), &v("2.41"), &facts);
         let p = result(&check, "extension postgis");
-        assert_eq!(p.outcome, CheckOutcome::Blocked);
+        assert_eq!(p.outcome, CheckOutcome::Warning, "{}", p.detail);
+        assert!(p.detail.contains("recommends PostGIS 3"), "{}", p.detail);
         assert!(p.detail.contains("postgresql-15-postgis-3"), "{}", p.detail);
-        facts.extensions[0] = ext("postgis", None, Some("2.5.5"));
-        let check = check_upgrade(&release("2.40"), &v("2.41"), &facts);
+        // 2.40's guide recommends no PostGIS major: 2.5 is fine there.
+        let check = check_upgrade(&release("2.39"), &v("2.40"), &facts);
         assert_eq!(
             result(&check, "extension postgis").outcome,
-            CheckOutcome::Blocked
+            CheckOutcome::Passed
+        );
+        facts.extensions[0] = ext("postgis", Some("2.1.8"), Some("2.1.8"));
+        let check = check_upgrade(&release("2.40"), &v("2.41"), &facts);
+        let p = result(&check, "extension postgis");
+        assert_eq!(p.outcome, CheckOutcome::Blocked);
+        assert!(p.detail.contains("2.2 or later"), "{}", p.detail);
+        facts.extensions[0] = ext("postgis", None, Some("2.1.8"));
+        let check = check_upgrade(&release("2.40"), &v("2.41"), &facts);
+        let p = result(&check, "extension postgis");
+        assert_eq!(p.outcome, CheckOutcome::Blocked);
+        assert!(
+            p.detail
+                .starts_with("not installed, and the server offers only an old one"),
+            "{}",
+            p.detail
         );
     }
 

@@ -1,11 +1,15 @@
 //! What each DHIS2 release line needs from its database and runtime: the one table the upgrade
-//! check reads. Sources: DHIS2's installation guides and release notes (see the README's
-//! "Upgrades" section for the caveats); the extensions are the ones DHIS2 creates at start-up
-//! and aborts without.
+//! check reads.
+//!
+//! Sources: DHIS2's installation guide, "Software requirements" (current edition: PostgreSQL 13
+//! or later, PostGIS 2.2 or later with 3 recommended, the JDK/Tomcat table up to 2.42; editions
+//! before it: PostgreSQL 9.6 or later); 2.43's Java 17/Tomcat 10.1 from its `dhis2/core` image
+//! (built from `tomcat:10.1-jre17`). The extensions are the ones DHIS2 creates at start-up and
+//! aborts without.
 
 use super::version::Major;
 
-/// The PostgreSQL extensions every DHIS2 line in the table creates at start-up.
+/// The PostgreSQL extensions DHIS2 creates at start-up.
 pub const REQUIRED_EXTENSIONS: [&str; 3] = ["postgis", "pg_trgm", "btree_gin"];
 
 /// The oldest line the upgrade guide lets you jump from; older ones must reach it first.
@@ -14,13 +18,17 @@ pub const OLDEST_DIRECT_UPGRADE: Major = Major(30);
 /// The newest line this table knows.
 pub const LATEST: Major = Major(43);
 
+/// The lowest PostGIS DHIS2's installation guide accepts, (major, minor).
+pub const MIN_POSTGIS: (u32, u32) = (2, 2);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Requirements {
     pub major: Major,
     /// Lowest PostgreSQL as `server_version_num` (13 → 130000, 9.6 → 90600).
     pub min_postgres_num: u32,
     pub min_postgres: &'static str,
-    pub postgis_major: u32,
+    /// The PostGIS major the guide recommends (older ones work, with a warning).
+    pub recommended_postgis_major: Option<u32>,
     pub java: &'static str,
     pub tomcat: &'static str,
     /// Still gets fixes (DHIS2 supports the latest three lines).
@@ -29,9 +37,8 @@ pub struct Requirements {
 
 const fn line(
     major: u32,
-    min_postgres_num: u32,
-    min_postgres: &'static str,
-    postgis_major: u32,
+    (min_postgres_num, min_postgres): (u32, &'static str),
+    recommended_postgis_major: Option<u32>,
     java: &'static str,
     tomcat: &'static str,
     supported: bool,
@@ -40,29 +47,32 @@ const fn line(
         major: Major(major),
         min_postgres_num,
         min_postgres,
-        postgis_major,
+        recommended_postgis_major,
         java,
         tomcat,
         supported,
     }
 }
 
+const PG_9_6: (u32, &str) = (90600, "9.6");
+const PG_13: (u32, &str) = (130000, "13");
+
 /// One row per release line, oldest first.
 const TABLE: [Requirements; 14] = [
-    line(30, 90600, "9.6", 2, "8", "8.5", false),
-    line(31, 90600, "9.6", 2, "8", "8.5", false),
-    line(32, 90600, "9.6", 2, "8", "8.5", false),
-    line(33, 90600, "9.6", 2, "8", "9", false),
-    line(34, 90600, "9.6", 2, "8", "9", false),
-    line(35, 100000, "10", 2, "8 or 11", "9", false),
-    line(36, 100000, "10", 2, "11", "9", false),
-    line(37, 100000, "10", 2, "11", "9", false),
-    line(38, 120000, "12", 3, "11", "9", false),
-    line(39, 120000, "12", 3, "11", "9", false),
-    line(40, 120000, "12", 3, "11 or later", "9", false),
-    line(41, 130000, "13", 3, "17", "9", true),
-    line(42, 130000, "13", 3, "17", "10.1", true),
-    line(43, 130000, "13", 3, "17", "10.1", true),
+    line(30, PG_9_6, None, "8", "8.5.50 or 9", false),
+    line(31, PG_9_6, None, "8", "8.5.50 or 9", false),
+    line(32, PG_9_6, None, "8", "8.5.50 or 9", false),
+    line(33, PG_9_6, None, "8", "8.5.50 or 9", false),
+    line(34, PG_9_6, None, "8", "8.5.50 or 9", false),
+    line(35, PG_9_6, None, "8 or later (11 recommended)", "9", false),
+    line(36, PG_9_6, None, "8 or later (11 recommended)", "9", false),
+    line(37, PG_9_6, None, "8 or later (11 recommended)", "9", false),
+    line(38, PG_9_6, None, "11", "9", false),
+    line(39, PG_9_6, None, "11", "9", false),
+    line(40, PG_9_6, None, "11 or later (17 recommended)", "9", false),
+    line(41, PG_13, Some(3), "17", "9", true),
+    line(42, PG_13, Some(3), "17", "10.1", true),
+    line(43, PG_13, Some(3), "17", "10.1", true),
 ];
 
 /// The requirements of a release line; `None` for one this table does not know.
@@ -120,11 +130,11 @@ mod tests {
     }
 
     #[test]
-    fn current_lines_need_postgres_13_postgis_3_java_17() {
+    fn current_lines_need_postgres_13_java_17_and_recommend_postgis_3() {
         for m in [41, 42, 43] {
             let r = requirements_of(Major(m)).unwrap();
             assert_eq!(r.min_postgres_num, 130000);
-            assert_eq!(r.postgis_major, 3);
+            assert_eq!(r.recommended_postgis_major, Some(3));
             assert_eq!(r.java, "17");
             assert!(r.supported);
         }

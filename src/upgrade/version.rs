@@ -24,7 +24,8 @@ impl Serialize for Major {
     }
 }
 
-/// A DHIS2 version: `2.<major>[.<part>…]`. Displays as it was written.
+/// A DHIS2 version: `2.<major>[.<part>…]`, or `<major>[.<part>…]` as DHIS2's newer documents
+/// write it (`v42`, `42.1.0` = `2.42.1`). Displays as it was written.
 #[derive(Debug, Clone)]
 pub struct Dhis2Version {
     major: Major,
@@ -63,21 +64,26 @@ impl Dhis2Version {
                 }
             })
             .collect::<Result<Vec<u32>, _>>()?;
-        match parts.as_slice() {
-            [2, major, rest @ ..] => {
-                let mut rest = rest.to_vec();
-                while rest.last() == Some(&0) {
-                    rest.pop();
-                }
-                Ok(Self {
-                    major: Major(*major),
-                    rest,
-                    text: digits.to_string(),
-                })
+        // `2.42.1`, or the newer notation without the `2.` (`v42`, `42.1.0`).
+        let (major, rest) = match parts.as_slice() {
+            [2, major, rest @ ..] => (*major, rest),
+            [2] => return Err(bad("it names no release line")),
+            [major, rest @ ..] if *major >= 30 && *major < 100 => (*major, rest),
+            _ => {
+                return Err(bad(
+                    "DHIS2 versions start with 2. (or are the newer 42.1 notation)",
+                ));
             }
-            [2] => Err(bad("it names no release line")),
-            _ => Err(bad("DHIS2 versions start with 2.")),
+        };
+        let mut rest = rest.to_vec();
+        while rest.last() == Some(&0) {
+            rest.pop();
         }
+        Ok(Self {
+            major: Major(major),
+            rest,
+            text: digits.to_string(),
+        })
     }
 
     /// The release line: `2.42.1` → `2.42`.
@@ -154,6 +160,8 @@ mod tests {
         assert_eq!(v("2.42.1.1").major(), Major(42));
         assert_eq!(v("2.42.52").major(), Major(42));
         assert_eq!(v("v2.43.0").to_string(), "2.43.0");
+        assert_eq!(v("42.1.0"), v("2.42.1"));
+        assert_eq!(v("v42").major(), Major(42));
         assert_eq!(Major(43).to_string(), "2.43");
     }
 
@@ -173,7 +181,8 @@ mod tests {
         for bad in [
             "",
             "latest",
-            "42.1",
+            "29.1",
+            "v",
             "2",
             "2.x",
             "2..1",

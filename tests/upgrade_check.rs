@@ -164,7 +164,37 @@ async fn upgrade_check_on_the_real_2_42_database() {
         .filter(|c| c["outcome"] == "Blocked")
         .collect();
     assert_eq!(blocked.len(), 1, "only that check blocks: {report:#}");
-    // A patch upgrade within 2.42 runs no 2.43 migration: not blocked by it.
+
+    // A data element of the value type 2.43 dropped: its upgrade fails on it too.
+    let uid: String = env
+        .client(&db)
+        .await
+        .query_one(
+            "UPDATE dataelement SET valuetype = 'TRACKER_ASSOCIATE'
+             WHERE dataelementid = (SELECT min(dataelementid) FROM dataelement) RETURNING uid",
+            &[],
+        )
+        .await
+        .expect("give a data element the TRACKER_ASSOCIATE value type")
+        .get(0);
+    let out = dhis2ctl(&["upgrade", "check", "--database-url", &url, "--to", "2.43"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("tracker associate value type"))
+        .unwrap_or_else(|| panic!("no tracker associate row: {text}"));
+    assert!(
+        row.contains("blocked") && row.contains(&format!("data element {uid}")),
+        "{row}"
+    );
+    assert!(
+        text.trim_end()
+            .ends_with("blocked: fix the 2 blocked check(s) before upgrading"),
+        "{text}"
+    );
+
+    // A patch upgrade within 2.42 runs no 2.43 migration: not blocked by them.
     let out = dhis2ctl(&["upgrade", "check", "--database-url", &url, "--to", "2.42.3"]).await;
     assert_success(&out, "a patch upgrade within 2.42");
 

@@ -518,6 +518,7 @@ mod tests {
                 }],
             }),
             single_events_without_occurred_date: Some(0),
+            tracker_associate_value_types: Some(Default::default()),
         }
     }
 

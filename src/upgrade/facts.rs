@@ -21,6 +21,17 @@ pub struct DatabaseFacts {
     /// Single events (programs without registration) with no occurred date (`None`: the
     /// database has no such table any more, e.g. already on 2.43).
     pub single_events_without_occurred_date: Option<i64>,
+    /// Data elements and tracked entity attributes of the value type `TRACKER_ASSOCIATE`
+    /// (`None`: the tables do not exist).
+    pub tracker_associate_value_types: Option<FoundRows>,
+}
+
+/// Rows a check found: how many, and the first few described.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FoundRows {
+    pub count: i64,
+    pub listed: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

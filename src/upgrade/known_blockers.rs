@@ -30,6 +30,7 @@ pub fn known_blocker_checks(
     }
     if to.major() >= Major(43) && current.major() < Major(43) {
         checks.push(single_events_without_occurred_date(facts));
+        checks.push(tracker_associate_value_type(facts));
     }
     checks
 }
@@ -108,10 +109,46 @@ fn single_events_without_occurred_date(facts: &DatabaseFacts) -> CheckResult {
     }
 }
 
+/// 2.43 migration notes, "Tracker Associate": the value type is gone and the upgrade fails
+/// while any data element or tracked entity attribute still has it.
+fn tracker_associate_value_type(facts: &DatabaseFacts) -> CheckResult {
+    const NAME: &str = "tracker associate value type";
+    match &facts.tracker_associate_value_types {
+        None => CheckResult::new(
+            NAME,
+            CheckOutcome::Warning,
+            "no dataelement or trackedentityattribute table found: cannot check for the TRACKER_ASSOCIATE value type",
+        ),
+        Some(found) if found.count == 0 => CheckResult::new(
+            NAME,
+            CheckOutcome::Passed,
+            "no data element or tracked entity attribute has the value type TRACKER_ASSOCIATE",
+        ),
+        Some(found) => {
+            let more = found.count - found.listed.len() as i64;
+            let mut listing = found.listed.join(", ");
+            if more > 0 {
+                listing.push_str(&format!(", and {more} more"));
+            }
+            CheckResult::new(
+                NAME,
+                CheckOutcome::Blocked,
+                format!(
+                    "{} data elements or tracked entity attributes have the value type TRACKER_ASSOCIATE, which 2.43 \
+                     no longer supports (its upgrade fails): change their value type or delete them, as DHIS2's \
+                     integrity check \"tracker_associate_is_deprecated\" shows: {listing}",
+                    found.count
+                ),
+            )
+            .with_rows(found.listed.clone())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upgrade::facts::{CategoryOptionComboRow, DefaultCategoryOptionCombos};
+    use crate::upgrade::facts::{CategoryOptionComboRow, DefaultCategoryOptionCombos, FoundRows};
 
     fn v(s: &str) -> Dhis2Version {
         Dhis2Version::parse(s).unwrap()
@@ -133,6 +170,7 @@ mod tests {
                 listed,
             }),
             single_events_without_occurred_date: Some(0),
+            tracker_associate_value_types: Some(FoundRows::default()),
             ..DatabaseFacts::default()
         }
     }
@@ -210,5 +248,26 @@ mod tests {
         let c = outcome_of(&checks, "single events without occurred date");
         assert_eq!(c.outcome, CheckOutcome::Blocked);
         assert!(c.detail.starts_with("3 single events"), "{}", c.detail);
+    }
+
+    #[test]
+    fn the_tracker_associate_value_type_blocks_2_43_and_is_listed() {
+        let mut facts = facts_with_defaults(vec![coc(26, CANONICAL_DEFAULT_COC_UID)], 1);
+        facts.tracker_associate_value_types = Some(FoundRows {
+            count: 12,
+            listed: (0..10).map(|i| format!("data element DE{i}")).collect(),
+        });
+        let checks = known_blocker_checks(&v("2.41.9"), &v("2.43"), &facts);
+        let c = outcome_of(&checks, "tracker associate value type");
+        assert_eq!(c.outcome, CheckOutcome::Blocked);
+        assert!(c.detail.starts_with("12 data elements"), "{}", c.detail);
+        assert!(c.detail.contains("DE9, and 2 more"), "{}", c.detail);
+        assert_eq!(c.rows.len(), 10);
+        facts.tracker_associate_value_types = Some(FoundRows::default());
+        let checks = known_blocker_checks(&v("2.41.9"), &v("2.43"), &facts);
+        assert_eq!(
+            outcome_of(&checks, "tracker associate value type").outcome,
+            CheckOutcome::Passed
+        );
     }
 }

@@ -7,7 +7,7 @@ use crate::postgres::DatabaseTarget;
 
 use super::error::UpgradeError;
 use super::facts::{
-    CategoryOptionComboRow, DatabaseFacts, DefaultCategoryOptionCombos, ExtensionFact,
+    CategoryOptionComboRow, DatabaseFacts, DefaultCategoryOptionCombos, ExtensionFact, FoundRows,
 };
 use super::known_blockers::{CANONICAL_DEFAULT_COC_UID, LISTED_ROWS};
 use super::requirements::REQUIRED_EXTENSIONS;
@@ -27,6 +27,7 @@ pub async fn read_database_facts(db: &DatabaseTarget) -> Result<DatabaseFacts, U
     let default_category_option_combos = default_category_option_combos(db, &client).await?;
     let single_events_without_occurred_date =
         single_events_without_occurred_date(db, &client).await?;
+    let tracker_associate_value_types = tracker_associate_value_types(db, &client).await?;
     Ok(DatabaseFacts {
         server_version_num,
         extensions,
@@ -34,6 +35,7 @@ pub async fn read_database_facts(db: &DatabaseTarget) -> Result<DatabaseFacts, U
         failed_migrations,
         default_category_option_combos,
         single_events_without_occurred_date,
+        tracker_associate_value_types,
     })
 }
 
@@ -195,4 +197,34 @@ async fn single_events_without_occurred_date(
         .map_err(|e| db.query_error("counting single events without an occurred date", e))?
         .get(0);
     Ok(Some(count))
+}
+
+/// What DHIS2's `tracker_associate_is_deprecated` integrity check looks at: data elements and
+/// tracked entity attributes of that value type.
+async fn tracker_associate_value_types(
+    db: &DatabaseTarget,
+    client: &Client,
+) -> Result<Option<FoundRows>, UpgradeError> {
+    if !(table_exists(db, client, "dataelement").await?
+        && table_exists(db, client, "trackedentityattribute").await?)
+    {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "SELECT kind || ' ' || uid || ' (' || name || ')', count(*) OVER ()
+             FROM (SELECT 'data element' AS kind, uid, name FROM public.dataelement
+                   WHERE valuetype = 'TRACKER_ASSOCIATE'
+                   UNION ALL
+                   SELECT 'tracked entity attribute', uid, name FROM public.trackedentityattribute
+                   WHERE valuetype = 'TRACKER_ASSOCIATE') found
+             ORDER BY kind, uid LIMIT $1",
+            &[&(LISTED_ROWS as i64)],
+        )
+        .await
+        .map_err(|e| db.query_error("looking for the TRACKER_ASSOCIATE value type", e))?;
+    Ok(Some(FoundRows {
+        count: rows.first().map(|r| r.get::<_, i64>(1)).unwrap_or(0),
+        listed: rows.iter().map(|r| r.get(0)).collect(),
+    }))
 }

@@ -108,6 +108,9 @@ pub fn check_upgrade(
     let (direction, nothing_to_do) = direction_check(from, to);
     let is_downgrade = direction.outcome == CheckOutcome::Blocked;
     checks.push(direction);
+    if let (CurrentVersion::Release(given), Some(schema)) = (from, &facts.schema_version) {
+        checks.push(schema_check(given, schema, to));
+    }
     if !is_downgrade && !nothing_to_do {
         checks.push(path_check(from.version().major(), to));
     }
@@ -249,6 +252,38 @@ fn direction_check(from: &CurrentVersion, to: &Dhis2Version) -> (CheckResult, bo
             false,
         ),
     }
+}
+
+/// The running release given by the caller against what the database's Flyway history says:
+/// a database already migrated past the target cannot go back, whatever `--from` says.
+fn schema_check(given: &Dhis2Version, schema: &Dhis2Version, to: &Dhis2Version) -> CheckResult {
+    const NAME: &str = "database schema";
+    if schema.major() > to.major() {
+        return CheckResult::new(
+            NAME,
+            CheckOutcome::Blocked,
+            format!(
+                "the database's schema is {schema}: DHIS2 {} migrated it already, and {to} cannot run on it. The way \
+                 back is to restore a backup taken before that upgrade",
+                schema.major()
+            ),
+        );
+    }
+    if schema.major() != given.major() {
+        return CheckResult::new(
+            NAME,
+            CheckOutcome::Warning,
+            format!(
+                "--from says {given}, but the database's schema is {schema} (DHIS2 {}): check which version really runs on it",
+                schema.major()
+            ),
+        );
+    }
+    CheckResult::new(
+        NAME,
+        CheckOutcome::Passed,
+        format!("schema {schema} belongs to {}", given.major()),
+    )
 }
 
 fn path_check(from: Major, to: &Dhis2Version) -> CheckResult {
@@ -775,5 +810,30 @@ mod tests {
         // Not an upgrade to 2.43: not checked.
         let check = check_upgrade(&CurrentVersion::Schema(v("2.41.9")), &v("2.42"), &facts);
         assert!(!check.is_blocked(), "{:#?}", check.checks);
+    }
+
+    #[test]
+    fn a_database_migrated_past_the_target_is_a_downgrade_whatever_from_says() {
+        // The schema says 2.42 ran; --from claims 2.40.
+        let check = check_upgrade(&release("2.40.1"), &v("2.41"), &healthy());
+        assert_eq!(check.verdict, Verdict::Blocked);
+        let s = result(&check, "database schema");
+        assert_eq!(s.outcome, CheckOutcome::Blocked);
+        assert!(
+            s.detail.contains("2.42.52") && s.detail.contains("restore a backup"),
+            "{}",
+            s.detail
+        );
+        // A --from on an older line than the schema, but a newer target: a warning.
+        let check = check_upgrade(&release("2.41.2"), &v("2.43"), &healthy());
+        assert_eq!(
+            result(&check, "database schema").outcome,
+            CheckOutcome::Warning
+        );
+        let check = check_upgrade(&release("2.42.1"), &v("2.43"), &healthy());
+        assert_eq!(
+            result(&check, "database schema").outcome,
+            CheckOutcome::Passed
+        );
     }
 }

@@ -119,6 +119,23 @@ async fn upgrade_check_on_the_real_2_42_database() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(check(&json(&out), "direction")["outcome"], "Blocked");
 
+    // --from cannot talk a database migrated by 2.42 into going back to 2.41.
+    let out = dhis2ctl(&[
+        "upgrade",
+        "check",
+        "--database-url",
+        &url,
+        "--from",
+        "2.40.1",
+        "--to",
+        "2.41",
+        "-o",
+        "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(check(&json(&out), "database schema")["outcome"], "Blocked");
+
     // Duplicate default category option combos, none with DHIS2's uid: 2.43's migration
     // V2_43_45 fails on them.
     env.client(&db)

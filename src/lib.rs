@@ -11,6 +11,7 @@ pub mod output;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod progress;
+pub mod upgrade;
 
 /// kube (ring) and the AWS SDK (aws-lc-rs) both enable a rustls crypto backend, so rustls cannot
 /// pick one itself: choose aws-lc-rs once, at start-up, in every binary.

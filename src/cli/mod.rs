@@ -5,6 +5,7 @@ mod cluster;
 mod cluster_backup;
 mod demo;
 mod encryption;
+mod upgrade;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -70,6 +71,9 @@ pub enum Command {
         #[arg(long, default_value_t = 3)]
         next: usize,
     },
+    /// Upgrade DHIS2 safely: `upgrade check` checks an upgrade before it is done.
+    #[command(subcommand)]
+    Upgrade(upgrade::UpgradeCommand),
     /// Demo data for trying things out and for benchmarks.
     #[command(subcommand)]
     Demo(DemoCommand),
@@ -295,12 +299,15 @@ enum CliError {
     Backup(#[from] BackupError),
     #[error(transparent)]
     Cluster(#[from] cluster::ClusterError),
+    #[error(transparent)]
+    Upgrade(#[from] crate::upgrade::UpgradeError),
 }
 
 impl CliError {
     fn exit_code(&self) -> u8 {
         use crate::backup::repo::RepoError;
         use crate::postgres::PostgresError;
+        use crate::upgrade::UpgradeError;
         match self {
             Self::Backup(
                 BackupError::Usage(_)
@@ -309,7 +316,13 @@ impl CliError {
                 )
                 | BackupError::Repo(RepoError::BadLocation(_)),
             )
-            | Self::Cluster(cluster::ClusterError::Refused(_)) => EXIT_USAGE,
+            | Self::Cluster(cluster::ClusterError::Refused(_))
+            | Self::Upgrade(
+                UpgradeError::Usage(_)
+                | UpgradeError::Postgres(
+                    PostgresError::BadUrl { .. } | PostgresError::NoDatabase { .. },
+                ),
+            ) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }
@@ -349,6 +362,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             }
             _ => Ok(backup::drill(args, output).await?),
         },
+        Command::Upgrade(upgrade::UpgradeCommand::Check(args)) => {
+            Ok(upgrade::check(args, output).await?)
+        }
         Command::Demo(DemoCommand::Seed(args)) => Ok(demo::seed(args, output).await?),
         Command::Get(args) => Ok(cluster::get(args, output).await?),
         Command::Status(args) => Ok(cluster::status(args, output).await?),
@@ -402,5 +418,13 @@ mod tests {
             },
         ));
         assert_eq!(missing.exit_code(), 1);
+        let bad_version = CliError::Upgrade(crate::upgrade::UpgradeError::Usage(
+            "--to: 'latest' is not a DHIS2 version".into(),
+        ));
+        assert_eq!(bad_version.exit_code(), 2);
+        let not_dhis2 = CliError::Upgrade(crate::upgrade::UpgradeError::NoSchemaVersion {
+            target: "postgresql://dhis@db:5432/x".into(),
+        });
+        assert_eq!(not_dhis2.exit_code(), 1);
     }
 }

@@ -45,36 +45,9 @@ async fn a_backup_restores_with_standard_tools_alone() {
         mkdir -p "$FILES" && zstd -dc filestore.tar.zst | tar -x -C "$FILES" --strip-components=1
         zstd -dc dhis.conf.zst > "$CONF" && chmod 600 "$CONF"
     "#;
-    let status = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .env("BACKUP", repo.path().join("hmis").join(&id))
-        .env("TARGET", &dst_url)
-        .env("FILES", restored.path().join("files"))
-        .env("CONF", restored.path().join("dhis.conf"))
-        .status()
-        .expect("bash");
-    assert!(status.success(), "the emergency restore steps failed");
-
-    let src_client = env.client(&src).await;
-    let dst_client = env.client(&dst).await;
-    for sql in [
-        "SELECT count(*) FROM datavalue",
-        "SELECT count(*) FROM organisationunit WHERE geometry IS NOT NULL",
-        "SELECT last_value FROM hibernate_sequence",
-    ] {
-        let a: i64 = src_client.query_one(sql, &[]).await.unwrap().get(0);
-        let b: i64 = dst_client.query_one(sql, &[]).await.unwrap().get(0);
-        assert_eq!(a, b, "{sql}");
-    }
-    assert_eq!(
-        std::fs::read_to_string(restored.path().join("files/document/report.txt")).unwrap(),
-        "របាយការណ៍"
-    );
-    assert_eq!(
-        std::fs::read_to_string(restored.path().join("dhis.conf")).unwrap(),
-        "encryption.password = abc123\n"
-    );
+    let backup = repo.path().join("hmis").join(&id);
+    run_steps(script, &backup, &dst_url, &[], restored.path());
+    assert_restored(&env, &src, &dst, restored.path()).await;
 }
 
 /// The same for an encrypted backup: `age -d -i key.txt` (Debian package age) in front of zstd.
@@ -135,34 +108,59 @@ async fn an_encrypted_backup_restores_with_the_age_cli_and_standard_tools() {
         mkdir -p "$FILES" && age -d -i "$KEY" filestore.tar.zst.age | zstd -dc | tar -x -C "$FILES" --strip-components=1
         age -d -i "$KEY" dhis.conf.zst.age | zstd -dc > "$CONF" && chmod 600 "$CONF"
     "#;
+    let backup = repo.path().join("hmis").join(&id);
+    run_steps(
+        script,
+        &backup,
+        &dst_url,
+        &[("KEY", key.as_os_str())],
+        restored.path(),
+    );
+    assert_restored(&env, &src, &dst, restored.path()).await;
+}
+
+/// Runs the README's steps (`script`, bash) on one backup set into `target`, the file store and
+/// dhis.conf into `restored`.
+fn run_steps(
+    script: &str,
+    backup: &std::path::Path,
+    target: &str,
+    extra_env: &[(&str, &std::ffi::OsStr)],
+    restored: &std::path::Path,
+) {
     let status = std::process::Command::new("bash")
         .arg("-c")
         .arg(script)
-        .env("BACKUP", repo.path().join("hmis").join(&id))
-        .env("TARGET", &dst_url)
-        .env("KEY", &key)
-        .env("FILES", restored.path().join("files"))
-        .env("CONF", restored.path().join("dhis.conf"))
+        .env("BACKUP", backup)
+        .env("TARGET", target)
+        .envs(extra_env.iter().copied())
+        .env("FILES", restored.join("files"))
+        .env("CONF", restored.join("dhis.conf"))
         .status()
         .expect("bash");
     assert!(status.success(), "the emergency restore steps failed");
+}
 
-    let src_client = env.client(&src).await;
-    let dst_client = env.client(&dst).await;
+/// The restored database holds what the source held (data, geometries, sequences), the file
+/// store its Khmer file, dhis.conf its `encryption.password`.
+async fn assert_restored(env: &Env, src: &str, dst: &str, restored: &std::path::Path) {
+    let src_client = env.client(src).await;
+    let dst_client = env.client(dst).await;
     for sql in [
         "SELECT count(*) FROM datavalue",
         "SELECT count(*) FROM organisationunit WHERE geometry IS NOT NULL",
+        "SELECT last_value FROM hibernate_sequence",
     ] {
         let a: i64 = src_client.query_one(sql, &[]).await.unwrap().get(0);
         let b: i64 = dst_client.query_one(sql, &[]).await.unwrap().get(0);
         assert_eq!(a, b, "{sql}");
     }
     assert_eq!(
-        std::fs::read_to_string(restored.path().join("files/document/report.txt")).unwrap(),
+        std::fs::read_to_string(restored.join("files/document/report.txt")).unwrap(),
         "របាយការណ៍"
     );
     assert_eq!(
-        std::fs::read_to_string(restored.path().join("dhis.conf")).unwrap(),
+        std::fs::read_to_string(restored.join("dhis.conf")).unwrap(),
         "encryption.password = abc123\n"
     );
 }

@@ -88,6 +88,10 @@ impl Env {
     pub async fn create_database(&self, prefix: &str) -> (String, String) {
         let name = unique(prefix).replace('-', "_");
         let admin = self.client("postgres").await;
+        static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        SWEPT
+            .get_or_init(|| drop_databases_of_finished_runs(&admin))
+            .await;
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
@@ -289,4 +293,35 @@ pub fn assert_clear_failure(out: &Output, needle: &str) {
 pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(out), stderr(out)))
+}
+
+/// Drops the databases earlier test processes left behind (named by [`unique`]: `…_<pid>_<n>_<tag>`)
+/// whose process has ended, once per test process: on a long-lived test server they would
+/// otherwise fill the disk (SeaweedFS then turns its volumes read-only). A database of a process
+/// still running, and any template, is left alone. Best effort: a failure only leaves them.
+async fn drop_databases_of_finished_runs(admin: &tokio_postgres::Client) {
+    let Ok(rows) = admin
+        .query(
+            "SELECT datname FROM pg_database WHERE NOT datistemplate \
+             AND datname ~ '_[0-9]+_[0-9]+_[0-9a-f]{4}$'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let mut parts = name.rsplit('_');
+        let (_tag, _n, pid) = (parts.next(), parts.next(), parts.next());
+        let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await;
+    }
 }

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    Affinity, KeyToPath, PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm,
-    SecretVolumeSource, Volume, VolumeMount,
+    Affinity, PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{Resource, ResourceExt};
@@ -21,6 +20,7 @@ use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceSpec};
 use super::database_connection::DatabaseSecret;
 use super::engine_job::{
     EngineInputs, EngineJob, build_engine_job, database_inputs, repository_inputs,
+    secret_file_inputs,
 };
 use super::instance_build::{APP, DHIS_CONF_MODE};
 use super::labels::{
@@ -176,30 +176,13 @@ pub fn build_backup_job(plan: &BackupJobPlan) -> Job {
             &connection.username,
             &plan.database.secret_name,
         ));
-    inputs = inputs.merge(EngineInputs {
-        volumes: vec![Volume {
-            name: "dhis-conf".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(dhis_conf_secret_name(&instance_name)),
-                items: Some(vec![KeyToPath {
-                    key: DHIS_CONF_KEY.into(),
-                    path: DHIS_CONF_KEY.into(),
-                    ..Default::default()
-                }]),
-                default_mode: Some(DHIS_CONF_MODE),
-                optional: Some(false),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-        mounts: vec![VolumeMount {
-            name: "dhis-conf".into(),
-            mount_path: DHIS_CONF_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        }],
-        ..Default::default()
-    });
+    inputs = inputs.merge(secret_file_inputs(
+        "dhis-conf",
+        &dhis_conf_secret_name(&instance_name),
+        DHIS_CONF_KEY,
+        DHIS_CONF_DIR,
+        DHIS_CONF_MODE,
+    ));
     let mut affinity = None;
     if file_store {
         inputs = inputs.merge(EngineInputs {

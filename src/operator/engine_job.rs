@@ -129,33 +129,54 @@ fn encryption_inputs(encryption: Option<&EncryptionSpec>, read_only: bool) -> En
         return inputs;
     }
     if let Some(secret) = &encryption.identity_secret_ref {
+        inputs = inputs.merge(secret_file_inputs(
+            "backup-identity",
+            secret,
+            IDENTITY_KEY,
+            IDENTITY_DIR,
+            0o440,
+        ));
         inputs.env.push(plain_env(
             "DHIS2_BACKUP_IDENTITY_FILE",
             format!("{IDENTITY_DIR}/{IDENTITY_KEY}"),
         ));
-        inputs.volumes.push(Volume {
-            name: "backup-identity".into(),
+    }
+    inputs
+}
+
+/// One key of a Secret as the file `dir/key`, read-only, with `mode`: a required Secret volume
+/// and its mount.
+pub fn secret_file_inputs(
+    volume: &str,
+    secret: &str,
+    key: &str,
+    dir: &str,
+    mode: i32,
+) -> EngineInputs {
+    EngineInputs {
+        volumes: vec![Volume {
+            name: volume.into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.clone()),
+                secret_name: Some(secret.into()),
                 items: Some(vec![KeyToPath {
-                    key: IDENTITY_KEY.into(),
-                    path: IDENTITY_KEY.into(),
+                    key: key.into(),
+                    path: key.into(),
                     ..Default::default()
                 }]),
-                default_mode: Some(0o440),
+                default_mode: Some(mode),
                 optional: Some(false),
                 ..Default::default()
             }),
             ..Default::default()
-        });
-        inputs.mounts.push(VolumeMount {
-            name: "backup-identity".into(),
-            mount_path: IDENTITY_DIR.into(),
+        }],
+        mounts: vec![VolumeMount {
+            name: volume.into(),
+            mount_path: dir.into(),
             read_only: Some(true),
             ..Default::default()
-        });
+        }],
+        ..Default::default()
     }
-    inputs
 }
 
 /// The repository's location: an S3 bucket and its credentials, or a mounted claim.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backup_common::{RepositorySpec, ScheduleSpec};
 use super::common::{DeletionPolicy, Resources, VolumeSpec};
+use super::upgrade::{UpgradeRecord, UpgradeSpec, UpgradeStatus};
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -77,6 +78,10 @@ pub struct Dhis2InstanceSpec {
     /// drill of it uses unless they name another, and the restore-drill schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<InstanceBackupSpec>,
+    /// How a change of `spec.version` is carried out: checks, a pre-upgrade backup, the
+    /// migration with a time limit, and a rollback by restore when it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeSpec>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -182,6 +187,19 @@ pub struct Dhis2InstanceStatus {
     /// Backups and drills of this instance, summarised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<InstanceBackupStatus>,
+    /// The DHIS2 version the operator runs (the image's); differs from `spec.version` while an
+    /// upgrade is in progress, refused or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_version: Option<String>,
+    /// The image the operator runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_image: Option<String>,
+    /// The upgrade in progress, or the last one that was refused or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
+    /// Finished upgrades, newest first (the last ten).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upgrade_history: Vec<UpgradeRecord>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

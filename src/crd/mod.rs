@@ -10,6 +10,7 @@ pub mod dhis2_database;
 pub mod dhis2_drill;
 pub mod dhis2_instance;
 pub mod dhis2_restore;
+pub mod upgrade;
 
 use kube::CustomResourceExt;
 

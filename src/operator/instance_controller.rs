@@ -367,6 +367,10 @@ async fn write_status(
             .map(|h| format!("http://{h}"))
             .or_else(|| Some(format!("http://{name}.{ns}.svc"))),
         backup: Some(backup),
+        deployed_version: old.deployed_version.clone(),
+        deployed_image: old.deployed_image.clone(),
+        upgrade: old.upgrade.clone(),
+        upgrade_history: old.upgrade_history.clone(),
     };
     let api: Api<Dhis2Instance> = ctx.api(ns);
     api.patch_status(

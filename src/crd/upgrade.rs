@@ -97,6 +97,8 @@ pub struct UpgradeStatus {
     /// The image the previous version ran (started again on rollback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_image: Option<String>,
+    /// The image of the new version.
+    pub to_image: String,
     /// RFC 3339.
     pub started_at: String,
     /// When the phase began (RFC 3339): timeouts count from it.
@@ -122,6 +124,9 @@ pub struct UpgradeStatus {
     /// Set once it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<UpgradeOutcome>,
+    /// Why it is rolling back, failed or was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
     /// What is happening or why it ended, in one line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

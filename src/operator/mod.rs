@@ -49,4 +49,5 @@ pub mod server;
 pub mod shared_watch;
 pub mod status;
 pub mod storage;
+pub mod upgrade_steps;
 pub mod validate;

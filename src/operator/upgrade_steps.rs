@@ -1,0 +1,1181 @@
+//! What an upgrade of a `Dhis2Instance` does next (pure): from what `status.upgrade` records and
+//! what the cluster shows, the one action to take and the status to record once it is done.
+//! Every action is idempotent and recorded after it succeeded, so an operator killed at any
+//! point resumes where it was and never makes a second backup or a second restore.
+//!
+//! Checking → (AwaitingApproval →) Stopping → BackingUp → Preparing → Migrating → done;
+//! Migrating → RollingBack → Failed when the new version never answers; Refused when a check
+//! blocks. DHIS2 is stopped *before* the backup: the backup is the way back, and nothing written
+//! after it may be lost by a rollback.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::crd::backup_common::RunPhase;
+use crate::crd::upgrade::{
+    UpgradeOutcome, UpgradePhase, UpgradePolicy, UpgradeRecord, UpgradeSpec, UpgradeStatus,
+};
+use crate::upgrade::{CheckOutcome, Dhis2Version, UpgradeCheck};
+
+use super::restore_steps::Phase as RestorePhase;
+
+/// Restarts of the new version's container while it migrates that count as a crash loop.
+pub const CRASH_LOOP_RESTARTS: i32 = 5;
+
+/// The version and image DHIS2 runs outside an upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    pub version: String,
+    pub image: String,
+}
+
+/// The pre-upgrade backup as the cluster shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackupSeen {
+    pub phase: Option<RunPhase>,
+    pub backup_id: Option<String>,
+    pub failure_reason: Option<String>,
+}
+
+/// The rollback's restore as the cluster shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreSeen {
+    pub phase: RestorePhase,
+    pub message: Option<String>,
+}
+
+/// Everything the decision needs; the shell gathers only what the current phase asks for.
+#[derive(Debug, Clone)]
+pub struct UpgradeObserved<'a> {
+    pub instance: &'a str,
+    pub spec_version: &'a str,
+    /// The image `spec.version` runs (`spec.image`, or `dhis2/core:<spec.version>`).
+    pub spec_image: &'a str,
+    pub deployed: &'a Deployed,
+    pub upgrade: Option<&'a UpgradeStatus>,
+    pub settings: &'a UpgradeSpec,
+    pub now: DateTime<Utc>,
+    /// Checking: the upgrade check against the database, or why it could not be read.
+    pub check: Option<&'a Result<UpgradeCheck, String>>,
+    /// DHIS2 pods that exist (running or not).
+    pub dhis2_pods: usize,
+    /// Restarts of the DHIS2 containers of the pods that exist.
+    pub dhis2_restarts: i32,
+    /// The version `/api/system/info` reports, when DHIS2 answers.
+    pub reported_version: Option<&'a str>,
+    /// BackingUp: the pre-upgrade backup (`None`: it does not exist).
+    pub backup: Option<&'a BackupSeen>,
+    /// RollingBack: the rollback's restore (`None`: it does not exist).
+    pub restore: Option<&'a RestoreSeen>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Create the pre-upgrade `Dhis2Backup` (verified) of the instance.
+    CreateBackup { name: String },
+    /// Drop DHIS2's materialized SQL views; the shell records their names.
+    DropMaterializedViews,
+    /// Create the `Dhis2Restore` of the pre-upgrade backup over the instance.
+    CreateRestore { name: String, backup_name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeEvent {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What to do now and what to record once it is done.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub action: Option<Action>,
+    /// `status.upgrade` afterwards (`None`: no upgrade to show).
+    pub upgrade: Option<UpgradeStatus>,
+    /// A finished upgrade to add to `status.upgradeHistory`.
+    pub finished: Option<UpgradeRecord>,
+    /// The version DHIS2 runs from now on, when it changed.
+    pub deployed: Option<Deployed>,
+    pub event: Option<UpgradeEvent>,
+    /// How soon to look again while an upgrade is in progress.
+    pub requeue: Option<Duration>,
+}
+
+impl Decision {
+    fn keep(upgrade: Option<&UpgradeStatus>) -> Self {
+        Self {
+            action: None,
+            upgrade: upgrade.cloned(),
+            finished: None,
+            deployed: None,
+            event: None,
+            requeue: None,
+        }
+    }
+
+    fn to(upgrade: UpgradeStatus) -> Self {
+        let requeue = (!upgrade.phase.is_finished()).then_some(Duration::from_secs(2));
+        Self {
+            upgrade: Some(upgrade),
+            requeue,
+            ..Self::keep(None)
+        }
+    }
+
+    fn with_action(mut self, action: Action) -> Self {
+        self.action = Some(action);
+        self
+    }
+
+    fn with_event(mut self, warning: bool, reason: &'static str, message: String) -> Self {
+        self.event = Some(UpgradeEvent {
+            warning,
+            reason,
+            message,
+        });
+        self
+    }
+
+    fn waiting(upgrade: &UpgradeStatus, message: String, every: Duration) -> Self {
+        let mut u = upgrade.clone();
+        u.message = Some(message);
+        Self {
+            upgrade: Some(u),
+            requeue: Some(every),
+            ..Self::keep(None)
+        }
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn same_version(a: &str, b: &str) -> bool {
+    match (Dhis2Version::parse(a), Dhis2Version::parse(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// The pre-upgrade backup's name: one per upgrade (its start time), at most 63 characters.
+pub fn pre_upgrade_backup_name(instance: &str, started_at: &str) -> String {
+    format!("{}-pre-upgrade-{}", short(instance), stamp(started_at))
+}
+
+/// The rollback's restore name, one per upgrade.
+pub fn rollback_restore_name(instance: &str, started_at: &str) -> String {
+    format!("{}-rollback-{}", short(instance), stamp(started_at))
+}
+
+fn short(instance: &str) -> &str {
+    let end = instance.len().min(34);
+    instance[..end].trim_end_matches('-')
+}
+
+/// `2026-12-06T05:12:09Z` → `20261206t051209`.
+fn stamp(rfc3339: &str) -> String {
+    rfc3339
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(15)
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// The image and replicas DHIS2's Deployment gets now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentPlan {
+    pub image: String,
+    pub replicas: i32,
+}
+
+/// Two versions never run against one database: the previous version runs until it is
+/// stopped for the backup, the new one alone while it migrates, the previous one again only on
+/// the restored database.
+pub fn deployment_plan(
+    spec_version: &str,
+    spec_image: &str,
+    spec_replicas: i32,
+    deployed: &Deployed,
+    upgrade: Option<&UpgradeStatus>,
+    restore: Option<&RestoreSeen>,
+) -> DeploymentPlan {
+    let previous = |u: &UpgradeStatus| u.from_image.clone().unwrap_or(deployed.image.clone());
+    let (image, replicas) = match upgrade {
+        None if same_version(spec_version, &deployed.version) => {
+            (spec_image.to_string(), spec_replicas)
+        }
+        None => (deployed.image.clone(), spec_replicas),
+        Some(u) => match u.phase {
+            UpgradePhase::Checking | UpgradePhase::AwaitingApproval | UpgradePhase::Refused => {
+                (previous(u), spec_replicas)
+            }
+            UpgradePhase::Stopping | UpgradePhase::BackingUp | UpgradePhase::Preparing => {
+                (previous(u), 0)
+            }
+            UpgradePhase::Migrating => (u.to_image.clone(), 1),
+            UpgradePhase::RollingBack => {
+                let restored = restore.is_some_and(|r| {
+                    matches!(r.phase, RestorePhase::Starting | RestorePhase::Completed)
+                });
+                (previous(u), if restored { spec_replicas } else { 0 })
+            }
+            UpgradePhase::Failed if u.outcome == Some(UpgradeOutcome::RollbackFailed) => {
+                (previous(u), 0)
+            }
+            UpgradePhase::Failed => (previous(u), spec_replicas),
+        },
+    };
+    DeploymentPlan { image, replicas }
+}
+
+/// Whether the shell must read the database's facts for this decision.
+pub fn needs_check(upgrade: Option<&UpgradeStatus>) -> bool {
+    upgrade.is_some_and(|u| u.phase == UpgradePhase::Checking)
+}
+
+pub fn decide(o: &UpgradeObserved) -> Decision {
+    let Some(u) = o.upgrade else {
+        return if same_version(o.spec_version, &o.deployed.version) {
+            Decision::keep(None)
+        } else {
+            begin(o)
+        };
+    };
+    if u.phase.is_finished() {
+        return if same_version(o.spec_version, &u.to_version) {
+            Decision::keep(Some(u))
+        } else if same_version(o.spec_version, &o.deployed.version) {
+            // spec.version is back at what runs: the finished upgrade is in the history.
+            Decision::keep(None)
+        } else {
+            begin(o)
+        };
+    }
+    if !same_version(o.spec_version, &u.to_version) {
+        if let Some(cancelled) = cancel(o, u) {
+            return cancelled;
+        }
+    }
+    match u.phase {
+        UpgradePhase::Checking => checking(o, u),
+        UpgradePhase::AwaitingApproval => awaiting_approval(o, u),
+        UpgradePhase::Stopping => stopping(o, u),
+        UpgradePhase::BackingUp => backing_up(o, u),
+        UpgradePhase::Preparing => {
+            let mut next = phase(u, UpgradePhase::Migrating, o.now);
+            next.message = Some(format!(
+                "DHIS2 {} started with one replica; Flyway migrates the database",
+                u.to_version
+            ));
+            Decision::to(next).with_action(Action::DropMaterializedViews)
+        }
+        UpgradePhase::Migrating => migrating(o, u),
+        UpgradePhase::RollingBack => rolling_back(o, u),
+        UpgradePhase::Refused | UpgradePhase::Failed => Decision::keep(Some(u)),
+    }
+}
+
+fn phase(u: &UpgradeStatus, phase: UpgradePhase, now: DateTime<Utc>) -> UpgradeStatus {
+    let mut next = u.clone();
+    next.phase = phase;
+    next.phase_started_at = Some(rfc3339(now));
+    next
+}
+
+fn record(u: &UpgradeStatus, outcome: UpgradeOutcome, now: DateTime<Utc>) -> UpgradeRecord {
+    UpgradeRecord {
+        from_version: u.from_version.clone(),
+        to_version: u.to_version.clone(),
+        started_at: u.started_at.clone(),
+        finished_at: rfc3339(now),
+        outcome,
+        backup_id: u.backup_id.clone(),
+        approved_by: u.approved_by.clone(),
+        message: u.message.clone(),
+    }
+}
+
+/// Ends the upgrade: the status keeps it (Refused, Failed) with the outcome, the history too.
+fn finish(
+    u: &UpgradeStatus,
+    end: UpgradePhase,
+    outcome: UpgradeOutcome,
+    message: String,
+    now: DateTime<Utc>,
+) -> Decision {
+    let mut last = phase(u, end, now);
+    last.outcome = Some(outcome);
+    if last.failure_reason.is_none() && outcome != UpgradeOutcome::Cancelled {
+        last.failure_reason = Some(message.clone());
+    }
+    last.message = Some(message);
+    Decision {
+        finished: Some(record(&last, outcome, now)),
+        ..Decision::to(last)
+    }
+}
+
+fn begin(o: &UpgradeObserved) -> Decision {
+    let now = rfc3339(o.now);
+    let started = UpgradeStatus {
+        phase: UpgradePhase::Checking,
+        from_version: o.deployed.version.clone(),
+        to_version: o.spec_version.to_string(),
+        from_image: Some(o.deployed.image.clone()),
+        to_image: o.spec_image.to_string(),
+        started_at: now.clone(),
+        phase_started_at: Some(now),
+        backup_name: None,
+        backup_id: None,
+        restore_name: None,
+        dropped_views: Vec::new(),
+        warnings: Vec::new(),
+        approved_by: None,
+        outcome: None,
+        failure_reason: None,
+        message: Some("checking the new version against the database".into()),
+    };
+    let (from, to) = (&o.deployed.version, o.spec_version);
+    if let (Ok(running), Ok(wanted)) = (Dhis2Version::parse(from), Dhis2Version::parse(to)) {
+        if wanted < running {
+            let refused = finish(
+                &started,
+                UpgradePhase::Refused,
+                UpgradeOutcome::Refused,
+                format!(
+                    "spec.version {to} is older than the running DHIS2 {from}: DHIS2 cannot be downgraded once Flyway has migrated its database; set spec.version: {from} to keep it, or, to go back to {to}, restore the backup taken before the upgrade to {from} (a Dhis2Restore over this instance) and then set spec.version: {to}"
+                ),
+                o.now,
+            );
+            let message = refused.upgrade.as_ref().and_then(|u| u.message.clone());
+            return refused.with_event(true, "UpgradeRefused", message.unwrap_or_default());
+        }
+    }
+    Decision::to(started).with_event(
+        false,
+        "UpgradeStarted",
+        format!("upgrade of DHIS2 from {from} to {to} started: checking"),
+    )
+}
+
+/// A new spec.version while the database is untouched ends this upgrade; once DHIS2 was
+/// stopped for the backup, the upgrade runs to its end first.
+fn cancel(o: &UpgradeObserved, u: &UpgradeStatus) -> Option<Decision> {
+    match u.phase {
+        UpgradePhase::Checking | UpgradePhase::AwaitingApproval | UpgradePhase::Stopping => {
+            let message = format!(
+                "cancelled: spec.version changed to {} before the database was touched",
+                o.spec_version
+            );
+            let mut d = finish(
+                u,
+                UpgradePhase::Failed,
+                UpgradeOutcome::Cancelled,
+                message.clone(),
+                o.now,
+            );
+            d.upgrade = None;
+            d.requeue = Some(Duration::from_secs(1));
+            Some(d.with_event(false, "UpgradeCancelled", message))
+        }
+        _ => None,
+    }
+}
+
+fn approved(settings: &UpgradeSpec, to: &str) -> Option<String> {
+    if settings.policy == UpgradePolicy::Automatic {
+        return Some(
+            settings
+                .approved_by
+                .clone()
+                .unwrap_or_else(|| "policy: Automatic".into()),
+        );
+    }
+    let who = settings.approved_by.as_deref().map(str::trim)?;
+    let version = settings.approved_version.as_deref()?;
+    (!who.is_empty() && same_version(version, to)).then(|| who.to_string())
+}
+
+fn checking(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
+    let check = match o.check {
+        None => return Decision::waiting(u, "checking".into(), Duration::from_secs(2)),
+        Some(Err(why)) => {
+            return Decision::waiting(
+                u,
+                format!("cannot read the database for the upgrade checks: {why}"),
+                Duration::from_secs(30),
+            );
+        }
+        Some(Ok(check)) => check,
+    };
+    if check.is_blocked() {
+        let blocked: Vec<String> = check
+            .blocked()
+            .map(|c| format!("{}: {}", c.check, c.detail))
+            .collect();
+        let message = format!(
+            "refused, nothing was changed and DHIS2 {} keeps running: {}",
+            u.from_version,
+            blocked.join("; ")
+        );
+        return finish(
+            u,
+            UpgradePhase::Refused,
+            UpgradeOutcome::Refused,
+            message.clone(),
+            o.now,
+        )
+        .with_event(true, "UpgradeRefused", message);
+    }
+    let mut checked = u.clone();
+    checked.warnings = check
+        .checks
+        .iter()
+        .filter(|c| c.outcome == CheckOutcome::Warning)
+        .map(|c| format!("{}: {}", c.check, c.detail))
+        .collect();
+    match approved(o.settings, &u.to_version) {
+        Some(who) => {
+            checked.approved_by = Some(who);
+            let mut next = phase(&checked, UpgradePhase::Stopping, o.now);
+            next.message = Some(format!(
+                "checks passed; stopping DHIS2 {} for the pre-upgrade backup",
+                u.from_version
+            ));
+            Decision::to(next)
+        }
+        None => {
+            let mut next = phase(&checked, UpgradePhase::AwaitingApproval, o.now);
+            let message = format!(
+                "checks passed; spec.upgrade.policy is Manual: set spec.upgrade.approvedBy (who approves) and spec.upgrade.approvedVersion: {} to start (DHIS2 {} keeps running until then)",
+                u.to_version, u.from_version
+            );
+            next.message = Some(message.clone());
+            Decision::to(next).with_event(false, "UpgradeAwaitingApproval", message)
+        }
+    }
+}
+
+fn awaiting_approval(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
+    match approved(o.settings, &u.to_version) {
+        // Checked again: the database may have changed while the approval was awaited.
+        Some(_) => {
+            let mut next = phase(u, UpgradePhase::Checking, o.now);
+            next.message = Some("approved; checking the database again".into());
+            Decision::to(next)
+        }
+        None => Decision::keep(Some(u)),
+    }
+}
+
+fn stopping(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
+    if o.dhis2_pods > 0 {
+        return Decision::waiting(
+            u,
+            format!(
+                "stopping DHIS2 {} for the pre-upgrade backup ({} pod(s) left)",
+                u.from_version, o.dhis2_pods
+            ),
+            Duration::from_secs(2),
+        );
+    }
+    let name = pre_upgrade_backup_name(o.instance, &u.started_at);
+    let mut next = phase(u, UpgradePhase::BackingUp, o.now);
+    next.backup_name = Some(name.clone());
+    next.message = Some(format!("DHIS2 is stopped; pre-upgrade backup {name} runs"));
+    Decision::to(next).with_action(Action::CreateBackup { name })
+}
+
+fn backing_up(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
+    let name = u
+        .backup_name
+        .clone()
+        .unwrap_or_else(|| pre_upgrade_backup_name(o.instance, &u.started_at));
+    let Some(backup) = o.backup else {
+        return Decision::waiting(
+            u,
+            format!("creating the pre-upgrade backup {name}"),
+            Duration::from_secs(2),
+        )
+        .with_action(Action::CreateBackup { name });
+    };
+    match backup.phase {
+        Some(RunPhase::Completed) => {
+            let mut next = phase(u, UpgradePhase::Preparing, o.now);
+            next.backup_id = backup.backup_id.clone();
+            next.message = Some(format!(
+                "pre-upgrade backup {} completed and verified; dropping materialized SQL views",
+                backup.backup_id.as_deref().unwrap_or(&name)
+            ));
+            Decision::to(next)
+        }
+        Some(RunPhase::Failed) => {
+            let message = format!(
+                "the pre-upgrade backup {name} failed ({}); nothing was changed: DHIS2 {} is started again. Fix the backup (kubectl describe d2backup {name}), then set spec.version: {} and again {} to retry",
+                backup
+                    .failure_reason
+                    .as_deref()
+                    .unwrap_or("no reason recorded"),
+                u.from_version,
+                u.from_version,
+                u.to_version
+            );
+            finish(
+                u,
+                UpgradePhase::Failed,
+                UpgradeOutcome::BackupFailed,
+                message.clone(),
+                o.now,
+            )
+            .with_event(true, "UpgradeFailed", message)
+        }
+        _ => Decision::waiting(
+            u,
+            format!("the pre-upgrade backup {name} is running; DHIS2 is stopped"),
+            Duration::from_secs(5),
+        ),
+    }
+}
+
+fn seconds_in_phase(u: &UpgradeStatus, now: DateTime<Utc>) -> i64 {
+    u.phase_started_at
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| (now - t.with_timezone(&Utc)).num_seconds())
+        .unwrap_or(0)
+}
+
+fn reports_target(reported: &str, to: &str) -> bool {
+    match (Dhis2Version::parse(reported), Dhis2Version::parse(to)) {
+        // An image tag may carry a build number (2.43.1.1) the application reports too.
+        (Ok(r), Ok(t)) => r.major() == t.major() && r >= t,
+        _ => reported == to,
+    }
+}
+
+fn migrating(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
+    if o.reported_version.is_some_and(|v| reports_target(v, &u.to_version)) {
+        let message = format!(
+            "DHIS2 runs {} (was {}); pre-upgrade backup {}",
+            u.to_version,
+            u.from_version,
+            u.backup_id.as_deref().unwrap_or("-")
+        );
+        let mut done = u.clone();
+        done.outcome = Some(UpgradeOutcome::Succeeded);
+        done.message = Some(message.clone());
+        return Decision {
+            action: None,
+            upgrade: None,
+            finished: Some(record(&done, UpgradeOutcome::Succeeded, o.now)),
+            deployed: Some(Deployed {
+                version: u.to_version.clone(),
+                image: u.to_image.clone(),
+            }),
+            event: None,
+            requeue: Some(Duration::from_secs(2)),
+        }
+        .with_event(false, "UpgradeSucceeded", message);
+    }
+    let elapsed = seconds_in_phase(u, o.now);
+    let timeout = o.settings.timeout_seconds;
+    let why = if o.dhis2_restarts >= CRASH_LOOP_RESTARTS {
+        Some(format!(
+            "DHIS2 {} restarted {} times while migrating (see kubectl logs deploy/{} --previous)",
+            u.to_version, o.dhis2_restarts, o.instance
+        ))
+    } else if elapsed >= timeout {
+        Some(format!(
+            "DHIS2 {} did not report its version within spec.upgrade.timeoutSeconds ({timeout} s): the migration failed or is still running",
+            u.to_version
+        ))
+    } else {
+        None
+    };
+    let Some(why) = why else {
+        return Decision::waiting(
+            u,
+            format!(
+                "DHIS2 {} is migrating the database: {} of at most {} min",
+                u.to_version,
+                minutes(elapsed),
+                timeout / 60
+            ),
+            Duration::from_secs(5),
+        );
+    };
+    let restore = rollback_restore_name(o.instance, &u.started_at);
+    let backup_name = u
+        .backup_name
+        .clone()
+        .unwrap_or_else(|| pre_upgrade_backup_name(o.instance, &u.started_at));
+    let mut next = phase(u, UpgradePhase::RollingBack, o.now);
+    next.restore_name = Some(restore.clone());
+    next.failure_reason = Some(why.clone());
+    let message = format!(
+        "{why}; rolling back: restoring the pre-upgrade backup {} ({restore}) and starting DHIS2 {} again",
+        u.backup_id.as_deref().unwrap_or(&backup_name),
+        u.from_version
+    );
+    next.message = Some(message.clone());
+    Decision::to(next)
+        .with_action(Action::CreateRestore {
+            name: restore,
+            backup_name,
+        })
+        .with_event(true, "UpgradeRollingBack", message)
+}
+
+fn minutes(seconds: i64) -> String {
+    if seconds < 60 {
+        format!("{seconds} s")
+    } else {
+        format!("{} min", seconds / 60)
+    }
+}
+
+fn rolling_back(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
+    let name = u
+        .restore_name
+        .clone()
+        .unwrap_or_else(|| rollback_restore_name(o.instance, &u.started_at));
+    let Some(restore) = o.restore else {
+        let backup_name = u
+            .backup_name
+            .clone()
+            .unwrap_or_else(|| pre_upgrade_backup_name(o.instance, &u.started_at));
+        return Decision::waiting(
+            u,
+            format!("creating the rollback restore {name}"),
+            Duration::from_secs(2),
+        )
+        .with_action(Action::CreateRestore { name, backup_name });
+    };
+    let why = u
+        .failure_reason
+        .clone()
+        .unwrap_or_else(|| "the migration failed".into());
+    match restore.phase {
+        RestorePhase::Completed => {
+            let message = format!(
+                "upgrade to {} rolled back: {why}; the pre-upgrade backup {} was restored and DHIS2 {} runs again. Set spec.version: {} to stop retrying",
+                u.to_version,
+                u.backup_id.as_deref().unwrap_or("-"),
+                u.from_version,
+                u.from_version
+            );
+            finish(
+                u,
+                UpgradePhase::Failed,
+                UpgradeOutcome::RolledBack,
+                message.clone(),
+                o.now,
+            )
+            .with_event(true, "UpgradeFailed", message)
+        }
+        RestorePhase::Failed => {
+            let message = format!(
+                "upgrade to {} failed ({why}) and its rollback failed too: the restore {name} did not complete ({}). DHIS2 is left stopped because its database may be half-migrated; restore the pre-upgrade backup {} with a new Dhis2Restore",
+                u.to_version,
+                restore.message.as_deref().unwrap_or("see kubectl describe d2restore"),
+                u.backup_id.as_deref().unwrap_or("-")
+            );
+            finish(
+                u,
+                UpgradePhase::Failed,
+                UpgradeOutcome::RollbackFailed,
+                message.clone(),
+                o.now,
+            )
+            .with_event(true, "UpgradeRollbackFailed", message)
+        }
+        _ => Decision::waiting(
+            u,
+            format!(
+                "{why}; rolling back: the restore {name} is {}",
+                restore.phase.as_str()
+            ),
+            Duration::from_secs(5),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upgrade::facts::{
+        CategoryOptionComboRow, DatabaseFacts, DefaultCategoryOptionCombos, ExtensionFact,
+    };
+    use crate::upgrade::{CurrentVersion, check_upgrade};
+
+    fn at(hms: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(&format!("2026-12-06T{hms}Z"))
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn facts(default_combos: i64) -> DatabaseFacts {
+        let ext = |name: &str, v: &str| ExtensionFact {
+            name: name.into(),
+            installed_version: Some(v.into()),
+            available_version: Some(v.into()),
+        };
+        let row = |id, uid: &str| CategoryOptionComboRow {
+            id,
+            uid: uid.into(),
+            name: "default".into(),
+        };
+        DatabaseFacts {
+            server_version_num: 150018,
+            extensions: vec![
+                ext("postgis", "3.3.2"),
+                ext("pg_trgm", "1.6"),
+                ext("btree_gin", "1.3"),
+            ],
+            schema_version: Some(Dhis2Version::parse("2.42.52").unwrap()),
+            default_category_option_combos: Some(DefaultCategoryOptionCombos {
+                count: default_combos,
+                canonical_present: default_combos == 1,
+                listed: (0..default_combos)
+                    .map(|i| row(26 + i, &format!("Dup{i:08}")))
+                    .collect(),
+            }),
+            single_events_without_occurred_date: Some(0),
+            tracker_associate_value_types: Some(Default::default()),
+            ..Default::default()
+        }
+    }
+
+    fn check(from: &str, to: &str, default_combos: i64) -> Result<UpgradeCheck, String> {
+        Ok(check_upgrade(
+            &CurrentVersion::Release(Dhis2Version::parse(from).unwrap()),
+            &Dhis2Version::parse(to).unwrap(),
+            &facts(default_combos),
+        ))
+    }
+
+    /// One instance `hmis` running 2.42.4, asked for `spec_version`.
+    struct World {
+        spec_version: String,
+        spec_image: String,
+        deployed: Deployed,
+        settings: UpgradeSpec,
+        upgrade: Option<UpgradeStatus>,
+        history: Vec<UpgradeRecord>,
+        now: DateTime<Utc>,
+        check: Option<Result<UpgradeCheck, String>>,
+        pods: usize,
+        restarts: i32,
+        reported: Option<String>,
+        backup: Option<BackupSeen>,
+        restore: Option<RestoreSeen>,
+        actions: Vec<Action>,
+        events: Vec<&'static str>,
+    }
+
+    impl World {
+        fn new(spec_version: &str) -> Self {
+            Self {
+                spec_version: spec_version.into(),
+                spec_image: format!("dhis2/core:{spec_version}"),
+                deployed: Deployed {
+                    version: "2.42.4".into(),
+                    image: "dhis2/core:2.42.4".into(),
+                },
+                settings: UpgradeSpec {
+                    timeout_seconds: 3600,
+                    ..Default::default()
+                },
+                upgrade: None,
+                history: vec![],
+                now: at("05:00:00"),
+                check: None,
+                pods: 2,
+                restarts: 0,
+                reported: Some("2.42.4".into()),
+                backup: None,
+                restore: None,
+                actions: vec![],
+                events: vec![],
+            }
+        }
+
+        /// Decides once and applies the decision as the shell would.
+        fn step(&mut self) -> Decision {
+            if needs_check(self.upgrade.as_ref()) && self.check.is_none() {
+                let to = self.upgrade.as_ref().unwrap().to_version.clone();
+                self.check = Some(check(&self.deployed.version, &to, 1));
+            }
+            let d = decide(&UpgradeObserved {
+                instance: "hmis",
+                spec_version: &self.spec_version,
+                spec_image: &self.spec_image,
+                deployed: &self.deployed,
+                upgrade: self.upgrade.as_ref(),
+                settings: &self.settings,
+                now: self.now,
+                check: self.check.as_ref(),
+                dhis2_pods: self.pods,
+                dhis2_restarts: self.restarts,
+                reported_version: self.reported.as_deref(),
+                backup: self.backup.as_ref(),
+                restore: self.restore.as_ref(),
+            });
+            self.actions.extend(d.action.clone());
+            self.events.extend(d.event.as_ref().map(|e| e.reason));
+            self.upgrade = d.upgrade.clone();
+            self.history.extend(d.finished.clone());
+            if let Some(deployed) = &d.deployed {
+                self.deployed = deployed.clone();
+            }
+            d
+        }
+
+        fn phase(&self) -> Option<UpgradePhase> {
+            self.upgrade.as_ref().map(|u| u.phase)
+        }
+
+        fn plan(&self) -> DeploymentPlan {
+            deployment_plan(
+                &self.spec_version,
+                &self.spec_image,
+                3,
+                &self.deployed,
+                self.upgrade.as_ref(),
+                self.restore.as_ref(),
+            )
+        }
+
+        /// Runs from the start to Migrating: checked, stopped, backed up, views dropped.
+        fn to_migrating(&mut self) {
+            self.step();
+            self.step();
+            assert_eq!(self.phase(), Some(UpgradePhase::Stopping));
+            self.pods = 0;
+            self.step();
+            self.backup = Some(BackupSeen {
+                phase: Some(RunPhase::Completed),
+                backup_id: Some("20261206T050010Z".into()),
+                failure_reason: None,
+            });
+            self.step();
+            self.step();
+            assert_eq!(self.phase(), Some(UpgradePhase::Migrating));
+            self.pods = 1;
+            self.reported = None;
+        }
+    }
+
+    fn plan(image: &str, replicas: i32) -> DeploymentPlan {
+        DeploymentPlan {
+            image: image.into(),
+            replicas,
+        }
+    }
+
+    #[test]
+    fn the_same_version_needs_no_upgrade_and_runs_the_specs_image() {
+        let mut w = World::new("2.42.4");
+        w.spec_image = "registry.moh.gov.kh/dhis2/core:2.42.4".into();
+        let d = w.step();
+        assert_eq!(d, Decision::keep(None));
+        assert_eq!(w.plan(), plan("registry.moh.gov.kh/dhis2/core:2.42.4", 3));
+        // 42.4.0 is how newer documents write 2.42.4.
+        let mut w = World::new("42.4.0");
+        assert_eq!(w.step().upgrade, None);
+    }
+
+    #[test]
+    fn a_successful_upgrade_stops_backs_up_prepares_migrates_and_records_it() {
+        let mut w = World::new("2.43.1");
+        // A new version is not run before the upgrade began.
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::Checking));
+        assert_eq!(w.events, vec!["UpgradeStarted"]);
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
+
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::Stopping));
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 0));
+        let d = w.step();
+        assert_eq!(d.action, None, "no backup while DHIS2 still runs");
+        assert!(w.upgrade.as_ref().unwrap().message.as_ref().unwrap().contains("2 pod(s) left"));
+
+        w.pods = 0;
+        let d = w.step();
+        let name = "hmis-pre-upgrade-20261206t050000".to_string();
+        assert_eq!(d.action, Some(Action::CreateBackup { name: name.clone() }));
+        assert_eq!(w.phase(), Some(UpgradePhase::BackingUp));
+        assert_eq!(w.upgrade.as_ref().unwrap().backup_name, Some(name.clone()));
+        // The backup object vanished or its creation was lost: created again, same name.
+        let d = w.step();
+        assert_eq!(d.action, Some(Action::CreateBackup { name: name.clone() }));
+        w.backup = Some(BackupSeen {
+            phase: Some(RunPhase::Running),
+            ..Default::default()
+        });
+        assert_eq!(w.step().action, None);
+        assert_eq!(w.phase(), Some(UpgradePhase::BackingUp));
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 0));
+
+        w.backup = Some(BackupSeen {
+            phase: Some(RunPhase::Completed),
+            backup_id: Some("20261206T050010Z".into()),
+            failure_reason: None,
+        });
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::Preparing));
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 0));
+        let d = w.step();
+        assert_eq!(d.action, Some(Action::DropMaterializedViews));
+        assert_eq!(w.phase(), Some(UpgradePhase::Migrating));
+        assert_eq!(w.plan(), plan("dhis2/core:2.43.1", 1));
+
+        w.pods = 1;
+        w.reported = None;
+        w.now = at("05:30:00");
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::Migrating));
+        w.reported = Some("2.43.1".into());
+        w.step();
+        assert_eq!(w.upgrade, None);
+        assert_eq!(
+            w.deployed,
+            Deployed {
+                version: "2.43.1".into(),
+                image: "dhis2/core:2.43.1".into()
+            }
+        );
+        assert_eq!(w.plan(), plan("dhis2/core:2.43.1", 3));
+        assert_eq!(w.history.len(), 1);
+        let done = &w.history[0];
+        assert_eq!(done.outcome, UpgradeOutcome::Succeeded);
+        assert_eq!(
+            (done.from_version.as_str(), done.to_version.as_str()),
+            ("2.42.4", "2.43.1")
+        );
+        assert_eq!(done.backup_id.as_deref(), Some("20261206T050010Z"));
+        assert_eq!(done.approved_by.as_deref(), Some("policy: Automatic"));
+        assert_eq!(w.events, vec!["UpgradeStarted", "UpgradeSucceeded"]);
+        // And nothing more happens.
+        assert_eq!(w.step(), Decision::keep(None));
+    }
+
+    #[test]
+    fn a_downgrade_is_refused_with_the_way_back_and_the_running_version_stays() {
+        let mut w = World::new("2.41.9");
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert_eq!(u.phase, UpgradePhase::Refused);
+        let message = u.message.unwrap();
+        assert!(message.contains("cannot be downgraded"), "{message}");
+        assert!(message.contains("set spec.version: 2.42.4"), "{message}");
+        assert!(message.contains("restore the backup"), "{message}");
+        assert_eq!(w.history[0].outcome, UpgradeOutcome::Refused);
+        assert_eq!(w.events, vec!["UpgradeRefused"]);
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
+        // It stays refused (no second record) until spec.version changes.
+        assert_eq!(w.step().finished, None);
+        w.spec_version = "2.42.4".into();
+        w.step();
+        assert_eq!(w.upgrade, None);
+        assert_eq!(w.history.len(), 1);
+    }
+
+    #[test]
+    fn a_blocking_check_refuses_the_upgrade_and_names_the_rows() {
+        let mut w = World::new("2.43.1");
+        w.step();
+        w.check = Some(check("2.42.4", "2.43.1", 2));
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert_eq!(u.phase, UpgradePhase::Refused);
+        let message = u.message.unwrap();
+        assert!(message.contains("DHIS2 2.42.4 keeps running"), "{message}");
+        assert!(message.contains("Dup00000001"), "{message}");
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
+        assert!(w.actions.is_empty());
+
+        // The database cannot be read: waits, nothing is decided.
+        let mut w = World::new("2.43.1");
+        w.step();
+        w.check = Some(Err("connection refused".into()));
+        let d = w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::Checking));
+        assert_eq!(d.requeue, Some(Duration::from_secs(30)));
+        assert!(
+            w.upgrade.unwrap().message.unwrap().contains("connection refused"),
+        );
+    }
+
+    #[test]
+    fn the_manual_policy_waits_for_an_approval_of_this_very_version() {
+        let mut w = World::new("2.43.1");
+        w.settings.policy = UpgradePolicy::Manual;
+        w.settings.approved_by = Some("Sok Dara".into());
+        w.settings.approved_version = Some("2.43.0".into());
+        w.step();
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::AwaitingApproval));
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
+        let message = w.upgrade.as_ref().unwrap().message.clone().unwrap();
+        assert!(message.contains("spec.upgrade.approvedVersion: 2.43.1"), "{message}");
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::AwaitingApproval));
+
+        w.settings.approved_version = Some("2.43.1".into());
+        w.check = None;
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::Checking), "checked again");
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::Stopping));
+        assert_eq!(
+            w.upgrade.unwrap().approved_by.as_deref(),
+            Some("Sok Dara")
+        );
+    }
+
+    #[test]
+    fn a_failed_backup_ends_the_upgrade_and_starts_the_previous_version_again() {
+        let mut w = World::new("2.43.1");
+        w.step();
+        w.step();
+        w.pods = 0;
+        w.step();
+        w.backup = Some(BackupSeen {
+            phase: Some(RunPhase::Failed),
+            backup_id: None,
+            failure_reason: Some("the bucket is full".into()),
+        });
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert_eq!(u.phase, UpgradePhase::Failed);
+        assert_eq!(u.outcome, Some(UpgradeOutcome::BackupFailed));
+        assert!(u.message.unwrap().contains("the bucket is full"));
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
+        assert_eq!(w.history[0].outcome, UpgradeOutcome::BackupFailed);
+    }
+
+    #[test]
+    fn a_migration_that_never_answers_is_rolled_back_by_restoring_the_backup() {
+        let mut w = World::new("2.43.1");
+        w.to_migrating();
+        w.now = at("05:59:59");
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::Migrating));
+        w.now = at("06:00:00");
+        let d = w.step();
+        let restore = "hmis-rollback-20261206t050000".to_string();
+        assert_eq!(
+            d.action,
+            Some(Action::CreateRestore {
+                name: restore.clone(),
+                backup_name: "hmis-pre-upgrade-20261206t050000".into()
+            })
+        );
+        assert_eq!(w.phase(), Some(UpgradePhase::RollingBack));
+        // The previous version does not start on the migrated database before the restore.
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 0));
+        w.step();
+        assert!(matches!(w.actions.last(), Some(Action::CreateRestore { .. })));
+        let actions = w.actions.len();
+        w.restore = Some(RestoreSeen {
+            phase: RestorePhase::Restoring,
+            message: None,
+        });
+        w.step();
+        assert_eq!(w.actions.len(), actions, "one restore");
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 0));
+        w.restore = Some(RestoreSeen {
+            phase: RestorePhase::Starting,
+            message: None,
+        });
+        w.step();
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
+        w.restore = Some(RestoreSeen {
+            phase: RestorePhase::Completed,
+            message: None,
+        });
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert_eq!(u.outcome, Some(UpgradeOutcome::RolledBack));
+        let message = u.message.unwrap();
+        assert!(message.contains("did not report its version"), "{message}");
+        assert!(message.contains("20261206T050010Z"), "{message}");
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
+        assert_eq!(w.deployed.version, "2.42.4");
+        assert_eq!(w.history[0].outcome, UpgradeOutcome::RolledBack);
+        assert_eq!(
+            w.events,
+            vec!["UpgradeStarted", "UpgradeRollingBack", "UpgradeFailed"]
+        );
+        // Failed stays until spec.version changes; no second rollback.
+        w.step();
+        assert_eq!(w.history.len(), 1);
+    }
+
+    #[test]
+    fn a_crash_loop_rolls_back_and_a_failed_rollback_leaves_dhis2_stopped() {
+        let mut w = World::new("2.43.1");
+        w.to_migrating();
+        w.restarts = CRASH_LOOP_RESTARTS;
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert_eq!(u.phase, UpgradePhase::RollingBack);
+        assert!(u.failure_reason.unwrap().contains("restarted 5 times"));
+        w.restore = Some(RestoreSeen {
+            phase: RestorePhase::Failed,
+            message: Some("the backup is unreadable".into()),
+        });
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert_eq!(u.outcome, Some(UpgradeOutcome::RollbackFailed));
+        assert!(u.message.unwrap().contains("the backup is unreadable"));
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 0));
+    }
+
+    #[test]
+    fn a_new_version_cancels_an_upgrade_only_before_the_database_is_touched() {
+        let mut w = World::new("2.43.1");
+        w.step();
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::Stopping));
+        w.spec_version = "2.43.2".into();
+        w.spec_image = "dhis2/core:2.43.2".into();
+        w.step();
+        assert_eq!(w.upgrade, None);
+        assert_eq!(w.history[0].outcome, UpgradeOutcome::Cancelled);
+        w.check = None;
+        w.step();
+        assert_eq!(w.upgrade.as_ref().unwrap().to_version, "2.43.2");
+
+        let mut w = World::new("2.43.1");
+        w.to_migrating();
+        w.spec_version = "2.43.2".into();
+        w.spec_image = "dhis2/core:2.43.2".into();
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::Migrating));
+        assert_eq!(w.plan(), plan("dhis2/core:2.43.1", 1), "the migration runs on");
+        w.reported = Some("2.43.1".into());
+        w.step();
+        assert_eq!(w.deployed.version, "2.43.1");
+        // Then the next upgrade begins.
+        w.step();
+        assert_eq!(w.upgrade.as_ref().unwrap().from_version, "2.43.1");
+        assert_eq!(w.upgrade.as_ref().unwrap().to_version, "2.43.2");
+    }
+
+    #[test]
+    fn names_are_deterministic_and_fit_kubernetes() {
+        let long = "a".repeat(63);
+        let name = pre_upgrade_backup_name(&long, "2026-12-06T05:12:09Z");
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.ends_with("-pre-upgrade-20261206t051209"));
+        let name = rollback_restore_name("hmis", "2026-12-06T05:12:09Z");
+        assert_eq!(name, "hmis-rollback-20261206t051209");
+    }
+}

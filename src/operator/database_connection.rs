@@ -8,6 +8,7 @@ use kube::ResourceExt;
 
 use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database};
 use crate::crd::dhis2_instance::Dhis2Instance;
+use crate::postgres::DatabaseTarget;
 
 use super::context::Context;
 use super::database_controller::connection_from_secret;
@@ -61,4 +62,26 @@ pub async fn read_database_secret(
         .ok_or_else(|| {
             format!("Secret {secret_name} with the database credentials is missing or incomplete")
         }))
+}
+
+/// The operator's own connection to a database (its checks before an upgrade, the external
+/// database probe), from the connection Secret's values.
+pub fn database_target(
+    conn: &DatabaseConnection,
+    field: &'static str,
+) -> std::result::Result<DatabaseTarget, String> {
+    let url = format!(
+        "postgresql://{}@{}:{}/{}",
+        urlencode(&conn.username),
+        conn.host,
+        conn.port,
+        urlencode(&conn.database)
+    );
+    DatabaseTarget::parse(&url, field)
+        .map(|t| t.with_password(&conn.password))
+        .map_err(|e| e.to_string())
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

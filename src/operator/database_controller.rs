@@ -16,7 +16,6 @@ use serde_json::json;
 
 use crate::crd::common::DeletionPolicy;
 use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database, Dhis2DatabaseStatus};
-use crate::postgres::DatabaseTarget;
 
 use super::apply::{Ownership, Parent, apply_owned, ownership};
 use super::conditions::merge_conditions;
@@ -25,6 +24,7 @@ use super::credentials::{
     CredentialsPlan, SecretFound, credentials_missing_message, credentials_plan,
 };
 use super::database_build::{APP, build_database_children};
+use super::database_connection::database_target;
 use super::dhis_conf::DatabaseConnection;
 use super::error::{Error, Result};
 use super::labels::{
@@ -389,16 +389,9 @@ async fn external_connection(
         ));
     };
     status.endpoint = Some(format!("{}:{}", conn.host, conn.port));
-    let url = format!(
-        "postgresql://{}@{}:{}/{}",
-        urlencode(&conn.username),
-        conn.host,
-        conn.port,
-        urlencode(&conn.database)
-    );
-    let target = match DatabaseTarget::parse(&url, "externalSecretRef") {
-        Ok(t) => t.with_password(&conn.password),
-        Err(e) => return Ok((false, "BadSecret", e.to_string())),
+    let target = match database_target(&conn, "externalSecretRef") {
+        Ok(t) => t,
+        Err(e) => return Ok((false, "BadSecret", e)),
     };
     let connected = tokio::time::timeout(Duration::from_secs(10), target.connect()).await;
     match connected {
@@ -425,9 +418,6 @@ async fn external_connection(
     }
 }
 
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
 
 async fn cleanup(db: &Dhis2Database, ctx: &Context, ns: &str) -> Result<Action> {
     let name = db.name_any();

@@ -14,6 +14,9 @@ pub enum Error {
     Conflict { kind: &'static str, name: String },
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// A step of an upgrade that failed and is retried (e.g. the database did not answer).
+    #[error("upgrade: {0}")]
+    Upgrade(String),
 }
 
 impl Error {
@@ -30,6 +33,7 @@ impl Error {
             Self::Kube { .. } => "kube",
             Self::Conflict { .. } => "conflict",
             Self::Finalizer(_) => "finalizer",
+            Self::Upgrade(_) => "upgrade",
         }
     }
 }

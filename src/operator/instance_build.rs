@@ -26,6 +26,7 @@ use crate::crd::dhis2_instance::Dhis2Instance;
 
 use super::database_build::{resource_requirements, volume_claim_spec};
 use super::dhis_conf::{ClusterSecrets, DatabaseConnection, render_dhis_conf};
+use super::upgrade_steps::DeploymentPlan;
 use super::labels::{
     RESTORE_IN_PROGRESS_ANNOTATION, child_meta, dedicated_database_name, dhis_conf_secret_name,
     file_store_claim_name, labels, selector,
@@ -74,14 +75,15 @@ fn owner(instance: &Dhis2Instance) -> Option<Vec<OwnerReference>> {
     instance.controller_owner_ref(&()).map(|o| vec![o])
 }
 
-/// DHIS2's replicas: none while a restore holds the instance (two writers never).
-pub fn running_replicas(instance: &Dhis2Instance) -> i32 {
+/// DHIS2's replicas: as the upgrade plans them, none while a restore holds the instance (two
+/// writers never).
+pub fn running_replicas(instance: &Dhis2Instance, planned: i32) -> i32 {
     let held = instance
         .metadata
         .annotations
         .as_ref()
         .is_some_and(|a| a.contains_key(RESTORE_IN_PROGRESS_ANNOTATION));
-    if held { 0 } else { instance.spec.replicas }
+    if held { 0 } else { planned }
 }
 
 /// The managed database an instance without `databaseRef` gets; it follows the instance's
@@ -110,6 +112,7 @@ pub fn build_instance_children(
     instance: &Dhis2Instance,
     db: &DatabaseConnection,
     secrets: &ClusterSecrets,
+    plan: &DeploymentPlan,
 ) -> InstanceChildren {
     let name = instance.metadata.name.clone().unwrap_or_default();
     let namespace = instance.metadata.namespace.clone();
@@ -211,7 +214,7 @@ pub fn build_instance_children(
     let deployment = Deployment {
         metadata: meta(name.clone(), true),
         spec: DeploymentSpec {
-            replicas: Some(running_replicas(instance)),
+            replicas: Some(running_replicas(instance, plan.replicas)),
             // Two DHIS2 versions must never run against one database: never overlap pods.
             strategy: Some(DeploymentStrategy {
                 type_: Some("Recreate".into()),
@@ -258,7 +261,7 @@ pub fn build_instance_children(
                             }),
                             ..Default::default()
                         }),
-                        image: Some(dhis2_image(instance)),
+                        image: Some(plan.image.clone()),
                         env: Some(vec![
                             EnvVar {
                                 name: "DHIS2_HOME".into(),
@@ -384,11 +387,32 @@ mod tests {
         }
     }
 
+    /// No upgrade: the spec's image and replicas.
+    fn as_specified(i: &Dhis2Instance) -> DeploymentPlan {
+        DeploymentPlan {
+            image: dhis2_image(i),
+            replicas: i.spec.replicas,
+        }
+    }
+
+    #[test]
+    fn the_deployment_runs_the_planned_image_and_replicas() {
+        let i = instance("version: '2.43.1'\nenvironment: production\nreplicas: 3\n");
+        let plan = DeploymentPlan {
+            image: "dhis2/core:2.42.4".into(),
+            replicas: 0,
+        };
+        let d = build_instance_children(&i, &db(), &ClusterSecrets::default(), &plan).deployment;
+        assert_eq!(d.spec.replicas, Some(0));
+        let pod = d.spec.template.spec.unwrap();
+        assert_eq!(pod.containers[0].image.as_deref(), Some("dhis2/core:2.42.4"));
+    }
+
     #[test]
     fn a_restore_in_progress_stops_dhis2_and_its_end_starts_it_again() {
         let mut i = instance("version: '2.41.3'\nenvironment: production\nreplicas: 1\n");
         let replicas = |i: &Dhis2Instance| {
-            build_instance_children(i, &db(), &ClusterSecrets::default())
+            build_instance_children(i, &db(), &ClusterSecrets::default(), &as_specified(i))
                 .deployment
                 .spec
                 .replicas
@@ -403,11 +427,8 @@ mod tests {
 
     #[test]
     fn dhis2_runs_unprivileged_and_can_read_what_it_is_given() {
-        let c = build_instance_children(
-            &instance("version: '2.41.3'\nenvironment: production\n"),
-            &db(),
-            &ClusterSecrets::default(),
-        );
+        let i = instance("version: '2.41.3'\nenvironment: production\n");
+        let c = build_instance_children(&i, &db(), &ClusterSecrets::default(), &as_specified(&i));
         let pod = c.deployment.spec.template.spec.unwrap();
         let psc = pod.security_context.unwrap();
         assert_eq!(psc.run_as_user, Some(65534));

@@ -16,11 +16,12 @@ use serde_json::json;
 
 use crate::crd::dhis2_database::Dhis2Database;
 use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceStatus, InstanceBackupStatus};
+use crate::crd::upgrade::{UpgradeRecord, UpgradeStatus};
 use crate::crd::{Dhis2Backup, Dhis2BackupSchedule, Dhis2Drill};
 
 use super::apply::{Parent, apply_owned, prune_owned};
 use super::backup_summary::{BackupObservation, summarise_backups};
-use super::conditions::{is_true, merge_conditions};
+use super::conditions::{condition, is_true, merge_conditions};
 use super::context::Context;
 use super::database_connection::read_database_secret;
 use super::dhis_conf::{ClusterSecrets, DatabaseConnection};
@@ -30,6 +31,7 @@ use super::instance_build::{APP, build_dedicated_database, build_instance_childr
 use super::labels::ENDPOINT_OVERRIDE_ANNOTATION;
 use super::schedule_plan::Schedule;
 use super::status::{InstanceObservation, instance_phase_and_conditions};
+use super::upgrade_controller::{UpgradeProgress, advance_upgrade};
 use super::validate::validate_instance;
 
 pub const KIND: &str = "Dhis2Instance";
@@ -55,6 +57,7 @@ pub async fn reconcile(instance: Arc<Dhis2Instance>, ctx: Arc<Context>) -> Resul
                 Some(("Conflict", vec![e.to_string()])),
                 Err(String::new()),
                 0,
+                None,
                 None,
             )
             .await?;
@@ -155,6 +158,7 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
             Err("not checked".into()),
             0,
             None,
+            None,
         )
         .await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
@@ -162,7 +166,7 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
     let connection = match database_connection(instance, ctx, ns).await? {
         Ok(c) => c,
         Err(why) => {
-            write_status(instance, ctx, ns, None, Err(why), 0, None).await?;
+            write_status(instance, ctx, ns, None, Err(why), 0, None, None).await?;
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
     };
@@ -186,7 +190,20 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
     {
         secrets.redis_password = secret_value(ctx, ns, secret, "password").await?;
     }
-    let children = build_instance_children(instance, &connection, &secrets);
+    let deployments: Api<Deployment> = ctx.api(ns);
+    let running = deployments
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Deployment {name}"), e))?;
+    let health = probe_dhis2(instance, ctx, ns, ready_replicas_of(running.as_ref())).await?;
+    let reported_version = match &health {
+        Some(Dhis2Health::Up { version, .. }) => version.clone(),
+        _ => None,
+    };
+    let progress =
+        advance_upgrade(instance, ctx, ns, &connection, reported_version.as_deref()).await?;
+
+    let children = build_instance_children(instance, &connection, &secrets, &progress.plan);
     let parent = Parent::of(instance);
     apply_owned(
         &ctx.api::<Secret>(ns),
@@ -211,13 +228,8 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
         &parent,
     )
     .await?;
-    let deployment = apply_owned(
-        &ctx.api::<Deployment>(ns),
-        "Deployment",
-        &children.deployment,
-        &parent,
-    )
-    .await?;
+    let deployment =
+        apply_owned(&deployments, "Deployment", &children.deployment, &parent).await?;
     let ingresses: Api<Ingress> = ctx.api(ns);
     let mut keep = vec![];
     if let Some(ingress) = &children.ingress {
@@ -227,11 +239,41 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
     let selector = format!("app.kubernetes.io/name={APP},app.kubernetes.io/instance={name}");
     prune_owned(&ingresses, "Ingress", &selector, &keep, &parent).await?;
 
-    let ready_replicas = deployment
-        .status
-        .as_ref()
+    let ready_replicas = ready_replicas_of(Some(&deployment));
+    let requeue = progress.requeue;
+    write_status(
+        instance,
+        ctx,
+        ns,
+        None,
+        Ok(()),
+        ready_replicas,
+        health.as_ref(),
+        Some(progress),
+    )
+    .await?;
+    let ready =
+        matches!(health, Some(Dhis2Health::Up { .. })) && ready_replicas >= instance.spec.replicas;
+    // Probe DHIS2 every 30 s while healthy, sooner while it is coming up or upgrading.
+    let every = Duration::from_secs(if ready { 30 } else { 15 });
+    Ok(Action::requeue(requeue.map_or(every, |r| r.min(every))))
+}
+
+fn ready_replicas_of(deployment: Option<&Deployment>) -> i32 {
+    deployment
+        .and_then(|d| d.status.as_ref())
         .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// Asks DHIS2 how it is (at its Service, or the development override), when a pod is ready.
+async fn probe_dhis2(
+    instance: &Dhis2Instance,
+    ctx: &Context,
+    ns: &str,
+    ready_replicas: i32,
+) -> Result<Option<Dhis2Health>> {
+    let name = instance.name_any();
     let requested_override = instance.annotations().get(ENDPOINT_OVERRIDE_ANNOTATION);
     if requested_override.is_some() && !ctx.allow_endpoint_override {
         ctx.event(
@@ -249,43 +291,27 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
     let endpoint = endpoint_override
         .cloned()
         .unwrap_or_else(|| format!("http://{name}.{ns}.svc"));
-    let health = if ready_replicas > 0 || endpoint_override.is_some() {
-        let account = match &instance.spec.admin_secret_ref {
-            Some(s) => match (
-                secret_value(ctx, ns, s, "username").await?,
-                secret_value(ctx, ns, s, "password").await?,
-            ) {
-                (Some(u), Some(p)) => Some((u, p)),
-                _ => None,
-            },
-            None => None,
-        };
-        Some(
-            probe(
-                &ctx.http,
-                &endpoint,
-                account.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
-            )
-            .await,
-        )
-    } else {
-        None
+    if ready_replicas == 0 && endpoint_override.is_none() {
+        return Ok(None);
+    }
+    let account = match &instance.spec.admin_secret_ref {
+        Some(s) => match (
+            secret_value(ctx, ns, s, "username").await?,
+            secret_value(ctx, ns, s, "password").await?,
+        ) {
+            (Some(u), Some(p)) => Some((u, p)),
+            _ => None,
+        },
+        None => None,
     };
-    write_status(
-        instance,
-        ctx,
-        ns,
-        None,
-        Ok(()),
-        ready_replicas,
-        health.as_ref(),
-    )
-    .await?;
-    let ready =
-        matches!(health, Some(Dhis2Health::Up { .. })) && ready_replicas >= instance.spec.replicas;
-    // Probe DHIS2 every 30 s while healthy, sooner while it is coming up.
-    let every = if ready { 30 } else { 15 };
-    Ok(Action::requeue(Duration::from_secs(every)))
+    Ok(Some(
+        probe(
+            &ctx.http,
+            &endpoint,
+            account.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+        )
+        .await,
+    ))
 }
 
 /// The next run of the instance's drill schedule (none when absent, suspended or invalid: an
@@ -332,6 +358,8 @@ async fn write_status(
     database: std::result::Result<(), String>,
     ready_replicas: i32,
     health: Option<&Dhis2Health>,
+    // The upgrade as this reconcile left it (`None`: not looked at, as recorded).
+    upgrade: Option<UpgradeProgress>,
 ) -> Result<()> {
     let name = instance.name_any();
     let old = instance.status.clone().unwrap_or_default();
@@ -348,6 +376,29 @@ async fn write_status(
     let (backup, backup_healthy) = backup_summary(instance, ctx, ns);
     let mut conditions = conditions;
     conditions.push(backup_healthy);
+    let (deployed_version, deployed_image, upgrade_now, upgrade_history) = match upgrade {
+        Some(p) => (
+            Some(p.deployed.version),
+            Some(p.deployed.image),
+            p.upgrade,
+            p.history,
+        ),
+        None => (
+            old.deployed_version.clone(),
+            old.deployed_image.clone(),
+            old.upgrade.clone(),
+            old.upgrade_history.clone(),
+        ),
+    };
+    conditions.push(upgrade_condition(
+        upgrade_now.as_ref(),
+        upgrade_history.first(),
+        instance.metadata.generation,
+    ));
+    let phase = match &upgrade_now {
+        Some(u) if !u.phase.is_finished() => "Upgrading".to_string(),
+        _ => phase,
+    };
     let (version, revision) = match health {
         Some(Dhis2Health::Up { version, revision }) => (version.clone(), revision.clone()),
         _ => (old.version.clone(), old.revision.clone()),
@@ -367,11 +418,18 @@ async fn write_status(
             .map(|h| format!("http://{h}"))
             .or_else(|| Some(format!("http://{name}.{ns}.svc"))),
         backup: Some(backup),
-        deployed_version: old.deployed_version.clone(),
-        deployed_image: old.deployed_image.clone(),
-        upgrade: old.upgrade.clone(),
-        upgrade_history: old.upgrade_history.clone(),
+        deployed_version,
+        deployed_image,
+        upgrade: upgrade_now,
+        upgrade_history,
     };
+    let mut status = serde_json::to_value(&status).unwrap_or_default();
+    // A merge patch keeps what it does not name: name what has ended.
+    for cleared in ["upgrade", "upgradeHistory"] {
+        if status.get(cleared).is_none() {
+            status[cleared] = serde_json::Value::Null;
+        }
+    }
     let api: Api<Dhis2Instance> = ctx.api(ns);
     api.patch_status(
         &name,
@@ -381,4 +439,36 @@ async fn write_status(
     .await
     .map_err(|e| Error::kube(format!("writing the status of Dhis2Instance {name}"), e))?;
     Ok(())
+}
+
+/// `Upgrading`: true while an upgrade runs (reason: its phase); false afterwards, with how the
+/// last one ended.
+fn upgrade_condition(
+    upgrade: Option<&UpgradeStatus>,
+    last: Option<&UpgradeRecord>,
+    generation: Option<i64>,
+) -> Condition {
+    match (upgrade, last) {
+        (Some(u), _) => {
+            let reason = match (u.phase.is_finished(), u.outcome) {
+                (true, Some(outcome)) => format!("{outcome:?}"),
+                _ => format!("{:?}", u.phase),
+            };
+            condition(
+                "Upgrading",
+                !u.phase.is_finished(),
+                &reason,
+                u.message.clone().unwrap_or_default(),
+                generation,
+            )
+        }
+        (None, Some(r)) => condition(
+            "Upgrading",
+            false,
+            &format!("{:?}", r.outcome),
+            r.message.clone().unwrap_or_default(),
+            generation,
+        ),
+        (None, None) => condition("Upgrading", false, "NoUpgrade", "", generation),
+    }
 }

@@ -49,5 +49,6 @@ pub mod server;
 pub mod shared_watch;
 pub mod status;
 pub mod storage;
+pub mod upgrade_controller;
 pub mod upgrade_steps;
 pub mod validate;

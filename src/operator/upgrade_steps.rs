@@ -152,7 +152,8 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn same_version(a: &str, b: &str) -> bool {
+/// Equal as DHIS2 versions (`2.42.4` = `42.4.0`); as text when either is not one.
+pub fn same_version(a: &str, b: &str) -> bool {
     match (Dhis2Version::parse(a), Dhis2Version::parse(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,

@@ -8,6 +8,7 @@ pub mod cluster_objects;
 pub mod drill_server;
 pub mod job_kubelet;
 pub mod kube_env;
+pub mod migrating_dhis2;
 pub mod proxy;
 pub mod real_dhis2;
 

@@ -1,0 +1,439 @@
+//! Upgrading DHIS2 through `Dhis2Instance.spec.version`, end to end: the real apiserver and
+//! controllers, the operator under its namespaced Role, the pre-upgrade backup and the rollback
+//! restore run by the Job harness against the real PostgreSQL (the real DHIS2 2.42 database) and
+//! SeaweedFS. DHIS2 is played by MigratingDhis2: it runs the version of the pod's image and
+//! really migrates the database (Flyway rows and a marker table, in one transaction).
+
+mod support;
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::Client;
+use serde_json::json;
+
+use dhis2_operator::crd::upgrade::{UpgradeOutcome, UpgradePhase};
+use dhis2_operator::crd::{Dhis2Backup, Dhis2Instance, Dhis2Restore};
+use support::cluster_objects::{
+    S3_SERVICE, create, external_database, s3_credentials, s3_repository,
+};
+use support::job_kubelet::JobKubelet;
+use support::kube_env::*;
+use support::migrating_dhis2::{MigratingDhis2, Migration, marker_table};
+use support::Env;
+
+const ENDPOINT_OVERRIDE: &str = "dhis2operator.io/endpoint-override";
+
+/// One namespace with the operator (its clock in a file), both kubelets, and `hmis` running
+/// DHIS2 2.42.4 on a copy of the real 2.42 database.
+struct World {
+    env: Env,
+    client: Client,
+    ns: String,
+    _jobs: JobKubelet,
+    _kubelet: FakeKubelet,
+    operator: Operator,
+    dhis2: MigratingDhis2,
+    db: String,
+    clock: PathBuf,
+    _clock_dir: tempfile::TempDir,
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+async fn world(prefix: &str, migration: Migration) -> World {
+    let env = support::env();
+    let client = client().await;
+    let ns = namespace(&client, prefix).await;
+    let kubelet = FakeKubelet::start(client.clone(), &ns);
+    let jobs = JobKubelet::start(client.clone(), &ns);
+    jobs.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
+    let clock_dir = tempfile::tempdir().unwrap();
+    let clock = clock_dir.path().join("now");
+    set_clock(&clock, &rfc3339(chrono::Utc::now()));
+    let operator = Operator::start_with(
+        &client,
+        &ns,
+        OperatorOptions {
+            clock_file: Some(clock.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    s3_credentials(&env, &client, &ns).await;
+    create::<Secret>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "dhis2-admin"},
+            "stringData": {"username": ADMIN.0, "password": ADMIN.1}}),
+    )
+    .await;
+    let (db, url) = env.real_dhis2_database("upg").await;
+    let (bucket, _) = env.create_bucket("upg").await;
+    external_database(&env, &client, &ns, "hmis-db", &db).await;
+    let dhis2 = MigratingDhis2::start(client.clone(), &ns, "hmis", &url, migration).await;
+    create::<Dhis2Instance>(
+        &client,
+        &ns,
+        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
+            "metadata": {"name": "hmis", "annotations": {ENDPOINT_OVERRIDE: dhis2.url}},
+            "spec": {"version": "2.42.4", "environment": "production", "replicas": 1,
+                "databaseRef": "hmis-db", "adminSecretRef": "dhis2-admin",
+                "backup": {"repository": s3_repository(&bucket)},
+                "upgrade": {"timeoutSeconds": 600}}}),
+    )
+    .await;
+    let w = World {
+        env,
+        client,
+        ns,
+        _jobs: jobs,
+        _kubelet: kubelet,
+        operator,
+        dhis2,
+        db,
+        clock,
+        _clock_dir: clock_dir,
+    };
+    w.runs("2.42.4").await;
+    w
+}
+
+impl World {
+    fn instances(&self) -> Api<Dhis2Instance> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn set_version(&self, version: &str) {
+        self.instances()
+            .patch(
+                "hmis",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"version": version}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Ready, reporting `version`, with no upgrade in progress.
+    async fn runs(&self, version: &str) -> Dhis2Instance {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
+        loop {
+            let i = self.instances().get("hmis").await.unwrap();
+            let s = i.status.clone().unwrap_or_default();
+            if s.phase.as_deref() == Some("Ready")
+                && s.version.as_deref() == Some(version)
+                && s.deployed_version.as_deref() == Some(version)
+            {
+                return i;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "hmis not Ready on {version} after 180 s: {}\nDHIS2: {:?}",
+                    serde_json::to_string_pretty(&s).unwrap(),
+                    self.dhis2.observed()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    }
+
+    async fn upgrade_phase(&self, phase: UpgradePhase, secs: u64) -> Dhis2Instance {
+        let instances = self.instances();
+        wait_for(secs, &format!("upgrade phase {phase:?}"), || async {
+            let i = instances.get("hmis").await.ok()?;
+            (i.status.as_ref()?.upgrade.as_ref()?.phase == phase).then_some(i)
+        })
+        .await
+    }
+
+    async fn deployment(&self) -> (String, i32) {
+        let d = Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
+            .get("hmis")
+            .await
+            .unwrap();
+        let image = d.spec.template.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap();
+        (image, d.spec.replicas.unwrap_or(1))
+    }
+
+    async fn events(&self, reason: &str) -> Vec<String> {
+        Api::<Event>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.message)
+            .collect()
+    }
+
+    async fn backups(&self) -> Vec<Dhis2Backup> {
+        Api::<Dhis2Backup>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn restores(&self) -> Vec<Dhis2Restore> {
+        Api::<Dhis2Restore>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn query_one(&self, sql: &str) -> Option<String> {
+        self.env
+            .client(&self.db)
+            .await
+            .query_opt(sql, &[])
+            .await
+            .unwrap()
+            .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+    }
+
+    async fn schema_version(&self) -> String {
+        self.query_one(
+            "SELECT version FROM flyway_schema_history WHERE success AND version IS NOT NULL
+             ORDER BY string_to_array(version, '.')::int[] DESC LIMIT 1",
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn has_table(&self, table: &str) -> bool {
+        self.env
+            .client(&self.db)
+            .await
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&format!("public.{table}")])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn execute(&self, sql: &str) {
+        self.env
+            .client(&self.db)
+            .await
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Moves the operator's clock forward.
+    fn advance_clock(&self, seconds: i64) {
+        let now = std::fs::read_to_string(&self.clock).unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339(now.trim()).unwrap();
+        set_clock(
+            &self.clock,
+            &rfc3339(now.with_timezone(&chrono::Utc) + chrono::Duration::seconds(seconds)),
+        );
+    }
+
+    async fn drop_database(&self) {
+        let db = self.db.clone();
+        let admin = self.env.client("postgres").await;
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await;
+    }
+}
+
+/// What a national HMIS holds before its upgrade: Khmer names, a materialized SQL view.
+async fn write_before_upgrade(w: &World) {
+    w.execute(
+        "CREATE TABLE written_before_upgrade (note text);
+         INSERT INTO written_before_upgrade VALUES ('របាយការណ៍ខែវិច្ឆិកា');
+         CREATE MATERIALIZED VIEW _view_orgunit_names AS SELECT uid, name FROM organisationunit;",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_stops_dhis2_backs_up_migrates_and_runs_the_new_version() {
+    let w = world("upg-ok", Migration::Quick).await;
+    write_before_upgrade(&w).await;
+    w.set_version("2.43.0").await;
+    let i = w.runs("2.43.0").await;
+    let status = i.status.unwrap();
+    assert_eq!(status.upgrade, None, "{:?}", status.upgrade);
+    let done = &status.upgrade_history[0];
+    assert_eq!(done.outcome, UpgradeOutcome::Succeeded);
+    assert_eq!(
+        (done.from_version.as_str(), done.to_version.as_str()),
+        ("2.42.4", "2.43.0")
+    );
+    let backup_id = done.backup_id.clone().expect("the pre-upgrade backup's id");
+
+    // One pre-upgrade backup, completed, of the database as it was before the migration.
+    let backups = w.backups().await;
+    assert_eq!(backups.len(), 1);
+    let backup = backups[0].status.clone().unwrap();
+    assert_eq!(backup.backup_id.as_deref(), Some(backup_id.as_str()));
+    assert!(backup.dhis2_version.unwrap().starts_with("2.42."), "backed up before the migration");
+
+    // The migration ran once, on the database DHIS2 2.42.4 had stopped using.
+    assert!(w.has_table(&marker_table(43)).await);
+    assert!(w.schema_version().await.starts_with("2.43."));
+    assert!(w.dhis2.version_conflicts().is_empty(), "{:?}", w.dhis2.observed());
+    assert_eq!(w.dhis2.served_versions(), vec!["2.42.4", "2.43.0"]);
+    // Materialized SQL views dropped as DHIS2's upgrade guide asks; the data kept.
+    assert!(!w.has_table("_view_orgunit_names").await);
+    assert_eq!(
+        w.query_one("SELECT note FROM written_before_upgrade").await.as_deref(),
+        Some("របាយការណ៍ខែវិច្ឆិកា")
+    );
+    assert_eq!(w.deployment().await, ("dhis2/core:2.43.0".to_string(), 1));
+    assert_eq!(w.events("UpgradeSucceeded").await.len(), 1);
+    assert!(w.restores().await.is_empty());
+    w.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_that_never_finishes_is_rolled_back_by_restoring_the_backup() {
+    let w = world("upg-rb", Migration::Never).await;
+    write_before_upgrade(&w).await;
+    w.set_version("2.43.0").await;
+    w.upgrade_phase(UpgradePhase::Migrating, 180).await;
+    wait_for(60, "the migration to start", || async {
+        w.dhis2
+            .observed()
+            .iter()
+            .any(|o| format!("{o:?}").starts_with("MigrationStarted"))
+            .then_some(())
+    })
+    .await;
+    // Within the timeout it waits; past it, it rolls back.
+    w.advance_clock(300);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        w.instances().get("hmis").await.unwrap().status.unwrap().upgrade.unwrap().phase,
+        UpgradePhase::Migrating
+    );
+    w.advance_clock(301);
+    let i = w.upgrade_phase(UpgradePhase::Failed, 240).await;
+    let upgrade = i.status.clone().unwrap().upgrade.unwrap();
+    assert_eq!(upgrade.outcome, Some(UpgradeOutcome::RolledBack), "{upgrade:?}");
+    let message = upgrade.message.unwrap();
+    assert!(message.contains("did not report its version"), "{message}");
+    w.runs("2.42.4").await;
+
+    // The row written before the upgrade is there; the migration's changes are gone.
+    assert_eq!(
+        w.query_one("SELECT note FROM written_before_upgrade").await.as_deref(),
+        Some("របាយការណ៍ខែវិច្ឆិកា")
+    );
+    assert!(!w.has_table(&marker_table(43)).await);
+    assert!(w.schema_version().await.starts_with("2.42."));
+    assert_eq!(w.deployment().await, ("dhis2/core:2.42.4".to_string(), 1));
+    assert!(w.dhis2.version_conflicts().is_empty(), "{:?}", w.dhis2.observed());
+    assert_eq!(w.backups().await.len(), 1, "one backup");
+    assert_eq!(w.restores().await.len(), 1, "one restore");
+    let history = i.status.unwrap().upgrade_history;
+    assert_eq!(history[0].outcome, UpgradeOutcome::RolledBack);
+    assert_eq!(w.events("UpgradeRollingBack").await.len(), 1);
+    assert_eq!(w.events("UpgradeFailed").await.len(), 1);
+
+    // It stays failed (no second attempt) until spec.version changes; back to 2.42.4 clears it.
+    w.set_version("2.42.4").await;
+    wait_for(60, "the failed upgrade cleared", || async {
+        let i = w.instances().get("hmis").await.ok()?;
+        i.status?.upgrade.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(w.restores().await.len(), 1);
+    w.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downgrade_and_a_blocked_preflight_check_are_refused_and_dhis2_keeps_running() {
+    let w = world("upg-no", Migration::Quick).await;
+    w.set_version("2.41.9").await;
+    let i = w.upgrade_phase(UpgradePhase::Refused, 60).await;
+    let message = i.status.unwrap().upgrade.unwrap().message.unwrap();
+    assert!(message.contains("cannot be downgraded"), "{message}");
+    assert!(message.contains("set spec.version: 2.42.4"), "{message}");
+    assert_eq!(w.deployment().await, ("dhis2/core:2.42.4".to_string(), 1));
+
+    // Duplicate default category option combos: 2.43's migration would fail on them.
+    w.set_version("2.42.4").await;
+    wait_for(60, "the refusal cleared", || async {
+        let i = w.instances().get("hmis").await.ok()?;
+        i.status?.upgrade.is_none().then_some(())
+    })
+    .await;
+    w.execute(
+        "UPDATE categoryoptioncombo SET uid = 'UpgDefault1' WHERE uid = 'HllvX50cXC0';
+         INSERT INTO categoryoptioncombo (categoryoptioncomboid, uid, name, created, lastupdated)
+         SELECT max(categoryoptioncomboid) + 1, 'UpgDefault2', 'default', now(), now()
+         FROM categoryoptioncombo;",
+    )
+    .await;
+    w.set_version("2.43.0").await;
+    let i = w.upgrade_phase(UpgradePhase::Refused, 60).await;
+    let status = i.status.unwrap();
+    let message = status.upgrade.unwrap().message.unwrap();
+    assert!(message.contains("default category option combo"), "{message}");
+    assert!(message.contains("UpgDefault2"), "{message}");
+    assert_eq!(status.upgrade_history.len(), 2);
+    assert!(status
+        .upgrade_history
+        .iter()
+        .all(|r| r.outcome == UpgradeOutcome::Refused));
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True", "DHIS2 2.42.4 keeps serving");
+    assert_eq!(w.deployment().await, ("dhis2/core:2.42.4".to_string(), 1));
+    assert!(w.backups().await.is_empty());
+    assert!(!w.has_table(&marker_table(43)).await);
+    assert_eq!(w.events("UpgradeRefused").await.len(), 2);
+    w.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_at_every_step_of_an_upgrade_resumes_it_with_one_backup() {
+    let mut w = world("upg-kill", Migration::Slow(std::time::Duration::from_secs(4))).await;
+    w.set_version("2.43.0").await;
+    let mut seen = vec![];
+    let instances = w.instances();
+    loop {
+        let i = instances.get("hmis").await.unwrap();
+        let s = i.status.clone().unwrap_or_default();
+        let phase = s.upgrade.as_ref().map(|u| u.phase);
+        if phase.is_none() && s.deployed_version.as_deref() == Some("2.43.0") {
+            break;
+        }
+        if let Some(p) = phase {
+            if !seen.contains(&p) {
+                seen.push(p);
+                w.operator.kill().await;
+                w.operator.restart();
+            }
+        }
+        assert!(seen.len() < 8, "{seen:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for step in [
+        UpgradePhase::Stopping,
+        UpgradePhase::BackingUp,
+        UpgradePhase::Migrating,
+    ] {
+        assert!(seen.contains(&step), "killed in {step:?}: {seen:?}");
+    }
+    w.runs("2.43.0").await;
+    assert_eq!(w.backups().await.len(), 1, "one backup");
+    assert!(w.restores().await.is_empty());
+    assert!(w.dhis2.version_conflicts().is_empty());
+    let history = w.instances().get("hmis").await.unwrap().status.unwrap().upgrade_history;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].outcome, UpgradeOutcome::Succeeded);
+    w.drop_database().await;
+}

@@ -11,6 +11,7 @@ use crate::backup::BackupError;
 use crate::backup::catalog::{find_backup, load_catalog, presence};
 use crate::backup::copy::{CopyOptions, CopyResult, CopySelection, copy_backups};
 use crate::backup::drill::run_drill;
+use crate::backup::encryption::EncryptTo;
 use crate::backup::error::validate_instance_name;
 use crate::backup::manifest::{BackupManifest, BackupSummary, EncryptionRecord, ObjectKind};
 use crate::backup::object_lock::{LockMode, ObjectLock};
@@ -19,7 +20,6 @@ use crate::backup::repo::{LOCAL_CANNOT_LOCK, RepoLocation, Repository};
 use crate::backup::restore::{RestoreRequest, restore_backup};
 use crate::backup::retention::RetentionPolicy;
 use crate::backup::run::{BackupRequest, run_backup};
-use crate::backup::encryption::EncryptTo;
 use crate::backup::verify::{VerifyReport, verify_backup, verify_written_backup};
 use crate::job_report::{self, BackupJobReport, DrillJobReport, JobReport, RestoreJobReport};
 use crate::output::{OutputFormat, human_bytes, human_duration, render_table};
@@ -106,6 +106,7 @@ fn lock_request(args: &RunArgs) -> Result<Option<(LockMode, chrono::Duration)>, 
 /// What `backup run -o json` prints: the manifest, and the retention outcome when a policy was
 /// given.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct RunOutput<'a> {
     #[serde(flatten)]
     manifest: &'a BackupManifest,

@@ -44,6 +44,10 @@ pub struct BackupJobReport {
     /// S3 Object Lock retention date (RFC 3339) of every object; absent when not locked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locked_until: Option<String>,
+    /// `backup run --verify`: true once the whole backup was re-read from the repository and
+    /// matched; absent when not asked for (a failed verification is a failed Job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

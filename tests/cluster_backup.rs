@@ -212,6 +212,10 @@ async fn an_on_demand_backup_lands_in_the_repository_and_its_status_says_so() {
     assert!(status.started_at.is_some() && status.completed_at.is_some());
     assert!(status.postgres_version.unwrap().starts_with("15"));
     assert_eq!(status.failure_reason, None);
+    assert_eq!(
+        status.verified, None,
+        "spec.verify not set: nothing claimed"
+    );
 
     // kubectl shows what an officer needs.
     let out = std::process::Command::new("kubectl")
@@ -286,12 +290,19 @@ async fn wrong_database_credentials_fail_the_backup_and_the_next_one_still_runs(
     );
 
     c.set_pg_password(&c.pg_password.clone()).await;
-    c.backup("hmis-b", json!({"instanceRef": "hmis"})).await;
+    c.backup("hmis-b", json!({"instanceRef": "hmis", "verify": true}))
+        .await;
     let done = c.wait_phase("hmis-b", "Completed").await;
-    assert_eq!(
-        c.listed().await,
-        vec![done.status.unwrap().backup_id.unwrap()]
-    );
+    let status = done.status.unwrap();
+    assert_eq!(c.listed().await, vec![status.backup_id.unwrap()]);
+    // spec.verify: the engine re-read the backup, and its report says so.
+    assert_eq!(status.verified, Some(true), "{:?}", status.conditions);
+    let run = c
+        .kubelet
+        .runs()
+        .into_iter()
+        .find(|r| r.job == "hmis-b-backup");
+    assert!(run.unwrap().args.contains(&"--verify".to_string()));
     // The failed backup stays failed: its Job is not made again.
     let a = c.backups().get("hmis-a").await.unwrap();
     assert_eq!(

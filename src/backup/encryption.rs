@@ -52,6 +52,18 @@ impl EncryptTo {
         }
     }
 
+    /// What the writer of a backup can decrypt it with: the passphrase it encrypted with; for
+    /// public keys nothing, since their private keys are not on the server that backs up.
+    pub fn writer_key(&self) -> DecryptWith {
+        match self {
+            Self::Recipients(_) => DecryptWith::default(),
+            Self::Passphrase(passphrase) => DecryptWith {
+                passphrase: Some(passphrase.clone()),
+                ..Default::default()
+            },
+        }
+    }
+
     fn encryptor(&self) -> io::Result<age::Encryptor> {
         match self {
             Self::Recipients(recipients) => {

@@ -35,6 +35,15 @@ pub enum BackupError {
         object: String,
         reason: String,
     },
+    /// `backup run --verify`: the set is stored (and listed) but reading it back failed.
+    #[error(
+        "backup {backup} is in {repo} but failed verification and must not be relied on: {problem}; it stays listed (nothing was deleted): take a new backup, and check this one again with `dhis2ctl backup verify`"
+    )]
+    NotVerified {
+        backup: String,
+        repo: String,
+        problem: String,
+    },
     #[error("{count} backup(s) could not be copied to {to}: {details}")]
     CopyFailed {
         count: usize,

@@ -145,6 +145,42 @@ pub async fn verify_backup(
     })
 }
 
+/// `backup run --verify`: re-reads the backup just written with what its writer holds (see
+/// [`super::encryption::EncryptTo::writer_key`]). Whatever stops the check, damage or an
+/// unreadable object, means the backup is not verified.
+pub async fn verify_written_backup(
+    repo: &Repository,
+    manifest: &BackupManifest,
+    pg_bin_dir: Option<&Path>,
+    key: &DecryptWith,
+    progress: Progress,
+) -> Result<VerifyReport, BackupError> {
+    tracing::info!(backup = %manifest.id, "verifying: re-reading every object from {}", repo.describe());
+    verify_backup(repo, manifest, pg_bin_dir, key, progress)
+        .await
+        .map_err(|e| BackupError::NotVerified {
+            backup: format!("{}/{}", manifest.instance, manifest.id),
+            repo: repo.describe(),
+            problem: verification_problem(e),
+        })
+}
+
+/// What went wrong, without naming the backup a second time.
+fn verification_problem(error: BackupError) -> String {
+    match error {
+        BackupError::Damaged { object, reason, .. } => format!("{object}: {reason}"),
+        other => other.to_string(),
+    }
+}
+
+impl VerifyReport {
+    /// True when every object's contents were decoded, not only its size, checksum and (for an
+    /// encrypted object checked without its key) age header.
+    pub fn contents_checked(&self) -> bool {
+        self.objects.iter().all(|o| o.contents_checked)
+    }
+}
+
 fn short_kind(kind: ObjectKind) -> &'static str {
     match kind {
         ObjectKind::Database => "database",

@@ -11,6 +11,7 @@ use crate::backup::BackupError;
 use crate::backup::catalog::{find_backup, load_catalog, presence};
 use crate::backup::copy::{CopyOptions, CopyResult, CopySelection, copy_backups};
 use crate::backup::drill::run_drill;
+use crate::backup::encryption::EncryptTo;
 use crate::backup::error::validate_instance_name;
 use crate::backup::manifest::{BackupManifest, BackupSummary, EncryptionRecord, ObjectKind};
 use crate::backup::object_lock::{LockMode, ObjectLock};
@@ -19,7 +20,7 @@ use crate::backup::repo::{LOCAL_CANNOT_LOCK, RepoLocation, Repository};
 use crate::backup::restore::{RestoreRequest, restore_backup};
 use crate::backup::retention::RetentionPolicy;
 use crate::backup::run::{BackupRequest, run_backup};
-use crate::backup::verify::verify_backup;
+use crate::backup::verify::{VerifyReport, verify_backup, verify_written_backup};
 use crate::job_report::{self, BackupJobReport, DrillJobReport, JobReport, RestoreJobReport};
 use crate::output::{OutputFormat, human_bytes, human_duration, render_table};
 use crate::postgres::DatabaseTarget;
@@ -71,6 +72,11 @@ pub struct RunArgs {
     /// prune`); none without a --keep-* flag. A failed prune does not fail the backup.
     #[command(flatten)]
     pub retention: RetentionArgs,
+    /// After the manifest is written, re-read the whole backup from the repository and check
+    /// every object's size and SHA-256 (and that it decodes; an encrypted backup without its
+    /// private key gets its age headers checked instead). Exit 1 when it does not match.
+    #[arg(long, env = "DHIS2_BACKUP_VERIFY")]
+    pub verify: bool,
     #[command(flatten)]
     pub pg: PgBinArgs,
 }
@@ -100,11 +106,28 @@ fn lock_request(args: &RunArgs) -> Result<Option<(LockMode, chrono::Duration)>, 
 /// What `backup run -o json` prints: the manifest, and the retention outcome when a policy was
 /// given.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct RunOutput<'a> {
     #[serde(flatten)]
     manifest: &'a BackupManifest,
     #[serde(skip_serializing_if = "Option::is_none")]
     retention: Option<String>,
+    /// With --verify: true (a failed verification exits 1 instead).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verified: Option<bool>,
+    /// With --verify: false when encrypted objects were checked without their private key
+    /// (sizes, checksums and age headers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contents_checked: Option<bool>,
+}
+
+/// The `verified` line of `backup run --verify`.
+fn describe_verification(report: &VerifyReport) -> &'static str {
+    if report.contents_checked() {
+        "every object re-read, sizes and SHA-256 match, contents decode"
+    } else {
+        "every object re-read, sizes, SHA-256 and age headers match (contents not decrypted: the private key is not here)"
+    }
 }
 
 /// The retention run after a successful backup, in one line: `kept 7, deleted 2`, or why it
@@ -329,7 +352,20 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
         zstd_level: args.zstd_level,
         encrypt_to,
     };
-    let manifest = run_backup(&repo, &request, Progress::new(output.is_machine())).await?;
+    let progress = Progress::new(output.is_machine());
+    let manifest = run_backup(&repo, &request, progress).await?;
+    // Before retention: a backup that does not read back must not make older ones expire.
+    let verification = if args.verify {
+        let key = request
+            .encrypt_to
+            .as_ref()
+            .map(EncryptTo::writer_key)
+            .unwrap_or_default();
+        let pg_bin_dir = request.pg_bin_dir.as_deref();
+        Some(verify_written_backup(&repo, &manifest, pg_bin_dir, &key, progress).await?)
+    } else {
+        None
+    };
     let retention = if policy.is_empty() {
         None
     } else {
@@ -346,10 +382,13 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
         retention: retention.clone(),
         encrypted: manifest.is_encrypted(),
         locked_until: manifest.object_lock.map(|l| l.retain_until.to_rfc3339()),
+        verified: verification.as_ref().map(|_| true),
     }));
     let shown = RunOutput {
         manifest: &manifest,
         retention: retention.clone(),
+        verified: verification.as_ref().map(|_| true),
+        contents_checked: verification.as_ref().map(VerifyReport::contents_checked),
     };
     emit(output, &shown, || {
         let took = (manifest.completed_at - manifest.started_at).num_milliseconds() as f64 / 1000.0;
@@ -391,6 +430,9 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
                 lock.retain_until.format("%Y-%m-%d %H:%M:%SZ"),
                 lock.mode
             ));
+        }
+        if let Some(v) = &verification {
+            text.push_str(&format!("\n  verified   {}", describe_verification(v)));
         }
         if let Some(r) = &retention {
             text.push_str(&format!("\n  retention  {r}"));

@@ -37,6 +37,9 @@ pub struct CreateBackupArgs {
     /// Leave the file store out.
     #[arg(long)]
     pub no_file_store: bool,
+    /// Re-read the whole backup from the repository after writing it (spec.verify).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +196,7 @@ pub async fn create_backup(
             retention: None,
             retention_time_zone: None,
             deadline_seconds: crate::crd::backup_common::DEFAULT_DEADLINE_SECONDS,
+            verify: args.verify,
         },
     );
     backup.metadata.labels = Some(

@@ -50,6 +50,11 @@ pub struct Dhis2BackupSpec {
     #[serde(default = "default_deadline_seconds")]
     #[schemars(range(min = 60))]
     pub deadline_seconds: i64,
+    /// Re-read the whole backup from the repository after writing it, and check every object's
+    /// size and SHA-256 (`dhis2ctl backup run --verify`); the backup fails when it does not match.
+    /// `status.verified` says it was done.
+    #[serde(default)]
+    pub verify: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -94,6 +99,10 @@ pub struct Dhis2BackupStatus {
     /// Until when S3 Object Lock keeps every object of the backup (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locked_until: Option<String>,
+    /// True when the whole backup was re-read from the repository after writing and matched
+    /// (`spec.verify`); absent when it was not asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
     /// Why it failed, in one line a person can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,

@@ -59,6 +59,9 @@ pub struct Dhis2BackupScheduleSpec {
     #[serde(default = "default_deadline_seconds")]
     #[schemars(range(min = 60))]
     pub deadline_seconds: i64,
+    /// Re-read each backup from the repository after writing it (the backups' `spec.verify`).
+    #[serde(default)]
+    pub verify: bool,
 }
 
 fn default_successful_history() -> u32 {

@@ -164,6 +164,9 @@ pub fn build_backup_job(plan: &BackupJobPlan) -> Job {
             backup.retention_time_zone.as_deref(),
         ));
     }
+    if backup.verify {
+        args.push("--verify".into());
+    }
 
     let connection = &plan.database.connection;
     let mut inputs = repository_inputs(plan.repository, false)
@@ -474,6 +477,18 @@ mod tests {
             "{joined}"
         );
         assert!(!joined.contains("--keep-weekly"));
+    }
+
+    #[test]
+    fn spec_verify_makes_the_engine_re_read_the_backup() {
+        let instance = instance(json!({}));
+        let plain = backup(json!({"instanceRef": "hmis"}));
+        assert!(!plain.spec.verify, "off by default");
+        assert!(!args_of(&job(&plain, &instance)).contains(&"--verify".to_string()));
+        let verified = backup(json!({"instanceRef": "hmis", "verify": true}));
+        let args = args_of(&job(&verified, &instance));
+        assert_eq!(args[..2], ["backup", "run"]);
+        assert!(args.contains(&"--verify".to_string()), "{args:?}");
     }
 
     #[test]

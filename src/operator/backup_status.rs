@@ -95,6 +95,7 @@ fn apply_report(status: &mut Dhis2BackupStatus, report: &BackupJobReport) {
     status.retention = report.retention.clone();
     status.encrypted = Some(report.encrypted);
     status.locked_until = report.locked_until.clone();
+    status.verified = report.verified;
 }
 
 pub fn completed_status(
@@ -158,6 +159,7 @@ mod tests {
             retention: Some("kept 7, deleted 1".into()),
             encrypted: true,
             locked_until: None,
+            verified: Some(true),
         }
     }
 
@@ -184,6 +186,27 @@ mod tests {
         assert_eq!(done.postgres_version.as_deref(), Some("15.8"));
         assert_eq!(done.retention.as_deref(), Some("kept 7, deleted 1"));
         assert_eq!(done.conditions[0].status, "False");
+        assert_eq!(done.verified, Some(true));
+    }
+
+    #[test]
+    fn verified_is_what_the_engine_reported() {
+        let unverified = BackupJobReport {
+            verified: None,
+            ..report()
+        };
+        let done = completed_status(&Dhis2BackupStatus::default(), Some(1), &unverified);
+        assert_eq!(done.verified, None, "not asked for: not claimed");
+        // The report as the engine writes it into the termination message.
+        let message = crate::job_report::JobReport::Backup(report()).to_bounded_json();
+        assert!(message.contains(r#""verified":true"#), "{message}");
+        let Some(crate::job_report::JobReport::Backup(parsed)) =
+            crate::job_report::JobReport::parse(&message)
+        else {
+            panic!("{message}")
+        };
+        let done = completed_status(&Dhis2BackupStatus::default(), Some(1), &parsed);
+        assert_eq!(done.verified, Some(true));
     }
 
     #[test]

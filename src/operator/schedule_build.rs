@@ -120,6 +120,7 @@ pub fn build_scheduled_backup(
             retention_time_zone: retention.as_ref().map(|_| spec.time_zone.clone()),
             retention,
             deadline_seconds: spec.deadline_seconds,
+            verify: spec.verify,
         },
         status: None,
     }
@@ -170,6 +171,7 @@ spec:
   timeZone: Asia/Phnom_Penh
   includeAnalytics: true
   deadlineSeconds: 3600
+  verify: true
   retention: {keepDaily: 7, keepWeekly: 4}
 "#,
         );
@@ -194,6 +196,7 @@ spec:
         assert!(b.spec.include_file_store);
         assert!(b.spec.include_analytics);
         assert_eq!(b.spec.deadline_seconds, 3600);
+        assert!(b.spec.verify);
         assert_eq!(b.spec.retention.as_ref().unwrap().keep_daily, Some(7));
         assert_eq!(
             b.spec.retention_time_zone.as_deref(),
@@ -214,6 +217,7 @@ spec: {instanceRef: hmis, schedule: "0 2 * * *", retention: {}}
         let b = build_scheduled_backup(&s, Utc::now());
         assert_eq!(b.spec.retention, None);
         assert_eq!(b.spec.retention_time_zone, None);
+        assert!(!b.spec.verify, "verify is off unless asked for");
     }
 
     #[test]

@@ -1,10 +1,16 @@
-//! A TCP proxy in front of the real S3 server that can be cut: after a given number of bytes
+//! Proxies in front of the real S3 server: one that can be cut (after a given number of bytes
 //! from the client, every connection is closed and the port stops answering — an S3 server going
-//! away mid-backup, as seen from dhis2ctl.
+//! away mid-backup, as seen from dhis2ctl), one that refuses deletions, one that corrupts what
+//! it serves of one object.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -114,20 +120,11 @@ pub struct AppendOnlyS3 {
 impl AppendOnlyS3 {
     /// Forwards to `upstream` (e.g. `http://127.0.0.1:8333`).
     pub async fn start(upstream: String) -> Self {
-        use axum::body::Body;
-        use axum::extract::Request;
-        use axum::http::{Method, StatusCode, header};
-        use axum::response::Response;
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let refused = Arc::new(AtomicU64::new(0));
         let counter = refused.clone();
-        let http = reqwest::Client::new();
-        let forward = move |req: Request| {
-            let (http, upstream, counter) = (http.clone(), upstream.clone(), counter.clone());
+        let (endpoint, task) = serve_s3_proxy(upstream, move |parts, forwarded| {
+            let counter = counter.clone();
             async move {
-                let (parts, body) = req.into_parts();
                 let batch_delete = parts.method == Method::POST
                     && parts.uri.query().is_some_and(|q| {
                         q.split('&')
@@ -143,44 +140,10 @@ impl AppendOnlyS3 {
                         ))
                         .unwrap();
                 }
-                let bytes = axum::body::to_bytes(body, usize::MAX)
-                    .await
-                    .unwrap_or_default();
-                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-                // Every header goes through as signed, Host included (SigV4 signs it); the body is
-                // sent whole, so hop-by-hop framing headers are left to the client.
-                let mut request = http.request(parts.method.clone(), format!("{upstream}{path}"));
-                for (name, value) in &parts.headers {
-                    if name != header::TRANSFER_ENCODING
-                        && name != header::CONNECTION
-                        && name != header::EXPECT
-                    {
-                        request = request.header(name, value);
-                    }
-                }
-                let answer = match request.body(bytes).send().await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        return Response::builder()
-                            .status(StatusCode::BAD_GATEWAY)
-                            .body(Body::from(e.to_string()))
-                            .unwrap();
-                    }
-                };
-                let mut response = Response::builder().status(answer.status());
-                for (name, value) in answer.headers() {
-                    if name != header::TRANSFER_ENCODING && name != header::CONNECTION {
-                        response = response.header(name, value);
-                    }
-                }
-                let body = answer.bytes().await.unwrap_or_default();
-                response.body(Body::from(body)).unwrap()
+                forwarded.await.into_response()
             }
-        };
-        let app = axum::Router::new().fallback(forward);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        })
+        .await;
         Self {
             endpoint,
             refused,
@@ -193,4 +156,154 @@ impl Drop for AppendOnlyS3 {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// An HTTP proxy in front of the real S3 server that passes every request, but answers GETs of
+/// objects named `object` with one byte of the body changed (same length, the store's own
+/// checksum headers left out): a store, disk or network that hands back other bytes than it was
+/// given, without saying so.
+pub struct CorruptingS3 {
+    pub endpoint: String,
+    /// Bodies corrupted so far.
+    pub corrupted: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CorruptingS3 {
+    /// Forwards to `upstream` (e.g. `http://127.0.0.1:8333`); `object` is the last part of the
+    /// key, e.g. `database.pgdump.zst`.
+    pub async fn start(upstream: String, object: &str) -> Self {
+        let corrupted = Arc::new(AtomicU64::new(0));
+        let counter = corrupted.clone();
+        let suffix = format!("/{object}");
+        let (endpoint, task) = serve_s3_proxy(upstream, move |parts, forwarded| {
+            let (counter, suffix) = (counter.clone(), suffix.clone());
+            async move {
+                let mut answer = forwarded.await;
+                let read = parts.method == Method::GET && parts.uri.path().ends_with(&suffix);
+                if let Ok(a) = &mut answer
+                    && read
+                    && a.status.is_success()
+                    && !a.body.is_empty()
+                {
+                    let mut body = a.body.to_vec();
+                    let middle = body.len() / 2;
+                    body[middle] ^= 0x01;
+                    a.body = body.into();
+                    a.headers
+                        .retain(|(name, _)| !name.as_str().starts_with("x-amz-checksum-"));
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                answer.into_response()
+            }
+        })
+        .await;
+        Self {
+            endpoint,
+            corrupted,
+            task,
+        }
+    }
+}
+
+impl Drop for CorruptingS3 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The real server's answer to a forwarded request, or why it could not be had.
+pub struct Forwarded {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: bytes::Bytes,
+}
+
+trait IntoProxyResponse {
+    fn into_response(self) -> Response;
+}
+
+impl IntoProxyResponse for Result<Forwarded, String> {
+    fn into_response(self) -> Response {
+        match self {
+            Ok(a) => {
+                let mut response = Response::builder().status(a.status);
+                for (name, value) in a.headers {
+                    response = response.header(name, value);
+                }
+                response.body(Body::from(a.body)).unwrap()
+            }
+            Err(e) => Response::builder()
+                .status(StatusCode::BAD_GATEWAY)
+                .body(Body::from(e))
+                .unwrap(),
+        }
+    }
+}
+
+/// Serves an HTTP proxy to `upstream`; `handle` gets each request's head and the forwarding of
+/// it (not sent until awaited), and answers the client.
+async fn serve_s3_proxy<H, F>(upstream: String, handle: H) -> (String, tokio::task::JoinHandle<()>)
+where
+    H: Fn(Parts, futures::future::BoxFuture<'static, Result<Forwarded, String>>) -> F
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    F: std::future::Future<Output = Response> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (http, upstream, handle) = (http.clone(), upstream.clone(), handle.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
+            let forwarded = Box::pin(forward(http, upstream, parts.clone(), bytes));
+            handle(parts, forwarded).await
+        }
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (endpoint, task)
+}
+
+async fn forward(
+    http: reqwest::Client,
+    upstream: String,
+    parts: Parts,
+    bytes: bytes::Bytes,
+) -> Result<Forwarded, String> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // Every header goes through as signed, Host included (SigV4 signs it); the body is sent
+    // whole, so hop-by-hop framing headers are left to the client.
+    let mut request = http.request(parts.method.clone(), format!("{upstream}{path}"));
+    for (name, value) in &parts.headers {
+        if name != header::TRANSFER_ENCODING && name != header::CONNECTION && name != header::EXPECT
+        {
+            request = request.header(name, value);
+        }
+    }
+    let answer = request
+        .body(bytes)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = answer.status();
+    let headers: Vec<_> = answer
+        .headers()
+        .iter()
+        .filter(|(name, _)| **name != header::TRANSFER_ENCODING && **name != header::CONNECTION)
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    let body = answer.bytes().await.map_err(|e| e.to_string())?;
+    Ok(Forwarded {
+        status,
+        headers,
+        body,
+    })
 }

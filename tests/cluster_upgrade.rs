@@ -279,6 +279,7 @@ async fn an_upgrade_stops_dhis2_backs_up_migrates_and_runs_the_new_version() {
     assert_eq!(backups.len(), 1);
     let backup = backups[0].status.clone().unwrap();
     assert_eq!(backup.backup_id.as_deref(), Some(backup_id.as_str()));
+    assert_eq!(backup.verified, Some(true), "re-read in full before the migration");
     assert!(backup.dhis2_version.unwrap().starts_with("2.42."), "backed up before the migration");
 
     // The migration ran once, on the database DHIS2 2.42.4 had stopped using.

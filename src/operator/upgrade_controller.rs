@@ -91,6 +91,7 @@ async fn backup_seen(ctx: &Context, ns: &str, name: &str) -> Result<Option<Backu
         BackupSeen {
             phase: s.phase,
             backup_id: s.backup_id,
+            verified: s.verified == Some(true),
             failure_reason: s.failure_reason,
         }
     }))
@@ -173,6 +174,8 @@ fn pre_upgrade_backup(instance: &Dhis2Instance, name: &str) -> Dhis2Backup {
             retention: None,
             retention_time_zone: None,
             deadline_seconds: default_deadline_seconds(),
+            // The way back: re-read in full before the database is touched.
+            verify: true,
         },
     );
     backup.metadata = child_meta(

@@ -35,6 +35,8 @@ pub struct Deployed {
 pub struct BackupSeen {
     pub phase: Option<RunPhase>,
     pub backup_id: Option<String>,
+    /// Re-read in full from the repository after it was written.
+    pub verified: bool,
     pub failure_reason: Option<String>,
 }
 
@@ -504,6 +506,20 @@ fn backing_up(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
         .with_action(Action::CreateBackup { name });
     };
     match backup.phase {
+        Some(RunPhase::Completed) if !backup.verified => {
+            let message = format!(
+                "the pre-upgrade backup {name} completed but was not verified (its status.verified is not true); nothing was changed: DHIS2 {} is started again. Set spec.version: {} and again {} to retry",
+                u.from_version, u.from_version, u.to_version
+            );
+            finish(
+                u,
+                UpgradePhase::Failed,
+                UpgradeOutcome::BackupFailed,
+                message.clone(),
+                o.now,
+            )
+            .with_event(true, "UpgradeFailed", message)
+        }
         Some(RunPhase::Completed) => {
             let mut next = phase(u, UpgradePhase::Preparing, o.now);
             next.backup_id = backup.backup_id.clone();
@@ -860,6 +876,7 @@ mod tests {
             self.backup = Some(BackupSeen {
                 phase: Some(RunPhase::Completed),
                 backup_id: Some("20261206T050010Z".into()),
+                verified: true,
                 failure_reason: None,
             });
             self.step();
@@ -926,6 +943,7 @@ mod tests {
         w.backup = Some(BackupSeen {
             phase: Some(RunPhase::Completed),
             backup_id: Some("20261206T050010Z".into()),
+            verified: true,
             failure_reason: None,
         });
         w.step();
@@ -1050,6 +1068,7 @@ mod tests {
         w.backup = Some(BackupSeen {
             phase: Some(RunPhase::Failed),
             backup_id: None,
+            verified: false,
             failure_reason: Some("the bucket is full".into()),
         });
         w.step();
@@ -1059,6 +1078,27 @@ mod tests {
         assert!(u.message.unwrap().contains("the bucket is full"));
         assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
         assert_eq!(w.history[0].outcome, UpgradeOutcome::BackupFailed);
+    }
+
+    #[test]
+    fn an_unverified_backup_is_no_way_back_and_ends_the_upgrade() {
+        let mut w = World::new("2.43.1");
+        w.step();
+        w.step();
+        w.pods = 0;
+        w.step();
+        w.backup = Some(BackupSeen {
+            phase: Some(RunPhase::Completed),
+            backup_id: Some("20261206T050010Z".into()),
+            verified: false,
+            failure_reason: None,
+        });
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert_eq!(u.outcome, Some(UpgradeOutcome::BackupFailed));
+        assert!(u.message.unwrap().contains("not verified"));
+        assert!(!w.actions.contains(&Action::DropMaterializedViews));
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
     }
 
     #[test]

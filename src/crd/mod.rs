@@ -9,6 +9,7 @@ pub mod dhis2_backup_schedule;
 pub mod dhis2_database;
 pub mod dhis2_drill;
 pub mod dhis2_instance;
+pub mod dhis2_promotion;
 pub mod dhis2_restore;
 pub mod upgrade;
 
@@ -19,6 +20,7 @@ pub use dhis2_backup_schedule::{Dhis2BackupSchedule, Dhis2BackupScheduleSpec};
 pub use dhis2_database::{Dhis2Database, Dhis2DatabaseSpec};
 pub use dhis2_drill::{Dhis2Drill, Dhis2DrillSpec};
 pub use dhis2_instance::{Dhis2Instance, Dhis2InstanceSpec};
+pub use dhis2_promotion::{Dhis2Promotion, Dhis2PromotionSpec};
 pub use dhis2_restore::{Dhis2Restore, Dhis2RestoreSpec};
 
 pub const API_GROUP: &str = "dhis2operator.io";
@@ -32,6 +34,7 @@ pub fn crds_yaml() -> String {
         Dhis2BackupSchedule::crd(),
         Dhis2Restore::crd(),
         Dhis2Drill::crd(),
+        Dhis2Promotion::crd(),
     ];
     crds.iter()
         .map(|crd| {

@@ -56,8 +56,6 @@ pub async fn reconcile(instance: Arc<Dhis2Instance>, ctx: Arc<Context>) -> Resul
                 &ns,
                 Some(("Conflict", vec![e.to_string()])),
                 Err(String::new()),
-                0,
-                None,
                 None,
             )
             .await?;
@@ -156,8 +154,6 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
             ns,
             Some(("InvalidSpec", problems)),
             Err("not checked".into()),
-            0,
-            None,
             None,
         )
         .await?;
@@ -166,7 +162,7 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
     let connection = match database_connection(instance, ctx, ns).await? {
         Ok(c) => c,
         Err(why) => {
-            write_status(instance, ctx, ns, None, Err(why), 0, None, None).await?;
+            write_status(instance, ctx, ns, None, Err(why), None).await?;
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
     };
@@ -228,8 +224,7 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
         &parent,
     )
     .await?;
-    let deployment =
-        apply_owned(&deployments, "Deployment", &children.deployment, &parent).await?;
+    let deployment = apply_owned(&deployments, "Deployment", &children.deployment, &parent).await?;
     let ingresses: Api<Ingress> = ctx.api(ns);
     let mut keep = vec![];
     if let Some(ingress) = &children.ingress {
@@ -247,9 +242,11 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
         ns,
         None,
         Ok(()),
-        ready_replicas,
-        health.as_ref(),
-        Some(progress),
+        Some(Running {
+            ready_replicas,
+            health: health.as_ref(),
+            upgrade: progress,
+        }),
     )
     .await?;
     let ready =
@@ -349,6 +346,13 @@ fn backup_summary(
     })
 }
 
+/// What a reconcile that got as far as DHIS2 saw and decided.
+struct Running<'a> {
+    ready_replicas: i32,
+    health: Option<&'a Dhis2Health>,
+    upgrade: UpgradeProgress,
+}
+
 async fn write_status(
     instance: &Dhis2Instance,
     ctx: &Context,
@@ -356,11 +360,13 @@ async fn write_status(
     // What blocks progress, and why (`InvalidSpec`, `Conflict`).
     blocked: Option<(&'static str, Vec<String>)>,
     database: std::result::Result<(), String>,
-    ready_replicas: i32,
-    health: Option<&Dhis2Health>,
-    // The upgrade as this reconcile left it (`None`: not looked at, as recorded).
-    upgrade: Option<UpgradeProgress>,
+    // DHIS2 as this reconcile found and left it (`None`: not looked at).
+    running: Option<Running<'_>>,
 ) -> Result<()> {
+    let (ready_replicas, health, upgrade) = match running {
+        Some(r) => (r.ready_replicas, r.health, Some(r.upgrade)),
+        None => (0, None, None),
+    };
     let name = instance.name_any();
     let old = instance.status.clone().unwrap_or_default();
     let (problem_reason, problems) = blocked.unwrap_or(("InvalidSpec", Vec::new()));

@@ -34,6 +34,8 @@ pub mod instance_controller;
 pub mod job_outcome;
 pub mod labels;
 pub mod metrics;
+pub mod promotion_controller;
+pub mod promotion_steps;
 pub mod quantity;
 pub mod repository_protection;
 pub mod restore_controller;

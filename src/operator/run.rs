@@ -16,8 +16,11 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 
+use kube::ResourceExt;
+
 use crate::crd::{
-    Dhis2Backup, Dhis2BackupSchedule, Dhis2Database, Dhis2Drill, Dhis2Instance, Dhis2Restore,
+    Dhis2Backup, Dhis2BackupSchedule, Dhis2Database, Dhis2Drill, Dhis2Instance, Dhis2Promotion,
+    Dhis2Restore,
 };
 
 use super::backup_index::BackupIndex;
@@ -28,7 +31,8 @@ use super::metrics::Metrics;
 use super::shared_watch::SharedWatch;
 use super::{
     api_client, backup_controller, backup_schedule_controller, database_controller,
-    drill_controller, drill_schedule_controller, instance_controller, restore_controller, server,
+    drill_controller, drill_schedule_controller, instance_controller, promotion_controller,
+    restore_controller, server,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +245,30 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
+    // A promotion wakes when its staging or production instance changes (and every 30 s while
+    // a gate has not passed: time passing is what some gates wait for).
+    let promotion_api = api::<Dhis2Promotion>(&client, ns);
+    let promotion_controller = Controller::new(promotion_api, all());
+    let promotion_store = promotion_controller.store();
+    let promotions = promotion_controller
+        .watches_shared_stream(instance_watch.subscribe(), move |i| {
+            let name = i.name_any();
+            let ns = i.namespace();
+            promotion_store
+                .state()
+                .into_iter()
+                .filter(|p| p.spec.from == name || p.spec.to == name)
+                .filter(|p| p.namespace() == ns)
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(
+            promotion_controller::reconcile,
+            promotion_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
     let restores = Controller::for_shared_stream(restore_watch.subscribe(), restore_watch.store())
         .owns_shared_stream(job_watch.subscribe())
         .shutdown_on_signal()
@@ -276,7 +304,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         backup_schedules,
         drills,
         drill_schedules,
-        restores
+        restores,
+        promotions
     );
     tracing::info!("dhis2-operator stopped");
     Ok(())

@@ -257,10 +257,10 @@ pub fn decide(o: &UpgradeObserved) -> Decision {
             begin(o)
         };
     }
-    if !same_version(o.spec_version, &u.to_version) {
-        if let Some(cancelled) = cancel(o, u) {
-            return cancelled;
-        }
+    if !same_version(o.spec_version, &u.to_version)
+        && let Some(cancelled) = cancel(o, u)
+    {
+        return cancelled;
     }
     match u.phase {
         UpgradePhase::Checking => checking(o, u),
@@ -342,20 +342,20 @@ fn begin(o: &UpgradeObserved) -> Decision {
         message: Some("checking the new version against the database".into()),
     };
     let (from, to) = (&o.deployed.version, o.spec_version);
-    if let (Ok(running), Ok(wanted)) = (Dhis2Version::parse(from), Dhis2Version::parse(to)) {
-        if wanted < running {
-            let refused = finish(
-                &started,
-                UpgradePhase::Refused,
-                UpgradeOutcome::Refused,
-                format!(
-                    "spec.version {to} is older than the running DHIS2 {from}: DHIS2 cannot be downgraded once Flyway has migrated its database; set spec.version: {from} to keep it, or, to go back to {to}, restore the backup taken before the upgrade to {from} (a Dhis2Restore over this instance) and then set spec.version: {to}"
-                ),
-                o.now,
-            );
-            let message = refused.upgrade.as_ref().and_then(|u| u.message.clone());
-            return refused.with_event(true, "UpgradeRefused", message.unwrap_or_default());
-        }
+    if let (Ok(running), Ok(wanted)) = (Dhis2Version::parse(from), Dhis2Version::parse(to))
+        && wanted < running
+    {
+        let refused = finish(
+            &started,
+            UpgradePhase::Refused,
+            UpgradeOutcome::Refused,
+            format!(
+                "spec.version {to} is older than the running DHIS2 {from}: DHIS2 cannot be downgraded once Flyway has migrated its database; set spec.version: {from} to keep it, or, to go back to {to}, restore the backup taken before the upgrade to {from} (a Dhis2Restore over this instance) and then set spec.version: {to}"
+            ),
+            o.now,
+        );
+        let message = refused.upgrade.as_ref().and_then(|u| u.message.clone());
+        return refused.with_event(true, "UpgradeRefused", message.unwrap_or_default());
     }
     Decision::to(started).with_event(
         false,
@@ -574,7 +574,9 @@ fn reports_target(reported: &str, to: &str) -> bool {
 }
 
 fn migrating(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
-    if o.reported_version.is_some_and(|v| reports_target(v, &u.to_version)) {
+    if o.reported_version
+        .is_some_and(|v| reports_target(v, &u.to_version))
+    {
         let message = format!(
             "DHIS2 runs {} (was {}); pre-upgrade backup {}",
             u.to_version,
@@ -697,7 +699,10 @@ fn rolling_back(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
             let message = format!(
                 "upgrade to {} failed ({why}) and its rollback failed too: the restore {name} did not complete ({}). DHIS2 is left stopped because its database may be half-migrated; restore the pre-upgrade backup {} with a new Dhis2Restore",
                 u.to_version,
-                restore.message.as_deref().unwrap_or("see kubectl describe d2restore"),
+                restore
+                    .message
+                    .as_deref()
+                    .unwrap_or("see kubectl describe d2restore"),
                 u.backup_id.as_deref().unwrap_or("-")
             );
             finish(
@@ -867,7 +872,7 @@ mod tests {
         }
 
         /// Runs from the start to Migrating: checked, stopped, backed up, views dropped.
-        fn to_migrating(&mut self) {
+        fn run_until_migrating(&mut self) {
             self.step();
             self.step();
             assert_eq!(self.phase(), Some(UpgradePhase::Stopping));
@@ -921,7 +926,15 @@ mod tests {
         assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 0));
         let d = w.step();
         assert_eq!(d.action, None, "no backup while DHIS2 still runs");
-        assert!(w.upgrade.as_ref().unwrap().message.as_ref().unwrap().contains("2 pod(s) left"));
+        assert!(
+            w.upgrade
+                .as_ref()
+                .unwrap()
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("2 pod(s) left")
+        );
 
         w.pods = 0;
         let d = w.step();
@@ -1027,7 +1040,11 @@ mod tests {
         assert_eq!(w.phase(), Some(UpgradePhase::Checking));
         assert_eq!(d.requeue, Some(Duration::from_secs(30)));
         assert!(
-            w.upgrade.unwrap().message.unwrap().contains("connection refused"),
+            w.upgrade
+                .unwrap()
+                .message
+                .unwrap()
+                .contains("connection refused"),
         );
     }
 
@@ -1042,7 +1059,10 @@ mod tests {
         assert_eq!(w.phase(), Some(UpgradePhase::AwaitingApproval));
         assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
         let message = w.upgrade.as_ref().unwrap().message.clone().unwrap();
-        assert!(message.contains("spec.upgrade.approvedVersion: 2.43.1"), "{message}");
+        assert!(
+            message.contains("spec.upgrade.approvedVersion: 2.43.1"),
+            "{message}"
+        );
         w.step();
         assert_eq!(w.phase(), Some(UpgradePhase::AwaitingApproval));
 
@@ -1052,10 +1072,7 @@ mod tests {
         assert_eq!(w.phase(), Some(UpgradePhase::Checking), "checked again");
         w.step();
         assert_eq!(w.phase(), Some(UpgradePhase::Stopping));
-        assert_eq!(
-            w.upgrade.unwrap().approved_by.as_deref(),
-            Some("Sok Dara")
-        );
+        assert_eq!(w.upgrade.unwrap().approved_by.as_deref(), Some("Sok Dara"));
     }
 
     #[test]
@@ -1104,7 +1121,7 @@ mod tests {
     #[test]
     fn a_migration_that_never_answers_is_rolled_back_by_restoring_the_backup() {
         let mut w = World::new("2.43.1");
-        w.to_migrating();
+        w.run_until_migrating();
         w.now = at("05:59:59");
         w.step();
         assert_eq!(w.phase(), Some(UpgradePhase::Migrating));
@@ -1122,7 +1139,10 @@ mod tests {
         // The previous version does not start on the migrated database before the restore.
         assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 0));
         w.step();
-        assert!(matches!(w.actions.last(), Some(Action::CreateRestore { .. })));
+        assert!(matches!(
+            w.actions.last(),
+            Some(Action::CreateRestore { .. })
+        ));
         let actions = w.actions.len();
         w.restore = Some(RestoreSeen {
             phase: RestorePhase::Restoring,
@@ -1162,7 +1182,7 @@ mod tests {
     #[test]
     fn a_crash_loop_rolls_back_and_a_failed_rollback_leaves_dhis2_stopped() {
         let mut w = World::new("2.43.1");
-        w.to_migrating();
+        w.run_until_migrating();
         w.restarts = CRASH_LOOP_RESTARTS;
         w.step();
         let u = w.upgrade.clone().unwrap();
@@ -1195,12 +1215,16 @@ mod tests {
         assert_eq!(w.upgrade.as_ref().unwrap().to_version, "2.43.2");
 
         let mut w = World::new("2.43.1");
-        w.to_migrating();
+        w.run_until_migrating();
         w.spec_version = "2.43.2".into();
         w.spec_image = "dhis2/core:2.43.2".into();
         w.step();
         assert_eq!(w.phase(), Some(UpgradePhase::Migrating));
-        assert_eq!(w.plan(), plan("dhis2/core:2.43.1", 1), "the migration runs on");
+        assert_eq!(
+            w.plan(),
+            plan("dhis2/core:2.43.1", 1),
+            "the migration runs on"
+        );
         w.reported = Some("2.43.1".into());
         w.step();
         assert_eq!(w.deployed.version, "2.43.1");

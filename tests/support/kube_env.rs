@@ -51,6 +51,7 @@ fn install_crds() {
                     "crd/dhis2backupschedules.dhis2operator.io",
                     "crd/dhis2restores.dhis2operator.io",
                     "crd/dhis2drills.dhis2operator.io",
+                    "crd/dhis2promotions.dhis2operator.io",
                 ])
                 .stdout(std::process::Stdio::null())
                 .status()

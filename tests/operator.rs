@@ -238,20 +238,22 @@ async fn an_instance_gets_its_database_and_dhis2_and_reports_what_dhis2_says() {
         String::from_utf8_lossy(&out.stderr).contains("Dhis2Instance no-such-instance not found")
     );
 
-    // A spec change rolls through; a deleted child comes back.
+    // A spec change rolls through (a new image of the same version: a version change is an
+    // upgrade, tests/cluster_upgrade.rs); a deleted child comes back.
     Api::<Dhis2Instance>::namespaced(client.clone(), &ns)
         .patch(
             "hmis",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"version": "2.42.1"}})),
+            &Patch::Merge(json!({"spec": {"image": "registry.moh.gov.kh/dhis2/core:2.41.3"}})),
         )
         .await
         .unwrap();
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    wait_for(30, "the Deployment to run 2.42.1", || async {
+    wait_for(30, "the Deployment to run the mirrored image", || async {
         let d = deployments.get("hmis").await.ok()?;
-        (d.spec.template.spec?.containers[0].image.as_deref() == Some("dhis2/core:2.42.1"))
-            .then_some(())
+        (d.spec.template.spec?.containers[0].image.as_deref()
+            == Some("registry.moh.gov.kh/dhis2/core:2.41.3"))
+        .then_some(())
     })
     .await;
     let services = Api::<Service>::namespaced(client.clone(), &ns);

@@ -42,22 +42,23 @@ pub struct UpgradeProgress {
     pub requeue: Option<Duration>,
 }
 
-/// The version and image DHIS2 runs outside an upgrade: as recorded, else (an instance made
-/// before the operator recorded it) what DHIS2 reported, else the spec (a new instance).
+/// The version and image DHIS2 runs outside an upgrade: as recorded, else the spec's (a new
+/// instance, or one made before the operator recorded it: DHIS2's own answer is no guide, it
+/// may name a build such as 2.41.3.1 for the image 2.41.3).
 pub fn deployed_of(instance: &Dhis2Instance) -> Deployed {
     let status = instance.status.clone().unwrap_or_default();
-    let version = status
-        .deployed_version
-        .or(status.version)
-        .unwrap_or_else(|| instance.spec.version.clone());
-    let image = status.deployed_image.unwrap_or_else(|| {
-        if version == instance.spec.version {
-            dhis2_image(instance)
-        } else {
-            format!("dhis2/core:{version}")
-        }
-    });
-    Deployed { version, image }
+    match status.deployed_version {
+        Some(version) => Deployed {
+            image: status
+                .deployed_image
+                .unwrap_or_else(|| format!("dhis2/core:{version}")),
+            version,
+        },
+        None => Deployed {
+            version: instance.spec.version.clone(),
+            image: dhis2_image(instance),
+        },
+    }
 }
 
 /// DHIS2's pods of the instance and the restarts of their containers.

@@ -10,19 +10,19 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use dhis2_operator::crd::upgrade::{UpgradeOutcome, UpgradePhase};
 use dhis2_operator::crd::{Dhis2Backup, Dhis2Instance, Dhis2Restore};
+use support::Env;
 use support::cluster_objects::{
     S3_SERVICE, create, external_database, s3_credentials, s3_repository,
 };
 use support::job_kubelet::JobKubelet;
 use support::kube_env::*;
 use support::migrating_dhis2::{MigratingDhis2, Migration, marker_table};
-use support::Env;
 
 const ENDPOINT_OVERRIDE: &str = "dhis2operator.io/endpoint-override";
 
@@ -214,7 +214,10 @@ impl World {
         self.env
             .client(&self.db)
             .await
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&format!("public.{table}")])
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!("public.{table}")],
+            )
             .await
             .unwrap()
             .get(0)
@@ -279,18 +282,31 @@ async fn an_upgrade_stops_dhis2_backs_up_migrates_and_runs_the_new_version() {
     assert_eq!(backups.len(), 1);
     let backup = backups[0].status.clone().unwrap();
     assert_eq!(backup.backup_id.as_deref(), Some(backup_id.as_str()));
-    assert_eq!(backup.verified, Some(true), "re-read in full before the migration");
-    assert!(backup.dhis2_version.unwrap().starts_with("2.42."), "backed up before the migration");
+    assert_eq!(
+        backup.verified,
+        Some(true),
+        "re-read in full before the migration"
+    );
+    assert!(
+        backup.dhis2_version.unwrap().starts_with("2.42."),
+        "backed up before the migration"
+    );
 
     // The migration ran once, on the database DHIS2 2.42.4 had stopped using.
     assert!(w.has_table(&marker_table(43)).await);
     assert!(w.schema_version().await.starts_with("2.43."));
-    assert!(w.dhis2.version_conflicts().is_empty(), "{:?}", w.dhis2.observed());
+    assert!(
+        w.dhis2.version_conflicts().is_empty(),
+        "{:?}",
+        w.dhis2.observed()
+    );
     assert_eq!(w.dhis2.served_versions(), vec!["2.42.4", "2.43.0"]);
     // Materialized SQL views dropped as DHIS2's upgrade guide asks; the data kept.
     assert!(!w.has_table("_view_orgunit_names").await);
     assert_eq!(
-        w.query_one("SELECT note FROM written_before_upgrade").await.as_deref(),
+        w.query_one("SELECT note FROM written_before_upgrade")
+            .await
+            .as_deref(),
         Some("របាយការណ៍ខែវិច្ឆិកា")
     );
     assert_eq!(w.deployment().await, ("dhis2/core:2.43.0".to_string(), 1));
@@ -317,26 +333,44 @@ async fn a_migration_that_never_finishes_is_rolled_back_by_restoring_the_backup(
     w.advance_clock(300);
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(
-        w.instances().get("hmis").await.unwrap().status.unwrap().upgrade.unwrap().phase,
+        w.instances()
+            .get("hmis")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .upgrade
+            .unwrap()
+            .phase,
         UpgradePhase::Migrating
     );
     w.advance_clock(301);
     let i = w.upgrade_phase(UpgradePhase::Failed, 240).await;
     let upgrade = i.status.clone().unwrap().upgrade.unwrap();
-    assert_eq!(upgrade.outcome, Some(UpgradeOutcome::RolledBack), "{upgrade:?}");
+    assert_eq!(
+        upgrade.outcome,
+        Some(UpgradeOutcome::RolledBack),
+        "{upgrade:?}"
+    );
     let message = upgrade.message.unwrap();
     assert!(message.contains("did not report its version"), "{message}");
     w.runs("2.42.4").await;
 
     // The row written before the upgrade is there; the migration's changes are gone.
     assert_eq!(
-        w.query_one("SELECT note FROM written_before_upgrade").await.as_deref(),
+        w.query_one("SELECT note FROM written_before_upgrade")
+            .await
+            .as_deref(),
         Some("របាយការណ៍ខែវិច្ឆិកា")
     );
     assert!(!w.has_table(&marker_table(43)).await);
     assert!(w.schema_version().await.starts_with("2.42."));
     assert_eq!(w.deployment().await, ("dhis2/core:2.42.4".to_string(), 1));
-    assert!(w.dhis2.version_conflicts().is_empty(), "{:?}", w.dhis2.observed());
+    assert!(
+        w.dhis2.version_conflicts().is_empty(),
+        "{:?}",
+        w.dhis2.observed()
+    );
     assert_eq!(w.backups().await.len(), 1, "one backup");
     assert_eq!(w.restores().await.len(), 1, "one restore");
     let history = i.status.unwrap().upgrade_history;
@@ -383,14 +417,23 @@ async fn a_downgrade_and_a_blocked_preflight_check_are_refused_and_dhis2_keeps_r
     let i = w.upgrade_phase(UpgradePhase::Refused, 60).await;
     let status = i.status.unwrap();
     let message = status.upgrade.unwrap().message.unwrap();
-    assert!(message.contains("default category option combo"), "{message}");
+    assert!(
+        message.contains("default category option combo"),
+        "{message}"
+    );
     assert!(message.contains("UpgDefault2"), "{message}");
     assert_eq!(status.upgrade_history.len(), 2);
-    assert!(status
-        .upgrade_history
+    assert!(
+        status
+            .upgrade_history
+            .iter()
+            .all(|r| r.outcome == UpgradeOutcome::Refused)
+    );
+    let ready = status
+        .conditions
         .iter()
-        .all(|r| r.outcome == UpgradeOutcome::Refused));
-    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
     assert_eq!(ready.status, "True", "DHIS2 2.42.4 keeps serving");
     assert_eq!(w.deployment().await, ("dhis2/core:2.42.4".to_string(), 1));
     assert!(w.backups().await.is_empty());
@@ -402,7 +445,11 @@ async fn a_downgrade_and_a_blocked_preflight_check_are_refused_and_dhis2_keeps_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_killed_at_every_step_of_an_upgrade_resumes_it_with_one_backup() {
-    let mut w = world("upg-kill", Migration::Slow(std::time::Duration::from_secs(4))).await;
+    let mut w = world(
+        "upg-kill",
+        Migration::Slow(std::time::Duration::from_secs(4)),
+    )
+    .await;
     w.set_version("2.43.0").await;
     let mut seen = vec![];
     let instances = w.instances();
@@ -434,7 +481,14 @@ async fn an_operator_killed_at_every_step_of_an_upgrade_resumes_it_with_one_back
     assert_eq!(w.backups().await.len(), 1, "one backup");
     assert!(w.restores().await.is_empty());
     assert!(w.dhis2.version_conflicts().is_empty());
-    let history = w.instances().get("hmis").await.unwrap().status.unwrap().upgrade_history;
+    let history = w
+        .instances()
+        .get("hmis")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .upgrade_history;
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].outcome, UpgradeOutcome::Succeeded);
     w.drop_database().await;

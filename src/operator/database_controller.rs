@@ -418,7 +418,6 @@ async fn external_connection(
     }
 }
 
-
 async fn cleanup(db: &Dhis2Database, ctx: &Context, ns: &str) -> Result<Action> {
     let name = db.name_any();
     if db.spec.deletion_policy == DeletionPolicy::Delete

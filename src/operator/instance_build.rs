@@ -26,11 +26,11 @@ use crate::crd::dhis2_instance::Dhis2Instance;
 
 use super::database_build::{resource_requirements, volume_claim_spec};
 use super::dhis_conf::{ClusterSecrets, DatabaseConnection, render_dhis_conf};
-use super::upgrade_steps::DeploymentPlan;
 use super::labels::{
     RESTORE_IN_PROGRESS_ANNOTATION, child_meta, dedicated_database_name, dhis_conf_secret_name,
     file_store_claim_name, labels, selector,
 };
+use super::upgrade_steps::DeploymentPlan;
 
 pub const APP: &str = "dhis2";
 pub const DEFAULT_FILE_STORE: &str = "10Gi";
@@ -405,7 +405,10 @@ mod tests {
         let d = build_instance_children(&i, &db(), &ClusterSecrets::default(), &plan).deployment;
         assert_eq!(d.spec.replicas, Some(0));
         let pod = d.spec.template.spec.unwrap();
-        assert_eq!(pod.containers[0].image.as_deref(), Some("dhis2/core:2.42.4"));
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("dhis2/core:2.42.4")
+        );
     }
 
     #[test]

@@ -228,8 +228,7 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
         &parent,
     )
     .await?;
-    let deployment =
-        apply_owned(&deployments, "Deployment", &children.deployment, &parent).await?;
+    let deployment = apply_owned(&deployments, "Deployment", &children.deployment, &parent).await?;
     let ingresses: Api<Ingress> = ctx.api(ns);
     let mut keep = vec![];
     if let Some(ingress) = &children.ingress {

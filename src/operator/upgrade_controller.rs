@@ -6,18 +6,18 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::{Resource, ResourceExt};
 use kube::api::ListParams;
+use kube::{Resource, ResourceExt};
 
 use crate::crd::backup_common::default_deadline_seconds;
 use crate::crd::dhis2_backup::{Dhis2Backup, Dhis2BackupSpec};
 use crate::crd::dhis2_instance::Dhis2Instance;
 use crate::crd::dhis2_restore::{Dhis2Restore, Dhis2RestoreSpec, RestoreSource, RestoreTarget};
-use crate::crd::upgrade::{
-    UPGRADE_HISTORY_LIMIT, UpgradeRecord, UpgradeSpec, UpgradeStatus,
-};
+use crate::crd::upgrade::{UPGRADE_HISTORY_LIMIT, UpgradeRecord, UpgradeSpec, UpgradeStatus};
 use crate::postgres::quote_ident;
-use crate::upgrade::{CurrentVersion, Dhis2Version, UpgradeCheck, check_upgrade, read_database_facts};
+use crate::upgrade::{
+    CurrentVersion, Dhis2Version, UpgradeCheck, check_upgrade, read_database_facts,
+};
 
 use super::apply::Parent;
 use super::context::Context;
@@ -136,7 +136,12 @@ async fn drop_materialized_views(connection: &DatabaseConnection) -> Result<Vec<
     let failed = |what: &str, e: String| Error::Upgrade(format!("{what}: {e}"));
     let client = tokio::time::timeout(Duration::from_secs(30), target.connect())
         .await
-        .map_err(|_| failed("dropping materialized SQL views", format!("no answer from {target}")))?
+        .map_err(|_| {
+            failed(
+                "dropping materialized SQL views",
+                format!("no answer from {target}"),
+            )
+        })?
         .map_err(|e| failed("dropping materialized SQL views", e.to_string()))?;
     let rows = client
         .query(
@@ -156,7 +161,12 @@ async fn drop_materialized_views(connection: &DatabaseConnection) -> Result<Vec<
                 quote_ident(&view)
             ))
             .await
-            .map_err(|e| failed(&format!("dropping the materialized view {view}"), e.to_string()))?;
+            .map_err(|e| {
+                failed(
+                    &format!("dropping the materialized view {view}"),
+                    e.to_string(),
+                )
+            })?;
         dropped.push(view);
     }
     Ok(dropped)
@@ -233,10 +243,14 @@ pub async fn advance_upgrade(
     let name = instance.name_any();
     let status = instance.status.clone().unwrap_or_default();
     let deployed = deployed_of(instance);
-    let settings = instance.spec.upgrade.clone().unwrap_or_else(|| UpgradeSpec {
-        timeout_seconds: crate::crd::upgrade::default_upgrade_timeout_seconds(),
-        ..Default::default()
-    });
+    let settings = instance
+        .spec
+        .upgrade
+        .clone()
+        .unwrap_or_else(|| UpgradeSpec {
+            timeout_seconds: crate::crd::upgrade::default_upgrade_timeout_seconds(),
+            ..Default::default()
+        });
     let upgrade = status.upgrade.clone();
     let (pods, restarts) = dhis2_pods(ctx, ns, &name).await?;
     let backup = match upgrade.as_ref().and_then(|u| u.backup_name.as_deref()) {

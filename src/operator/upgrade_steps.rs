@@ -574,7 +574,9 @@ fn reports_target(reported: &str, to: &str) -> bool {
 }
 
 fn migrating(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
-    if o.reported_version.is_some_and(|v| reports_target(v, &u.to_version)) {
+    if o.reported_version
+        .is_some_and(|v| reports_target(v, &u.to_version))
+    {
         let message = format!(
             "DHIS2 runs {} (was {}); pre-upgrade backup {}",
             u.to_version,
@@ -697,7 +699,10 @@ fn rolling_back(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
             let message = format!(
                 "upgrade to {} failed ({why}) and its rollback failed too: the restore {name} did not complete ({}). DHIS2 is left stopped because its database may be half-migrated; restore the pre-upgrade backup {} with a new Dhis2Restore",
                 u.to_version,
-                restore.message.as_deref().unwrap_or("see kubectl describe d2restore"),
+                restore
+                    .message
+                    .as_deref()
+                    .unwrap_or("see kubectl describe d2restore"),
                 u.backup_id.as_deref().unwrap_or("-")
             );
             finish(
@@ -921,7 +926,15 @@ mod tests {
         assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 0));
         let d = w.step();
         assert_eq!(d.action, None, "no backup while DHIS2 still runs");
-        assert!(w.upgrade.as_ref().unwrap().message.as_ref().unwrap().contains("2 pod(s) left"));
+        assert!(
+            w.upgrade
+                .as_ref()
+                .unwrap()
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("2 pod(s) left")
+        );
 
         w.pods = 0;
         let d = w.step();
@@ -1027,7 +1040,11 @@ mod tests {
         assert_eq!(w.phase(), Some(UpgradePhase::Checking));
         assert_eq!(d.requeue, Some(Duration::from_secs(30)));
         assert!(
-            w.upgrade.unwrap().message.unwrap().contains("connection refused"),
+            w.upgrade
+                .unwrap()
+                .message
+                .unwrap()
+                .contains("connection refused"),
         );
     }
 
@@ -1042,7 +1059,10 @@ mod tests {
         assert_eq!(w.phase(), Some(UpgradePhase::AwaitingApproval));
         assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
         let message = w.upgrade.as_ref().unwrap().message.clone().unwrap();
-        assert!(message.contains("spec.upgrade.approvedVersion: 2.43.1"), "{message}");
+        assert!(
+            message.contains("spec.upgrade.approvedVersion: 2.43.1"),
+            "{message}"
+        );
         w.step();
         assert_eq!(w.phase(), Some(UpgradePhase::AwaitingApproval));
 
@@ -1052,10 +1072,7 @@ mod tests {
         assert_eq!(w.phase(), Some(UpgradePhase::Checking), "checked again");
         w.step();
         assert_eq!(w.phase(), Some(UpgradePhase::Stopping));
-        assert_eq!(
-            w.upgrade.unwrap().approved_by.as_deref(),
-            Some("Sok Dara")
-        );
+        assert_eq!(w.upgrade.unwrap().approved_by.as_deref(), Some("Sok Dara"));
     }
 
     #[test]
@@ -1122,7 +1139,10 @@ mod tests {
         // The previous version does not start on the migrated database before the restore.
         assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 0));
         w.step();
-        assert!(matches!(w.actions.last(), Some(Action::CreateRestore { .. })));
+        assert!(matches!(
+            w.actions.last(),
+            Some(Action::CreateRestore { .. })
+        ));
         let actions = w.actions.len();
         w.restore = Some(RestoreSeen {
             phase: RestorePhase::Restoring,
@@ -1200,7 +1220,11 @@ mod tests {
         w.spec_image = "dhis2/core:2.43.2".into();
         w.step();
         assert_eq!(w.phase(), Some(UpgradePhase::Migrating));
-        assert_eq!(w.plan(), plan("dhis2/core:2.43.1", 1), "the migration runs on");
+        assert_eq!(
+            w.plan(),
+            plan("dhis2/core:2.43.1", 1),
+            "the migration runs on"
+        );
         w.reported = Some("2.43.1".into());
         w.step();
         assert_eq!(w.deployed.version, "2.43.1");

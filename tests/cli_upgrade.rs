@@ -197,6 +197,41 @@ async fn a_dry_run_prints_the_plan_and_changes_nothing_and_applying_asks_the_ope
     assert_eq!(report["changed"], json!([]));
     assert_eq!(c.get("hmis").await.metadata.resource_version, before);
 
+    // --database-url runs the operator's checks here: shown in the plan; when they block,
+    // nothing is changed (exit 1).
+    let env = support::env();
+    let (_, url) = env.create_database("cli_upgrade_checks").await;
+    let out = c
+        .ctl(&[
+            "upgrade",
+            "hmis",
+            "--to",
+            "2.42.0",
+            "--dry-run",
+            "--database-url",
+            &url,
+        ])
+        .await;
+    assert_code(&out, 0, "upgrade --dry-run --database-url");
+    let text = stdout(&out);
+    assert!(
+        text.contains("The same checks, run here (--database-url)")
+            && text.contains("flyway migrations    passed"),
+        "{text}"
+    );
+    let out = c
+        .ctl(&["upgrade", "hmis", "--to", "2.99.0", "--database-url", &url])
+        .await;
+    assert_code(&out, 1, "upgrade blocked by the checks");
+    assert!(stdout(&out).contains("blocked"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("the checks block the upgrade to 2.99.0")
+            && stderr(&out).contains("nothing was changed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(c.get("hmis").await.metadata.resource_version, before);
+
     // Applied with an approval: spec.version and spec.upgrade.approvedBy/approvedVersion.
     let out = c
         .ctl(&[

@@ -114,21 +114,21 @@ pub fn assess(instance: &Dhis2Instance, req: &UpgradeRequest) -> Result<Intent, 
         return Err(Refusal::NotNow(why));
     }
 
-    if let Ok(running) = Dhis2Version::parse(&deployed.version) {
-        if *req.to < running {
-            let from = &deployed.version;
-            let way_back = match backup_before(&status.upgrade_history, to, from) {
-                Some(id) => format!(
-                    "restore the backup taken before the upgrade to {from} (`dhis2ctl restore {id} --from {name} --to {name} --confirm-overwrite {name}`)"
-                ),
-                None => format!(
-                    "restore the backup taken before the upgrade to {from} (`dhis2ctl restore ID --from {name} --to {name} --confirm-overwrite {name}`; `dhis2ctl history {name}` names it)"
-                ),
-            };
-            return Err(Refusal::Usage(format!(
-                "--to {to} is older than the running DHIS2 {from}: DHIS2 cannot be downgraded once Flyway has migrated its database; keep {from}, or, to go back to {to}, {way_back} and then set spec.version: {to}"
-            )));
-        }
+    if let Ok(running) = Dhis2Version::parse(&deployed.version)
+        && *req.to < running
+    {
+        let from = &deployed.version;
+        let way_back = match backup_before(&status.upgrade_history, to, from) {
+            Some(id) => format!(
+                "restore the backup taken before the upgrade to {from} (`dhis2ctl restore {id} --from {name} --to {name} --confirm-overwrite {name} --approved-by WHO`)"
+            ),
+            None => format!(
+                "restore the backup taken before the upgrade to {from} (`dhis2ctl restore ID --from {name} --to {name} --confirm-overwrite {name} --approved-by WHO`; `dhis2ctl history {name}` names it)"
+            ),
+        };
+        return Err(Refusal::Usage(format!(
+            "--to {to} is older than the running DHIS2 {from}: DHIS2 cannot be downgraded once Flyway has migrated its database; keep {from}, or, to go back to {to}, {way_back} and then set spec.version: {to}"
+        )));
     }
 
     let finished_same =
@@ -288,7 +288,7 @@ fn downtime(last_backup: Option<&LastBackup>, timeout: i64) -> DowntimeEstimate 
         based_on_backup: last_backup.map(|b| b.name.clone()),
         migration_timeout_seconds: timeout,
         text: format!(
-            "estimate: {backup} + the migration (unknown: minutes, or hours on a large database; rolled back after {}, spec.upgrade.timeoutSeconds)",
+            "{backup} + the migration (unknown: minutes, or hours on a large database; rolled back after {}, spec.upgrade.timeoutSeconds)",
             human_duration(timeout)
         ),
     }
@@ -369,7 +369,7 @@ pub fn plan(
         format!("none of the data DHIS2's migrations to {to} are known to fail on"),
     ];
     let rollback = format!(
-        "If DHIS2 {to} does not report its version within {} or restarts {CRASH_LOOP_RESTARTS} times, the operator restores the pre-upgrade backup over {name} (a Dhis2Restore) and starts DHIS2 {from} again; the upgrade ends Failed (RolledBack). Nothing entered after the stop is lost: DHIS2 was stopped",
+        "If DHIS2 {to} does not report its version within {} or restarts {CRASH_LOOP_RESTARTS} times, the operator restores the pre-upgrade backup over {name} (a Dhis2Restore) and starts DHIS2 {from} again; the upgrade ends Failed (RolledBack). The rollback loses nothing: DHIS2 was stopped before the backup",
         human_duration(timeout)
     );
     UpgradePlan {
@@ -422,7 +422,7 @@ pub fn render_plan(plan: &UpgradePlan) -> String {
         None => text.push_str("  (give --database-url to run them here now)\n"),
     }
     text.push_str(&format!(
-        "\nExpected downtime ({})\n\nRollback: {}",
+        "\nExpected downtime (an estimate): {}\n\nRollback: {}",
         plan.downtime.text, plan.rollback
     ));
     text

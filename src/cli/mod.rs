@@ -434,5 +434,9 @@ mod tests {
             target: "postgresql://dhis@db:5432/x".into(),
         });
         assert_eq!(not_dhis2.exit_code(), 1);
+        let downgrade = CliError::Cluster(cluster::ClusterError::Refused("--to 2.41".into()));
+        assert_eq!(downgrade.exit_code(), 2);
+        let in_progress = CliError::Cluster(cluster::ClusterError::NotNow("Migrating".into()));
+        assert_eq!(in_progress.exit_code(), 1);
     }
 }

@@ -26,6 +26,9 @@ pub enum ClusterError {
     /// The command line asks for what the operator would refuse; nothing was created.
     #[error("{0}")]
     Refused(String),
+    /// The instance's state does not allow it now (an upgrade in progress); nothing was changed.
+    #[error("{0}")]
+    NotNow(String),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -297,7 +300,7 @@ pub async fn status(args: StatusArgs, output: OutputFormat) -> Result<ExitCode, 
     );
     let backup = st.backup.clone().unwrap_or_default();
     let backups = format!(
-        "Last backup:  {}\nLast drill:   {}\nNext backup:  {}\n\n",
+        "Last backup:  {}\nLast drill:   {}\nNext backup:  {}\n",
         match (&backup.last_backup_time, &backup.last_backup_id) {
             (Some(t), Some(id)) => format!(
                 "{t} ({id}, {})",
@@ -319,6 +322,8 @@ pub async fn status(args: StatusArgs, output: OutputFormat) -> Result<ExitCode, 
             .unwrap_or_else(|| "not scheduled".into()),
     );
     text.push_str(&backups);
+    text.push_str(&super::upgrade_history::status_lines(&st));
+    text.push('\n');
     text.push_str("Conditions:\n");
     text.push_str(&render_table(
         &["type", "status", "reason", "message"],

@@ -3,9 +3,12 @@
 mod backup;
 mod cluster;
 mod cluster_backup;
+mod cluster_upgrade;
 mod demo;
 mod encryption;
 mod upgrade;
+mod upgrade_history;
+mod upgrade_plan;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -71,9 +74,12 @@ pub enum Command {
         #[arg(long, default_value_t = 3)]
         next: usize,
     },
-    /// Upgrade DHIS2 safely: `upgrade check` checks an upgrade before it is done.
-    #[command(subcommand)]
-    Upgrade(upgrade::UpgradeCommand),
+    /// Upgrade DHIS2 safely: `upgrade INSTANCE --to VERSION` prints the plan and asks the
+    /// operator for it (--dry-run only prints); `upgrade check` checks a database before one.
+    Upgrade(upgrade::UpgradeArgs),
+    /// An instance's upgrade in progress and its last upgrades (who approved, the backup taken
+    /// before, how each ended).
+    History(upgrade_history::HistoryArgs),
     /// Demo data for trying things out and for benchmarks.
     #[command(subcommand)]
     Demo(DemoCommand),
@@ -362,9 +368,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             }
             _ => Ok(backup::drill(args, output).await?),
         },
-        Command::Upgrade(upgrade::UpgradeCommand::Check(args)) => {
-            Ok(upgrade::check(args, output).await?)
-        }
+        Command::Upgrade(args) => match args.command {
+            Some(upgrade::UpgradeCommand::Check(check)) => Ok(upgrade::check(check, output).await?),
+            None => cluster_upgrade::upgrade(args.cluster, output).await,
+        },
+        Command::History(args) => Ok(upgrade_history::history(args, output).await?),
         Command::Demo(DemoCommand::Seed(args)) => Ok(demo::seed(args, output).await?),
         Command::Get(args) => Ok(cluster::get(args, output).await?),
         Command::Status(args) => Ok(cluster::status(args, output).await?),
@@ -426,5 +434,9 @@ mod tests {
             target: "postgresql://dhis@db:5432/x".into(),
         });
         assert_eq!(not_dhis2.exit_code(), 1);
+        let downgrade = CliError::Cluster(cluster::ClusterError::Refused("--to 2.41".into()));
+        assert_eq!(downgrade.exit_code(), 2);
+        let in_progress = CliError::Cluster(cluster::ClusterError::NotNow("Migrating".into()));
+        assert_eq!(in_progress.exit_code(), 1);
     }
 }

@@ -14,6 +14,16 @@ use crate::upgrade::{
 
 use super::{EXIT_FAILURE, emit};
 
+/// `dhis2ctl upgrade INSTANCE --to VERSION …` (in the cluster), or `dhis2ctl upgrade check …`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct UpgradeArgs {
+    #[command(subcommand)]
+    pub command: Option<UpgradeCommand>,
+    #[command(flatten)]
+    pub cluster: super::cluster_upgrade::ClusterUpgradeArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum UpgradeCommand {
     /// Check an upgrade before doing it: the target is newer, the database meets its needs
@@ -68,7 +78,7 @@ pub async fn check(args: CheckArgs, output: OutputFormat) -> Result<ExitCode, Up
     })
 }
 
-fn render_check(result: &UpgradeCheck) -> String {
+pub(super) fn render_check(result: &UpgradeCheck) -> String {
     let from = match result.from_source {
         "schema" => format!("{} (schema {})", result.from.major(), result.from),
         _ => result.from.to_string(),

@@ -8,7 +8,6 @@ use crate::crd::Dhis2Instance;
 use crate::crd::dhis2_backup::Dhis2BackupSpec;
 use crate::crd::upgrade::{
     UpgradeOutcome, UpgradePhase, UpgradePolicy, UpgradeRecord, UpgradeSpec, UpgradeStatus,
-    default_upgrade_timeout_seconds,
 };
 use crate::operator::backup_build::{backup_repository, describe_repository};
 use crate::operator::upgrade_controller::deployed_of;
@@ -320,15 +319,7 @@ pub fn plan(
                 .map(|u| u.to_image.clone())
         })
         .unwrap_or_else(|| format!("dhis2/core:{to}"));
-    // As the operator reads it: UpgradeSpec's derived Default has no timeout.
-    let settings = instance
-        .spec
-        .upgrade
-        .clone()
-        .unwrap_or_else(|| UpgradeSpec {
-            timeout_seconds: default_upgrade_timeout_seconds(),
-            ..Default::default()
-        });
+    let settings = instance.spec.upgrade.clone().unwrap_or_default();
     let approved_by = approval(&settings, req.approve, &to);
     let repository = pre_upgrade_repository(instance).unwrap_or_else(|why| why);
     let timeout = settings.timeout_seconds;

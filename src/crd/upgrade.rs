@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// `spec.upgrade`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpgradeSpec {
     /// `Automatic` (default): a new `spec.version` is upgraded to at once. `Manual`: the upgrade
@@ -24,6 +24,18 @@ pub struct UpgradeSpec {
     #[serde(default = "default_upgrade_timeout_seconds")]
     #[schemars(range(min = 300))]
     pub timeout_seconds: i64,
+}
+
+impl Default for UpgradeSpec {
+    /// What an instance without `spec.upgrade` gets: automatic, a two-hour migration limit.
+    fn default() -> Self {
+        Self {
+            policy: UpgradePolicy::default(),
+            approved_by: None,
+            approved_version: None,
+            timeout_seconds: default_upgrade_timeout_seconds(),
+        }
+    }
 }
 
 pub fn default_upgrade_timeout_seconds() -> i64 {
@@ -151,3 +163,15 @@ pub struct UpgradeRecord {
 
 /// How many finished upgrades `status.upgradeHistory` keeps.
 pub const UPGRADE_HISTORY_LIMIT: usize = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_without_spec_upgrade_gets_two_hours_like_one_with_an_empty_one() {
+        let empty: UpgradeSpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, UpgradeSpec::default());
+        assert_eq!(UpgradeSpec::default().timeout_seconds, 7200);
+    }
+}

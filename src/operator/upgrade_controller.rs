@@ -13,7 +13,7 @@ use crate::crd::backup_common::default_deadline_seconds;
 use crate::crd::dhis2_backup::{Dhis2Backup, Dhis2BackupSpec};
 use crate::crd::dhis2_instance::Dhis2Instance;
 use crate::crd::dhis2_restore::{Dhis2Restore, Dhis2RestoreSpec, RestoreSource, RestoreTarget};
-use crate::crd::upgrade::{UPGRADE_HISTORY_LIMIT, UpgradeRecord, UpgradeSpec, UpgradeStatus};
+use crate::crd::upgrade::{UPGRADE_HISTORY_LIMIT, UpgradeRecord, UpgradeStatus};
 use crate::postgres::quote_ident;
 use crate::upgrade::{
     CurrentVersion, Dhis2Version, UpgradeCheck, check_upgrade, read_database_facts,
@@ -244,14 +244,7 @@ pub async fn advance_upgrade(
     let name = instance.name_any();
     let status = instance.status.clone().unwrap_or_default();
     let deployed = deployed_of(instance);
-    let settings = instance
-        .spec
-        .upgrade
-        .clone()
-        .unwrap_or_else(|| UpgradeSpec {
-            timeout_seconds: crate::crd::upgrade::default_upgrade_timeout_seconds(),
-            ..Default::default()
-        });
+    let settings = instance.spec.upgrade.clone().unwrap_or_default();
     let upgrade = status.upgrade.clone();
     let (pods, restarts) = dhis2_pods(ctx, ns, &name).await?;
     let backup = match upgrade.as_ref().and_then(|u| u.backup_name.as_deref()) {

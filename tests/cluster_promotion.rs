@@ -53,7 +53,7 @@ impl World {
     ) -> Dhis2PromotionStatus {
         let api = self.promotions();
         wait_for(120, what, || async {
-            let s = api.get("to-production").await.ok()?.status?;
+            let s = api.get("staging-to-hmis").await.ok()?.status?;
             check(&s).then_some(s)
         })
         .await
@@ -168,14 +168,50 @@ async fn world() -> World {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promotion_waits_for_every_gate_then_upgrades_production() {
     let w = world().await;
-    create::<Dhis2Promotion>(
-        &w.client,
+    // A usage error changes nothing and names the flag.
+    let out = support::dhis2ctl(&[
+        "promote",
+        "staging",
+        "--to",
+        "hmis",
+        "--min-soak",
+        "soon",
+        "-n",
         &w.ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Promotion",
-            "metadata": {"name": "to-production"},
-            "spec": {"from": "staging", "to": "hmis", "minSoak": "1h", "maxBackupAge": "26h"}}),
-    )
+    ])
     .await;
+    assert_eq!(out.status.code(), Some(2), "{}", support::stderr(&out));
+    assert!(support::stderr(&out).contains("--min-soak 'soon' is not a duration"));
+    let instances: Api<Dhis2Instance> = Api::namespaced(w.client.clone(), &w.ns);
+    wait_for(90, "staging and production Ready", || async {
+        for name in ["staging", "hmis"] {
+            let s = instances.get(name).await.ok()?.status?;
+            (s.phase.as_deref() == Some("Ready")).then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    let out = support::dhis2ctl(&[
+        "promote",
+        "staging",
+        "--to",
+        "hmis",
+        "--min-soak",
+        "1h",
+        "-n",
+        &w.ns,
+    ])
+    .await;
+    support::assert_success(&out, "dhis2ctl promote");
+    let text = support::stdout(&out);
+    assert!(
+        text.contains("Dhis2Promotion staging-to-hmis: Blocked 2.43.0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Approved") && text.contains("waiting"),
+        "{text}"
+    );
     let s = w
         .blocked_by(&[
             "Soaked",
@@ -229,14 +265,20 @@ async fn a_promotion_waits_for_every_gate_then_upgrades_production() {
     w.advance_clock(2 * 3600);
     w.blocked_by(&["Approved"]).await;
 
-    w.promotions()
-        .patch(
-            "to-production",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"approvedBy": "Dr. Sok Dara"}})),
-        )
-        .await
-        .unwrap();
+    let out = support::dhis2ctl(&[
+        "promote",
+        "staging",
+        "--to",
+        "hmis",
+        "--min-soak",
+        "1h",
+        "--approve",
+        "Dr. Sok Dara",
+        "-n",
+        &w.ns,
+    ])
+    .await;
+    support::assert_success(&out, "dhis2ctl promote --approve");
     let done = w
         .promotion_until("the promotion to end", |s| {
             matches!(s.phase.as_deref(), Some("Succeeded") | Some("Failed"))
@@ -254,7 +296,7 @@ async fn a_promotion_waits_for_every_gate_then_upgrades_production() {
     let record = &production.status.unwrap().upgrade_history[0];
     assert_eq!(
         record.approved_by.as_deref(),
-        Some("Dr. Sok Dara (Dhis2Promotion to-production)")
+        Some("Dr. Sok Dara (Dhis2Promotion staging-to-hmis)")
     );
     // Production really migrated.
     let migrated: bool = w

@@ -6,6 +6,7 @@ mod cluster_backup;
 mod cluster_upgrade;
 mod demo;
 mod encryption;
+mod promote;
 mod upgrade;
 mod upgrade_history;
 mod upgrade_plan;
@@ -80,6 +81,9 @@ pub enum Command {
     /// An instance's upgrade in progress and its last upgrades (who approved, the backup taken
     /// before, how each ended).
     History(upgrade_history::HistoryArgs),
+    /// Take the version a staging instance has proven to production once every gate passes
+    /// (a Dhis2Promotion); shows each gate. --approve approves it.
+    Promote(promote::PromoteArgs),
     /// Demo data for trying things out and for benchmarks.
     #[command(subcommand)]
     Demo(DemoCommand),
@@ -373,6 +377,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             None => cluster_upgrade::upgrade(args.cluster, output).await,
         },
         Command::History(args) => Ok(upgrade_history::history(args, output).await?),
+        Command::Promote(args) => Ok(promote::promote(args, output).await?),
         Command::Demo(DemoCommand::Seed(args)) => Ok(demo::seed(args, output).await?),
         Command::Get(args) => Ok(cluster::get(args, output).await?),
         Command::Status(args) => Ok(cluster::status(args, output).await?),

@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -14,7 +12,7 @@ use dhis2_operator::crd::dhis2_promotion::Dhis2PromotionStatus;
 use dhis2_operator::crd::{Dhis2Drill, Dhis2Instance, Dhis2Promotion};
 use support::Env;
 use support::cluster_objects::{
-    S3_SERVICE, create, external_database, s3_credentials, s3_repository,
+    S3_SERVICE, admin_secret, create, external_database, s3_credentials, s3_repository,
 };
 use support::job_kubelet::JobKubelet;
 use support::kube_env::*;
@@ -32,8 +30,7 @@ struct World {
     _staging_dhis2: FakeDhis2,
     production_dhis2: MigratingDhis2,
     db: String,
-    clock: PathBuf,
-    _clock_dir: tempfile::TempDir,
+    clock: TestClock,
 }
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -73,15 +70,6 @@ impl World {
         })
         .await
     }
-
-    fn advance_clock(&self, seconds: i64) {
-        let now = std::fs::read_to_string(&self.clock).unwrap();
-        let now = chrono::DateTime::parse_from_rfc3339(now.trim()).unwrap();
-        set_clock(
-            &self.clock,
-            &rfc3339(now.with_timezone(&chrono::Utc) + chrono::Duration::seconds(seconds)),
-        );
-    }
 }
 
 async fn world() -> World {
@@ -91,26 +79,10 @@ async fn world() -> World {
     let kubelet = FakeKubelet::start(client.clone(), &ns);
     let jobs = JobKubelet::start(client.clone(), &ns);
     jobs.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
-    let clock_dir = tempfile::tempdir().unwrap();
-    let clock = clock_dir.path().join("now");
-    set_clock(&clock, &rfc3339(chrono::Utc::now()));
-    let operator = Operator::start_with(
-        &client,
-        &ns,
-        OperatorOptions {
-            clock_file: Some(clock.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let clock = TestClock::starting_now();
+    let operator = Operator::start_with_clock(&client, &ns, &clock).await;
     s3_credentials(&env, &client, &ns).await;
-    create::<k8s_openapi::api::core::v1::Secret>(
-        &client,
-        &ns,
-        json!({"metadata": {"name": "dhis2-admin"},
-            "stringData": {"username": ADMIN.0, "password": ADMIN.1}}),
-    )
-    .await;
+    admin_secret(&client, &ns).await;
     let (bucket, _) = env.create_bucket("promo").await;
     let (db, url) = env.real_dhis2_database("promo").await;
     let (staging_db, _) = env.create_database("promo_stg").await;
@@ -161,7 +133,6 @@ async fn world() -> World {
         production_dhis2,
         db,
         clock,
-        _clock_dir: clock_dir,
     }
 }
 
@@ -262,7 +233,7 @@ async fn a_promotion_waits_for_every_gate_then_upgrades_production() {
     w.blocked_by(&["Soaked", "Approved"]).await;
 
     // Two hours later staging has soaked; production's backup is still fresh.
-    w.advance_clock(2 * 3600);
+    w.clock.advance(2 * 3600);
     w.blocked_by(&["Approved"]).await;
 
     let out = support::dhis2ctl(&[

@@ -7,7 +7,7 @@ mod support;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -240,15 +240,7 @@ impl World {
     }
 
     async fn events(&self, reason: &str) -> Vec<String> {
-        Api::<Event>::namespaced(self.client.clone(), &self.ns)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some(reason))
-            .filter_map(|e| e.message)
-            .collect()
+        event_messages(&self.client, &self.ns, reason).await
     }
 
     async fn event(&self, reason: &str, needle: &str) -> String {
@@ -262,11 +254,7 @@ impl World {
     }
 
     async fn jobs(&self) -> Vec<Job> {
-        Api::<Job>::namespaced(self.client.clone(), &self.ns)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
+        list_all(&self.client, &self.ns).await
     }
 
     /// Tables in `db`'s public schema.

@@ -443,6 +443,14 @@ mod tests {
         )
     }
 
+    fn staging_drilled(result: &str, at: &str) -> Dhis2Instance {
+        let mut s = staging();
+        let backup = s.status.as_mut().unwrap().backup.as_mut().unwrap();
+        backup.last_drill_result = Some(result.into());
+        backup.last_drill_time = Some(at.into());
+        s
+    }
+
     fn production() -> Dhis2Instance {
         instance(
             "hmis",
@@ -534,26 +542,12 @@ mod tests {
             failing(&step(&approved, &status, &s, &production(), now)),
             ["StagingReady"]
         );
-        let mut s = staging();
-        s.status
-            .as_mut()
-            .unwrap()
-            .backup
-            .as_mut()
-            .unwrap()
-            .last_drill_result = Some("Failed".into());
+        let s = staging_drilled("Failed", "2026-12-03T02:00:00Z");
         assert_eq!(
             failing(&step(&approved, &status, &s, &production(), now)),
             ["StagingDrillPassed"]
         );
-        let mut s = staging();
-        s.status
-            .as_mut()
-            .unwrap()
-            .backup
-            .as_mut()
-            .unwrap()
-            .last_drill_time = Some("2026-11-30T02:00:00Z".into());
+        let s = staging_drilled("Passed", "2026-11-30T02:00:00Z");
         let blocked = step(&approved, &status, &s, &production(), now);
         assert_eq!(
             failing(&blocked),

@@ -871,19 +871,30 @@ mod tests {
             )
         }
 
-        /// Runs from the start to Migrating: checked, stopped, backed up, views dropped.
-        fn run_until_migrating(&mut self) {
+        /// Runs from the start to BackingUp: checked, DHIS2 stopped, the backup created.
+        fn run_until_backing_up(&mut self) {
             self.step();
             self.step();
             assert_eq!(self.phase(), Some(UpgradePhase::Stopping));
             self.pods = 0;
             self.step();
+            assert_eq!(self.phase(), Some(UpgradePhase::BackingUp));
+        }
+
+        /// The pre-upgrade backup ends (a completed one gets an id).
+        fn backup_ends(&mut self, phase: RunPhase, verified: bool, failure: Option<&str>) {
             self.backup = Some(BackupSeen {
-                phase: Some(RunPhase::Completed),
-                backup_id: Some("20261206T050010Z".into()),
-                verified: true,
-                failure_reason: None,
+                phase: Some(phase),
+                backup_id: (phase == RunPhase::Completed).then(|| "20261206T050010Z".into()),
+                verified,
+                failure_reason: failure.map(Into::into),
             });
+        }
+
+        /// Runs from the start to Migrating: checked, stopped, backed up, views dropped.
+        fn run_until_migrating(&mut self) {
+            self.run_until_backing_up();
+            self.backup_ends(RunPhase::Completed, true, None);
             self.step();
             self.step();
             assert_eq!(self.phase(), Some(UpgradePhase::Migrating));
@@ -1078,16 +1089,8 @@ mod tests {
     #[test]
     fn a_failed_backup_ends_the_upgrade_and_starts_the_previous_version_again() {
         let mut w = World::new("2.43.1");
-        w.step();
-        w.step();
-        w.pods = 0;
-        w.step();
-        w.backup = Some(BackupSeen {
-            phase: Some(RunPhase::Failed),
-            backup_id: None,
-            verified: false,
-            failure_reason: Some("the bucket is full".into()),
-        });
+        w.run_until_backing_up();
+        w.backup_ends(RunPhase::Failed, false, Some("the bucket is full"));
         w.step();
         let u = w.upgrade.clone().unwrap();
         assert_eq!(u.phase, UpgradePhase::Failed);
@@ -1100,16 +1103,8 @@ mod tests {
     #[test]
     fn an_unverified_backup_is_no_way_back_and_ends_the_upgrade() {
         let mut w = World::new("2.43.1");
-        w.step();
-        w.step();
-        w.pods = 0;
-        w.step();
-        w.backup = Some(BackupSeen {
-            phase: Some(RunPhase::Completed),
-            backup_id: Some("20261206T050010Z".into()),
-            verified: false,
-            failure_reason: None,
-        });
+        w.run_until_backing_up();
+        w.backup_ends(RunPhase::Completed, false, None);
         w.step();
         let u = w.upgrade.clone().unwrap();
         assert_eq!(u.outcome, Some(UpgradeOutcome::BackupFailed));

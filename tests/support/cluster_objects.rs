@@ -75,3 +75,15 @@ pub fn s3_repository(bucket: &str) -> serde_json::Value {
         "pathStyle": true, "credentialsSecretRef": S3_CREDENTIALS
     }})
 }
+
+/// The Secret `dhis2-admin` with the fake DHIS2's admin account (`adminSecretRef`).
+pub async fn admin_secret(client: &Client, ns: &str) {
+    let (username, password) = super::kube_env::ADMIN;
+    create::<Secret>(
+        client,
+        ns,
+        json!({"metadata": {"name": "dhis2-admin"},
+            "stringData": {"username": username, "password": password}}),
+    )
+    .await;
+}

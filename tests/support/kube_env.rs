@@ -71,6 +71,32 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
     name
 }
 
+/// Every object of a kind in the namespace.
+pub async fn list_all<K>(client: &Client, ns: &str) -> Vec<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
+/// The messages of the namespace's Events with this reason.
+pub async fn event_messages(client: &Client, ns: &str, reason: &str) -> Vec<String> {
+    list_all::<k8s_openapi::api::core::v1::Event>(client, ns)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.message)
+        .collect()
+}
+
 /// Polls until `check` returns Some, or panics after `secs` with `what`.
 pub async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
 where
@@ -109,6 +135,36 @@ impl Default for OperatorOptions {
             allow_endpoint_override: true,
             clock_file: None,
         }
+    }
+}
+
+/// The operator's clock in a file the test moves (`--clock-file`), starting at the real now.
+pub struct TestClock {
+    _dir: tempfile::TempDir,
+    pub path: std::path::PathBuf,
+}
+
+impl TestClock {
+    pub fn starting_now() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("now");
+        let clock = Self { _dir: dir, path };
+        clock.set(chrono::Utc::now());
+        clock
+    }
+
+    fn set(&self, t: chrono::DateTime<chrono::Utc>) {
+        set_clock(
+            &self.path,
+            &t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, seconds: i64) {
+        let now = std::fs::read_to_string(&self.path).unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339(now.trim()).unwrap();
+        self.set(now.with_timezone(&chrono::Utc) + chrono::Duration::seconds(seconds));
     }
 }
 
@@ -214,6 +270,15 @@ pub async fn client_from(kubeconfig: &std::path::Path) -> Client {
 impl Operator {
     pub async fn start(admin: &Client, namespace: &str) -> Self {
         Self::start_with(admin, namespace, OperatorOptions::default()).await
+    }
+
+    /// The operator reading "now" from `clock`.
+    pub async fn start_with_clock(admin: &Client, namespace: &str, clock: &TestClock) -> Self {
+        let options = OperatorOptions {
+            clock_file: Some(clock.path.clone()),
+            ..Default::default()
+        };
+        Self::start_with(admin, namespace, options).await
     }
 
     pub async fn start_with(admin: &Client, namespace: &str, options: OperatorOptions) -> Self {

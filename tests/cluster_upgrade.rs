@@ -6,19 +6,19 @@
 
 mod support;
 
-use std::path::PathBuf;
-
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use serde_json::json;
 
 use dhis2_operator::crd::upgrade::{UpgradeOutcome, UpgradePhase};
 use dhis2_operator::crd::{Dhis2Backup, Dhis2Instance, Dhis2Restore};
 use support::Env;
 use support::cluster_objects::{
-    S3_SERVICE, create, external_database, s3_credentials, s3_repository,
+    S3_SERVICE, admin_secret, create, external_database, s3_credentials, s3_repository,
 };
 use support::job_kubelet::JobKubelet;
 use support::kube_env::*;
@@ -37,41 +37,24 @@ struct World {
     operator: Operator,
     dhis2: MigratingDhis2,
     db: String,
-    clock: PathBuf,
-    _clock_dir: tempfile::TempDir,
-}
-
-fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    clock: TestClock,
 }
 
 async fn world(prefix: &str, migration: Migration) -> World {
+    world_with(prefix, migration, json!({"timeoutSeconds": 600})).await
+}
+
+async fn world_with(prefix: &str, migration: Migration, upgrade: serde_json::Value) -> World {
     let env = support::env();
     let client = client().await;
     let ns = namespace(&client, prefix).await;
     let kubelet = FakeKubelet::start(client.clone(), &ns);
     let jobs = JobKubelet::start(client.clone(), &ns);
     jobs.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
-    let clock_dir = tempfile::tempdir().unwrap();
-    let clock = clock_dir.path().join("now");
-    set_clock(&clock, &rfc3339(chrono::Utc::now()));
-    let operator = Operator::start_with(
-        &client,
-        &ns,
-        OperatorOptions {
-            clock_file: Some(clock.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let clock = TestClock::starting_now();
+    let operator = Operator::start_with_clock(&client, &ns, &clock).await;
     s3_credentials(&env, &client, &ns).await;
-    create::<Secret>(
-        &client,
-        &ns,
-        json!({"metadata": {"name": "dhis2-admin"},
-            "stringData": {"username": ADMIN.0, "password": ADMIN.1}}),
-    )
-    .await;
+    admin_secret(&client, &ns).await;
     let (db, url) = env.real_dhis2_database("upg").await;
     let (bucket, _) = env.create_bucket("upg").await;
     external_database(&env, &client, &ns, "hmis-db", &db).await;
@@ -84,7 +67,7 @@ async fn world(prefix: &str, migration: Migration) -> World {
             "spec": {"version": "2.42.4", "environment": "production", "replicas": 1,
                 "databaseRef": "hmis-db", "adminSecretRef": "dhis2-admin",
                 "backup": {"repository": s3_repository(&bucket)},
-                "upgrade": {"timeoutSeconds": 600}}}),
+                "upgrade": upgrade}}),
     )
     .await;
     let w = World {
@@ -97,7 +80,6 @@ async fn world(prefix: &str, migration: Migration) -> World {
         dhis2,
         db,
         clock,
-        _clock_dir: clock_dir,
     };
     w.runs("2.42.4").await;
     w
@@ -164,31 +146,15 @@ impl World {
     }
 
     async fn events(&self, reason: &str) -> Vec<String> {
-        Api::<Event>::namespaced(self.client.clone(), &self.ns)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some(reason))
-            .filter_map(|e| e.message)
-            .collect()
+        event_messages(&self.client, &self.ns, reason).await
     }
 
     async fn backups(&self) -> Vec<Dhis2Backup> {
-        Api::<Dhis2Backup>::namespaced(self.client.clone(), &self.ns)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
+        list_all(&self.client, &self.ns).await
     }
 
     async fn restores(&self) -> Vec<Dhis2Restore> {
-        Api::<Dhis2Restore>::namespaced(self.client.clone(), &self.ns)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
+        list_all(&self.client, &self.ns).await
     }
 
     async fn query_one(&self, sql: &str) -> Option<String> {
@@ -230,16 +196,6 @@ impl World {
             .batch_execute(sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
-    /// Moves the operator's clock forward.
-    fn advance_clock(&self, seconds: i64) {
-        let now = std::fs::read_to_string(&self.clock).unwrap();
-        let now = chrono::DateTime::parse_from_rfc3339(now.trim()).unwrap();
-        set_clock(
-            &self.clock,
-            &rfc3339(now.with_timezone(&chrono::Utc) + chrono::Duration::seconds(seconds)),
-        );
     }
 
     async fn drop_database(&self) {
@@ -330,7 +286,7 @@ async fn a_migration_that_never_finishes_is_rolled_back_by_restoring_the_backup(
     })
     .await;
     // Within the timeout it waits; past it, it rolls back.
-    w.advance_clock(300);
+    w.clock.advance(300);
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(
         w.instances()
@@ -344,7 +300,7 @@ async fn a_migration_that_never_finishes_is_rolled_back_by_restoring_the_backup(
             .phase,
         UpgradePhase::Migrating
     );
-    w.advance_clock(301);
+    w.clock.advance(301);
     let i = w.upgrade_phase(UpgradePhase::Failed, 240).await;
     let upgrade = i.status.clone().unwrap().upgrade.unwrap();
     assert_eq!(
@@ -386,6 +342,140 @@ async fn a_migration_that_never_finishes_is_rolled_back_by_restoring_the_backup(
     })
     .await;
     assert_eq!(w.restores().await.len(), 1);
+    w.drop_database().await;
+}
+
+/// The instance's Service selects the pods of `instance` (and only those).
+async fn service_sends_users_to(w: &World, instance: &str) {
+    let service = Api::<Service>::namespaced(w.client.clone(), &w.ns)
+        .get("hmis")
+        .await
+        .unwrap();
+    let selector = service.spec.unwrap().selector.unwrap();
+    assert_eq!(
+        selector
+            .get("app.kubernetes.io/instance")
+            .map(String::as_str),
+        Some(instance),
+        "{selector:?}"
+    );
+    let labels = selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods = Api::<Pod>::namespaced(w.client.clone(), &w.ns)
+        .list(&ListParams::default().labels(&labels))
+        .await
+        .unwrap();
+    assert!(!pods.items.is_empty(), "no pod behind the Service");
+    for pod in pods {
+        assert_eq!(
+            pod.labels()
+                .get("app.kubernetes.io/instance")
+                .map(String::as_str),
+            Some(instance),
+            "{}",
+            pod.name_any()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_new_version_migrates_a_read_only_copy_serves_users_until_the_upgrade_ends() {
+    let w = world_with(
+        "upg-ro",
+        Migration::Never,
+        json!({"timeoutSeconds": 600, "readOnlyDuringUpgrade": true}),
+    )
+    .await;
+    write_before_upgrade(&w).await;
+    let copy_db = format!("{}_readonly", &w.db[..w.db.len().min(24)]);
+    let copy_dhis2 = MigratingDhis2::start(
+        w.client.clone(),
+        &w.ns,
+        "hmis-readonly",
+        &w.env.url_for(&copy_db),
+        Migration::Quick,
+    )
+    .await;
+    w.set_version("2.43.0").await;
+    w.upgrade_phase(UpgradePhase::Migrating, 180).await;
+    // The copy is probed where its fake DHIS2 listens (as the instance is).
+    let copy = wait_for(60, "the read-only copy", || async {
+        w.instances().get_opt("hmis-readonly").await.ok()?
+    })
+    .await;
+    assert_eq!(copy.spec.version, "2.42.4", "the previous version");
+    w.instances()
+        .patch(
+            "hmis-readonly",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {ENDPOINT_OVERRIDE: copy_dhis2.url}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let i = wait_for(240, "users sent to the read-only copy", || async {
+        let i = w.instances().get("hmis").await.ok()?;
+        let s = i.status.clone()?;
+        s.read_only_copy.as_ref().filter(|c| c.serving)?;
+        Some(i)
+    })
+    .await;
+    let status = i.status.unwrap();
+    assert_eq!(status.upgrade.unwrap().phase, UpgradePhase::Migrating);
+    service_sends_users_to(&w, "hmis-readonly").await;
+    // The copy: DHIS2 2.42.4, read-only, on what was written before the upgrade.
+    let conf = Api::<Secret>::namespaced(w.client.clone(), &w.ns)
+        .get("hmis-readonly-dhis-conf")
+        .await
+        .unwrap();
+    let conf = String::from_utf8(conf.data.unwrap()["dhis.conf"].0.clone()).unwrap();
+    assert!(conf.contains("system.read_only_mode = on"), "{conf}");
+    assert_eq!(copy_dhis2.served_versions(), vec!["2.42.4"]);
+    let note: String = w
+        .env
+        .client(&copy_db)
+        .await
+        .query_one("SELECT note FROM written_before_upgrade", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(note, "របាយការណ៍ខែវិច្ឆិកា");
+    let backup = &w.backups().await[0];
+    assert!(backup.spec.include_analytics, "dashboards need analytics");
+
+    // The migration never finishes: rolled back; the copy serves until the instance is back.
+    w.clock.advance(601);
+    w.upgrade_phase(UpgradePhase::Failed, 240).await;
+    wait_for(120, "the read-only copy removed", || async {
+        let i = w.instances().get("hmis").await.ok()?;
+        let gone = w.instances().get_opt("hmis-readonly").await.ok()?.is_none();
+        (i.status?.read_only_copy.is_none() && gone).then_some(())
+    })
+    .await;
+    w.runs("2.42.4").await;
+    service_sends_users_to(&w, "hmis").await;
+    let left: i64 = w
+        .env
+        .client("postgres")
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE starts_with(datname, $1)",
+            &[&copy_db],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the copy's databases are dropped");
+    assert!(
+        w.dhis2.version_conflicts().is_empty() && copy_dhis2.version_conflicts().is_empty(),
+        "{:?} {:?}",
+        w.dhis2.observed(),
+        copy_dhis2.observed()
+    );
     w.drop_database().await;
 }
 
@@ -450,11 +540,27 @@ async fn an_operator_killed_at_every_step_of_an_upgrade_resumes_it_with_one_back
         Migration::Slow(std::time::Duration::from_secs(4)),
     )
     .await;
+    // Every status write is a watch event: polling could miss a phase the operator left quickly.
+    let instances = w.instances();
+    let mut events = instances
+        .watch(&WatchParams::default().fields("metadata.name=hmis"), "0")
+        .await
+        .unwrap()
+        .boxed();
     w.set_version("2.43.0").await;
     let mut seen = vec![];
-    let instances = w.instances();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(240);
     loop {
-        let i = instances.get("hmis").await.unwrap();
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("the upgrade did not finish; phases seen: {seen:?}"))
+            .expect("the watch ended")
+            .unwrap();
+        let i = match event {
+            WatchEvent::Added(i) | WatchEvent::Modified(i) => i,
+            WatchEvent::Bookmark(_) => continue,
+            other => panic!("unexpected watch event {other:?}"),
+        };
         let s = i.status.clone().unwrap_or_default();
         let phase = s.upgrade.as_ref().map(|u| u.phase);
         if phase.is_none() && s.deployed_version.as_deref() == Some("2.43.0") {
@@ -468,7 +574,6 @@ async fn an_operator_killed_at_every_step_of_an_upgrade_resumes_it_with_one_back
             w.operator.restart();
         }
         assert!(seen.len() < 8, "{seen:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     for step in [
         UpgradePhase::Stopping,

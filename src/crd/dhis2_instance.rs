@@ -200,6 +200,26 @@ pub struct Dhis2InstanceStatus {
     /// Finished upgrades, newest first (the last ten).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upgrade_history: Vec<UpgradeRecord>,
+    /// The read-only copy serving users while an upgrade migrates the database
+    /// (`spec.upgrade.readOnlyDuringUpgrade`), until it is removed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_copy: Option<ReadOnlyCopyStatus>,
+}
+
+/// `status.readOnlyCopy`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadOnlyCopyStatus {
+    /// The `Dhis2Instance` running the previous version read-only.
+    pub instance: String,
+    /// Its database, on the instance's database server (dropped when the copy is removed).
+    pub database: String,
+    /// True while the instance's Service sends users to the copy.
+    #[serde(default)]
+    pub serving: bool,
+    /// What the copy is doing, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -24,6 +24,13 @@ pub struct UpgradeSpec {
     #[serde(default = "default_upgrade_timeout_seconds")]
     #[schemars(range(min = 300))]
     pub timeout_seconds: i64,
+    /// Keep DHIS2 readable while the new version migrates: the previous version serves users
+    /// read-only (`system.read_only_mode = on`) from a copy restored from the pre-upgrade backup,
+    /// and the instance's Service points to it until the upgrade succeeds or is rolled back. The
+    /// pre-upgrade backup then includes analytics tables, so dashboards keep working; the copy
+    /// needs room for a second database on the same server and its own file store.
+    #[serde(default)]
+    pub read_only_during_upgrade: bool,
 }
 
 impl Default for UpgradeSpec {
@@ -34,6 +41,7 @@ impl Default for UpgradeSpec {
             approved_by: None,
             approved_version: None,
             timeout_seconds: default_upgrade_timeout_seconds(),
+            read_only_during_upgrade: false,
         }
     }
 }

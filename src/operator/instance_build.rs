@@ -113,6 +113,8 @@ pub fn build_instance_children(
     db: &DatabaseConnection,
     secrets: &ClusterSecrets,
     plan: &DeploymentPlan,
+    // The read-only copy the Service sends users to while an upgrade migrates the database.
+    serving_copy: Option<&str>,
 ) -> InstanceChildren {
     let name = instance.metadata.name.clone().unwrap_or_default();
     let namespace = instance.metadata.namespace.clone();
@@ -304,7 +306,7 @@ pub fn build_instance_children(
     let service = Service {
         metadata: meta(name.clone(), true),
         spec: Some(ServiceSpec {
-            selector: Some(selector(APP, &name)),
+            selector: Some(selector(APP, serving_copy.unwrap_or(&name))),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: 80,
@@ -402,7 +404,8 @@ mod tests {
             image: "dhis2/core:2.42.4".into(),
             replicas: 0,
         };
-        let d = build_instance_children(&i, &db(), &ClusterSecrets::default(), &plan).deployment;
+        let d =
+            build_instance_children(&i, &db(), &ClusterSecrets::default(), &plan, None).deployment;
         assert_eq!(d.spec.replicas, Some(0));
         let pod = d.spec.template.spec.unwrap();
         assert_eq!(
@@ -415,7 +418,7 @@ mod tests {
     fn a_restore_in_progress_stops_dhis2_and_its_end_starts_it_again() {
         let mut i = instance("version: '2.41.3'\nenvironment: production\nreplicas: 1\n");
         let replicas = |i: &Dhis2Instance| {
-            build_instance_children(i, &db(), &ClusterSecrets::default(), &as_specified(i))
+            build_instance_children(i, &db(), &ClusterSecrets::default(), &as_specified(i), None)
                 .deployment
                 .spec
                 .replicas
@@ -431,7 +434,13 @@ mod tests {
     #[test]
     fn dhis2_runs_unprivileged_and_can_read_what_it_is_given() {
         let i = instance("version: '2.41.3'\nenvironment: production\n");
-        let c = build_instance_children(&i, &db(), &ClusterSecrets::default(), &as_specified(&i));
+        let c = build_instance_children(
+            &i,
+            &db(),
+            &ClusterSecrets::default(),
+            &as_specified(&i),
+            None,
+        );
         let pod = c.deployment.spec.template.spec.unwrap();
         let psc = pod.security_context.unwrap();
         assert_eq!(psc.run_as_user, Some(65534));

@@ -15,7 +15,9 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 
 use crate::crd::dhis2_database::Dhis2Database;
-use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceStatus, InstanceBackupStatus};
+use crate::crd::dhis2_instance::{
+    Dhis2Instance, Dhis2InstanceStatus, InstanceBackupStatus, ReadOnlyCopyStatus,
+};
 use crate::crd::upgrade::{UpgradeRecord, UpgradeStatus};
 use crate::crd::{Dhis2Backup, Dhis2BackupSchedule, Dhis2Drill};
 
@@ -29,6 +31,7 @@ use super::error::{Error, Result};
 use super::health::{Dhis2Health, probe};
 use super::instance_build::{APP, build_dedicated_database, build_instance_children};
 use super::labels::ENDPOINT_OVERRIDE_ANNOTATION;
+use super::read_only_copy_controller::advance_read_only_copy;
 use super::schedule_plan::Schedule;
 use super::status::{InstanceObservation, instance_phase_and_conditions};
 use super::upgrade_controller::{UpgradeProgress, advance_upgrade};
@@ -199,7 +202,20 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
     let progress =
         advance_upgrade(instance, ctx, ns, &connection, reported_version.as_deref()).await?;
 
-    let children = build_instance_children(instance, &connection, &secrets, &progress.plan);
+    let copy =
+        advance_read_only_copy(instance, ctx, ns, &connection, progress.upgrade.as_ref()).await?;
+    let serving_copy = copy
+        .status
+        .as_ref()
+        .filter(|c| c.serving)
+        .map(|c| c.instance.clone());
+    let children = build_instance_children(
+        instance,
+        &connection,
+        &secrets,
+        &progress.plan,
+        serving_copy.as_deref(),
+    );
     let parent = Parent::of(instance);
     apply_owned(
         &ctx.api::<Secret>(ns),
@@ -235,7 +251,7 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
     prune_owned(&ingresses, "Ingress", &selector, &keep, &parent).await?;
 
     let ready_replicas = ready_replicas_of(Some(&deployment));
-    let requeue = progress.requeue;
+    let requeue = [progress.requeue, copy.requeue].into_iter().flatten().min();
     write_status(
         instance,
         ctx,
@@ -246,6 +262,7 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
             ready_replicas,
             health: health.as_ref(),
             upgrade: progress,
+            read_only_copy: copy.status,
         }),
     )
     .await?;
@@ -351,6 +368,7 @@ struct Running<'a> {
     ready_replicas: i32,
     health: Option<&'a Dhis2Health>,
     upgrade: UpgradeProgress,
+    read_only_copy: Option<ReadOnlyCopyStatus>,
 }
 
 async fn write_status(
@@ -364,8 +382,22 @@ async fn write_status(
     running: Option<Running<'_>>,
 ) -> Result<()> {
     let (ready_replicas, health, upgrade) = match running {
-        Some(r) => (r.ready_replicas, r.health, Some(r.upgrade)),
+        Some(r) => (
+            r.ready_replicas,
+            r.health,
+            Some((r.upgrade, r.read_only_copy)),
+        ),
         None => (0, None, None),
+    };
+    let (upgrade, read_only_copy) = match upgrade {
+        Some((u, copy)) => (Some(u), copy),
+        None => (
+            None,
+            instance
+                .status
+                .as_ref()
+                .and_then(|s| s.read_only_copy.clone()),
+        ),
     };
     let name = instance.name_any();
     let old = instance.status.clone().unwrap_or_default();
@@ -428,10 +460,11 @@ async fn write_status(
         deployed_image,
         upgrade: upgrade_now,
         upgrade_history,
+        read_only_copy,
     };
     let mut status = serde_json::to_value(&status).unwrap_or_default();
     // A merge patch keeps what it does not name: name what has ended.
-    for cleared in ["upgrade", "upgradeHistory"] {
+    for cleared in ["upgrade", "upgradeHistory", "readOnlyCopy"] {
         if status.get(cleared).is_none() {
             status[cleared] = serde_json::Value::Null;
         }

@@ -37,6 +37,8 @@ pub mod metrics;
 pub mod promotion_controller;
 pub mod promotion_steps;
 pub mod quantity;
+pub mod read_only_copy;
+pub mod read_only_copy_controller;
 pub mod repository_protection;
 pub mod restore_controller;
 pub mod restore_job;

@@ -180,7 +180,12 @@ fn pre_upgrade_backup(instance: &Dhis2Instance, name: &str) -> Dhis2Backup {
         Dhis2BackupSpec {
             instance_ref: instance_name.clone(),
             include_file_store: true,
-            include_analytics: false,
+            // A read-only copy restored from it serves dashboards while DHIS2 migrates.
+            include_analytics: instance
+                .spec
+                .upgrade
+                .as_ref()
+                .is_some_and(|u| u.read_only_during_upgrade),
             repository: None,
             retention: None,
             retention_time_zone: None,

@@ -8,7 +8,7 @@ mod support;
 use std::process::Output;
 use std::time::Duration;
 
-use dhis2_operator::crd::{Dhis2Backup, Dhis2Instance};
+use dhis2_operator::crd::{Dhis2Backup, Dhis2Instance, Dhis2Restore};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -626,4 +626,55 @@ async fn usage_errors_exit_2_naming_the_flag_before_reading_the_cluster() {
             stderr(&out)
         );
     }
+}
+
+#[tokio::test]
+async fn refresh_restores_productions_latest_backup_over_staging_and_never_over_production() {
+    let c = Cluster::new("cli-refresh").await;
+    c.instance("hmis", "2.42.0", "2.42.0", Value::Null).await;
+    create::<Dhis2Instance>(
+        &c.client,
+        &c.ns,
+        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
+            "metadata": {"name": "staging"},
+            "spec": {"version": "2.43.0", "environment": "staging", "replicas": 1}}),
+    )
+    .await;
+    let restores = || Api::<Dhis2Restore>::namespaced(c.client.clone(), &c.ns);
+
+    // Production is never the one overwritten; nothing is created.
+    let out = c.ctl(&["refresh", "hmis", "--from", "staging"]).await;
+    assert_code(&out, 2, "refreshing production");
+    let err = stderr(&out);
+    assert!(
+        err.contains("production instance and is never refreshed") && err.contains("--approved-by"),
+        "{err}"
+    );
+    let out = c.ctl(&["refresh", "staging-2", "--from", "hmis"]).await;
+    assert_code(&out, 2, "refreshing an instance that does not exist");
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(
+        restores()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // Staging: a Dhis2Restore of production's latest backup over it, with consent.
+    let out = c
+        .ctl(&["refresh", "staging", "--from", "hmis", "-o", "json"])
+        .await;
+    assert_code(&out, 0, "refreshing staging");
+    let made = restores().list(&Default::default()).await.unwrap().items;
+    assert_eq!(made.len(), 1);
+    let spec = &made[0].spec;
+    assert_eq!(spec.source.instance, "hmis");
+    assert_eq!(spec.source.backup_id.as_deref(), Some("latest"));
+    assert_eq!(spec.target.instance, "staging");
+    assert!(spec.target.new_instance.is_none());
+    assert_eq!(spec.confirm_overwrite.as_deref(), Some("staging"));
+    assert!(spec.regenerate_analytics);
+    assert!(stdout(&out).contains(&made[0].metadata.name.clone().unwrap()));
 }

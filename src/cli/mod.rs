@@ -7,6 +7,7 @@ mod cluster_upgrade;
 mod demo;
 mod encryption;
 mod promote;
+mod refresh;
 mod upgrade;
 mod upgrade_history;
 mod upgrade_plan;
@@ -84,6 +85,9 @@ pub enum Command {
     /// Take the version a staging instance has proven to production once every gate passes
     /// (a Dhis2Promotion); shows each gate. --approve approves it.
     Promote(promote::PromoteArgs),
+    /// Overwrite a staging (or training) instance with production's latest backup, so what is
+    /// tested before a promotion is what production holds; never overwrites production.
+    Refresh(refresh::RefreshArgs),
     /// Demo data for trying things out and for benchmarks.
     #[command(subcommand)]
     Demo(DemoCommand),
@@ -378,6 +382,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         },
         Command::History(args) => Ok(upgrade_history::history(args, output).await?),
         Command::Promote(args) => Ok(promote::promote(args, output).await?),
+        Command::Refresh(args) => Ok(refresh::refresh(args, output).await?),
         Command::Demo(DemoCommand::Seed(args)) => Ok(demo::seed(args, output).await?),
         Command::Get(args) => Ok(cluster::get(args, output).await?),
         Command::Status(args) => Ok(cluster::status(args, output).await?),

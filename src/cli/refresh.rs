@@ -1,0 +1,117 @@
+//! `dhis2ctl refresh STAGING --from PRODUCTION`: staging gets production's latest backup (a
+//! `Dhis2Restore` over staging), so what is tested before a promotion is what production holds.
+//! Naming staging is the consent to overwrite it; a production instance is never refreshed
+//! (`dhis2ctl restore … --confirm-overwrite … --approved-by …` is the deliberate way).
+
+use std::process::ExitCode;
+
+use clap::Args;
+use kube::api::Api;
+
+use crate::crd::Dhis2Instance;
+use crate::crd::dhis2_instance::Environment;
+
+use super::OutputFormat;
+use super::cluster::{ClusterError, KubeArgs, api_error, connect};
+use super::cluster_backup::{ClusterRestoreArgs, restore};
+
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    /// The instance to overwrite (staging, training; never production).
+    pub instance: String,
+    /// The instance whose backup it gets (usually production).
+    #[arg(long = "from", value_name = "INSTANCE")]
+    pub from: String,
+    /// Which backup: a Dhis2Backup's name, a backup id, or `latest`.
+    #[arg(long, default_value = "latest")]
+    pub backup: String,
+    /// Do not ask DHIS2 to regenerate analytics tables afterwards.
+    #[arg(long)]
+    pub no_analytics: bool,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Follow the restore until it completes or fails.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Why `refresh` will not overwrite the instance (pure).
+pub fn refresh_refusal(
+    instance: &str,
+    from: &str,
+    environment: Option<Environment>,
+) -> Option<String> {
+    if instance == from {
+        return Some(format!(
+            "{instance} cannot be refreshed from itself: name the instance whose backup it gets in --from"
+        ));
+    }
+    match environment {
+        None => Some(format!(
+            "Dhis2Instance {instance} does not exist: refresh overwrites an existing instance; `dhis2ctl restore latest --from {from} --to {instance}` makes a new one"
+        )),
+        Some(Environment::Production) => Some(format!(
+            "Dhis2Instance {instance} is a production instance and is never refreshed: to overwrite it use `dhis2ctl restore BACKUP --from {from} --to {instance} --confirm-overwrite {instance} --approved-by WHO`"
+        )),
+        Some(_) => None,
+    }
+}
+
+pub async fn refresh(args: RefreshArgs, output: OutputFormat) -> Result<ExitCode, ClusterError> {
+    let (client, ns) = connect(&args.kube).await?;
+    let target = Api::<Dhis2Instance>::namespaced(client, &ns)
+        .get_opt(&args.instance)
+        .await
+        .map_err(api_error)?;
+    if let Some(why) = refresh_refusal(
+        &args.instance,
+        &args.from,
+        target.map(|t| t.spec.environment),
+    ) {
+        return Err(ClusterError::Refused(why));
+    }
+    restore(
+        ClusterRestoreArgs {
+            backup: args.backup,
+            from: args.from,
+            to: args.instance.clone(),
+            database: None,
+            confirm_overwrite: Some(args.instance),
+            approved_by: None,
+            no_analytics: args.no_analytics,
+            kube: args.kube,
+            wait: args.wait,
+        },
+        output,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_existing_instance_other_than_production_and_the_source_is_refreshed() {
+        assert_eq!(
+            refresh_refusal("hmis-staging", "hmis", Some(Environment::Staging)),
+            None
+        );
+        assert_eq!(
+            refresh_refusal("hmis-training", "hmis", Some(Environment::Training)),
+            None
+        );
+        let why = refresh_refusal("hmis", "hmis-staging", Some(Environment::Production)).unwrap();
+        assert!(
+            why.contains("production") && why.contains("--approved-by"),
+            "{why}"
+        );
+        let why = refresh_refusal("hmis-staging", "hmis", None).unwrap();
+        assert!(
+            why.contains("does not exist") && why.contains("--to hmis-staging"),
+            "{why}"
+        );
+        let why = refresh_refusal("hmis", "hmis", Some(Environment::Staging)).unwrap();
+        assert!(why.contains("--from"), "{why}");
+    }
+}

@@ -7,6 +7,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Builds live outside the clone so CI on the same machine rebuilds only what changed.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/dhis2-operator/target}
 mkdir -p "$CARGO_TARGET_DIR"
+# One CI run failed with "No space left on device" in the linker: drop week-old build leftovers
+# and say how much room there is before building.
+scripts/prune_build_cache.sh "$CARGO_TARGET_DIR"
 
 ENV_DIR=$(mktemp -d /tmp/dhis2-test.XXXXXX)
 chmod 755 "$ENV_DIR"

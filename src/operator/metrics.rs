@@ -1,11 +1,16 @@
-//! Prometheus metrics of the operator: reconciles by kind and outcome, failures by error kind,
-//! and reconcile durations.
+//! Prometheus metrics of the operator (docs/metrics.md): its build, reconciles by kind, failures
+//! by error kind, reconcile durations and when each kind last reconciled successfully; and, once
+//! the watches run, the per-instance metrics (`fleet_collector.rs`).
 
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -20,16 +25,37 @@ pub struct FailureLabels {
     pub error: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     reconciles: Family<KindLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     durations: Family<KindLabels, Histogram>,
+    last_success: Family<KindLabels, Gauge<f64, AtomicU64>>,
+    /// The per-instance metrics, registered once the watch stores exist.
+    fleet: OnceLock<Registry>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("dhis2_operator");
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        registry.register("build_info", "The operator's version (value 1)", build_info);
+        let last_success = Family::<KindLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "last_reconcile_timestamp_seconds",
+            "When a reconcile of this kind last succeeded",
+            last_success.clone(),
+        );
         let reconciles = Family::<KindLabels, Counter>::default();
         let failures = Family::<FailureLabels, Counter>::default();
         let durations = Family::<KindLabels, Histogram>::new_with_constructor(|| {
@@ -51,6 +77,8 @@ impl Default for Metrics {
             reconciles,
             failures,
             durations,
+            last_success,
+            fleet: OnceLock::new(),
         }
     }
 }
@@ -76,9 +104,30 @@ impl Metrics {
             .inc();
     }
 
+    pub fn reconcile_succeeded(&self, kind: &str) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_success
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .set(now);
+    }
+
+    /// Adds the per-instance metrics (once; a second call is ignored).
+    pub fn register_fleet(&self, collector: impl Collector) {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(collector));
+        let _ = self.fleet.set(registry);
+    }
+
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        if let Some(fleet) = self.fleet.get() {
+            let _ = encode_registry(&mut out, fleet);
+        }
+        let _ = encode_eof(&mut out);
         out
     }
 }

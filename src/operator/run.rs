@@ -26,6 +26,7 @@ use crate::crd::{
 use super::backup_index::BackupIndex;
 use super::clock::{FileClock, SystemClock};
 use super::context::{Context, scoped_api as api};
+use super::fleet_collector::FleetCollector;
 use super::labels::MANAGED_BY;
 use super::metrics::Metrics;
 use super::shared_watch::SharedWatch;
@@ -124,6 +125,11 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     let restore_watch = SharedWatch::<Dhis2Restore>::new();
     let job_watch = SharedWatch::<PartialObjectMeta<Job>>::new();
     let service_watch = SharedWatch::<PartialObjectMeta<Service>>::new();
+    metrics.register_fleet(FleetCollector::new(
+        instance_watch.store(),
+        backup_watch.store(),
+        chrono::Utc::now(),
+    ));
     let backups = BackupIndex {
         backups: backup_watch.store(),
         drills: drill_watch.store(),

@@ -1,15 +1,19 @@
 //! The operator's HTTP endpoints: `/healthz` (alive), `/readyz` (controllers running) and
-//! `/metrics` (Prometheus text format).
+//! `/metrics` (OpenMetrics for scrapers that ask for it, else the classic text format).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 
 use super::metrics::Metrics;
+use super::metrics_format::{
+    CLASSIC_CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE, openmetrics_to_classic, wants_openmetrics,
+};
 
 pub async fn serve(
     addr: SocketAddr,
@@ -33,16 +37,19 @@ pub async fn serve(
         )
         .route(
             "/metrics",
-            get(move || {
+            get(move |headers: HeaderMap| {
                 let metrics = metrics.clone();
                 async move {
-                    (
-                        [(
-                            "content-type",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        metrics.encode(),
-                    )
+                    let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok());
+                    let text = metrics.encode();
+                    if wants_openmetrics(accept) {
+                        ([(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text)
+                    } else {
+                        (
+                            [(CONTENT_TYPE, CLASSIC_CONTENT_TYPE)],
+                            openmetrics_to_classic(&text),
+                        )
+                    }
                 }
             }),
         );

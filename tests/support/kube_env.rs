@@ -127,6 +127,8 @@ pub struct OperatorOptions {
     /// `--clock-file`: the operator's "now" is read from this file (RFC 3339), so a test moves
     /// time by writing it (see [`set_clock`]) instead of sleeping until a fire time.
     pub clock_file: Option<std::path::PathBuf>,
+    /// `--metrics-addr` (default: a port of the system's choosing, unknown to the test).
+    pub metrics_addr: Option<String>,
 }
 
 impl Default for OperatorOptions {
@@ -134,6 +136,7 @@ impl Default for OperatorOptions {
         Self {
             allow_endpoint_override: true,
             clock_file: None,
+            metrics_addr: None,
         }
     }
 }
@@ -292,7 +295,7 @@ impl Operator {
             "--namespace",
             namespace,
             "--metrics-addr",
-            "127.0.0.1:0",
+            options.metrics_addr.as_deref().unwrap_or("127.0.0.1:0"),
             "--log-format",
             "text",
         ];

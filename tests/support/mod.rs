@@ -9,6 +9,7 @@ pub mod drill_server;
 pub mod job_kubelet;
 pub mod kube_env;
 pub mod migrating_dhis2;
+pub mod prometheus;
 pub mod proxy;
 pub mod real_dhis2;
 

@@ -1,0 +1,144 @@
+//! A real Prometheus (Debian's `prometheus`) for the tests: scrapes the given targets every
+//! second with `honor_labels: true` (as docs/runbooks.md asks of users), evaluates the given
+//! rule files every second, and answers queries over its HTTP API.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub struct Prometheus {
+    pub url: String,
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Prometheus {
+    pub async fn start(job: &str, target: &str, rule_files: &[&std::path::Path]) -> Self {
+        let binary = ["/usr/bin/prometheus", "/usr/sbin/prometheus"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("prometheus is not installed: run scripts/testenv/install.sh (Debian package prometheus)");
+        let dir = tempfile::tempdir().unwrap();
+        let rules: Vec<String> = rule_files
+            .iter()
+            .map(|p| format!("  - {}", std::fs::canonicalize(p).unwrap().display()))
+            .collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{}\nscrape_configs:\n  - job_name: {job}\n    honor_labels: true\n    static_configs:\n      - targets: ['{target}']\n",
+            rules.join("\n")
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let port = free_port();
+        let child = tokio::process::Command::new(binary)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .kill_on_drop(true)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        let p = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+            _dir: dir,
+        };
+        for _ in 0..300 {
+            if let Ok(r) = reqwest::get(format!("{}/-/ready", p.url)).await
+                && r.status().is_success()
+            {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("prometheus did not become ready at {}", p.url);
+    }
+
+    /// An instant query: each series' labels and value.
+    pub async fn query(&self, expr: &str) -> Vec<(Value, f64)> {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query", self.url),
+            [("query", expr)],
+        )
+        .unwrap();
+        let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        assert_eq!(body["status"], "success", "{expr}: {body}");
+        body["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let v = s["value"][1].as_str().unwrap().parse().unwrap();
+                (s["metric"].clone(), v)
+            })
+            .collect()
+    }
+
+    /// Waits until `expr` returns a series and gives its value.
+    pub async fn wait_value(&self, expr: &str, secs: u64) -> f64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some((_, v)) = self.query(expr).await.first() {
+                return *v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no series for {expr} in Prometheus after {secs} s"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The alerts of the rule engine (pending and firing).
+    pub async fn alerts(&self) -> Vec<Value> {
+        let body: Value = reqwest::get(format!("{}/api/v1/alerts", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["data"]["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits for the alert `name` of `instance` in `state` (`pending` or `firing`).
+    pub async fn wait_alert(&self, name: &str, instance: &str, state: &str, secs: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let alerts = self.alerts().await;
+            if let Some(a) = alerts.iter().find(|a| {
+                a["labels"]["alertname"] == name
+                    && a["labels"]["instance"] == instance
+                    && a["state"] == state
+            }) {
+                return a.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "alert {name} for {instance} never {state}; alerts: {alerts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}

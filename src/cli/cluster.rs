@@ -298,28 +298,9 @@ pub async fn status(args: StatusArgs, output: OutputFormat) -> Result<ExitCode, 
             }),
         db_status.server_version.clone().unwrap_or_default(),
     );
-    let backup = st.backup.clone().unwrap_or_default();
-    let backups = format!(
-        "Last backup:  {}\nLast drill:   {}\nNext backup:  {}\n",
-        match (&backup.last_backup_time, &backup.last_backup_id) {
-            (Some(t), Some(id)) => format!(
-                "{t} ({id}, {})",
-                backup.last_backup_size.clone().unwrap_or_default()
-            ),
-            _ => "none".into(),
-        },
-        match (&backup.last_drill_time, &backup.last_drill_result) {
-            (Some(t), Some(r)) => format!(
-                "{t} {r}, RTO {}, RPO {}",
-                human_duration(backup.last_drill_rto_seconds.unwrap_or_default().round() as i64),
-                human_duration(backup.last_drill_rpo_seconds.unwrap_or_default())
-            ),
-            _ => "none".into(),
-        },
-        backup
-            .next_backup_time
-            .clone()
-            .unwrap_or_else(|| "not scheduled".into()),
+    let backups = super::backup_freshness::backup_lines(
+        &st.backup.clone().unwrap_or_default(),
+        chrono::Utc::now(),
     );
     text.push_str(&backups);
     text.push_str(&super::upgrade_history::status_lines(&st));

@@ -1,6 +1,7 @@
 //! `dhis2ctl` (also `kubectl dhis2`): the command line. It parses, calls the engine, and prints.
 
 mod backup;
+mod backup_freshness;
 mod cluster;
 mod cluster_backup;
 mod cluster_upgrade;

@@ -164,11 +164,12 @@ impl Textfile {
                 if let Some((name, kind)) = split_name(rest) {
                     file.family_mut(name).kind = Some(kind.to_string());
                 }
-            } else if !line.is_empty() && !line.starts_with('#') {
-                if let Some(sample) = parse_sample(line) {
-                    let family = file.family_name_of(&sample.name);
-                    file.family_mut(&family).samples.push(sample);
-                }
+            } else if !line.is_empty()
+                && !line.starts_with('#')
+                && let Some(sample) = parse_sample(line)
+            {
+                let family = file.family_name_of(&sample.name);
+                file.family_mut(&family).samples.push(sample);
             }
         }
         file
@@ -577,7 +578,9 @@ mod tests {
              dhis2_backup_failures_total{namespace=\"\",instance=\"hmis\",environment=\"\"} 1\n"
         ), "{text}");
         assert!(
-            text.contains("node_custom_thing{path=\"a \\\"quoted\\\" \\\\ name\"} 7 1700000000000\n"),
+            text.contains(
+                "node_custom_thing{path=\"a \\\"quoted\\\" \\\\ name\"} 7 1700000000000\n"
+            ),
             "{text}"
         );
         assert!(text.contains("# TYPE job_duration_seconds histogram\njob_duration_seconds_bucket{le=\"+Inf\"} 3\njob_duration_seconds_sum 1.5\njob_duration_seconds_count 3\n"), "{text}");

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod crd;
 pub mod demo;
 pub mod job_report;
+pub mod metrics_textfile;
 pub mod operator;
 pub mod output;
 pub mod postgres;

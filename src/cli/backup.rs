@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::backup::BackupError;
 use crate::backup::catalog::{find_backup, load_catalog, presence};
 use crate::backup::copy::{CopyOptions, CopyResult, CopySelection, copy_backups};
-use crate::backup::drill::run_drill;
+use crate::backup::drill::{DrillReport, run_drill};
 use crate::backup::encryption::EncryptTo;
 use crate::backup::error::validate_instance_name;
 use crate::backup::manifest::{BackupManifest, BackupSummary, EncryptionRecord, ObjectKind};
@@ -22,11 +22,13 @@ use crate::backup::retention::RetentionPolicy;
 use crate::backup::run::{BackupRequest, run_backup};
 use crate::backup::verify::{VerifyReport, verify_backup, verify_written_backup};
 use crate::job_report::{self, BackupJobReport, DrillJobReport, JobReport, RestoreJobReport};
+use crate::metrics_textfile::{BackupOutcome, DrillOutcome};
 use crate::output::{OutputFormat, human_bytes, human_duration, render_table};
 use crate::postgres::DatabaseTarget;
 use crate::progress::Progress;
 
 use super::encryption::{DecryptArgs, EncryptArgs};
+use super::metrics_textfile::MetricsTextfileArgs;
 use super::{DrillArgs, PgBinArgs, RepoArgs, ReposArgs, S3Args, emit};
 
 #[derive(Debug, Args)]
@@ -79,6 +81,8 @@ pub struct RunArgs {
     pub verify: bool,
     #[command(flatten)]
     pub pg: PgBinArgs,
+    #[command(flatten)]
+    pub metrics: MetricsTextfileArgs,
 }
 
 /// The lock `backup run` was asked for, refused before any work when it cannot apply.
@@ -328,6 +332,30 @@ fn parse_time_zone(s: &str) -> Result<chrono_tz::Tz, String> {
 
 pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
     validate_instance_name(&args.instance)?;
+    let metrics = args.metrics.clone();
+    let instance = args.instance.clone();
+    let result = run_here(args, output).await;
+    metrics.record(&instance, |file, labels| {
+        file.record_backup(labels, &backup_outcome(result.as_ref().ok()))
+    });
+    result.map(|_| ExitCode::SUCCESS)
+}
+
+/// What the metrics textfile records of a `backup run`: a stored backup whose run then failed
+/// (say, --verify) is a failure too.
+fn backup_outcome(stored: Option<&BackupManifest>) -> BackupOutcome {
+    match stored {
+        Some(m) => BackupOutcome::Succeeded {
+            completed_at: m.completed_at,
+            size_bytes: m.size_bytes(),
+            duration_seconds: (m.completed_at - m.started_at).num_milliseconds() as f64 / 1000.0,
+        },
+        None => BackupOutcome::Failed,
+    }
+}
+
+/// `backup run` itself; returns the stored backup's manifest.
+async fn run_here(args: RunArgs, output: OutputFormat) -> Result<BackupManifest, BackupError> {
     let database = DatabaseTarget::parse(&args.database_url, "--database-url")?;
     let policy = args.retention.policy();
     // A bad policy is refused before the backup, not discovered after it.
@@ -439,7 +467,7 @@ pub async fn run(args: RunArgs, output: OutputFormat) -> Result<ExitCode, Backup
         }
         text
     });
-    Ok(ExitCode::SUCCESS)
+    Ok(manifest)
 }
 
 /// `to age1…, age1…` or `with a passphrase`: what the manifest records, no secret.
@@ -889,6 +917,43 @@ pub async fn drill(args: DrillArgs, output: OutputFormat) -> Result<ExitCode, Ba
         )
     })?;
     validate_instance_name(&instance)?;
+    let result = drill_here(&args, &instance, output).await;
+    args.metrics.record(&instance, |file, labels| {
+        file.record_drill(labels, &drill_outcome(result.as_ref().ok()))
+    });
+    let report = result?;
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// What the metrics textfile records of a drill. A drill that ended in an error measured
+/// nothing; one whose restore failed has its RPO (the backup's age) but no RTO.
+fn drill_outcome(report: Option<&DrillReport>) -> DrillOutcome {
+    match report {
+        Some(r) => DrillOutcome {
+            ended_at: Utc::now(),
+            passed: r.passed,
+            rto_seconds: (!r.checks.is_empty()).then_some(r.rto_seconds),
+            rpo_seconds: Some(r.rpo_seconds),
+        },
+        None => DrillOutcome {
+            ended_at: Utc::now(),
+            passed: false,
+            rto_seconds: None,
+            rpo_seconds: None,
+        },
+    }
+}
+
+/// A drill run here; returns its report.
+async fn drill_here(
+    args: &DrillArgs,
+    instance: &str,
+    output: OutputFormat,
+) -> Result<DrillReport, BackupError> {
     let scratch_url = args.scratch_database_url.as_deref().ok_or_else(|| {
         BackupError::Usage(
             "--scratch-database-url: name an empty database on a server that is not production, or set DHIS2_SCRATCH_DATABASE_URL".into(),
@@ -897,13 +962,13 @@ pub async fn drill(args: DrillArgs, output: OutputFormat) -> Result<ExitCode, Ba
     let scratch = DatabaseTarget::parse(scratch_url, "--scratch-database-url")?;
     let key = args.key.key()?;
     let repo = args.repo.open().await?;
-    let catalog = load_catalog(&repo, Some(&instance)).await?;
-    let manifest = find_backup(&catalog, &repo, &instance, &args.backup)?;
+    let catalog = load_catalog(&repo, Some(instance)).await?;
+    let manifest = find_backup(&catalog, &repo, instance, &args.backup)?;
     let report = run_drill(
         &repo,
         manifest,
         &scratch,
-        args.pg.pg_bin_dir,
+        args.pg.pg_bin_dir.clone(),
         &key,
         Progress::new(output.is_machine()),
     )
@@ -943,9 +1008,5 @@ pub async fn drill(args: DrillArgs, output: OutputFormat) -> Result<ExitCode, Ba
         }
         text
     });
-    Ok(if report.passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(report)
 }

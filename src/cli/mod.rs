@@ -7,6 +7,7 @@ mod cluster_backup;
 mod cluster_upgrade;
 mod demo;
 mod encryption;
+mod metrics_textfile;
 mod promote;
 mod refresh;
 mod upgrade;
@@ -243,6 +244,9 @@ pub struct DrillArgs {
     pub key: encryption::DecryptArgs,
     #[command(flatten)]
     pub pg: PgBinArgs,
+    /// With --repo: the drill's metrics into a node_exporter textfile.
+    #[command(flatten)]
+    pub metrics: metrics_textfile::MetricsTextfileArgs,
 }
 
 #[derive(Debug, Subcommand)]

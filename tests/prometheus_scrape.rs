@@ -129,6 +129,10 @@ async fn prometheus_scrapes_the_operator_and_the_rules_fire_on_a_failed_backup_a
             30,
         )
         .await;
+    let size = prometheus
+        .wait_value(&format!("dhis2_instance_database_size_bytes{selector}"), 30)
+        .await;
+    assert!(size > 1e6, "the seeded database measures {size} bytes");
 
     // A backup that fails in its Job (wrong database password) fires DHIS2BackupFailing.
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns);

@@ -80,4 +80,7 @@ pub struct Dhis2DatabaseStatus {
     /// Secret with the connection settings (host, port, database, username, password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// `pg_database_size` of the database, measured at each check (external databases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
 }

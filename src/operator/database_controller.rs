@@ -403,6 +403,12 @@ async fn external_connection(
                 .map(|r| r.get::<_, String>(0))
                 .map(|v| v.split_whitespace().next().unwrap_or_default().to_string());
             status.server_version = version.clone();
+            // For dhis2_instance_database_size_bytes; a failure here is no reason to stop.
+            status.size_bytes = client
+                .query_one("SELECT pg_database_size(current_database())", &[])
+                .await
+                .ok()
+                .and_then(|r| u64::try_from(r.get::<_, i64>(0)).ok());
             Ok((
                 true,
                 "Connected",

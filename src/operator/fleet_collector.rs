@@ -11,13 +11,14 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::crd::{Dhis2Backup, Dhis2Instance};
+use crate::crd::{Dhis2Backup, Dhis2Database, Dhis2Instance};
 
 use super::fleet_metrics::{FailureTally, SeriesType, fleet_metrics};
 
 #[derive(Debug)]
 pub struct FleetCollector {
     instances: Store<Dhis2Instance>,
+    databases: Store<Dhis2Database>,
     backups: Store<Dhis2Backup>,
     started: DateTime<Utc>,
     failures: Mutex<FailureTally>,
@@ -26,11 +27,13 @@ pub struct FleetCollector {
 impl FleetCollector {
     pub fn new(
         instances: Store<Dhis2Instance>,
+        databases: Store<Dhis2Database>,
         backups: Store<Dhis2Backup>,
         started: DateTime<Utc>,
     ) -> Self {
         Self {
             instances,
+            databases,
             backups,
             started,
             failures: Mutex::default(),
@@ -41,8 +44,10 @@ impl FleetCollector {
 impl Collector for FleetCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let instances = self.instances.state();
+        let databases = self.databases.state();
         let backups = self.backups.state();
         let instances: Vec<&Dhis2Instance> = instances.iter().map(|i| i.as_ref()).collect();
+        let databases: Vec<&Dhis2Database> = databases.iter().map(|d| d.as_ref()).collect();
         let backups: Vec<&Dhis2Backup> = backups.iter().map(|b| b.as_ref()).collect();
         let metrics = {
             let mut failures = self
@@ -50,7 +55,7 @@ impl Collector for FleetCollector {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             failures.observe(&backups, self.started);
-            fleet_metrics(&instances, &backups, &failures)
+            fleet_metrics(&instances, &databases, &backups, &failures)
         };
 
         let mut info = encoder.encode_descriptor(

@@ -14,7 +14,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use crate::crd::backup_common::RunPhase;
 use crate::crd::dhis2_instance::Environment;
 use crate::crd::upgrade::UpgradeOutcome;
-use crate::crd::{Dhis2Backup, Dhis2Instance};
+use crate::crd::{Dhis2Backup, Dhis2Database, Dhis2Instance};
+
+use super::labels::dedicated_database_name;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct InstanceLabels {
@@ -125,6 +127,7 @@ pub fn environment_label(e: Environment) -> &'static str {
 /// The metrics of every instance. `failures` has already observed `backups`.
 pub fn fleet_metrics(
     instances: &[&Dhis2Instance],
+    databases: &[&Dhis2Database],
     backups: &[&Dhis2Backup],
     failures: &FailureTally,
 ) -> FleetMetrics {
@@ -167,6 +170,22 @@ pub fn fleet_metrics(
             REPLICAS_READY,
             &labels,
             Some(status.ready_replicas.unwrap_or(0) as f64),
+        );
+        let database = i
+            .spec
+            .database_ref
+            .clone()
+            .unwrap_or_else(|| dedicated_database_name(&name));
+        f.set(
+            DATABASE_SIZE,
+            &labels,
+            databases
+                .iter()
+                .find(|d| {
+                    d.name_any() == database && d.namespace().as_deref() == Some(namespace.as_str())
+                })
+                .and_then(|d| d.status.as_ref()?.size_bytes)
+                .map(|b| b as f64),
         );
         let upgrading = status.upgrade.as_ref().filter(|u| !u.phase.is_finished());
         f.set(
@@ -277,6 +296,11 @@ const REPLICAS_READY: Spec = (
     "DHIS2 pods ready",
     SeriesType::Gauge,
 );
+const DATABASE_SIZE: Spec = (
+    "dhis2_instance_database_size_bytes",
+    "pg_database_size of the instance's database (absent until measured)",
+    SeriesType::Gauge,
+);
 const UPGRADE_IN_PROGRESS: Spec = (
     "dhis2_instance_upgrade_in_progress",
     "1 while an upgrade runs",
@@ -344,11 +368,12 @@ const DRILL_LAST_RPO: Spec = (
 );
 
 /// Every family in a fixed order, each listed even with no series (HELP and TYPE stay put).
-const ALL: [Spec; 17] = [
+const ALL: [Spec; 18] = [
     READY,
     UP,
     REPLICAS_DESIRED,
     REPLICAS_READY,
+    DATABASE_SIZE,
     UPGRADE_IN_PROGRESS,
     UPGRADE_PHASE_STARTED,
     LAST_UPGRADE_SUCCESS,
@@ -455,7 +480,19 @@ mod tests {
         let backups = [&old, &new, &failed, &before_start];
         let mut tally = FailureTally::default();
         tally.observe(&backups, since());
-        let m = fleet_metrics(&[&hmis], &backups, &tally);
+        let db: Dhis2Database = serde_json::from_value(json!({
+            "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Database",
+            "metadata": {"name": "hmis-db", "namespace": "moh"},
+            "spec": {"provider": "external", "externalSecretRef": "moh-pg"},
+            "status": {"sizeBytes": 7_000_000_000u64},
+        }))
+        .unwrap();
+        let m = fleet_metrics(&[&hmis], &[&db], &backups, &tally);
+        assert_eq!(
+            value(&m, "dhis2_instance_database_size_bytes", "hmis"),
+            Some(7e9),
+            "its dedicated database's measured size"
+        );
 
         assert_eq!(m.info.len(), 1);
         assert_eq!(m.info[0].0.version, "2.42.1");
@@ -516,7 +553,7 @@ mod tests {
             "fresh",
             json!({"lastHealthCheck": "no answer from DHIS2: refused"}),
         );
-        let m = fleet_metrics(&[&fresh], &[], &FailureTally::default());
+        let m = fleet_metrics(&[&fresh], &[], &[], &FailureTally::default());
         assert_eq!(value(&m, "dhis2_backup_failures", "fresh"), Some(0.0));
         assert_eq!(value(&m, "dhis2_instance_up", "fresh"), Some(0.0));
         assert_eq!(value(&m, "dhis2_instance_ready", "fresh"), Some(0.0));
@@ -530,6 +567,7 @@ mod tests {
             "dhis2_drill_last_success",
             "dhis2_instance_last_upgrade_success",
             "dhis2_backup_next_scheduled_timestamp_seconds",
+            "dhis2_instance_database_size_bytes",
         ] {
             assert_eq!(value(&m, absent, "fresh"), None, "{absent}");
         }
@@ -548,7 +586,7 @@ mod tests {
                     "finishedAt": "2026-12-01T07:00:00Z", "outcome": "RolledBack"}],
             }),
         );
-        let m = fleet_metrics(&[&hmis], &[], &FailureTally::default());
+        let m = fleet_metrics(&[&hmis], &[], &[], &FailureTally::default());
         assert_eq!(
             value(&m, "dhis2_instance_upgrade_in_progress", "hmis"),
             Some(1.0)

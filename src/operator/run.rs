@@ -127,6 +127,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     let service_watch = SharedWatch::<PartialObjectMeta<Service>>::new();
     metrics.register_fleet(FleetCollector::new(
         instance_watch.store(),
+        database_watch.store(),
         backup_watch.store(),
         chrono::Utc::now(),
     ));

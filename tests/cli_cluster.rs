@@ -18,6 +18,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use support::cluster_objects::{
     S3_SERVICE, create, external_database, s3_credentials, s3_repository,
+    set_external_database_password,
 };
 use support::job_kubelet::JobKubelet;
 use support::kube_env::{
@@ -118,14 +119,7 @@ impl World {
     }
 
     async fn set_pg_password(&self, password: &str) {
-        Api::<Secret>::namespaced(self.client.clone(), &self.ns)
-            .patch(
-                "hmis-db-pg",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"stringData": {"password": password}})),
-            )
-            .await
-            .unwrap();
+        set_external_database_password(&self.client, &self.ns, "hmis-db", password).await;
     }
 
     /// `status hmis` once it shows `needle` (the operator summarises on the instance shortly

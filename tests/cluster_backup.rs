@@ -8,10 +8,12 @@ mod support;
 use dhis2_operator::crd::Dhis2Backup;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use support::cluster_objects::{S3_SERVICE, external_database, s3_credentials, s3_repository};
+use support::cluster_objects::{
+    S3_SERVICE, external_database, s3_credentials, s3_repository, set_external_database_password,
+};
 use support::job_kubelet::{JobKubelet, RunState};
 use support::kube_env::{Operator, client, namespace, wait_for};
 use support::{Env, assert_success, dhis2ctl, json as parse_json};
@@ -138,14 +140,7 @@ impl Cluster {
     }
 
     async fn set_pg_password(&self, password: &str) {
-        Api::<Secret>::namespaced(self.client.clone(), &self.ns)
-            .patch(
-                "moh-pg",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"stringData": {"password": password}})),
-            )
-            .await
-            .unwrap();
+        set_external_database_password(&self.client, &self.ns, "moh", password).await;
     }
 
     /// Waits until the harness holds (paused) or runs the command of `job`.

@@ -18,6 +18,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use support::cluster_objects::set_external_database_password;
 use support::job_kubelet::JobKubelet;
 use support::kube_env::*;
 
@@ -235,14 +236,7 @@ impl World {
     }
 
     async fn set_pg_password(&self, password: &str) {
-        self.api::<Secret>()
-            .patch(
-                "moh-pg",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"stringData": {"password": password}})),
-            )
-            .await
-            .unwrap();
+        set_external_database_password(&self.client, &self.ns, "moh", password).await;
     }
 
     /// Waits until the Dhis2Backup `name` exists and reached `phase`.

@@ -8,11 +8,11 @@
 mod support;
 
 use dhis2_operator::crd::{Dhis2Backup, Dhis2Instance};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::json;
 use support::cluster_objects::{
     S3_SERVICE, admin_secret, create, external_database, s3_credentials, s3_repository,
+    set_external_database_password,
 };
 use support::job_kubelet::JobKubelet;
 use support::kube_env::{
@@ -135,21 +135,7 @@ async fn prometheus_scrapes_the_operator_and_the_rules_fire_on_a_failed_backup_a
     assert!(size > 1e6, "the seeded database measures {size} bytes");
 
     // A backup that fails in its Job (wrong database password) fires DHIS2BackupFailing.
-    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
-    let set_password = |password: String| {
-        let secrets = secrets.clone();
-        async move {
-            secrets
-                .patch(
-                    "moh-pg",
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"stringData": {"password": password}})),
-                )
-                .await
-                .unwrap();
-        }
-    };
-    set_password("not-the-password".into()).await;
+    set_external_database_password(&client, &ns, "moh", "not-the-password").await;
     let backups = Api::<Dhis2Backup>::namespaced(client.clone(), &ns);
     create::<Dhis2Backup>(
         &client,
@@ -172,7 +158,7 @@ async fn prometheus_scrapes_the_operator_and_the_rules_fire_on_a_failed_backup_a
     assert_eq!(alert["labels"]["environment"], "production");
 
     // A backup that completes: freshness, size and duration.
-    set_password(env.secrets()[1].clone()).await;
+    set_external_database_password(&client, &ns, "moh", &env.secrets()[1]).await;
     create::<Dhis2Backup>(
         &client,
         &ns,

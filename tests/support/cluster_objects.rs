@@ -57,6 +57,19 @@ pub async fn external_database(env: &Env, client: &Client, ns: &str, name: &str,
     .await;
 }
 
+/// Changes the password in the connection Secret of the external `Dhis2Database` `name` (a wrong
+/// one makes the next engine Job fail to connect; the right one mends it).
+pub async fn set_external_database_password(client: &Client, ns: &str, name: &str, password: &str) {
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(
+            &format!("{name}-pg"),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"stringData": {"password": password}})),
+        )
+        .await
+        .unwrap();
+}
+
 /// The `S3_CREDENTIALS` Secret with the test environment's keys.
 pub async fn s3_credentials(env: &Env, client: &Client, ns: &str) {
     create::<Secret>(

@@ -2,6 +2,7 @@
 //! to the DHIS2 database; the CLI (`cli`) drives it; `demo` seeds DHIS2-shaped databases.
 
 pub mod backup;
+pub mod backup_metrics;
 pub mod cli;
 pub mod crd;
 pub mod demo;

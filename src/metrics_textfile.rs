@@ -10,52 +10,9 @@
 
 use chrono::{DateTime, Utc};
 
-/// One metric this file owns: its name, type and help.
-struct Metric {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-}
-
-const LAST_SUCCESS: Metric = Metric {
-    name: "dhis2_backup_last_success_timestamp_seconds",
-    kind: "gauge",
-    help: "Completion time of the newest completed backup.",
-};
-const LAST_SIZE: Metric = Metric {
-    name: "dhis2_backup_last_size_bytes",
-    kind: "gauge",
-    help: "Stored size of the newest completed backup.",
-};
-const LAST_DURATION: Metric = Metric {
-    name: "dhis2_backup_last_duration_seconds",
-    kind: "gauge",
-    help: "Duration of the newest completed backup.",
-};
-const FAILURES: Metric = Metric {
-    name: "dhis2_backup_failures_total",
-    kind: "counter",
-    help: "Backups that failed.",
-};
-const DRILL_LAST: Metric = Metric {
-    name: "dhis2_drill_last_timestamp_seconds",
-    kind: "gauge",
-    help: "When the newest finished restore drill ended.",
-};
-const DRILL_SUCCESS: Metric = Metric {
-    name: "dhis2_drill_last_success",
-    kind: "gauge",
-    help: "1 when the newest restore drill passed, 0 when it failed.",
-};
-const DRILL_RTO: Metric = Metric {
-    name: "dhis2_drill_last_rto_seconds",
-    kind: "gauge",
-    help: "Measured restore time of the newest restore drill.",
-};
-const DRILL_RPO: Metric = Metric {
-    name: "dhis2_drill_last_rpo_seconds",
-    kind: "gauge",
-    help: "Age of the backup the newest restore drill restored.",
+use crate::backup_metrics::{
+    DRILL_LAST, DRILL_RPO, DRILL_RTO, DRILL_SUCCESS, FAILURES, LAST_DURATION, LAST_SIZE,
+    LAST_SUCCESS, Metric,
 };
 
 /// Every metric this file writes, in the order it writes them.

@@ -72,8 +72,12 @@ impl Collector for FleetCollector {
                 SeriesType::Gauge => MetricType::Gauge,
                 SeriesType::Counter => MetricType::Counter,
             };
-            let mut descriptor =
-                encoder.encode_descriptor(family.name, family.help, None, metric_type)?;
+            // The encoder names a counter's series `<family>_total` itself.
+            let name = match family.series_type {
+                SeriesType::Counter => family.name.trim_end_matches("_total"),
+                SeriesType::Gauge => family.name,
+            };
+            let mut descriptor = encoder.encode_descriptor(name, family.help, None, metric_type)?;
             for (labels, value) in &family.series {
                 let series = descriptor.encode_family(labels)?;
                 match family.series_type {

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use prometheus_client::encoding::EncodeLabelSet;
 
+use crate::backup_metrics;
 use crate::crd::backup_common::RunPhase;
 use crate::crd::dhis2_instance::Environment;
 use crate::crd::upgrade::UpgradeOutcome;
@@ -39,8 +40,8 @@ pub enum SeriesType {
     Counter,
 }
 
-/// One metric family: its name (a counter's without `_total`, which the encoder adds), its
-/// help, and one value per instance that has it.
+/// One metric family: its series name (a counter's with `_total`), its help, and one value per
+/// instance that has it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FleetFamily {
     pub name: &'static str,
@@ -321,24 +322,26 @@ const LAST_UPGRADE_TIME: Spec = (
     "When the last upgrade finished",
     SeriesType::Gauge,
 );
+// The backup and drill metrics share their names and help with the textfile
+// (`crate::backup_metrics`).
 const BACKUP_LAST_SUCCESS: Spec = (
-    "dhis2_backup_last_success_timestamp_seconds",
-    "Completion time of the newest completed backup",
+    backup_metrics::LAST_SUCCESS.name,
+    backup_metrics::LAST_SUCCESS.help,
     SeriesType::Gauge,
 );
 const BACKUP_LAST_SIZE: Spec = (
-    "dhis2_backup_last_size_bytes",
-    "Stored size of the newest completed backup",
+    backup_metrics::LAST_SIZE.name,
+    backup_metrics::LAST_SIZE.help,
     SeriesType::Gauge,
 );
 const BACKUP_LAST_DURATION: Spec = (
-    "dhis2_backup_last_duration_seconds",
-    "Duration of the newest completed backup",
+    backup_metrics::LAST_DURATION.name,
+    backup_metrics::LAST_DURATION.help,
     SeriesType::Gauge,
 );
 const BACKUP_FAILURES: Spec = (
-    "dhis2_backup_failures",
-    "Backups that ended Failed, each counted once",
+    backup_metrics::FAILURES.name,
+    backup_metrics::FAILURES.help,
     SeriesType::Counter,
 );
 const BACKUP_NEXT: Spec = (
@@ -347,23 +350,23 @@ const BACKUP_NEXT: Spec = (
     SeriesType::Gauge,
 );
 const DRILL_LAST_TIME: Spec = (
-    "dhis2_drill_last_timestamp_seconds",
-    "When the newest finished restore drill ended",
+    backup_metrics::DRILL_LAST.name,
+    backup_metrics::DRILL_LAST.help,
     SeriesType::Gauge,
 );
 const DRILL_LAST_SUCCESS: Spec = (
-    "dhis2_drill_last_success",
-    "1 when the newest finished restore drill passed",
+    backup_metrics::DRILL_SUCCESS.name,
+    backup_metrics::DRILL_SUCCESS.help,
     SeriesType::Gauge,
 );
 const DRILL_LAST_RTO: Spec = (
-    "dhis2_drill_last_rto_seconds",
-    "The newest drill's measured restore time",
+    backup_metrics::DRILL_RTO.name,
+    backup_metrics::DRILL_RTO.help,
     SeriesType::Gauge,
 );
 const DRILL_LAST_RPO: Spec = (
-    "dhis2_drill_last_rpo_seconds",
-    "Age of the backup the newest drill restored",
+    backup_metrics::DRILL_RPO.name,
+    backup_metrics::DRILL_RPO.help,
     SeriesType::Gauge,
 );
 
@@ -528,7 +531,7 @@ mod tests {
             Some(61.5)
         );
         assert_eq!(
-            value(&m, "dhis2_backup_failures", "hmis"),
+            value(&m, "dhis2_backup_failures_total", "hmis"),
             Some(1.0),
             "only the failure after the operator started"
         );
@@ -554,7 +557,7 @@ mod tests {
             json!({"lastHealthCheck": "no answer from DHIS2: refused"}),
         );
         let m = fleet_metrics(&[&fresh], &[], &[], &FailureTally::default());
-        assert_eq!(value(&m, "dhis2_backup_failures", "fresh"), Some(0.0));
+        assert_eq!(value(&m, "dhis2_backup_failures_total", "fresh"), Some(0.0));
         assert_eq!(value(&m, "dhis2_instance_up", "fresh"), Some(0.0));
         assert_eq!(value(&m, "dhis2_instance_ready", "fresh"), Some(0.0));
         assert_eq!(

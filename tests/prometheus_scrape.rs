@@ -18,7 +18,7 @@ use support::job_kubelet::JobKubelet;
 use support::kube_env::{
     Dhis2State, FakeDhis2, FakeKubelet, Operator, OperatorOptions, client, namespace, wait_for,
 };
-use support::prometheus::{Prometheus, free_port};
+use support::prometheus::{Prometheus, assert_promtool_accepts_metrics, free_port};
 
 const RULES: &str = "manifests/monitoring/prometheus-rules.yaml";
 
@@ -29,26 +29,6 @@ async fn backup_phase(api: &Api<Dhis2Backup>, name: &str, want: &str) {
         (format!("{phase:?}") == want).then_some(())
     })
     .await;
-}
-
-fn promtool_check_metrics(text: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect(
-            "promtool is not installed: run scripts/testenv/install.sh (Debian package prometheus)",
-        );
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,13 +184,7 @@ async fn prometheus_scrapes_the_operator_and_the_rules_fire_on_a_failed_backup_a
         .text()
         .await
         .unwrap();
-    let checked = promtool_check_metrics(&text);
-    assert!(
-        checked.status.success(),
-        "promtool check metrics:\n{}{}\n{text}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    assert_promtool_accepts_metrics(&text, "the operator's /metrics");
     for secret in env.secrets() {
         assert!(!text.contains(&secret), "a secret in /metrics");
     }

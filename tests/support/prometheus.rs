@@ -12,6 +12,34 @@ pub struct Prometheus {
     _dir: tempfile::TempDir,
 }
 
+/// `promtool check metrics` accepts `text` (Prometheus's text format); else the test fails with
+/// what promtool said and the text, naming `what` was checked.
+pub fn assert_promtool_accepts_metrics(text: &str, what: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect(
+            "promtool is not installed: run scripts/testenv/install.sh (Debian package prometheus)",
+        );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused {what}:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A loopback port nobody listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

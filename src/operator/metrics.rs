@@ -36,6 +36,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     durations: Family<KindLabels, Histogram>,
     last_success: Family<KindLabels, Gauge<f64, AtomicU64>>,
+    leader: Gauge,
     /// The per-instance metrics, registered once the watch stores exist.
     fleet: OnceLock<Registry>,
 }
@@ -50,6 +51,12 @@ impl Default for Metrics {
             })
             .set(1);
         registry.register("build_info", "The operator's version (value 1)", build_info);
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica runs the controllers (holds the leader Lease), 0 while it waits",
+            leader.clone(),
+        );
         let last_success = Family::<KindLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "last_reconcile_timestamp_seconds",
@@ -78,12 +85,17 @@ impl Default for Metrics {
             failures,
             durations,
             last_success,
+            leader,
             fleet: OnceLock::new(),
         }
     }
 }
 
 impl Metrics {
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
     /// Counts a reconcile and times it until the guard drops.
     pub fn reconcile_started(&self, kind: &str) -> ReconcileTimer<'_> {
         let labels = KindLabels { kind: kind.into() };

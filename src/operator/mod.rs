@@ -35,6 +35,7 @@ pub mod instance_build;
 pub mod instance_controller;
 pub mod job_outcome;
 pub mod labels;
+pub mod leadership;
 pub mod metrics;
 pub mod metrics_format;
 pub mod promotion_controller;

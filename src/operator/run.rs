@@ -28,6 +28,7 @@ use super::clock::{FileClock, SystemClock};
 use super::context::{Context, scoped_api as api};
 use super::fleet_collector::FleetCollector;
 use super::labels::MANAGED_BY;
+use super::leadership::{self, LeaderElection, LeadershipError};
 use super::metrics::Metrics;
 use super::shared_watch::SharedWatch;
 use super::{
@@ -44,6 +45,12 @@ pub enum StartError {
         "the dhis2operator.io CRDs are not installed ({0}); run: dhis2-operator crd | kubectl apply -f -"
     )]
     CrdsMissing(String),
+    #[error(transparent)]
+    Leadership(#[from] LeadershipError),
+    #[error(
+        "this replica lost the leader Lease {0}; it stops so that only one replica reconciles (it restarts as a candidate)"
+    )]
+    LeadershipLost(String),
     #[error("cannot serve metrics on {addr}: {source}")]
     Serve {
         addr: SocketAddr,
@@ -64,6 +71,11 @@ pub struct RunOptions {
     pub clock_file: Option<std::path::PathBuf>,
     /// The image of the engine's Jobs.
     pub engine_image: String,
+    /// Reconciles each controller runs at once (0: no limit).
+    pub max_concurrent_reconciles: u16,
+    /// Run the controllers only while holding this Lease (two or more replicas); always when
+    /// `None` (one replica).
+    pub leader_election: Option<LeaderElection>,
 }
 
 pub async fn run(options: RunOptions) -> Result<(), StartError> {
@@ -73,7 +85,15 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         allow_endpoint_override,
         clock_file,
         engine_image,
+        leader_election,
+        max_concurrent_reconciles,
     } = options;
+    // Each reconcile in flight holds its future, its queued API requests and its span (~57 KiB
+    // measured, docs/benchmarks.md): a bound keeps the operator's memory flat when the API server
+    // is slow and many objects are due at once. Others wait their turn, a DHIS2 health check
+    // (at most 15 s) being the longest a turn takes.
+    let controller_config =
+        kube::runtime::controller::Config::default().concurrency(max_concurrent_reconciles);
     let client = api_client::connect()
         .await
         .map_err(|e| StartError::Client(e.to_string()))?;
@@ -104,6 +124,27 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         })?;
     drop(listener_check);
     tokio::spawn(server::serve(metrics_addr, metrics.clone(), ready.clone()));
+    let mut held_lease = match leader_election {
+        None => None,
+        Some(election) => {
+            // A waiting replica is healthy and ready: a rolling update must be able to replace
+            // the replicas one by one, and its /metrics says it is not leading.
+            ready.store(true, Ordering::SeqCst);
+            metrics.set_leader(false);
+            tracing::info!(lease = %election.lease_name, namespace = %election.namespace, identity = %election.identity, "waiting to become the leader");
+            tokio::select! {
+                leading = leadership::acquire(client.clone(), election) => Some(leading?),
+                () = shutdown_requested() => {
+                    tracing::info!("dhis2-operator stopped before it became the leader");
+                    return Ok(());
+                }
+            }
+        }
+    };
+    metrics.set_leader(true);
+    if let Some(leading) = &held_lease {
+        tracing::info!(lease = %leading.election().lease_name, identity = %leading.election().identity, "became the leader; starting the controllers");
+    }
 
     if allow_endpoint_override {
         tracing::warn!(
@@ -161,6 +202,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
                 .touched_objects(),
             )
             .owns_shared_stream(service_watch.subscribe())
+            .with_config(controller_config.clone())
             .shutdown_on_signal()
             .run(
                 database_controller::reconcile,
@@ -200,6 +242,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             .watches_shared_stream(schedule_watch.subscribe(), |s| {
                 instance_of(&*s, &s.spec.instance_ref)
             })
+            .with_config(controller_config.clone())
             .shutdown_on_signal()
             .run(
                 instance_controller::reconcile,
@@ -212,6 +255,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     let backup_schedules =
         Controller::for_shared_stream(schedule_watch.subscribe(), schedule_watch.store())
             .owns_shared_stream(backup_watch.subscribe())
+            .with_config(controller_config.clone())
             .shutdown_on_signal()
             .run(
                 backup_schedule_controller::reconcile,
@@ -222,6 +266,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     let drill_schedules =
         Controller::for_shared_stream(instance_watch.subscribe(), instance_watch.store())
             .owns_shared_stream(drill_watch.subscribe())
+            .with_config(controller_config.clone())
             .shutdown_on_signal()
             .run(
                 drill_schedule_controller::reconcile,
@@ -232,6 +277,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     // A backup wakes when its Job changes (started, finished, deleted).
     let backup_runs = Controller::for_shared_stream(backup_watch.subscribe(), backup_watch.store())
         .owns_shared_stream(job_watch.subscribe())
+        .with_config(controller_config.clone())
         .shutdown_on_signal()
         .run(
             backup_controller::reconcile,
@@ -245,6 +291,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             watcher(api::<PartialObjectMeta<Pod>>(&client, ns), ours.clone()).touched_objects(),
         )
         .owns_shared_stream(job_watch.subscribe())
+        .with_config(controller_config.clone())
         .shutdown_on_signal()
         .run(
             drill_controller::reconcile,
@@ -269,6 +316,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
                 .map(|p| ObjectRef::from_obj(&*p))
                 .collect::<Vec<_>>()
         })
+        .with_config(controller_config.clone())
         .shutdown_on_signal()
         .run(
             promotion_controller::reconcile,
@@ -278,6 +326,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         .for_each(|_| futures::future::ready(()));
     let restores = Controller::for_shared_stream(restore_watch.subscribe(), restore_watch.store())
         .owns_shared_stream(job_watch.subscribe())
+        .with_config(controller_config.clone())
         .shutdown_on_signal()
         .run(
             restore_controller::reconcile,
@@ -304,18 +353,61 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
     backups.wait_until_ready().await;
     ready.store(true, Ordering::SeqCst);
     tracing::info!(namespace = ?namespace, "dhis2-operator running");
-    tokio::join!(
-        databases,
-        instances,
-        backup_runs,
-        backup_schedules,
-        drills,
-        drill_schedules,
-        restores,
-        promotions
-    );
+    let controllers = async {
+        tokio::join!(
+            databases,
+            instances,
+            backup_runs,
+            backup_schedules,
+            drills,
+            drill_schedules,
+            restores,
+            promotions
+        )
+    };
+    match held_lease.as_mut() {
+        None => {
+            controllers.await;
+        }
+        Some(leading) => {
+            tokio::select! {
+                _ = controllers => {}
+                () = leading.lost() => {
+                    let lease = leading.election().lease_name.clone();
+                    tracing::error!(%lease, "lost the leader Lease; stopping");
+                    return Err(StartError::LeadershipLost(lease));
+                }
+            }
+        }
+    }
+    if let Some(leading) = held_lease {
+        leading.release().await;
+    }
     tracing::info!("dhis2-operator stopped");
     Ok(())
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// The instance a backup object is about (same namespace).

@@ -129,6 +129,10 @@ pub struct OperatorOptions {
     pub clock_file: Option<std::path::PathBuf>,
     /// `--metrics-addr` (default: a port of the system's choosing, unknown to the test).
     pub metrics_addr: Option<String>,
+    /// `--leader-elect` with this identity, the Lease in the watched namespace.
+    pub leader_identity: Option<String>,
+    /// `--max-concurrent-reconciles` (default: the operator's).
+    pub max_concurrent_reconciles: Option<u16>,
 }
 
 impl Default for OperatorOptions {
@@ -137,6 +141,8 @@ impl Default for OperatorOptions {
             allow_endpoint_override: true,
             clock_file: None,
             metrics_addr: None,
+            leader_identity: None,
+            max_concurrent_reconciles: None,
         }
     }
 }
@@ -306,6 +312,19 @@ impl Operator {
         if let Some(path) = &clock_file {
             args.extend(["--clock-file", path.as_str()]);
         }
+        if let Some(identity) = &options.leader_identity {
+            args.extend([
+                "--leader-elect",
+                "--lease-namespace",
+                namespace,
+                "--lease-identity",
+                identity.as_str(),
+            ]);
+        }
+        let concurrency = options.max_concurrent_reconciles.map(|n| n.to_string());
+        if let Some(n) = &concurrency {
+            args.extend(["--max-concurrent-reconciles", n.as_str()]);
+        }
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dhis2-operator"))
             .args(args)
             .env("KUBECONFIG", &kubeconfig)
@@ -325,6 +344,18 @@ impl Operator {
     pub async fn kill(&mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; waits up to `secs` for the process to end.
+    pub async fn terminate(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id()?;
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        tokio::time::timeout(Duration::from_secs(secs), self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 
     pub fn restart(&mut self) {

@@ -1,0 +1,298 @@
+//! docs/disaster-recovery.md, run as written: every command of its `sh` blocks, in order, through
+//! bash with the variables its `export` lines name (set here to this test's namespace, databases
+//! and bucket), after the damage an officer would face: data values deleted after the nightly
+//! backup (and, on the plain server, a file store file). Each command must succeed and, at the
+//! end, the data is back. In the cluster the real operator (under its namespaced Role) does the
+//! work against the real apiserver; its Jobs are run by the Job harness; DHIS2 is the fake.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use serde_json::json;
+
+use dhis2_operator::crd::{Dhis2Backup, Dhis2Instance};
+use support::cluster_objects::{
+    S3_SERVICE, create, external_database, s3_credentials, s3_repository,
+};
+use support::job_kubelet::JobKubelet;
+use support::kube_env::{
+    ADMIN, Dhis2State, FakeDhis2, FakeKubelet, Operator, client, namespace, wait_for,
+};
+use support::{Env, count};
+
+const RUNBOOK: &str = include_str!("../docs/disaster-recovery.md");
+const ENDPOINT_OVERRIDE: &str = "dhis2operator.io/endpoint-override";
+
+/// One `sh` block: the variables its `export` lines set, and its other lines (commands).
+#[derive(Debug)]
+struct Block {
+    settings: Vec<String>,
+    commands: Vec<String>,
+}
+
+/// The `sh` blocks of the runbook's section headed `## {heading}…`.
+fn blocks(heading: &str) -> Vec<Block> {
+    let start = RUNBOOK
+        .find(&format!("\n## {heading}"))
+        .unwrap_or_else(|| panic!("no section {heading:?} in the runbook"));
+    let section = &RUNBOOK[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+    let mut blocks = vec![];
+    let mut current: Option<Block> = None;
+    for line in section.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```sh") => {
+                current = Some(Block {
+                    settings: vec![],
+                    commands: vec![],
+                })
+            }
+            (Some(_), "```") => blocks.push(current.take().unwrap()),
+            (Some(block), text) if text.starts_with("export ") => {
+                block.settings.extend(settings_of(text));
+            }
+            (Some(block), text) if !text.is_empty() && !text.starts_with('#') => {
+                block.commands.push(text.to_string());
+            }
+            _ => {}
+        }
+    }
+    assert!(current.is_none(), "an unclosed sh block under {heading:?}");
+    blocks
+}
+
+/// The variable names of `export A=1 B="two words" C=3`.
+fn settings_of(line: &str) -> Vec<String> {
+    let words = shell_words(line.trim_start_matches("export "));
+    words
+        .iter()
+        .map(|w| w.split_once('=').expect("NAME=value").0.to_string())
+        .collect()
+}
+
+/// The words of `text` as the officer's shell splits them (quotes and all).
+fn shell_words(text: &str) -> Vec<String> {
+    let script = format!("set -- {text}; for w in \"$@\"; do printf '%s\\0' \"$w\"; done");
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .expect("bash");
+    String::from_utf8_lossy(&out.stdout)
+        .split('\0')
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs one runbook command through bash with `vars` (and dhis2ctl on PATH); panics with its
+/// output unless it succeeds. Returns stdout.
+async fn run(command: &str, vars: &BTreeMap<&str, String>, env: &Env) -> String {
+    let dhis2ctl_dir = std::path::Path::new(env!("CARGO_BIN_EXE_dhis2ctl"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        dhis2ctl_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.args(["-euo", "pipefail", "-c", command])
+        .env("PATH", path)
+        .env("DHIS2_S3_ENDPOINT", &env.s3_endpoint)
+        .env_remove("DHIS2_LOG");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("`{command}` still running after 5 minutes"))
+        .expect("bash");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "runbook command `{command}` failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    for secret in env.secrets() {
+        assert!(
+            !stdout.contains(&secret) && !stderr.contains(&secret),
+            "`{command}` printed a secret"
+        );
+    }
+    println!("$ {command}\n{stdout}");
+    stdout
+}
+
+/// Every block's settings are what the test provides, and every command runs.
+async fn follow(heading: &str, vars: &BTreeMap<&str, String>, env: &Env) -> usize {
+    let mut ran = 0;
+    for block in blocks(heading) {
+        for name in &block.settings {
+            assert!(
+                vars.contains_key(name.as_str()) && name != "BACKUP",
+                "the runbook sets {name}, which the test does not provide"
+            );
+        }
+        for command in &block.commands {
+            run(command, vars, env).await;
+            ran += 1;
+        }
+    }
+    ran
+}
+
+async fn delete_recent_data_values(env: &Env, db: &str) -> i64 {
+    let client = env.client(db).await;
+    let deleted = client
+        .execute(
+            "DELETE FROM datavalue WHERE ctid IN (SELECT ctid FROM datavalue LIMIT 500)",
+            &[],
+        )
+        .await
+        .expect("damage the data");
+    assert!(deleted > 0);
+    deleted as i64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_runbook_brings_lost_data_back() {
+    let env = support::env();
+    let admin = client().await;
+    let ns = namespace(&admin, "dr-runbook").await;
+    let _kubelet = FakeKubelet::start(admin.clone(), &ns);
+    let jobs = JobKubelet::start(admin.clone(), &ns);
+    jobs.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
+    let _operator = Operator::start(&admin, &ns).await;
+    s3_credentials(&env, &admin, &ns).await;
+    create::<Secret>(
+        &admin,
+        &ns,
+        json!({"metadata": {"name": "dhis2-admin"},
+            "stringData": {"username": ADMIN.0, "password": ADMIN.1}}),
+    )
+    .await;
+    let (db, _) = env.seeded_database("dr_cluster").await;
+    external_database(&env, &admin, &ns, "hmis-db", &db).await;
+    let (bucket, _) = env.create_bucket("dr-cluster").await;
+    let dhis2 = FakeDhis2::start(Dhis2State::Up {
+        version: "2.42.1".into(),
+        revision: "r".into(),
+    })
+    .await;
+    create::<Dhis2Instance>(
+        &admin,
+        &ns,
+        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
+            "metadata": {"name": "hmis", "annotations": {ENDPOINT_OVERRIDE: dhis2.url}},
+            "spec": {"version": "2.42.1", "environment": "production", "replicas": 1,
+                "databaseRef": "hmis-db", "adminSecretRef": "dhis2-admin",
+                "backup": {"repository": s3_repository(&bucket)}}}),
+    )
+    .await;
+    let instances = Api::<Dhis2Instance>::namespaced(admin.clone(), &ns);
+    wait_for(90, "hmis Ready", || async {
+        let i = instances.get("hmis").await.ok()?;
+        (i.status?.phase.as_deref() == Some("Ready")).then_some(())
+    })
+    .await;
+
+    // Last night's backup, then the damage.
+    let mut vars = BTreeMap::from([
+        ("NS", ns.clone()),
+        ("INSTANCE", "hmis".to_string()),
+        ("YOUR_NAME", "Sokha Chan".to_string()),
+    ]);
+    run(
+        "dhis2ctl backup create \"$INSTANCE\" -n \"$NS\" --wait",
+        &vars,
+        &env,
+    )
+    .await;
+    let nightly = Api::<Dhis2Backup>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find_map(|b| b.status?.backup_id)
+        .expect("the nightly backup's id");
+    let before = count(&env, &db, "datavalue").await;
+    let deleted = delete_recent_data_values(&env, &db).await;
+    assert_eq!(count(&env, &db, "datavalue").await, before - deleted);
+
+    // The officer chooses the nightly backup (step 3) and follows the runbook.
+    vars.insert("BACKUP", nightly);
+    let ran = follow("In the cluster", &vars, &env).await;
+    assert_eq!(ran, 5, "the cluster runbook's commands");
+    assert_eq!(
+        count(&env, &db, "datavalue").await,
+        before,
+        "the data values deleted after the backup are back"
+    );
+    let hmis = instances.get("hmis").await.unwrap();
+    assert_eq!(hmis.status.unwrap().phase.as_deref(), Some("Ready"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_plain_server_runbook_brings_lost_data_and_files_back() {
+    let env = support::env();
+    let (db, url) = env.seeded_database("dr_plain").await;
+    let (_scratch, scratch_url) = env.create_database("dr_plain_scratch").await;
+    let (_, repo) = env.create_bucket("dr-plain").await;
+    let files = tempfile::tempdir().unwrap();
+    let report = files.path().join("fileResources/report.pdf");
+    std::fs::create_dir_all(report.parent().unwrap()).unwrap();
+    std::fs::write(&report, "ការរាយការណ៍ប្រចាំខែ").unwrap();
+    let vars = BTreeMap::from([
+        ("REPO", repo),
+        ("INSTANCE", "hmis".to_string()),
+        ("DATABASE_URL", url),
+        ("FILES_DIR", files.path().display().to_string()),
+        ("SCRATCH_DATABASE_URL", scratch_url),
+    ]);
+    // Last night's backup (the systemd timer's), then the damage.
+    let out = run(
+        "dhis2ctl backup run --database-url \"$DATABASE_URL\" --repo \"$REPO\" --instance \"$INSTANCE\" --files-dir \"$FILES_DIR\" -o json",
+        &vars,
+        &env,
+    )
+    .await;
+    let nightly: serde_json::Value = serde_json::from_str(&out).expect("backup run -o json");
+    let nightly = nightly["id"].as_str().expect("the backup's id").to_string();
+    let before = count(&env, &db, "datavalue").await;
+    delete_recent_data_values(&env, &db).await;
+    std::fs::remove_file(&report).unwrap();
+
+    let mut vars = vars;
+    vars.insert("BACKUP", nightly);
+    let ran = follow("On a plain server", &vars, &env).await;
+    assert_eq!(ran, 6, "the plain-server runbook's commands");
+    assert_eq!(count(&env, &db, "datavalue").await, before);
+    assert_eq!(
+        std::fs::read_to_string(&report).unwrap(),
+        "ការរាយការណ៍ប្រចាំខែ"
+    );
+}
+
+#[test]
+fn the_runbook_names_only_commands_that_exist() {
+    // Every command is dhis2ctl or psql: tools the officer has (the test runs them all).
+    for heading in ["In the cluster", "On a plain server"] {
+        for block in blocks(heading) {
+            for command in block.commands {
+                assert!(
+                    command.starts_with("dhis2ctl ") || command.starts_with("psql "),
+                    "{command}"
+                );
+            }
+        }
+    }
+}

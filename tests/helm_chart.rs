@@ -133,7 +133,7 @@ fn default_values_two_replicas_with_leader_election_accepted_by_the_apiserver() 
     assert_eq!(lease_role["metadata"]["namespace"], NAMESPACE);
     assert_eq!(
         lease_role["rules"][0],
-        json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]})
+        json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]})
     );
     let binding = find(&objects, "RoleBinding", "dhis2-operator-leader-election");
     assert_eq!(binding["subjects"][0]["name"], RELEASE);

@@ -19,31 +19,46 @@ use support::prometheus::free_port;
 
 const LEASE: &str = "dhis2-operator";
 
-/// What the leader election needs beyond role.yaml: the Lease in the operator's own namespace
-/// (here the watched one).
+/// What the leader election needs beyond role.yaml: the chart's leader-election Role and
+/// RoleBinding (as rendered into manifests/operator/namespaced/operator.yaml), moved into the
+/// test namespace, which is here the operator's own.
 async fn grant_leader_election(admin: &Client, ns: &str) {
+    const RENDERED: &str = include_str!("../manifests/operator/namespaced/operator.yaml");
     let pp = PatchParams::apply("dhis2-operator-tests").force();
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "dhis2-operator-leader-election", "namespace": ns},
-        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                   "verbs": ["get", "create", "patch"]}]
-    }))
-    .unwrap();
-    Api::<Role>::namespaced(admin.clone(), ns)
-        .patch(&role.name_any(), &pp, &Patch::Apply(&role))
-        .await
-        .expect("apply leader-election Role");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "dhis2-operator-leader-election", "namespace": ns},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                    "name": "dhis2-operator-leader-election"},
-        "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SERVICE_ACCOUNT, "namespace": ns}]
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), ns)
-        .patch(&binding.name_any(), &pp, &Patch::Apply(&binding))
-        .await
-        .expect("apply leader-election RoleBinding");
+    let mut applied = 0;
+    for doc in RENDERED.split("\n---\n") {
+        let mut value: serde_json::Value = match serde_saphyr::from_str(doc) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        if value["metadata"]["name"] != json!("dhis2-operator-leader-election") {
+            continue;
+        }
+        value["metadata"]["namespace"] = json!(ns);
+        match value["kind"].as_str() {
+            Some("Role") => {
+                let role: Role = serde_json::from_value(value).unwrap();
+                Api::<Role>::namespaced(admin.clone(), ns)
+                    .patch(&role.name_any(), &pp, &Patch::Apply(&role))
+                    .await
+                    .expect("apply leader-election Role");
+            }
+            Some("RoleBinding") => {
+                value["subjects"][0]["namespace"] = json!(ns);
+                let binding: RoleBinding = serde_json::from_value(value).unwrap();
+                Api::<RoleBinding>::namespaced(admin.clone(), ns)
+                    .patch(&binding.name_any(), &pp, &Patch::Apply(&binding))
+                    .await
+                    .expect("apply leader-election RoleBinding");
+            }
+            other => panic!("unexpected kind {other:?}"),
+        }
+        applied += 1;
+    }
+    assert_eq!(
+        applied, 2,
+        "the rendered manifests' leader-election Role and RoleBinding"
+    );
 }
 
 async fn holder(admin: &Client, ns: &str) -> Option<String> {

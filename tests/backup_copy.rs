@@ -573,3 +573,80 @@ async fn copy_and_single_repository_verbs_refuse_bad_command_lines() {
         "a refused copy created nothing"
     );
 }
+
+/// `--to-aws-profile` names the second store's own keys: they are used for --to even when
+/// AWS_ACCESS_KEY_ID (the first store's keys) is set. Here the profile's keys are wrong, so the
+/// copy must fail at --to, not quietly write with the first store's keys.
+#[tokio::test]
+async fn the_profile_of_the_second_repository_is_used_even_with_keys_in_the_environment() {
+    let env = env();
+    let (_db, url) = env.seeded_database("copy_profile").await;
+    let (_, from) = env.create_bucket("copy-profile-a").await;
+    let (to_bucket, to) = env.create_bucket("copy-profile-b").await;
+    let files = tempfile::tempdir().unwrap();
+    backup(&url, &from, files.path()).await;
+    let aws = tempfile::tempdir().unwrap();
+    let credentials = aws.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        "[offsite]\naws_access_key_id = AKIAOFFSITEWRONGKEY0\naws_secret_access_key = not-the-offsite-secret\n",
+    )
+    .unwrap();
+    let credentials = credentials.display().to_string();
+    let out = dhis2ctl_with_env(
+        &[
+            "backup",
+            "copy",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--instance",
+            "hmis",
+            "latest",
+            "--to-aws-profile",
+            "offsite",
+        ],
+        &[("AWS_SHARED_CREDENTIALS_FILE", credentials.as_str())],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the copy used other keys than the profile's:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        env.s3_keys(&to_bucket).await.is_empty(),
+        "nothing written to --to with the environment's keys"
+    );
+    // The same profile with the store's real keys copies.
+    std::fs::write(
+        &credentials,
+        format!(
+            "[offsite]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            env.access_key, env.secret_key
+        ),
+    )
+    .unwrap();
+    let out = dhis2ctl_with_env(
+        &[
+            "backup",
+            "copy",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--instance",
+            "hmis",
+            "latest",
+            "--to-aws-profile",
+            "offsite",
+        ],
+        &[("AWS_SHARED_CREDENTIALS_FILE", credentials.as_str())],
+    )
+    .await;
+    assert_success(&out, "backup copy --to-aws-profile");
+    assert!(!env.s3_keys(&to_bucket).await.is_empty());
+}

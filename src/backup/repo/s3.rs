@@ -53,7 +53,13 @@ impl S3Repo {
     ) -> Result<Self, RepoError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(profile) = &options.profile {
-            loader = loader.profile_name(profile);
+            // The profile's keys, and only those: in the default chain AWS_ACCESS_KEY_ID (the
+            // first repository's keys, in a copy) would come before any profile.
+            loader = loader.profile_name(profile).credentials_provider(
+                aws_config::profile::ProfileFileCredentialsProvider::builder()
+                    .profile_name(profile)
+                    .build(),
+            );
         }
         let shared = loader
             .timeout_config(

@@ -49,7 +49,12 @@ fn playbooks() -> Vec<PathBuf> {
         .expect("read playbooks/")
         .map(|e| e.expect("playbooks/ entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "yml"))
-        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with("inventory"))
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("inventory")
+        })
         .collect();
     found.sort();
     found
@@ -78,7 +83,13 @@ fn ansible_lint_is_clean_with_the_production_profile() {
     let mut cmd = ansible("ansible-lint");
     // playbooks/.ansible-lint says profile: production; said again so the test cannot pass on
     // a weaker profile.
-    cmd.args(["--offline", "--profile", "production", "-c", ".ansible-lint"]);
+    cmd.args([
+        "--offline",
+        "--profile",
+        "production",
+        "-c",
+        ".ansible-lint",
+    ]);
     let out = run(cmd, "ansible-lint");
     assert!(out.status.success(), "ansible-lint:\n{}", text(&out));
 }
@@ -119,7 +130,9 @@ fn parse_env_file(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|l| {
-            let (key, raw) = l.split_once('=').unwrap_or_else(|| panic!("not KEY=VALUE: {l}"));
+            let (key, raw) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not KEY=VALUE: {l}"));
             let inner = raw
                 .strip_prefix('"')
                 .and_then(|r| r.strip_suffix('"'))
@@ -147,8 +160,8 @@ struct Unit {
 }
 
 fn parse_unit(path: &Path) -> Unit {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let value = |key: &str| -> Vec<String> {
         text.lines()
             .filter_map(|l| l.strip_prefix(&format!("{key}=")))
@@ -158,7 +171,12 @@ fn parse_unit(path: &Path) -> Unit {
     let exec = value("ExecStart");
     assert_eq!(exec.len(), 1, "one ExecStart in {}", path.display());
     let env_file = value("EnvironmentFile");
-    assert_eq!(env_file.len(), 1, "one EnvironmentFile in {}", path.display());
+    assert_eq!(
+        env_file.len(),
+        1,
+        "one EnvironmentFile in {}",
+        path.display()
+    );
     Unit {
         argv: split_exec(&exec[0]),
         env_file: PathBuf::from(env_file[0].trim_start_matches('-')),
@@ -227,7 +245,10 @@ fn run_unit(unit: &Unit) -> Output {
 
 fn assert_no_secret(text: &str, secrets: &[String], what: &str) {
     for secret in secrets {
-        assert!(!text.contains(secret.as_str()), "{what} printed a secret:\n{text}");
+        assert!(
+            !text.contains(secret.as_str()),
+            "{what} printed a secret:\n{text}"
+        );
     }
 }
 
@@ -270,7 +291,10 @@ async fn plain_server_playbook_installs_units_that_back_up_copy_prune_and_drill(
     let (db, db_url) = env.real_dhis2_database("pb_src").await;
     let (scratch, scratch_url) = env.create_database("pb_scratch").await;
     let (bucket, repo) = env.create_bucket("pb").await;
-    let pg_password = env.secrets().pop().expect("the test PostgreSQL has a password");
+    let pg_password = env
+        .secrets()
+        .pop()
+        .expect("the test PostgreSQL has a password");
     // The URL without its password: the role puts the password into PGPASSWORD.
     let url_without_password = db_url.replacen(&format!(":{pg_password}@"), "@", 1);
     assert_ne!(url_without_password, db_url);
@@ -337,12 +361,15 @@ async fn plain_server_playbook_installs_units_that_back_up_copy_prune_and_drill(
     // secrets, units that name no secret.
     let man_page = std::fs::read_to_string(r("usr/local/share/man/man1/dhis2ctl.1")).unwrap();
     assert!(man_page.contains(".TH dhis2ctl 1"), "{man_page}");
-    let bash = std::fs::read_to_string(r("usr/local/share/bash-completion/completions/dhis2ctl"))
-        .unwrap();
+    let bash =
+        std::fs::read_to_string(r("usr/local/share/bash-completion/completions/dhis2ctl")).unwrap();
     assert!(bash.contains("dhis2ctl"), "{bash}");
     use std::os::unix::fs::PermissionsExt;
     for secret_file in ["etc/dhis2ctl/hmis.env", "etc/dhis2ctl/hmis.aws-credentials"] {
-        let mode = std::fs::metadata(r(secret_file)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(r(secret_file))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "{secret_file}");
     }
     let units = r("etc/systemd/system");
@@ -392,11 +419,29 @@ async fn plain_server_playbook_installs_units_that_back_up_copy_prune_and_drill(
     // The backup unit, as systemd runs it: a backup that `backup list` shows, and the textfile.
     let backup_unit = parse_unit(&Path::new(&units).join("dhis2-backup-hmis.service"));
     assert!(backup_unit.text.contains("Type=oneshot"));
-    assert!(backup_unit.text.contains("OnSuccess=dhis2-backup-copy-hmis.service"));
+    assert!(
+        backup_unit
+            .text
+            .contains("OnSuccess=dhis2-backup-copy-hmis.service")
+    );
     let out = run_unit(&backup_unit);
-    assert!(out.status.success(), "backup unit's ExecStart:\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "backup unit's ExecStart:\n{}",
+        text(&out)
+    );
     assert_no_secret(&text(&out), &secrets, "the backup unit");
-    let out = dhis2ctl(&["backup", "list", "--repo", &repo, "--instance", instance, "-o", "json"]).await;
+    let out = dhis2ctl(&[
+        "backup",
+        "list",
+        "--repo",
+        &repo,
+        "--instance",
+        instance,
+        "-o",
+        "json",
+    ])
+    .await;
     assert_success(&out, "backup list");
     let ids = backup_ids(&out);
     assert_eq!(ids.len(), 1, "{}", stdout(&out));
@@ -445,7 +490,10 @@ async fn plain_server_playbook_installs_units_that_back_up_copy_prune_and_drill(
     );
     let said = text(&failed);
     assert!(!failed.status.success(), "{said}");
-    assert!(said.contains("Restore drill of hmis FAILED (exit"), "{said}");
+    assert!(
+        said.contains("Restore drill of hmis FAILED (exit"),
+        "{said}"
+    );
     assert!(said.contains("20200101T000000Z-nope"), "{said}");
     assert_no_secret(&said, &secrets, "the failed drill.yml");
     let metrics = std::fs::read_to_string(&textfile).unwrap();

@@ -39,12 +39,13 @@ fn commands(root: &Command) -> Roff {
 fn walk(roff: &mut Roff, path: &mut Vec<String>, cmd: &Command) {
     path.push(cmd.get_name().to_string());
     let nested: Vec<&Command> = shown(cmd).collect();
-    if nested.is_empty() {
+    // A command with arguments of its own is typed too (`upgrade INSTANCE --to …` beside
+    // `upgrade check`); a mere group (`backup`) is not.
+    if nested.is_empty() || cmd.get_arguments().any(shown_arg) {
         command(roff, &path.join(" "), cmd);
-    } else {
-        for sub in nested {
-            walk(roff, path, sub);
-        }
+    }
+    for sub in nested {
+        walk(roff, path, sub);
     }
     path.pop();
 }
@@ -166,13 +167,15 @@ mod tests {
             "dhis2ctl completions",
             "dhis2ctl man",
             "dhis2ctl demo seed",
+            "dhis2ctl upgrade",
+            "dhis2ctl upgrade check",
         ] {
-            assert!(
-                page.contains(&format!(".SS \"{name}\"")),
-                "{name} missing"
-            );
+            assert!(page.contains(&format!(".SS \"{name}\"")), "{name} missing");
         }
-        assert!(!page.contains("dhis2ctl help"), "clap's help is not a command");
+        assert!(
+            !page.contains("dhis2ctl help"),
+            "clap's help is not a command"
+        );
         assert!(
             !page.contains("lock\\-seconds\\-for\\-tests"),
             "hidden flags stay hidden"

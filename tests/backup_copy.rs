@@ -593,23 +593,21 @@ async fn the_profile_of_the_second_repository_is_used_even_with_keys_in_the_envi
     )
     .unwrap();
     let credentials = credentials.display().to_string();
-    let out = dhis2ctl_with_env(
-        &[
-            "backup",
-            "copy",
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "--instance",
-            "hmis",
-            "latest",
-            "--to-aws-profile",
-            "offsite",
-        ],
-        &[("AWS_SHARED_CREDENTIALS_FILE", credentials.as_str())],
-    )
-    .await;
+    let args = [
+        "backup",
+        "copy",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--instance",
+        "hmis",
+        "latest",
+        "--to-aws-profile",
+        "offsite",
+    ];
+    let profile_file = [("AWS_SHARED_CREDENTIALS_FILE", credentials.as_str())];
+    let out = dhis2ctl_with_env(&args, &profile_file).await;
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -630,23 +628,7 @@ async fn the_profile_of_the_second_repository_is_used_even_with_keys_in_the_envi
         ),
     )
     .unwrap();
-    let out = dhis2ctl_with_env(
-        &[
-            "backup",
-            "copy",
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "--instance",
-            "hmis",
-            "latest",
-            "--to-aws-profile",
-            "offsite",
-        ],
-        &[("AWS_SHARED_CREDENTIALS_FILE", credentials.as_str())],
-    )
-    .await;
+    let out = dhis2ctl_with_env(&args, &profile_file).await;
     assert_success(&out, "backup copy --to-aws-profile");
     assert!(!env.s3_keys(&to_bucket).await.is_empty());
 }

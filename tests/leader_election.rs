@@ -8,9 +8,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::Client;
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use dhis2_operator::crd::Dhis2Instance;
@@ -24,37 +23,10 @@ const LEASE: &str = "dhis2-operator";
 /// test namespace, which is here the operator's own.
 async fn grant_leader_election(admin: &Client, ns: &str) {
     const RENDERED: &str = include_str!("../manifests/operator/namespaced/operator.yaml");
-    let pp = PatchParams::apply("dhis2-operator-tests").force();
-    let mut applied = 0;
-    for doc in RENDERED.split("\n---\n") {
-        let mut value: serde_json::Value = match serde_saphyr::from_str(doc) {
-            Ok(v) => v,
-            Err(_) => continue,
-        };
-        if value["metadata"]["name"] != json!("dhis2-operator-leader-election") {
-            continue;
-        }
-        value["metadata"]["namespace"] = json!(ns);
-        match value["kind"].as_str() {
-            Some("Role") => {
-                let role: Role = serde_json::from_value(value).unwrap();
-                Api::<Role>::namespaced(admin.clone(), ns)
-                    .patch(&role.name_any(), &pp, &Patch::Apply(&role))
-                    .await
-                    .expect("apply leader-election Role");
-            }
-            Some("RoleBinding") => {
-                value["subjects"][0]["namespace"] = json!(ns);
-                let binding: RoleBinding = serde_json::from_value(value).unwrap();
-                Api::<RoleBinding>::namespaced(admin.clone(), ns)
-                    .patch(&binding.name_any(), &pp, &Patch::Apply(&binding))
-                    .await
-                    .expect("apply leader-election RoleBinding");
-            }
-            other => panic!("unexpected kind {other:?}"),
-        }
-        applied += 1;
-    }
+    let applied = apply_rbac_documents(admin, ns, RENDERED, |name| {
+        name == "dhis2-operator-leader-election"
+    })
+    .await;
     assert_eq!(
         applied, 2,
         "the rendered manifests' leader-election Role and RoleBinding"

@@ -193,25 +193,26 @@ pub struct Operator {
     options: OperatorOptions,
 }
 
-/// Installs the manifest's ServiceAccount, Role and RoleBinding in `namespace` (the binding
-/// pointing at the ServiceAccount there) and writes a kubeconfig with a token for it.
-pub async fn operator_kubeconfig(admin: &Client, namespace: &str) -> std::path::PathBuf {
-    use k8s_openapi::api::authentication::v1::TokenRequest;
-    use k8s_openapi::api::core::v1::ServiceAccount;
+/// Applies the Roles and RoleBindings of a rendered YAML stream that `keep` selects (by name)
+/// into `namespace`, the bindings' ServiceAccount moved there too; returns how many.
+pub async fn apply_rbac_documents(
+    admin: &Client,
+    namespace: &str,
+    yaml: &str,
+    keep: impl Fn(&str) -> bool,
+) -> usize {
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": OPERATOR_SERVICE_ACCOUNT}})).unwrap();
-    match accounts.create(&PostParams::default(), &sa).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("create ServiceAccount: {e}"),
-    }
-    for doc in OPERATOR_ROLE.split("\n---\n") {
-        let mut value: serde_json::Value = serde_saphyr::from_str(doc).expect("role.yaml");
+    let pp = PatchParams::apply("dhis2-operator-tests").force();
+    let mut applied = 0;
+    for doc in yaml.split("\n---\n") {
+        let Ok(mut value) = serde_saphyr::from_str::<serde_json::Value>(doc) else {
+            continue;
+        };
+        if !keep(value["metadata"]["name"].as_str().unwrap_or_default()) {
+            continue;
+        }
         value["metadata"]["namespace"] = json!(namespace);
-        let pp = PatchParams::apply("dhis2-operator-tests").force();
         match value["kind"].as_str() {
             Some("Role") => {
                 let role: Role = serde_json::from_value(value).unwrap();
@@ -228,9 +229,29 @@ pub async fn operator_kubeconfig(admin: &Client, namespace: &str) -> std::path::
                     .await
                     .expect("apply RoleBinding");
             }
-            other => panic!("unexpected kind in role.yaml: {other:?}"),
+            _ => continue,
         }
+        applied += 1;
     }
+    applied
+}
+
+/// Installs the manifest's ServiceAccount, Role and RoleBinding in `namespace` (the binding
+/// pointing at the ServiceAccount there) and writes a kubeconfig with a token for it.
+pub async fn operator_kubeconfig(admin: &Client, namespace: &str) -> std::path::PathBuf {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": OPERATOR_SERVICE_ACCOUNT}})).unwrap();
+    match accounts.create(&PostParams::default(), &sa).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create ServiceAccount: {e}"),
+    }
+    let applied = apply_rbac_documents(admin, namespace, OPERATOR_ROLE, |_| true).await;
+    assert_eq!(applied, 2, "role.yaml: a Role and a RoleBinding");
     let request: TokenRequest =
         serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 4 * 3600}}))
             .unwrap();

@@ -34,27 +34,6 @@ async fn drop_area(env: &Env, bucket: &str, prefix: &str) {
     }
 }
 
-async fn listed_ids(repo: &str) -> Vec<String> {
-    let out = dhis2ctl(&[
-        "backup",
-        "list",
-        "--repo",
-        repo,
-        "--instance",
-        "hmis",
-        "-o",
-        "json",
-    ])
-    .await;
-    assert_success(&out, "backup list");
-    json(&out)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_verified_backup_says_so_in_its_output_and_its_report() {
     let env = env();
@@ -158,7 +137,7 @@ async fn a_backup_that_does_not_read_back_fails_verification_and_stays_listed() 
     let out = backup_run(&url, &repo, "hmis", &through_proxy).await;
     assert_success(&out, "a backup through the proxy, not verified");
     assert_eq!(proxy.corrupted.load(Ordering::SeqCst), 0);
-    let first = listed_ids(&repo).await;
+    let first = listed_backup_ids(&repo, Some("hmis")).await;
     assert_eq!(first.len(), 1);
 
     let dir = tempfile::tempdir().unwrap();
@@ -188,7 +167,7 @@ async fn a_backup_that_does_not_read_back_fails_verification_and_stays_listed() 
 
     // Nothing was deleted: the unverified set stays listed, and retention (keep 1) did not run,
     // so the older backup is there too.
-    let listed = listed_ids(&repo).await;
+    let listed = listed_backup_ids(&repo, Some("hmis")).await;
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(listed.contains(&first[0]), "{listed:?}");
     let unverified = listed.iter().find(|id| **id != first[0]).unwrap();

@@ -11,12 +11,12 @@ use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use support::Env;
 use support::cluster_objects::{
     S3_SERVICE, external_database, s3_credentials, s3_repository, set_external_database_password,
 };
 use support::job_kubelet::{JobKubelet, RunState};
 use support::kube_env::{Operator, client, namespace, wait_for};
-use support::{Env, assert_success, dhis2ctl, json as parse_json};
 
 /// One namespace with the operator, the harness, an instance `hmis` on an external database
 /// (a seeded DHIS2-shaped database) and an S3 repository in a fresh bucket.
@@ -100,24 +100,7 @@ impl Cluster {
 
     /// What `dhis2ctl backup list` finds for the instance in the repository.
     async fn listed(&self) -> Vec<String> {
-        let out = dhis2ctl(&[
-            "backup",
-            "list",
-            "--repo",
-            &self.repo,
-            "--instance",
-            "hmis",
-            "-o",
-            "json",
-        ])
-        .await;
-        assert_success(&out, "backup list");
-        parse_json(&out)
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["id"].as_str().unwrap().to_string())
-            .collect()
+        support::listed_backup_ids(&self.repo, Some("hmis")).await
     }
 
     async fn jobs(&self) -> Vec<Job> {

@@ -256,24 +256,7 @@ impl World {
 impl Repository {
     /// The ids `dhis2ctl backup list` finds for `hmis` in the repository, sorted.
     async fn listed(&self) -> Vec<String> {
-        let out = support::dhis2ctl(&[
-            "backup",
-            "list",
-            "--repo",
-            &self.repo,
-            "--instance",
-            "hmis",
-            "-o",
-            "json",
-        ])
-        .await;
-        support::assert_success(&out, "backup list");
-        let mut ids: Vec<String> = support::json(&out)
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["id"].as_str().unwrap().to_string())
-            .collect();
+        let mut ids = support::listed_backup_ids(&self.repo, Some("hmis")).await;
         ids.sort();
         ids
     }

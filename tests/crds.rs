@@ -2,7 +2,9 @@
 //! started by scripts/test.sh) accepts them, applies defaults, and refuses bad specs at apply
 //! time with the field named.
 
-use std::process::Command;
+mod install_support;
+
+use install_support::{docs, kubectl};
 
 const COMMITTED: &str = include_str!("../manifests/crds/dhis2operator.io.yaml");
 
@@ -12,36 +14,6 @@ fn committed_crds_match_the_rust_types() {
         dhis2_operator::crd::crds_yaml() == COMMITTED,
         "manifests/crds/dhis2operator.io.yaml is stale: run `cargo run --bin dhis2-operator -- crd > manifests/crds/dhis2operator.io.yaml`"
     );
-}
-
-fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let kubeconfig = std::env::var("KUBECONFIG").expect(
-        "KUBECONFIG is not set: run the tests with scripts/test.sh, which starts a kube-apiserver",
-    );
-    let mut cmd = Command::new("kubectl");
-    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("kubectl");
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 fn instance(name: &str, spec: &str) -> String {
@@ -145,12 +117,6 @@ fn the_operator_manifests_are_accepted_by_the_apiserver() {
     }
 }
 
-fn yaml_docs(text: &str) -> Vec<serde_json::Value> {
-    text.split("\n---\n")
-        .map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).expect("manifest YAML"))
-        .collect()
-}
-
 fn rules_of(docs: &[serde_json::Value], kind: &str) -> serde_json::Value {
     docs.iter()
         .find(|d| d["kind"] == kind)
@@ -160,8 +126,8 @@ fn rules_of(docs: &[serde_json::Value], kind: &str) -> serde_json::Value {
 
 #[test]
 fn cluster_mode_grants_exactly_what_namespaced_mode_grants() {
-    let cluster = yaml_docs(include_str!("../manifests/operator/operator.yaml"));
-    let namespaced = yaml_docs(include_str!("../manifests/operator/namespaced/role.yaml"));
+    let cluster = docs(include_str!("../manifests/operator/operator.yaml"));
+    let namespaced = docs(include_str!("../manifests/operator/namespaced/role.yaml"));
     let rules = rules_of(&cluster, "ClusterRole");
     assert_eq!(rules, rules_of(&namespaced, "Role"));
     // Least privilege: Secrets by name only, nothing beyond what the controllers do.

@@ -276,15 +276,6 @@ fn playbook(book: &str, inventory: &Path, vars: &Path, extra: &[&str]) -> Output
     run(cmd, "ansible-playbook")
 }
 
-fn backup_ids(out: &Output) -> Vec<String> {
-    json(out)
-        .as_array()
-        .unwrap_or_else(|| panic!("backup list -o json: {}", stdout(out)))
-        .iter()
-        .map(|b| b["id"].as_str().expect("id").to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn plain_server_playbook_installs_units_that_back_up_copy_prune_and_drill() {
     let env = env();
@@ -431,20 +422,8 @@ async fn plain_server_playbook_installs_units_that_back_up_copy_prune_and_drill(
         text(&out)
     );
     assert_no_secret(&text(&out), &secrets, "the backup unit");
-    let out = dhis2ctl(&[
-        "backup",
-        "list",
-        "--repo",
-        &repo,
-        "--instance",
-        instance,
-        "-o",
-        "json",
-    ])
-    .await;
-    assert_success(&out, "backup list");
-    let ids = backup_ids(&out);
-    assert_eq!(ids.len(), 1, "{}", stdout(&out));
+    let ids = listed_backup_ids(&repo, Some(instance)).await;
+    assert_eq!(ids.len(), 1, "{ids:?}");
     let metrics = std::fs::read_to_string(&textfile).expect("the unit wrote the textfile");
     assert!(
         metrics.contains(
@@ -458,9 +437,11 @@ async fn plain_server_playbook_installs_units_that_back_up_copy_prune_and_drill(
     let copy_unit = parse_unit(&Path::new(&units).join("dhis2-backup-copy-hmis.service"));
     let out = run_unit(&copy_unit);
     assert!(out.status.success(), "copy unit:\n{}", text(&out));
-    let out = dhis2ctl(&["backup", "list", "--repo", &offsite, "-o", "json"]).await;
-    assert_success(&out, "backup list off site");
-    assert_eq!(backup_ids(&out), ids, "the backup is off site");
+    assert_eq!(
+        listed_backup_ids(&offsite, None).await,
+        ids,
+        "the backup is off site"
+    );
     for prune in [
         "dhis2-backup-prune-hmis.service",
         "dhis2-backup-prune-offsite-hmis.service",

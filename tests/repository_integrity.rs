@@ -113,17 +113,6 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     walk(dir).into_iter().filter(|p| p.is_file()).collect()
 }
 
-async fn list_ids(repo: &str) -> Vec<String> {
-    let out = dhis2ctl(&["backup", "list", "--repo", repo, "-o", "json"]).await;
-    assert_success(&out, "list");
-    json(&out)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// A database with one small table: a dump of a few kilobytes.
 async fn tiny_database(env: &Env, prefix: &str) -> String {
     let (name, url) = env.create_database(prefix).await;
@@ -150,7 +139,7 @@ async fn a_full_disk_fails_the_backup_and_leaves_nothing_listed() {
     assert_clear_failure(&out, "the disk is full");
     assert!(stderr(&out).contains(repo), "says where: {}", stderr(&out));
     assert_eq!(out.status.code(), Some(1));
-    assert!(list_ids(repo).await.is_empty());
+    assert!(listed_backup_ids(repo, None).await.is_empty());
     assert_eq!(
         files(disk.path()),
         Vec::<PathBuf>::new(),
@@ -182,7 +171,7 @@ async fn a_manifest_that_does_not_fit_on_the_disk_fails_the_backup() {
     let out = backup_run(&src_url, repo, "hmis", &[]).await;
     assert_clear_failure(&out, "the disk is full");
     assert!(stderr(&out).contains("manifest.json"), "{}", stderr(&out));
-    assert!(list_ids(repo).await.is_empty());
+    assert!(listed_backup_ids(repo, None).await.is_empty());
     assert_eq!(files(disk.path()), Vec::<PathBuf>::new());
 }
 
@@ -197,11 +186,14 @@ async fn damaged_set_is_not_a_backup(repo: &str, damage: impl AsyncFnOnce(&str))
         assert_success(&out, "backup");
         ids.push(json(&out)["id"].as_str().unwrap().to_string());
     }
-    assert_eq!(list_ids(repo).await, vec![ids[1].clone(), ids[0].clone()]);
+    assert_eq!(
+        listed_backup_ids(repo, None).await,
+        vec![ids[1].clone(), ids[0].clone()]
+    );
     damage(&ids[1]).await;
 
     assert_eq!(
-        list_ids(repo).await,
+        listed_backup_ids(repo, None).await,
         vec![ids[0].clone()],
         "only the whole one"
     );
@@ -278,7 +270,7 @@ async fn damaged_set_is_not_a_backup(repo: &str, damage: impl AsyncFnOnce(&str))
     let report = json(&out);
     assert_eq!(report["kept"][0]["id"], ids[0].as_str(), "{report}");
     assert_eq!(report["deleted"].as_array().unwrap().len(), 0, "{report}");
-    assert_eq!(list_ids(repo).await, vec![ids[0].clone()]);
+    assert_eq!(listed_backup_ids(repo, None).await, vec![ids[0].clone()]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -456,7 +448,7 @@ async fn prune_spares_a_running_backup_and_removes_abandoned_debris() {
         !dead_set.exists(),
         "abandoned debris is gone, directory too"
     );
-    assert_eq!(list_ids(repo).await, vec![done]);
+    assert_eq!(listed_backup_ids(repo, None).await, vec![done]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,4 +1,4 @@
-//! What tests/helm_chart.rs and tests/examples.rs share: the chart rendered by Helm's own engine
+//! What tests/helm_chart.rs, tests/examples.rs and tests/crds.rs share: the chart rendered by Helm's own engine
 //! (charts/render.py, PyPI helm-python-sdk), YAML streams as JSON values, and kubectl against the
 //! test kube-apiserver (v1.20.2, started by scripts/test.sh).
 #![allow(dead_code)]

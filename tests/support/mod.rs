@@ -292,6 +292,23 @@ pub fn assert_clear_failure(out: &Output, needle: &str) {
     assert!(err.contains(needle), "expected '{needle}' in: {err}");
 }
 
+/// The ids `dhis2ctl backup list --repo REPO [--instance NAME] -o json` lists, in its order
+/// (newest first); the listing must succeed.
+pub async fn listed_backup_ids(repo: &str, instance: Option<&str>) -> Vec<String> {
+    let mut args = vec!["backup", "list", "--repo", repo, "-o", "json"];
+    if let Some(name) = instance {
+        args.extend(["--instance", name]);
+    }
+    let out = dhis2ctl(&args).await;
+    assert_success(&out, "backup list");
+    json(&out)
+        .as_array()
+        .unwrap_or_else(|| panic!("backup list -o json: {}", stdout(&out)))
+        .iter()
+        .map(|b| b["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
 pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(out), stderr(out)))

@@ -1,9 +1,10 @@
-//! docs/disaster-recovery.md, run as written: every command of its `sh` blocks, in order, through
-//! bash with the variables its `export` lines name (set here to this test's namespace, databases
-//! and bucket), after the damage an officer would face: data values deleted after the nightly
-//! backup (and, on the plain server, a file store file). Each command must succeed and, at the
-//! end, the data is back. In the cluster the real operator (under its namespaced Role) does the
-//! work against the real apiserver; its Jobs are run by the Job harness; DHIS2 is the fake.
+//! docs/disaster-recovery.md, run as written: every command of its `sh` blocks, in order,
+//! through bash with the variables its `export` lines name (set here to this test's namespace,
+//! databases and bucket), on the real DHIS2 2.42 database, after the damage an officer would
+//! face: data values deleted after the nightly backup (and, on the plain server, a file store
+//! file). Each command must succeed and, at the end, the data is back. In the cluster the real
+//! operator (under its namespaced Role) does the work against the real apiserver; its Jobs are
+//! run by the Job harness; DHIS2 is the fake.
 
 mod support;
 
@@ -179,7 +180,7 @@ async fn the_cluster_runbook_brings_lost_data_back() {
             "stringData": {"username": ADMIN.0, "password": ADMIN.1}}),
     )
     .await;
-    let (db, _) = env.seeded_database("dr_cluster").await;
+    let (db, _) = env.real_dhis2_database("dr_cluster").await;
     external_database(&env, &admin, &ns, "hmis-db", &db).await;
     let (bucket, _) = env.create_bucket("dr-cluster").await;
     let dhis2 = FakeDhis2::start(Dhis2State::Up {
@@ -244,7 +245,7 @@ async fn the_cluster_runbook_brings_lost_data_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_plain_server_runbook_brings_lost_data_and_files_back() {
     let env = support::env();
-    let (db, url) = env.seeded_database("dr_plain").await;
+    let (db, url) = env.real_dhis2_database("dr_plain").await;
     let (_scratch, scratch_url) = env.create_database("dr_plain_scratch").await;
     let (_, repo) = env.create_bucket("dr-plain").await;
     let files = tempfile::tempdir().unwrap();

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod backup_metrics;
 pub mod cli;
+pub mod cnpg;
 pub mod crd;
 pub mod demo;
 pub mod job_report;

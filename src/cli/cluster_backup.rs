@@ -343,6 +343,7 @@ pub async fn restore(
             approved_by: args.approved_by.clone(),
             regenerate_analytics: !args.no_analytics,
             include_file_store: true,
+            point_in_time: None,
             deadline_seconds: crate::crd::backup_common::DEFAULT_DEADLINE_SECONDS,
         },
     );

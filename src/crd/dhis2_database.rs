@@ -1,5 +1,5 @@
-//! `Dhis2Database`: a PostgreSQL server with PostGIS for DHIS2, run by the operator (`managed`)
-//! or provided by the ministry (`external`).
+//! `Dhis2Database`: a PostgreSQL server with PostGIS for DHIS2, run by the operator (`managed`),
+//! provided by the ministry (`external`), or a highly available CloudNativePG cluster (`cnpg`).
 
 use std::collections::BTreeMap;
 
@@ -8,9 +8,12 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::backup_common::RepositorySpec;
 use super::common::{DeletionPolicy, Resources, VolumeSpec};
 
 pub const DEFAULT_POSTGIS_IMAGE: &str = "postgis/postgis:16-3.4";
+/// CloudNativePG's PostGIS operand image (same PostgreSQL and PostGIS majors as the default).
+pub const DEFAULT_CNPG_POSTGIS_IMAGE: &str = "ghcr.io/cloudnative-pg/postgis:16-3.4";
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -31,13 +34,16 @@ pub const DEFAULT_POSTGIS_IMAGE: &str = "postgis/postgis:16-3.4";
 #[serde(rename_all = "camelCase")]
 pub struct Dhis2DatabaseSpec {
     /// `managed`: the operator runs PostgreSQL+PostGIS in a StatefulSet. `external`: a server the
-    /// ministry runs; the operator only checks it can connect.
+    /// ministry runs; the operator only checks it can connect. `cnpg`: a CloudNativePG `Cluster`
+    /// (replicas, failover, WAL archiving and point-in-time recovery; CloudNativePG must be
+    /// installed).
     #[serde(default)]
     pub provider: DatabaseProvider,
-    /// PostGIS image for `managed` (default postgis/postgis:16-3.4).
+    /// PostGIS image (default postgis/postgis:16-3.4 for `managed`,
+    /// ghcr.io/cloudnative-pg/postgis:16-3.4 for `cnpg`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Data volume for `managed`.
+    /// Data volume for `managed`, and of each instance for `cnpg`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<VolumeSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,8 +54,73 @@ pub struct Dhis2DatabaseSpec {
     /// For `external`: a Secret with keys host, port, database, username, password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_secret_ref: Option<String>,
+    /// For `cnpg`: instances, WAL archiving and base backups, recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnpg: Option<CnpgSpec>,
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+}
+
+/// `spec.cnpg`: how the CloudNativePG cluster is run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CnpgSpec {
+    /// PostgreSQL instances: one primary, the rest streaming replicas that take over when it
+    /// fails (default: 3 when a production Dhis2Instance uses this database, else 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 9))]
+    pub instances: Option<i32>,
+    /// Continuous WAL archiving and base backups, the ground of point-in-time recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<CnpgBackupSpec>,
+    /// Create the cluster as a copy of another cnpg `Dhis2Database`'s archive, replayed up to a
+    /// moment (set by a `Dhis2Restore` with `pointInTime`; read only when the cluster is made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<CnpgRecoverySpec>,
+}
+
+/// `spec.cnpg.backup`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CnpgBackupSpec {
+    /// `false` turns WAL archiving and base backups off (default on whenever a repository is
+    /// known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// An S3 repository for the WAL archive and base backups (default: `spec.backup.repository`
+    /// of the Dhis2Instance using this database). Kept under `<prefix>/_cnpg/` beside the
+    /// logical backups. Barman Cloud cannot age-encrypt: a repository with `encryption` is not
+    /// used for the archive (name one without it, protected by the store's server-side
+    /// encryption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepositorySpec>,
+    /// When base backups are taken: cron in UTC, five fields (`0 1 * * *`) or CloudNativePG's
+    /// six with seconds (default `0 0 1 * * *`, 01:00 UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// How far back point-in-time recovery reaches: base backups and WAL older than this are
+    /// removed by Barman, e.g. `30d`, `4w`, `6m` (default `30d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[1-9][0-9]*[dwm]$"))]
+    pub retention: Option<String>,
+}
+
+/// `spec.cnpg.recovery`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CnpgRecoverySpec {
+    /// The cluster (the cnpg `Dhis2Database`'s name) whose WAL archive and base backups are
+    /// replayed; it may since have been deleted, its archive is what counts.
+    #[schemars(length(min = 1, max = 63))]
+    pub source: String,
+    /// The S3 repository holding the source's archive (under `<prefix>/_cnpg/<source>/`;
+    /// default: this database's own archive repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepositorySpec>,
+    /// Replay up to this moment (RFC 3339, e.g. `2026-12-07T10:13:00+07:00`); absent: to the
+    /// end of the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_time: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -58,6 +129,7 @@ pub enum DatabaseProvider {
     #[default]
     Managed,
     External,
+    Cnpg,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -83,4 +155,38 @@ pub struct Dhis2DatabaseStatus {
     /// `pg_database_size` of the database, measured at each check (external databases).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
+    /// The CloudNativePG cluster, as CloudNativePG reports it (`provider: cnpg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnpg: Option<CnpgStatus>,
+}
+
+/// `status.cnpg`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CnpgStatus {
+    /// The `Cluster` (postgresql.cnpg.io/v1) in this namespace.
+    pub cluster: String,
+    /// CloudNativePG's phase, e.g. `Cluster in healthy state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_instances: Option<i64>,
+    /// The pod running the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_primary: Option<String>,
+    /// `plugin` (Barman Cloud plugin `ObjectStore`), `barmanObjectStore` (CloudNativePG's
+    /// built-in Barman Cloud) or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_archiving: Option<String>,
+    /// Where WAL and base backups go (`s3://bucket/prefix/_cnpg`), no credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// The earliest moment point-in-time recovery can reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_recoverability_point: Option<String>,
+    /// When the newest base backup succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<String>,
 }

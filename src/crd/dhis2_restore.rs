@@ -42,6 +42,12 @@ pub struct Dhis2RestoreSpec {
     /// Restore the file store as well (when the backup has one).
     #[serde(default = "default_true")]
     pub include_file_store: bool,
+    /// Point-in-time recovery (a `cnpg` database with WAL archiving): the database as it was at
+    /// this moment (RFC 3339, e.g. `2026-12-07T10:13:00+07:00`), replayed by CloudNativePG into
+    /// a new cluster `<restore>-db`; the target instance is pointed at it and the database it
+    /// used before is kept. Instead of `backupRef`/`backupId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<String>,
     #[serde(default = "default_deadline_seconds")]
     #[schemars(range(min = 60))]
     pub deadline_seconds: i64,
@@ -119,9 +125,13 @@ pub struct Dhis2RestoreStatus {
     pub completed_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
-    /// The database as it was before, kept by the engine as `<name>__replaced_<time>`.
+    /// The database as it was before, kept by the engine as `<name>__replaced_<time>` (after a
+    /// point-in-time recovery: the `Dhis2Database` the target used before, kept as it was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced_database: Option<String>,
+    /// Point-in-time recovery: the new cnpg `Dhis2Database` the target now uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_database: Option<String>,
     /// `requested`, `not requested`, or why the request failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analytics_regeneration: Option<String>,

@@ -10,6 +10,7 @@ use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database};
 use crate::crd::dhis2_instance::Dhis2Instance;
 use crate::postgres::DatabaseTarget;
 
+use super::cnpg_build::app_secret_name;
 use super::context::Context;
 use super::database_controller::connection_from_secret;
 use super::dhis_conf::DatabaseConnection;
@@ -25,11 +26,13 @@ pub fn instance_database_name(instance: &Dhis2Instance) -> String {
         .unwrap_or_else(|| dedicated_database_name(&instance.name_any()))
 }
 
-/// The Secret that holds a database's host, port, database, username and password.
+/// The Secret that holds a database's host, port, database, username and password (cnpg:
+/// CloudNativePG's `<cluster>-app`, whose host is the `-rw` Service of the primary).
 pub fn connection_secret_name(db: &Dhis2Database) -> String {
     match db.spec.provider {
         DatabaseProvider::Managed => credentials_secret_name(&db.name_any()),
         DatabaseProvider::External => db.spec.external_secret_ref.clone().unwrap_or_default(),
+        DatabaseProvider::Cnpg => app_secret_name(&db.name_any()),
     }
 }
 

@@ -23,6 +23,7 @@ use super::context::Context;
 use super::credentials::{
     CredentialsPlan, SecretFound, credentials_missing_message, credentials_plan,
 };
+use super::cnpg_database::apply_cnpg;
 use super::database_build::{APP, build_database_children};
 use super::database_connection::database_target;
 use super::dhis_conf::DatabaseConnection;
@@ -70,7 +71,8 @@ pub(crate) fn random_password() -> String {
         .collect()
 }
 
-/// Reads host/port/database/username/password from a Secret.
+/// Reads host/port/database/username/password from a Secret (CloudNativePG's app Secret names
+/// the database `dbname`).
 pub fn connection_from_secret(secret: &Secret) -> Option<DatabaseConnection> {
     let get = |k: &str| -> Option<String> {
         if let Some(v) = secret.data.as_ref().and_then(|d| d.get(k)) {
@@ -81,7 +83,7 @@ pub fn connection_from_secret(secret: &Secret) -> Option<DatabaseConnection> {
     Some(DatabaseConnection {
         host: get("host")?,
         port: get("port").unwrap_or_else(|| "5432".into()),
-        database: get("database")?,
+        database: get("database").or_else(|| get("dbname"))?,
         username: get("username")?,
         password: get("password")?,
     })
@@ -134,6 +136,15 @@ async fn apply(db: &Dhis2Database, ctx: &Context, ns: &str) -> Result<Action> {
         match db.spec.provider {
             DatabaseProvider::Managed => apply_managed(db, ctx, ns, &name, &mut status).await?,
             DatabaseProvider::External => check_external(db, ctx, ns, &mut status).await?,
+            DatabaseProvider::Cnpg => {
+                let h = apply_cnpg(db, ctx, ns, &mut status).await?;
+                Outcome {
+                    ready: h.ready,
+                    reason: h.reason,
+                    message: h.message,
+                    problem: h.problem,
+                }
+            }
         }
     };
     // One Event per new problem, not one per reconcile.
@@ -166,11 +177,14 @@ async fn apply(db: &Dhis2Database, ctx: &Context, ns: &str) -> Result<Action> {
     )
     .await
     .map_err(|e| Error::kube(format!("writing the status of Dhis2Database {name}"), e))?;
-    Ok(Action::requeue(Duration::from_secs(if ready {
-        60
-    } else {
-        20
-    })))
+    // CloudNativePG's clusters are not watched (its CRDs may be installed after the operator
+    // starts): a failover is noticed at the next look.
+    let every = match (db.spec.provider, ready) {
+        (DatabaseProvider::Cnpg, _) => 15,
+        (_, true) => 60,
+        (_, false) => 20,
+    };
+    Ok(Action::requeue(Duration::from_secs(every)))
 }
 
 fn template_shape(sts: &StatefulSet) -> Option<VolumeShape> {

@@ -99,6 +99,7 @@ pub fn build_dedicated_database(instance: &Dhis2Instance) -> Dhis2Database {
             resources: None,
             parameters: BTreeMap::new(),
             external_secret_ref: None,
+            cnpg: None,
             deletion_policy: instance.spec.deletion_policy,
         },
     );

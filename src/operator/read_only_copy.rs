@@ -251,6 +251,7 @@ pub fn copy_database(source: &Dhis2Instance, names: &CopyNames) -> Dhis2Database
             resources: None,
             parameters: BTreeMap::new(),
             external_secret_ref: Some(names.secret()),
+            cnpg: None,
             deletion_policy: DeletionPolicy::Delete,
         },
     );
@@ -320,6 +321,7 @@ pub fn copy_restore(
             // DHIS2 could not regenerate them anyway.
             regenerate_analytics: false,
             include_file_store: true,
+            point_in_time: None,
             deadline_seconds: default_deadline_seconds(),
         },
     );

@@ -16,20 +16,21 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::crd::dhis2_backup::Dhis2Backup;
-use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database};
+use crate::crd::dhis2_database::Dhis2Database;
 use crate::crd::dhis2_instance::Dhis2Instance;
 use crate::crd::dhis2_restore::{Dhis2Restore, Dhis2RestoreStatus};
 
 use super::analytics::{dhis2_base_url, request_analytics};
 use super::conditions::is_true;
 use super::context::Context;
+use super::database_connection::connection_secret_name;
 use super::database_controller::connection_from_secret;
 use super::dhis_conf::DatabaseConnection;
 use super::error::{Error, Result};
 use super::instance_build::APP as DHIS2_APP;
 use super::job_outcome::{JobOutcome, job_outcome};
 use super::labels::{
-    FINALIZER, RESTORE_IN_PROGRESS_ANNOTATION, credentials_secret_name, dedicated_database_name,
+    FINALIZER, RESTORE_IN_PROGRESS_ANNOTATION, dedicated_database_name,
     file_store_claim_name,
 };
 use super::restore_job::{RestoreJobPlan, build_restore_job, restore_job_name};
@@ -552,10 +553,7 @@ async fn target_database(
     {
         return Ok(Err(format!("Dhis2Database {db_name} is not ready")));
     }
-    let secret_name = match db.spec.provider {
-        DatabaseProvider::Managed => credentials_secret_name(&db_name),
-        DatabaseProvider::External => db.spec.external_secret_ref.clone().unwrap_or_default(),
-    };
+    let secret_name = connection_secret_name(&db);
     let secret = ctx
         .api::<Secret>(ns)
         .get_opt(&secret_name)

@@ -225,6 +225,7 @@ fn rollback_restore(instance: &Dhis2Instance, name: &str, backup: &str, to: &str
             )),
             regenerate_analytics: true,
             include_file_store: true,
+            point_in_time: None,
             deadline_seconds: default_deadline_seconds(),
         },
     );

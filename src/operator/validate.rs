@@ -103,7 +103,27 @@ pub fn validate_database(spec: &Dhis2DatabaseSpec) -> Vec<Problem> {
     if spec.provider == DatabaseProvider::External && spec.storage.is_some() {
         problems.push(Problem {
             field: "spec.storage",
-            message: "applies only to provider: managed".into(),
+            message: "applies only to provider: managed or cnpg".into(),
+        });
+    }
+    if spec.provider != DatabaseProvider::Cnpg && spec.cnpg.is_some() {
+        problems.push(Problem {
+            field: "spec.cnpg",
+            message: "applies only to provider: cnpg; remove it or set spec.provider: cnpg".into(),
+        });
+    }
+    if let Some(time) = spec
+        .cnpg
+        .as_ref()
+        .and_then(|c| c.recovery.as_ref())
+        .and_then(|r| r.target_time.as_deref())
+        && chrono::DateTime::parse_from_rfc3339(time).is_err()
+    {
+        problems.push(Problem {
+            field: "spec.cnpg.recovery.targetTime",
+            message: format!(
+                "'{time}' is not an RFC 3339 time: write it like 2026-12-07T10:13:00+07:00"
+            ),
         });
     }
     problems

@@ -50,6 +50,7 @@ pub mod read_only_copy_controller;
 pub mod repository_protection;
 pub mod restore_controller;
 pub mod restore_job;
+pub mod restore_point_in_time;
 pub mod restore_steps;
 pub mod run;
 pub mod run_history;

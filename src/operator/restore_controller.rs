@@ -23,7 +23,8 @@ use crate::crd::dhis2_restore::{Dhis2Restore, Dhis2RestoreStatus};
 use super::analytics::{dhis2_base_url, request_analytics};
 use super::conditions::is_true;
 use super::context::Context;
-use super::database_connection::connection_secret_name;
+use super::cnpg_archive::archive_destination;
+use super::database_connection::{connection_secret_name, instance_database_name};
 use super::database_controller::connection_from_secret;
 use super::dhis_conf::DatabaseConnection;
 use super::error::{Error, Result};
@@ -34,9 +35,13 @@ use super::labels::{
     file_store_claim_name,
 };
 use super::restore_job::{RestoreJobPlan, build_restore_job, restore_job_name};
+use super::restore_point_in_time::{
+    check_point_in_time, recovery_database, recovery_database_name,
+};
 use super::restore_steps::{
-    Consent, Observed, Phase, ResolvedSource, SourceProblem, Step, TargetFacts, check_consent,
-    new_target_instance, next_step, repository_location, resolve_source, restores_file_store,
+    Consent, Observed, Phase, RecoveryFacts, ResolvedSource, SourceProblem, Step, TargetFacts,
+    check_consent, new_target_instance, next_step, repository_location, resolve_source,
+    restores_file_store,
 };
 
 pub const KIND: &str = "Dhis2Restore";
@@ -83,7 +88,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
         return start(restore, ctx, ns, target.as_ref()).await;
     }
     let mut database = None;
-    let facts = match &target {
+    let mut facts = match &target {
         Some(t) if matches!(phase, Phase::ScalingDown | Phase::Starting) => {
             let (facts, db) = target_facts(restore, ctx, ns, t, phase).await?;
             database = db;
@@ -102,6 +107,18 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
         }),
         None => None,
     };
+    let mut point_in_time = None;
+    if let (Some(recovery_db), Some(t)) = (&status.recovery_database, &target)
+        && phase == Phase::ScalingDown
+    {
+        let (found, ready) = recovery_facts(ctx, ns, recovery_db, t).await?;
+        point_in_time = Some(found);
+        if let Some(f) = facts.as_mut() {
+            f.database = ready;
+            f.file_store_claim = None;
+        }
+        database = None;
+    }
     let job_name = status
         .job_name
         .clone()
@@ -121,6 +138,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
         job,
         job_name: &job_name,
         regenerate_analytics: restore.spec.regenerate_analytics,
+        point_in_time,
     });
     tracing::debug!(restore = %name, ?phase, ?step, "restore step");
     match step {
@@ -193,6 +211,44 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
             }
             Ok(Action::requeue(Duration::from_secs(2)))
         }
+        Step::CreateRecoveryDatabase => create_recovery_database(restore, ctx, ns).await,
+        Step::SwitchDatabase => {
+            let Some(t) = &target else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
+            switch_database(restore, ctx, ns, t, &status).await
+        }
+        Step::RecoveryFinished => {
+            let mut next = status.clone();
+            next.phase = Some(Phase::Starting.as_str().into());
+            let recovered = status.recovery_database.clone().unwrap_or_default();
+            let mut message = format!(
+                "{target_name} now uses Dhis2Database {recovered}, recovered by CloudNativePG to {}",
+                restore.spec.point_in_time.as_deref().unwrap_or("?")
+            );
+            if let Some(previous) = &status.replaced_database {
+                message.push_str(&format!(
+                    "; the database it used before, {previous}, is kept as it was"
+                ));
+            }
+            if target
+                .as_ref()
+                .is_some_and(|t| restores_file_store(&restore.spec, &t.spec))
+            {
+                message.push_str(
+                    "; uploaded files are not part of point-in-time recovery and were left as they were",
+                );
+            }
+            ctx.event(restore, false, "Restored", "Restore", message.clone())
+                .await;
+            message.push_str("; starting DHIS2");
+            next.message = Some(message);
+            write_status(restore, ctx, ns, next).await?;
+            if let Some(t) = &target {
+                release(restore, ctx, ns, t).await?;
+            }
+            Ok(Action::requeue(Duration::from_secs(2)))
+        }
         Step::JobFailed(reason) => {
             // Released next time (or first stopped, when this restore created the target).
             fail(restore, ctx, ns, &status, &reason, true).await?;
@@ -255,13 +311,46 @@ async fn start(
     let status = restore.status.clone().unwrap_or_default();
     let spec = &restore.spec;
     let (source_instance, backup) = read_source(restore, ctx, ns).await?;
-    let source = match resolve_source(&spec.source, backup.as_ref(), source_instance.as_ref()) {
-        Ok(s) => s,
-        Err(SourceProblem::Blocked(why)) => return pending(restore, ctx, ns, why, None).await,
-        Err(SourceProblem::Unusable(why)) => {
-            fail(restore, ctx, ns, &status, &why, false).await?;
-            return Ok(Action::await_change());
-        }
+    // What is restored: a backup (its id) from a repository, or the database at a moment.
+    let (backup_id, location, what) = if spec.point_in_time.is_some() {
+        let source_db = source_database(ctx, ns, source_instance.as_ref()).await?;
+        let point = match check_point_in_time(
+            spec,
+            source_instance.as_ref(),
+            source_db.as_ref(),
+            ctx.clock.now(),
+        ) {
+            Ok(p) => p,
+            Err(why) => return pending(restore, ctx, ns, why, Some("PointInTimeRefused")).await,
+        };
+        let location = point
+            .repository
+            .s3
+            .as_ref()
+            .map(archive_destination)
+            .unwrap_or_default();
+        let what = format!(
+            "recovering the database of {} as it was at {} from the WAL archive {location}",
+            spec.source.instance,
+            point.target_time.to_rfc3339()
+        );
+        (None, location, what)
+    } else {
+        let source = match resolve_source(&spec.source, backup.as_ref(), source_instance.as_ref())
+        {
+            Ok(s) => s,
+            Err(SourceProblem::Blocked(why)) => return pending(restore, ctx, ns, why, None).await,
+            Err(SourceProblem::Unusable(why)) => {
+                fail(restore, ctx, ns, &status, &why, false).await?;
+                return Ok(Action::await_change());
+            }
+        };
+        let location = repository_location(&source.repository);
+        let what = format!(
+            "restoring backup {} of {} from {location}",
+            source.backup_id, source.instance
+        );
+        (Some(source.backup_id), location, what)
     };
     let consent = match check_consent(spec, target) {
         Ok(c) => c,
@@ -290,14 +379,20 @@ async fn start(
     if !add_finalizer(restore, ctx, ns).await? {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    let location = repository_location(&source.repository);
     let mut next = status.clone();
     next.phase = Some(Phase::ScalingDown.as_str().into());
-    next.backup_id = Some(source.backup_id.clone());
+    next.recovery_database = spec
+        .point_in_time
+        .as_ref()
+        .map(|_| recovery_database_name(&restore.name_any()));
+    next.backup_id = backup_id;
     next.repository = Some(location.clone());
     next.target_created = Some(consent == Consent::NewInstance);
     next.previous_replicas = Some(previous_replicas);
-    next.job_name = Some(restore_job_name(&restore.name_any()));
+    next.job_name = spec
+        .point_in_time
+        .is_none()
+        .then(|| restore_job_name(&restore.name_any()));
     next.started_at = Some(ctx.clock.now().to_rfc3339());
     next.failure_reason = None;
     next.message = Some(format!("stopping DHIS2 of {target_name}"));
@@ -314,10 +409,7 @@ async fn start(
         false,
         "Started",
         "Restore",
-        format!(
-            "restoring backup {} of {} from {location} {how}",
-            source.backup_id, source.instance
-        ),
+        format!("{what} {how}"),
     )
     .await;
     Ok(Action::requeue(Duration::from_millis(500)))
@@ -406,9 +498,17 @@ async fn complete(
     let mut next = status.clone();
     next.phase = Some(Phase::Completed.as_str().into());
     next.completed_at = Some(ctx.clock.now().to_rfc3339());
+    let what = match (&restore.spec.point_in_time, &status.recovery_database) {
+        (Some(time), Some(db)) => {
+            format!("the database as it was at {time} (Dhis2Database {db}) restored")
+        }
+        _ => format!(
+            "backup {} restored",
+            status.backup_id.as_deref().unwrap_or("?")
+        ),
+    };
     next.message = Some(format!(
-        "backup {} restored into {target}; DHIS2 is up; analytics regeneration: {analytics}",
-        status.backup_id.as_deref().unwrap_or("?")
+        "{what} into {target}; DHIS2 is up; analytics regeneration: {analytics}"
     ));
     next.analytics_regeneration = Some(analytics);
     write_status(restore, ctx, ns, next.clone()).await?;
@@ -598,12 +698,21 @@ async fn create_target(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Resul
         fail(restore, ctx, ns, &status, &why, false).await?;
         return Ok(Action::await_change());
     };
+    // A point-in-time recovery's new instance uses the recovered database.
+    let mut overrides = spec.target.new_instance.clone();
+    if let Some(recovered) = restore
+        .status
+        .as_ref()
+        .and_then(|s| s.recovery_database.clone())
+    {
+        overrides.get_or_insert_with(Default::default).database_ref = Some(recovered);
+    }
     let instance = new_target_instance(
         &restore.name_any(),
         ns,
         &spec.target.instance,
         &source.spec,
-        spec.target.new_instance.as_ref(),
+        overrides.as_ref(),
     );
     match ctx
         .api::<Dhis2Instance>(ns)
@@ -974,4 +1083,154 @@ async fn cleanup(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<Acti
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     Ok(Action::await_change())
+}
+
+/// The `Dhis2Database` of the source instance, if both exist.
+async fn source_database(
+    ctx: &Context,
+    ns: &str,
+    source: Option<&Dhis2Instance>,
+) -> Result<Option<Dhis2Database>> {
+    let Some(source) = source else {
+        return Ok(None);
+    };
+    let name = instance_database_name(source);
+    ctx.api::<Dhis2Database>(ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Dhis2Database {name}"), e))
+}
+
+/// The recovered database as the cluster shows it, and whether it is ready (else why not, in
+/// the database's own words: CloudNativePG's phase).
+async fn recovery_facts(
+    ctx: &Context,
+    ns: &str,
+    database: &str,
+    target: &Dhis2Instance,
+) -> Result<(RecoveryFacts, std::result::Result<(), String>)> {
+    let db = ctx
+        .api::<Dhis2Database>(ns)
+        .get_opt(database)
+        .await
+        .map_err(|e| Error::kube(format!("reading Dhis2Database {database}"), e))?;
+    let ready = match &db {
+        None => Err(format!("Dhis2Database {database} does not exist yet")),
+        Some(db) => {
+            let conditions = db.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+            if is_true(conditions, "Ready") {
+                Ok(())
+            } else {
+                Err(conditions
+                    .iter()
+                    .find(|c| c.type_ == "Ready")
+                    .map(|c| c.message.clone())
+                    .unwrap_or_else(|| "not reconciled yet".into()))
+            }
+        }
+    };
+    Ok((
+        RecoveryFacts {
+            database: database.to_string(),
+            exists: db.is_some(),
+            target_uses_it: target.spec.database_ref.as_deref() == Some(database),
+        },
+        ready,
+    ))
+}
+
+/// Creates the cnpg database CloudNativePG recovers into (checked again: the source may have
+/// changed since the restore started).
+async fn create_recovery_database(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Action> {
+    let status = restore.status.clone().unwrap_or_default();
+    let (source_instance, _) = read_source(restore, ctx, ns).await?;
+    let source_db = source_database(ctx, ns, source_instance.as_ref()).await?;
+    let point = match check_point_in_time(
+        &restore.spec,
+        source_instance.as_ref(),
+        source_db.as_ref(),
+        ctx.clock.now(),
+    ) {
+        Ok(p) => p,
+        Err(why) => {
+            fail(restore, ctx, ns, &status, &why, false).await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+    };
+    let Some(source_db) = source_db else {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    let db = recovery_database(&restore.name_any(), ns, &source_db, &point);
+    let name = db.name_any();
+    match ctx
+        .api::<Dhis2Database>(ns)
+        .create(&PostParams::default(), &db)
+        .await
+    {
+        Ok(_) => {
+            ctx.event(
+                restore,
+                false,
+                "RecoveryDatabaseCreated",
+                "Restore",
+                format!(
+                    "Dhis2Database {name} created: CloudNativePG replays the archive of {} up to {}",
+                    source_db.name_any(),
+                    point.target_time.to_rfc3339()
+                ),
+            )
+            .await;
+        }
+        Err(e) if is_conflict(&e) => {}
+        Err(e) => return Err(Error::kube(format!("creating Dhis2Database {name}"), e)),
+    }
+    Ok(Action::requeue(Duration::from_secs(2)))
+}
+
+/// Points the held, stopped target at the recovered database; records the one it used before
+/// (kept as it was).
+async fn switch_database(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+    target: &Dhis2Instance,
+    status: &Dhis2RestoreStatus,
+) -> Result<Action> {
+    let Some(recovered) = status.recovery_database.clone() else {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    let previous = instance_database_name(target);
+    let mut next = status.clone();
+    next.replaced_database = Some(previous.clone());
+    write_status(restore, ctx, ns, next).await?;
+    let name = target.name_any();
+    let patch = json!({
+        "metadata": {"resourceVersion": target.resource_version()},
+        "spec": {"databaseRef": recovered}
+    });
+    match ctx
+        .api::<Dhis2Instance>(ns)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            ctx.event(
+                restore,
+                false,
+                "DatabaseSwitched",
+                "Restore",
+                format!(
+                    "Dhis2Instance {name} now uses Dhis2Database {recovered}; {previous} is kept as it was"
+                ),
+            )
+            .await;
+        }
+        Err(e) if is_conflict(&e) => {}
+        Err(e) => return Err(Error::kube(format!("pointing Dhis2Instance {name} at {recovered}"), e)),
+    }
+    Ok(Action::requeue(Duration::from_secs(1)))
 }

@@ -321,6 +321,18 @@ pub struct Observed<'a> {
     pub job: Option<JobOutcome>,
     pub job_name: &'a str,
     pub regenerate_analytics: bool,
+    /// A point-in-time recovery: its new database, instead of a Job.
+    pub point_in_time: Option<RecoveryFacts>,
+}
+
+/// The new database of a point-in-time recovery, as the cluster shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryFacts {
+    /// The cnpg `Dhis2Database` being recovered.
+    pub database: String,
+    pub exists: bool,
+    /// The target's `spec.databaseRef` names it already.
+    pub target_uses_it: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -335,6 +347,12 @@ pub enum Step {
     StartJob,
     /// The Job succeeded: record the engine's report, then start DHIS2 again.
     JobSucceeded(Option<RestoreJobReport>),
+    /// Point-in-time recovery: create the new cnpg database (CloudNativePG starts replaying).
+    CreateRecoveryDatabase,
+    /// DHIS2 is stopped and the recovered database is ready: point the target at it.
+    SwitchDatabase,
+    /// The target uses the recovered database: record it, then start DHIS2 again.
+    RecoveryFinished,
     /// The Job failed (the engine left the target untouched): record why, start DHIS2 again.
     JobFailed(String),
     /// Take the restore's name off the target: DHIS2 starts again.
@@ -398,11 +416,28 @@ pub fn next_step(o: &Observed) -> Step {
                 }
                 None => return Step::HoldTarget,
             }
+            // The recovery may take long: it starts while DHIS2 stops.
+            if o.point_in_time.as_ref().is_some_and(|p| !p.exists) {
+                return Step::CreateRecoveryDatabase;
+            }
             if !t.deployment_stopped || t.dhis2_pods > 0 {
                 return Step::Wait(format!(
                     "waiting for DHIS2 of {target} to stop ({} pod(s) left)",
                     t.dhis2_pods
                 ));
+            }
+            if let Some(p) = &o.point_in_time {
+                if let Err(why) = &t.database {
+                    return Step::Wait(format!(
+                        "CloudNativePG is recovering Dhis2Database {} to the point in time: {why}",
+                        p.database
+                    ));
+                }
+                return if p.target_uses_it {
+                    Step::RecoveryFinished
+                } else {
+                    Step::SwitchDatabase
+                };
             }
             if let Err(why) = &t.database {
                 return Step::Wait(format!("waiting for the database of {target}: {why}"));
@@ -735,7 +770,40 @@ mod tests {
             job: None,
             job_name: "refresh-restore",
             regenerate_analytics: true,
+            point_in_time: None,
         }
+    }
+
+    #[test]
+    fn a_point_in_time_recovery_creates_its_database_waits_for_it_then_switches_the_target() {
+        let pitr = |exists: bool, target_uses_it: bool, target: TargetFacts| {
+            let mut o = observed(Phase::ScalingDown, Some(target));
+            o.point_in_time = Some(RecoveryFacts {
+                database: "refresh-db".into(),
+                exists,
+                target_uses_it,
+            });
+            next_step(&o)
+        };
+        // Created at once, while DHIS2 is still stopping.
+        let mut stopping = held(Some("refresh"));
+        stopping.deployment_stopped = false;
+        stopping.dhis2_pods = 1;
+        assert_eq!(
+            pitr(false, false, stopping.clone()),
+            Step::CreateRecoveryDatabase
+        );
+        assert!(matches!(pitr(true, false, stopping), Step::Wait(m) if m.contains("to stop")));
+        let mut recovering = held(Some("refresh"));
+        recovering.database = Err("CloudNativePG cluster refresh-db: Setting up primary".into());
+        assert!(matches!(
+            pitr(true, false, recovering),
+            Step::Wait(m) if m.contains("recovering Dhis2Database refresh-db") && m.contains("Setting up primary")
+        ));
+        assert_eq!(pitr(true, false, held(Some("refresh"))), Step::SwitchDatabase);
+        assert_eq!(pitr(true, true, held(Some("refresh"))), Step::RecoveryFinished);
+        // Never while someone else holds the target.
+        assert!(matches!(pitr(false, false, held(Some("other"))), Step::Wait(_)));
     }
 
     #[test]

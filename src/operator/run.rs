@@ -26,6 +26,7 @@ use crate::crd::{
 use super::backup_index::BackupIndex;
 use super::clock::{FileClock, SystemClock};
 use super::context::{Context, scoped_api as api};
+use super::database_connection::instance_database_name;
 use super::fleet_collector::FleetCollector;
 use super::labels::MANAGED_BY;
 use super::leadership::{self, LeaderElection, LeadershipError};
@@ -202,6 +203,11 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
                 .touched_objects(),
             )
             .owns_shared_stream(service_watch.subscribe())
+            // A cnpg database takes its instance count and archive from the instance using it.
+            .watches_shared_stream(instance_watch.subscribe(), |i| {
+                let ns = i.namespace()?;
+                Some(ObjectRef::new(&instance_database_name(&i)).within(&ns))
+            })
             .with_config(controller_config.clone())
             .shutdown_on_signal()
             .run(

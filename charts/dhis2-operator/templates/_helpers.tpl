@@ -84,4 +84,17 @@ exactly what the controllers use (tests/crds.rs checks both are identical and le
   - apiGroups: ["events.k8s.io"]
     resources: ["events"]
     verbs: ["create", "patch"]
+  # provider: cnpg: CloudNativePG's Cluster and ScheduledBackup and the Barman Cloud plugin's
+  # ObjectStore, applied (CloudNativePG runs them; the operator reads their status); the
+  # archive's objects deleted when archiving is turned off. Clusters go only by garbage
+  # collection, under deletionPolicy: Delete.
+  - apiGroups: ["postgresql.cnpg.io"]
+    resources: ["clusters"]
+    verbs: ["get", "create", "patch"]
+  - apiGroups: ["postgresql.cnpg.io"]
+    resources: ["scheduledbackups"]
+    verbs: ["get", "create", "patch", "delete"]
+  - apiGroups: ["barmancloud.cnpg.io"]
+    resources: ["objectstores"]
+    verbs: ["get", "create", "patch", "delete"]
 {{- end -}}

@@ -7,11 +7,11 @@
 
 #[allow(unused_imports)]
 mod prelude {
-    pub use kube::CustomResource;
-    pub use serde::{Serialize, Deserialize};
-    pub use std::collections::BTreeMap;
-    pub use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    pub use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    pub use kube::CustomResource;
+    pub use serde::{Deserialize, Serialize};
+    pub use std::collections::BTreeMap;
 }
 
 use self::prelude::*;
@@ -19,12 +19,17 @@ use self::prelude::*;
 /// Specification of the desired behavior of the cluster.
 /// More info: <https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#spec-and-status>
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[kube(group = "postgresql.cnpg.io", version = "v1", kind = "Cluster", plural = "clusters")]
+#[kube(
+    group = "postgresql.cnpg.io",
+    version = "v1",
+    kind = "Cluster",
+    plural = "clusters"
+)]
 #[kube(namespaced)]
 #[kube(status = "ClusterStatus")]
 #[kube(schema = "disabled")]
-#[kube(derive="Default")]
-#[kube(derive="PartialEq")]
+#[kube(derive = "Default")]
+#[kube(derive = "PartialEq")]
 pub struct ClusterSpec {
     /// Affinity/Anti-affinity rules for Pods
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,7 +62,11 @@ pub struct ClusterSpec {
     /// option is disabled, the operator will ignore the `SuperuserSecret` content, delete
     /// it when automatically created, and then blank the password of the `postgres`
     /// user by setting it to `NULL`. Disabled by default.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "enableSuperuserAccess")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "enableSuperuserAccess"
+    )]
     pub enable_superuser_access: Option<bool>,
     /// Env follows the Env format to pass environment variables
     /// to the pods created in the cluster
@@ -68,22 +77,42 @@ pub struct ClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "envFrom")]
     pub env_from: Option<Vec<ClusterEnvFrom>>,
     /// EphemeralVolumeSource allows the user to configure the source of ephemeral volumes.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ephemeralVolumeSource")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "ephemeralVolumeSource"
+    )]
     pub ephemeral_volume_source: Option<ClusterEphemeralVolumeSource>,
     /// EphemeralVolumesSizeLimit allows the user to set the limits for the ephemeral
     /// volumes
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ephemeralVolumesSizeLimit")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "ephemeralVolumesSizeLimit"
+    )]
     pub ephemeral_volumes_size_limit: Option<ClusterEphemeralVolumesSizeLimit>,
     /// The list of external clusters which are used in the configuration
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "externalClusters")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "externalClusters"
+    )]
     pub external_clusters: Option<Vec<ClusterExternalClusters>>,
     /// The amount of time (in seconds) to wait before triggering a failover
     /// after the primary PostgreSQL instance in the cluster was detected
     /// to be unhealthy
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "failoverDelay")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "failoverDelay"
+    )]
     pub failover_delay: Option<i32>,
     /// Defines the major PostgreSQL version we want to use within an ImageCatalog
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "imageCatalogRef")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "imageCatalogRef"
+    )]
     pub image_catalog_ref: Option<ClusterImageCatalogRef>,
     /// Name of the container image, supporting both tags (`<image>:<tag>`)
     /// and digests for deterministic and repeatable deployments
@@ -95,13 +124,25 @@ pub struct ClusterSpec {
     /// If not defined, it defaults to `IfNotPresent`.
     /// Cannot be updated.
     /// More info: <https://kubernetes.io/docs/concepts/containers/images#updating-images>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "imagePullPolicy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "imagePullPolicy"
+    )]
     pub image_pull_policy: Option<String>,
     /// The list of pull secrets to be used to pull the images
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "imagePullSecrets")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "imagePullSecrets"
+    )]
     pub image_pull_secrets: Option<Vec<ClusterImagePullSecrets>>,
     /// Metadata that will be inherited by all objects related to the Cluster
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "inheritedMetadata")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "inheritedMetadata"
+    )]
     pub inherited_metadata: Option<ClusterInheritedMetadata>,
     /// Number of instances required in the cluster
     pub instances: i64,
@@ -109,7 +150,11 @@ pub struct ClusterSpec {
     /// to successfully respond to the liveness probe (default 30).
     /// The Liveness probe failure threshold is derived from this value using the formula:
     /// ceiling(livenessProbe / 10).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "livenessProbeTimeout")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "livenessProbeTimeout"
+    )]
     pub liveness_probe_timeout: Option<i32>,
     /// The instances' log level, one of the following values: error, warning, info (default), debug, trace
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "logLevel")]
@@ -120,18 +165,30 @@ pub struct ClusterSpec {
     /// The target value for the synchronous replication quorum, that can be
     /// decreased if the number of ready standbys is lower than this.
     /// Undefined or 0 disable synchronous replication.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "maxSyncReplicas")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "maxSyncReplicas"
+    )]
     pub max_sync_replicas: Option<i64>,
     /// Minimum number of instances required in synchronous replication with the
     /// primary. Undefined or 0 allow writes to complete when no standby is
     /// available.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "minSyncReplicas")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "minSyncReplicas"
+    )]
     pub min_sync_replicas: Option<i64>,
     /// The configuration of the monitoring infrastructure of this cluster
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<ClusterMonitoring>,
     /// Define a maintenance window for the Kubernetes nodes
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "nodeMaintenanceWindow")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "nodeMaintenanceWindow"
+    )]
     pub node_maintenance_window: Option<ClusterNodeMaintenanceWindow>,
     /// The plugins configuration, containing
     /// any plugin to be loaded with the corresponding configuration
@@ -141,19 +198,35 @@ pub struct ClusterSpec {
     /// When set, this overrides the operator's default PodSecurityContext for the cluster.
     /// If omitted, the operator defaults are used.
     /// This field doesn't have any effect if SecurityContextConstraints are present.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "podSecurityContext")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "podSecurityContext"
+    )]
     pub pod_security_context: Option<ClusterPodSecurityContext>,
     /// PodSelectorRefs defines named pod label selectors that can be referenced
     /// in pg_hba rules using the ${podselector:NAME} syntax in the address field.
     /// The operator resolves matching pod IPs and the instance manager expands
     /// pg_hba lines accordingly. Only pods in the Cluster's own namespace are considered.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "podSelectorRefs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "podSelectorRefs"
+    )]
     pub pod_selector_refs: Option<Vec<ClusterPodSelectorRefs>>,
     /// The GID of the `postgres` user inside the image, defaults to `26`
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "postgresGID")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "postgresGID"
+    )]
     pub postgres_gid: Option<i64>,
     /// The UID of the `postgres` user inside the image, defaults to `26`
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "postgresUID")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "postgresUID"
+    )]
     pub postgres_uid: Option<i64>,
     /// Configuration of the PostgreSQL server
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,7 +235,11 @@ pub struct ClusterSpec {
     /// election within the cluster. When omitted, the operator applies built-in
     /// defaults; tune these values only if you understand the consequences for
     /// failover timing.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "primaryLease")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "primaryLease"
+    )]
     pub primary_lease: Option<ClusterPrimaryLease>,
     /// Method to follow to upgrade the primary server during a rolling
     /// update procedure, after all replicas have been successfully updated:
@@ -170,18 +247,30 @@ pub struct ClusterSpec {
     /// Note: when using `switchover`, the operator will reject updates that change both
     /// the image name and PostgreSQL configuration parameters simultaneously to avoid
     /// configuration mismatches during the switchover process.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "primaryUpdateMethod")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "primaryUpdateMethod"
+    )]
     pub primary_update_method: Option<ClusterPrimaryUpdateMethod>,
     /// Deployment strategy to follow to upgrade the primary server during a rolling
     /// update procedure, after all replicas have been successfully updated:
     /// it can be automated (`unsupervised` - default) or manual (`supervised`)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "primaryUpdateStrategy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "primaryUpdateStrategy"
+    )]
     pub primary_update_strategy: Option<ClusterPrimaryUpdateStrategy>,
     /// Name of the priority class which will be used in every generated Pod, if the PriorityClass
     /// specified does not exist, the pod will not be able to schedule.  Please refer to
     /// <https://kubernetes.io/docs/concepts/scheduling-eviction/pod-priority-preemption/#priorityclass>
     /// for more information
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "priorityClassName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "priorityClassName"
+    )]
     pub priority_class_name: Option<String>,
     /// The configuration of the probes to be injected
     /// in the PostgreSQL Pods.
@@ -189,13 +278,21 @@ pub struct ClusterSpec {
     pub probes: Option<ClusterProbes>,
     /// Template to be used to define projected volumes, projected volumes will be mounted
     /// under `/projected` base folder
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "projectedVolumeTemplate")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "projectedVolumeTemplate"
+    )]
     pub projected_volume_template: Option<ClusterProjectedVolumeTemplate>,
     /// Replica cluster configuration
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<ClusterReplica>,
     /// Replication slots management configuration
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "replicationSlots")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "replicationSlots"
+    )]
     pub replication_slots: Option<ClusterReplicationSlots>,
     /// Resources requirements of every generated Pod. Please refer to
     /// <https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/>
@@ -206,16 +303,28 @@ pub struct ClusterSpec {
     /// scheduler. If not specified, the pod will be dispatched by the default
     /// scheduler. More info:
     /// <https://kubernetes.io/docs/concepts/scheduling-eviction/kube-scheduler/>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "schedulerName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "schedulerName"
+    )]
     pub scheduler_name: Option<String>,
     /// The SeccompProfile applied to every Pod and Container.
     /// Defaults to: `RuntimeDefault`
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "seccompProfile")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "seccompProfile"
+    )]
     pub seccomp_profile: Option<ClusterSeccompProfile>,
     /// Override the SecurityContext applied to every Container in the Pod of the cluster.
     /// When set, this overrides the operator's default Container SecurityContext.
     /// If omitted, the operator defaults are used.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "securityContext")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "securityContext"
+    )]
     pub security_context: Option<ClusterSecurityContext>,
     /// Name of an existing ServiceAccount in the same namespace to use for the cluster.
     /// When specified, the operator will not create a new ServiceAccount
@@ -223,21 +332,37 @@ pub struct ClusterSpec {
     /// ServiceAccount across multiple clusters (e.g., for cloud IAM configurations).
     /// If not specified, a ServiceAccount will be created with the cluster name.
     /// Mutually exclusive with ServiceAccountTemplate.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serviceAccountName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serviceAccountName"
+    )]
     pub service_account_name: Option<String>,
     /// Configure the generation of the service account
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serviceAccountTemplate")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serviceAccountTemplate"
+    )]
     pub service_account_template: Option<ClusterServiceAccountTemplate>,
     /// The time in seconds that controls the window of time reserved for the smart shutdown of Postgres to complete.
     /// Make sure you reserve enough time for the operator to request a fast shutdown of Postgres
     /// (that is: `stopDelay` - `smartShutdownTimeout`). Default is 180 seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "smartShutdownTimeout")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "smartShutdownTimeout"
+    )]
     pub smart_shutdown_timeout: Option<i32>,
     /// The time in seconds that is allowed for a PostgreSQL instance to
     /// successfully start up (default 3600).
     /// The startup probe failure threshold is derived from this value using the formula:
     /// ceiling(startDelay / 10).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "startDelay")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "startDelay"
+    )]
     pub start_delay: Option<i32>,
     /// The time in seconds that is allowed for a PostgreSQL instance to
     /// gracefully shutdown (default 1800)
@@ -248,12 +373,20 @@ pub struct ClusterSpec {
     pub storage: Option<ClusterStorage>,
     /// The secret containing the superuser password. If not defined a new
     /// secret will be created with a randomly generated password
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "superuserSecret")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "superuserSecret"
+    )]
     pub superuser_secret: Option<ClusterSuperuserSecret>,
     /// The time in seconds that is allowed for a primary PostgreSQL instance
     /// to gracefully shutdown during a switchover.
     /// Default value is 3600 seconds (1 hour).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "switchoverDelay")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "switchoverDelay"
+    )]
     pub switchover_delay: Option<i32>,
     /// The tablespaces configuration
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,10 +394,18 @@ pub struct ClusterSpec {
     /// TopologySpreadConstraints specifies how to spread matching pods among the given topology.
     /// More info:
     /// <https://kubernetes.io/docs/concepts/scheduling-eviction/topology-spread-constraints/>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "topologySpreadConstraints")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "topologySpreadConstraints"
+    )]
     pub topology_spread_constraints: Option<Vec<ClusterTopologySpreadConstraints>>,
     /// Configuration of the storage for PostgreSQL WAL (Write-Ahead Log)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "walStorage")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "walStorage"
+    )]
     pub wal_storage: Option<ClusterWalStorage>,
 }
 
@@ -272,24 +413,44 @@ pub struct ClusterSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterAffinity {
     /// AdditionalPodAffinity allows to specify pod affinity terms to be passed to all the cluster's pods.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "additionalPodAffinity")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "additionalPodAffinity"
+    )]
     pub additional_pod_affinity: Option<ClusterAffinityAdditionalPodAffinity>,
     /// AdditionalPodAntiAffinity allows to specify pod anti-affinity terms to be added to the ones generated
     /// by the operator if EnablePodAntiAffinity is set to true (default) or to be used exclusively if set to false.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "additionalPodAntiAffinity")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "additionalPodAntiAffinity"
+    )]
     pub additional_pod_anti_affinity: Option<ClusterAffinityAdditionalPodAntiAffinity>,
     /// Activates anti-affinity for the pods. The operator will define pods
     /// anti-affinity unless this field is explicitly set to false
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "enablePodAntiAffinity")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "enablePodAntiAffinity"
+    )]
     pub enable_pod_anti_affinity: Option<bool>,
     /// NodeAffinity describes node affinity scheduling rules for the pod.
     /// More info: <https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#node-affinity>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "nodeAffinity")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "nodeAffinity"
+    )]
     pub node_affinity: Option<ClusterAffinityNodeAffinity>,
     /// NodeSelector is map of key-value pairs used to define the nodes on which
     /// the pods can run.
     /// More info: <https://kubernetes.io/docs/concepts/configuration/assign-pod-node/>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "nodeSelector")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "nodeSelector"
+    )]
     pub node_selector: Option<BTreeMap<String, String>>,
     /// PodAntiAffinityType allows the user to decide whether pod anti-affinity between cluster instance has to be
     /// considered a strong requirement during scheduling or not. Allowed values are: "preferred" (default if empty) or
@@ -297,7 +458,11 @@ pub struct ClusterAffinity {
     /// added if all the existing nodes don't match the required pod anti-affinity rule.
     /// More info:
     /// <https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#inter-pod-affinity-and-anti-affinity>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "podAntiAffinityType")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "podAntiAffinityType"
+    )]
     pub pod_anti_affinity_type: Option<String>,
     /// Tolerations is a list of Tolerations that should be set for all the pods, in order to allow them to run
     /// on tainted nodes.
@@ -306,7 +471,11 @@ pub struct ClusterAffinity {
     pub tolerations: Option<Vec<ClusterAffinityTolerations>>,
     /// TopologyKey to use for anti-affinity configuration. See k8s documentation
     /// for more info on that
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "topologyKey")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "topologyKey"
+    )]
     pub topology_key: Option<String>,
 }
 
@@ -322,8 +491,14 @@ pub struct ClusterAffinityAdditionalPodAffinity {
     /// compute a sum by iterating through the elements of this field and adding
     /// "weight" to the sum if the node has pods which matches the corresponding podAffinityTerm; the
     /// node(s) with the highest sum are the most preferred.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "preferredDuringSchedulingIgnoredDuringExecution")]
-    pub preferred_during_scheduling_ignored_during_execution: Option<Vec<ClusterAffinityAdditionalPodAffinityPreferredDuringSchedulingIgnoredDuringExecution>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "preferredDuringSchedulingIgnoredDuringExecution"
+    )]
+    pub preferred_during_scheduling_ignored_during_execution: Option<
+        Vec<ClusterAffinityAdditionalPodAffinityPreferredDuringSchedulingIgnoredDuringExecution>,
+    >,
     /// If the affinity requirements specified by this field are not met at
     /// scheduling time, the pod will not be scheduled onto the node.
     /// If the affinity requirements specified by this field cease to be met
@@ -331,8 +506,14 @@ pub struct ClusterAffinityAdditionalPodAffinity {
     /// system may or may not try to eventually evict the pod from its node.
     /// When there are multiple elements, the lists of nodes corresponding to each
     /// podAffinityTerm are intersected, i.e. all terms must be satisfied.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "requiredDuringSchedulingIgnoredDuringExecution")]
-    pub required_during_scheduling_ignored_during_execution: Option<Vec<ClusterAffinityAdditionalPodAffinityRequiredDuringSchedulingIgnoredDuringExecution>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "requiredDuringSchedulingIgnoredDuringExecution"
+    )]
+    pub required_during_scheduling_ignored_during_execution: Option<
+        Vec<ClusterAffinityAdditionalPodAffinityRequiredDuringSchedulingIgnoredDuringExecution>,
+    >,
 }
 
 /// The weights of all of the matched WeightedPodAffinityTerm fields are added per-node to find the most preferred node(s)
@@ -412,7 +593,8 @@ pub struct ClusterAffinityAdditionalPodAffinityPreferredDuringSchedulingIgnoredD
 /// A label selector requirement is a selector that contains values, a key, and an operator that
 /// relates the key and values.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ClusterAffinityAdditionalPodAffinityPreferredDuringSchedulingIgnoredDuringExecutionPodAffinityTermLabelSelectorMatchExpressions {
+pub struct ClusterAffinityAdditionalPodAffinityPreferredDuringSchedulingIgnoredDuringExecutionPodAffinityTermLabelSelectorMatchExpressions
+{
     /// key is the label key that the selector applies to.
     pub key: String,
     /// operator represents a key's relationship to a set of values.
@@ -446,7 +628,8 @@ pub struct ClusterAffinityAdditionalPodAffinityPreferredDuringSchedulingIgnoredD
 /// A label selector requirement is a selector that contains values, a key, and an operator that
 /// relates the key and values.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ClusterAffinityAdditionalPodAffinityPreferredDuringSchedulingIgnoredDuringExecutionPodAffinityTermNamespaceSelectorMatchExpressions {
+pub struct ClusterAffinityAdditionalPodAffinityPreferredDuringSchedulingIgnoredDuringExecutionPodAffinityTermNamespaceSelectorMatchExpressions
+{
     /// key is the label key that the selector applies to.
     pub key: String,
     /// operator represents a key's relationship to a set of values.
@@ -531,7 +714,8 @@ pub struct ClusterAffinityAdditionalPodAffinityRequiredDuringSchedulingIgnoredDu
 /// A label selector requirement is a selector that contains values, a key, and an operator that
 /// relates the key and values.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ClusterAffinityAdditionalPodAffinityRequiredDuringSchedulingIgnoredDuringExecutionLabelSelectorMatchExpressions {
+pub struct ClusterAffinityAdditionalPodAffinityRequiredDuringSchedulingIgnoredDuringExecutionLabelSelectorMatchExpressions
+{
     /// key is the label key that the selector applies to.
     pub key: String,
     /// operator represents a key's relationship to a set of values.
@@ -565,7 +749,8 @@ pub struct ClusterAffinityAdditionalPodAffinityRequiredDuringSchedulingIgnoredDu
 /// A label selector requirement is a selector that contains values, a key, and an operator that
 /// relates the key and values.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ClusterAffinityAdditionalPodAffinityRequiredDuringSchedulingIgnoredDuringExecutionNamespaceSelectorMatchExpressions {
+pub struct ClusterAffinityAdditionalPodAffinityRequiredDuringSchedulingIgnoredDuringExecutionNamespaceSelectorMatchExpressions
+{
     /// key is the label key that the selector applies to.
     pub key: String,
     /// operator represents a key's relationship to a set of values.
@@ -592,8 +777,16 @@ pub struct ClusterAffinityAdditionalPodAntiAffinity {
     /// compute a sum by iterating through the elements of this field and subtracting
     /// "weight" from the sum if the node has pods which matches the corresponding podAffinityTerm; the
     /// node(s) with the highest sum are the most preferred.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "preferredDuringSchedulingIgnoredDuringExecution")]
-    pub preferred_during_scheduling_ignored_during_execution: Option<Vec<ClusterAffinityAdditionalPodAntiAffinityPreferredDuringSchedulingIgnoredDuringExecution>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "preferredDuringSchedulingIgnoredDuringExecution"
+    )]
+    pub preferred_during_scheduling_ignored_during_execution: Option<
+        Vec<
+            ClusterAffinityAdditionalPodAntiAffinityPreferredDuringSchedulingIgnoredDuringExecution,
+        >,
+    >,
     /// If the anti-affinity requirements specified by this field are not met at
     /// scheduling time, the pod will not be scheduled onto the node.
     /// If the anti-affinity requirements specified by this field cease to be met
@@ -601,8 +794,14 @@ pub struct ClusterAffinityAdditionalPodAntiAffinity {
     /// system may or may not try to eventually evict the pod from its node.
     /// When there are multiple elements, the lists of nodes corresponding to each
     /// podAffinityTerm are intersected, i.e. all terms must be satisfied.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "requiredDuringSchedulingIgnoredDuringExecution")]
-    pub required_during_scheduling_ignored_during_execution: Option<Vec<ClusterAffinityAdditionalPodAntiAffinityRequiredDuringSchedulingIgnoredDuringExecution>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "requiredDuringSchedulingIgnoredDuringExecution"
+    )]
+    pub required_during_scheduling_ignored_during_execution: Option<
+        Vec<ClusterAffinityAdditionalPodAntiAffinityRequiredDuringSchedulingIgnoredDuringExecution>,
+    >,
 }
 
 /// The weights of all of the matched WeightedPodAffinityTerm fields are added per-node to find the most preferred node(s)
@@ -682,7 +881,8 @@ pub struct ClusterAffinityAdditionalPodAntiAffinityPreferredDuringSchedulingIgno
 /// A label selector requirement is a selector that contains values, a key, and an operator that
 /// relates the key and values.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ClusterAffinityAdditionalPodAntiAffinityPreferredDuringSchedulingIgnoredDuringExecutionPodAffinityTermLabelSelectorMatchExpressions {
+pub struct ClusterAffinityAdditionalPodAntiAffinityPreferredDuringSchedulingIgnoredDuringExecutionPodAffinityTermLabelSelectorMatchExpressions
+{
     /// key is the label key that the selector applies to.
     pub key: String,
     /// operator represents a key's relationship to a set of values.
@@ -716,7 +916,8 @@ pub struct ClusterAffinityAdditionalPodAntiAffinityPreferredDuringSchedulingIgno
 /// A label selector requirement is a selector that contains values, a key, and an operator that
 /// relates the key and values.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ClusterAffinityAdditionalPodAntiAffinityPreferredDuringSchedulingIgnoredDuringExecutionPodAffinityTermNamespaceSelectorMatchExpressions {
+pub struct ClusterAffinityAdditionalPodAntiAffinityPreferredDuringSchedulingIgnoredDuringExecutionPodAffinityTermNamespaceSelectorMatchExpressions
+{
     /// key is the label key that the selector applies to.
     pub key: String,
     /// operator represents a key's relationship to a set of values.
@@ -801,7 +1002,8 @@ pub struct ClusterAffinityAdditionalPodAntiAffinityRequiredDuringSchedulingIgnor
 /// A label selector requirement is a selector that contains values, a key, and an operator that
 /// relates the key and values.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ClusterAffinityAdditionalPodAntiAffinityRequiredDuringSchedulingIgnoredDuringExecutionLabelSelectorMatchExpressions {
+pub struct ClusterAffinityAdditionalPodAntiAffinityRequiredDuringSchedulingIgnoredDuringExecutionLabelSelectorMatchExpressions
+{
     /// key is the label key that the selector applies to.
     pub key: String,
     /// operator represents a key's relationship to a set of values.
@@ -835,7 +1037,8 @@ pub struct ClusterAffinityAdditionalPodAntiAffinityRequiredDuringSchedulingIgnor
 /// A label selector requirement is a selector that contains values, a key, and an operator that
 /// relates the key and values.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ClusterAffinityAdditionalPodAntiAffinityRequiredDuringSchedulingIgnoredDuringExecutionNamespaceSelectorMatchExpressions {
+pub struct ClusterAffinityAdditionalPodAntiAffinityRequiredDuringSchedulingIgnoredDuringExecutionNamespaceSelectorMatchExpressions
+{
     /// key is the label key that the selector applies to.
     pub key: String,
     /// operator represents a key's relationship to a set of values.
@@ -862,15 +1065,25 @@ pub struct ClusterAffinityNodeAffinity {
     /// compute a sum by iterating through the elements of this field and adding
     /// "weight" to the sum if the node matches the corresponding matchExpressions; the
     /// node(s) with the highest sum are the most preferred.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "preferredDuringSchedulingIgnoredDuringExecution")]
-    pub preferred_during_scheduling_ignored_during_execution: Option<Vec<ClusterAffinityNodeAffinityPreferredDuringSchedulingIgnoredDuringExecution>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "preferredDuringSchedulingIgnoredDuringExecution"
+    )]
+    pub preferred_during_scheduling_ignored_during_execution:
+        Option<Vec<ClusterAffinityNodeAffinityPreferredDuringSchedulingIgnoredDuringExecution>>,
     /// If the affinity requirements specified by this field are not met at
     /// scheduling time, the pod will not be scheduled onto the node.
     /// If the affinity requirements specified by this field cease to be met
     /// at some point during pod execution (e.g. due to an update), the system
     /// may or may not try to eventually evict the pod from its node.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "requiredDuringSchedulingIgnoredDuringExecution")]
-    pub required_during_scheduling_ignored_during_execution: Option<ClusterAffinityNodeAffinityRequiredDuringSchedulingIgnoredDuringExecution>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "requiredDuringSchedulingIgnoredDuringExecution"
+    )]
+    pub required_during_scheduling_ignored_during_execution:
+        Option<ClusterAffinityNodeAffinityRequiredDuringSchedulingIgnoredDuringExecution>,
 }
 
 /// An empty preferred scheduling term matches all objects with implicit weight 0
@@ -878,7 +1091,8 @@ pub struct ClusterAffinityNodeAffinity {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterAffinityNodeAffinityPreferredDuringSchedulingIgnoredDuringExecution {
     /// A node selector term, associated with the corresponding weight.
-    pub preference: ClusterAffinityNodeAffinityPreferredDuringSchedulingIgnoredDuringExecutionPreference,
+    pub preference:
+        ClusterAffinityNodeAffinityPreferredDuringSchedulingIgnoredDuringExecutionPreference,
     /// Weight associated with matching the corresponding nodeSelectorTerm, in the range 1-100.
     pub weight: i32,
 }
@@ -897,7 +1111,8 @@ pub struct ClusterAffinityNodeAffinityPreferredDuringSchedulingIgnoredDuringExec
 /// A node selector requirement is a selector that contains values, a key, and an operator
 /// that relates the key and values.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ClusterAffinityNodeAffinityPreferredDuringSchedulingIgnoredDuringExecutionPreferenceMatchExpressions {
+pub struct ClusterAffinityNodeAffinityPreferredDuringSchedulingIgnoredDuringExecutionPreferenceMatchExpressions
+{
     /// The label key that the selector applies to.
     pub key: String,
     /// Represents a key's relationship to a set of values.
@@ -915,7 +1130,8 @@ pub struct ClusterAffinityNodeAffinityPreferredDuringSchedulingIgnoredDuringExec
 /// A node selector requirement is a selector that contains values, a key, and an operator
 /// that relates the key and values.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ClusterAffinityNodeAffinityPreferredDuringSchedulingIgnoredDuringExecutionPreferenceMatchFields {
+pub struct ClusterAffinityNodeAffinityPreferredDuringSchedulingIgnoredDuringExecutionPreferenceMatchFields
+{
     /// The label key that the selector applies to.
     pub key: String,
     /// Represents a key's relationship to a set of values.
@@ -939,7 +1155,9 @@ pub struct ClusterAffinityNodeAffinityPreferredDuringSchedulingIgnoredDuringExec
 pub struct ClusterAffinityNodeAffinityRequiredDuringSchedulingIgnoredDuringExecution {
     /// Required. A list of node selector terms. The terms are ORed.
     #[serde(rename = "nodeSelectorTerms")]
-    pub node_selector_terms: Vec<ClusterAffinityNodeAffinityRequiredDuringSchedulingIgnoredDuringExecutionNodeSelectorTerms>,
+    pub node_selector_terms: Vec<
+        ClusterAffinityNodeAffinityRequiredDuringSchedulingIgnoredDuringExecutionNodeSelectorTerms,
+    >,
 }
 
 /// A null or empty node selector term matches no objects. The requirements of
@@ -958,7 +1176,8 @@ pub struct ClusterAffinityNodeAffinityRequiredDuringSchedulingIgnoredDuringExecu
 /// A node selector requirement is a selector that contains values, a key, and an operator
 /// that relates the key and values.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ClusterAffinityNodeAffinityRequiredDuringSchedulingIgnoredDuringExecutionNodeSelectorTermsMatchExpressions {
+pub struct ClusterAffinityNodeAffinityRequiredDuringSchedulingIgnoredDuringExecutionNodeSelectorTermsMatchExpressions
+{
     /// The label key that the selector applies to.
     pub key: String,
     /// Represents a key's relationship to a set of values.
@@ -976,7 +1195,8 @@ pub struct ClusterAffinityNodeAffinityRequiredDuringSchedulingIgnoredDuringExecu
 /// A node selector requirement is a selector that contains values, a key, and an operator
 /// that relates the key and values.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ClusterAffinityNodeAffinityRequiredDuringSchedulingIgnoredDuringExecutionNodeSelectorTermsMatchFields {
+pub struct ClusterAffinityNodeAffinityRequiredDuringSchedulingIgnoredDuringExecutionNodeSelectorTermsMatchFields
+{
     /// The label key that the selector applies to.
     pub key: String,
     /// Represents a key's relationship to a set of values.
@@ -1014,7 +1234,11 @@ pub struct ClusterAffinityTolerations {
     /// of effect NoExecute, otherwise this field is ignored) tolerates the taint. By default,
     /// it is not set, which means tolerate the taint forever (do not evict). Zero and
     /// negative values will be treated as 0 (evict immediately) by the system.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "tolerationSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "tolerationSeconds"
+    )]
     pub toleration_seconds: Option<i64>,
     /// Value is the taint value the toleration matches to.
     /// If the operator is Exists, the value should be empty, otherwise just a regular string.
@@ -1026,14 +1250,22 @@ pub struct ClusterAffinityTolerations {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterBackup {
     /// The configuration for the barman-cloud tool suite
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "barmanObjectStore")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "barmanObjectStore"
+    )]
     pub barman_object_store: Option<ClusterBackupBarmanObjectStore>,
     /// RetentionPolicy is the retention policy to be used for backups
     /// and WALs (i.e. '60d'). The retention policy is expressed in the form
     /// of `XXu` where `XX` is a positive integer and `u` is in `[dwm]` -
     /// days, weeks, months.
     /// It's currently only applicable when using the BarmanObjectStore method.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "retentionPolicy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "retentionPolicy"
+    )]
     pub retention_policy: Option<String>,
     /// The policy to decide which instance should perform backups. Available
     /// options are empty string, which will default to `prefer-standby` policy,
@@ -1042,7 +1274,11 @@ pub struct ClusterBackup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<ClusterBackupTarget>,
     /// VolumeSnapshot provides the configuration for the execution of volume snapshot backups.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeSnapshot")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeSnapshot"
+    )]
     pub volume_snapshot: Option<ClusterBackupVolumeSnapshot>,
 }
 
@@ -1050,7 +1286,11 @@ pub struct ClusterBackup {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterBackupBarmanObjectStore {
     /// The credentials to use to upload data to Azure Blob Storage
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "azureCredentials")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "azureCredentials"
+    )]
     pub azure_credentials: Option<ClusterBackupBarmanObjectStoreAzureCredentials>,
     /// The configuration to be used to backup the data files
     /// When not defined, base backups files will be stored uncompressed and may
@@ -1066,25 +1306,49 @@ pub struct ClusterBackupBarmanObjectStore {
     /// EndpointCA store the CA bundle of the barman endpoint.
     /// Useful when using self-signed certificates to avoid
     /// errors with certificate issuer and barman-cloud-wal-archive
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "endpointCA")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "endpointCA"
+    )]
     pub endpoint_ca: Option<ClusterBackupBarmanObjectStoreEndpointCa>,
     /// Endpoint to be used to upload data to the cloud,
     /// overriding the automatic endpoint discovery
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "endpointURL")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "endpointURL"
+    )]
     pub endpoint_url: Option<String>,
     /// The credentials to use to upload data to Google Cloud Storage
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "googleCredentials")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "googleCredentials"
+    )]
     pub google_credentials: Option<ClusterBackupBarmanObjectStoreGoogleCredentials>,
     /// HistoryTags is a list of key value pairs that will be passed to the
     /// Barman --history-tags option.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "historyTags")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "historyTags"
+    )]
     pub history_tags: Option<BTreeMap<String, String>>,
     /// The credentials to use to upload data to S3
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "s3Credentials")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "s3Credentials"
+    )]
     pub s3_credentials: Option<ClusterBackupBarmanObjectStoreS3Credentials>,
     /// The server name on S3, the cluster name is used if this
     /// parameter is omitted
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serverName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serverName"
+    )]
     pub server_name: Option<String>,
     /// Tags is a list of key value pairs that will be passed to the
     /// Barman --tags option.
@@ -1101,25 +1365,49 @@ pub struct ClusterBackupBarmanObjectStore {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterBackupBarmanObjectStoreAzureCredentials {
     /// The connection string to be used
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "connectionString")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "connectionString"
+    )]
     pub connection_string: Option<ClusterBackupBarmanObjectStoreAzureCredentialsConnectionString>,
     /// Use the Azure AD based authentication without providing explicitly the keys.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "inheritFromAzureAD")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "inheritFromAzureAD"
+    )]
     pub inherit_from_azure_ad: Option<bool>,
     /// The storage account where to upload data
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageAccount")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageAccount"
+    )]
     pub storage_account: Option<ClusterBackupBarmanObjectStoreAzureCredentialsStorageAccount>,
     /// The storage account key to be used in conjunction
     /// with the storage account name
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageKey")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageKey"
+    )]
     pub storage_key: Option<ClusterBackupBarmanObjectStoreAzureCredentialsStorageKey>,
     /// A shared-access-signature to be used in conjunction with
     /// the storage account name
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageSasToken")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageSasToken"
+    )]
     pub storage_sas_token: Option<ClusterBackupBarmanObjectStoreAzureCredentialsStorageSasToken>,
     /// Use the default Azure authentication flow, which includes DefaultAzureCredential.
     /// This allows authentication using environment variables and managed identities.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "useDefaultAzureCredentials")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "useDefaultAzureCredentials"
+    )]
     pub use_default_azure_credentials: Option<bool>,
 }
 
@@ -1171,17 +1459,21 @@ pub struct ClusterBackupBarmanObjectStoreData {
     /// to the 'barman-cloud-backup' command-line invocation. These arguments
     /// provide flexibility to customize the backup process further according to
     /// specific requirements or configurations.
-    /// 
+    ///
     /// Example:
     /// In a scenario where specialized backup options are required, such as setting
     /// a specific timeout or defining custom behavior, users can use this field
     /// to specify additional command arguments.
-    /// 
+    ///
     /// Note:
     /// It's essential to ensure that the provided arguments are valid and supported
     /// by the 'barman-cloud-backup' command, to avoid potential errors or unintended
     /// behavior during execution.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "additionalCommandArgs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "additionalCommandArgs"
+    )]
     pub additional_command_args: Option<Vec<String>>,
     /// Compress a backup file (a tar file per tablespace) while streaming it
     /// to the object store. Available options are empty string (no
@@ -1199,7 +1491,11 @@ pub struct ClusterBackupBarmanObjectStoreData {
     /// the PostgreSQL server. If set to true, an immediate checkpoint will be
     /// used, meaning PostgreSQL will complete the checkpoint as soon as
     /// possible. `false` by default.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "immediateCheckpoint")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "immediateCheckpoint"
+    )]
     pub immediate_checkpoint: Option<bool>,
     /// The number of parallel jobs to be used to upload the backup, defaults
     /// to 2
@@ -1250,11 +1546,20 @@ pub struct ClusterBackupBarmanObjectStoreEndpointCa {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterBackupBarmanObjectStoreGoogleCredentials {
     /// The secret containing the Google Cloud Storage JSON file with the credentials
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "applicationCredentials")]
-    pub application_credentials: Option<ClusterBackupBarmanObjectStoreGoogleCredentialsApplicationCredentials>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "applicationCredentials"
+    )]
+    pub application_credentials:
+        Option<ClusterBackupBarmanObjectStoreGoogleCredentialsApplicationCredentials>,
     /// If set to true, will presume that it's running inside a GKE environment,
     /// default to false.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "gkeEnvironment")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "gkeEnvironment"
+    )]
     pub gke_environment: Option<bool>,
 }
 
@@ -1271,19 +1576,35 @@ pub struct ClusterBackupBarmanObjectStoreGoogleCredentialsApplicationCredentials
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterBackupBarmanObjectStoreS3Credentials {
     /// The reference to the access key id
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "accessKeyId")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "accessKeyId"
+    )]
     pub access_key_id: Option<ClusterBackupBarmanObjectStoreS3CredentialsAccessKeyId>,
     /// Use the role based authentication without providing explicitly the keys.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "inheritFromIAMRole")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "inheritFromIAMRole"
+    )]
     pub inherit_from_iam_role: Option<bool>,
     /// The reference to the secret containing the region name
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<ClusterBackupBarmanObjectStoreS3CredentialsRegion>,
     /// The reference to the secret access key
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "secretAccessKey")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "secretAccessKey"
+    )]
     pub secret_access_key: Option<ClusterBackupBarmanObjectStoreS3CredentialsSecretAccessKey>,
     /// The references to the session key
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "sessionToken")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "sessionToken"
+    )]
     pub session_token: Option<ClusterBackupBarmanObjectStoreS3CredentialsSessionToken>,
 }
 
@@ -1331,17 +1652,21 @@ pub struct ClusterBackupBarmanObjectStoreWal {
     /// Additional arguments that can be appended to the 'barman-cloud-wal-archive'
     /// command-line invocation. These arguments provide flexibility to customize
     /// the WAL archive process further, according to specific requirements or configurations.
-    /// 
+    ///
     /// Example:
     /// In a scenario where specialized backup options are required, such as setting
     /// a specific timeout or defining custom behavior, users can use this field
     /// to specify additional command arguments.
-    /// 
+    ///
     /// Note:
     /// It's essential to ensure that the provided arguments are valid and supported
     /// by the 'barman-cloud-wal-archive' command, to avoid potential errors or unintended
     /// behavior during execution.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "archiveAdditionalCommandArgs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "archiveAdditionalCommandArgs"
+    )]
     pub archive_additional_command_args: Option<Vec<String>>,
     /// Compress a WAL file before sending it to the object store. Available
     /// options are empty string (no compression, default), `gzip`, `bzip2`,
@@ -1360,22 +1685,30 @@ pub struct ClusterBackupBarmanObjectStoreWal {
     /// files from a recovery object store). If not specified, WAL files
     /// will be processed one at a time. It accepts a positive integer as a
     /// value - with 1 being the minimum accepted value.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "maxParallel")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "maxParallel"
+    )]
     pub max_parallel: Option<i64>,
     /// Additional arguments that can be appended to the 'barman-cloud-wal-restore'
     /// command-line invocation. These arguments provide flexibility to customize
     /// the WAL restore process further, according to specific requirements or configurations.
-    /// 
+    ///
     /// Example:
     /// In a scenario where specialized backup options are required, such as setting
     /// a specific timeout or defining custom behavior, users can use this field
     /// to specify additional command arguments.
-    /// 
+    ///
     /// Note:
     /// It's essential to ensure that the provided arguments are valid and supported
     /// by the 'barman-cloud-wal-restore' command, to avoid potential errors or unintended
     /// behavior during execution.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "restoreAdditionalCommandArgs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "restoreAdditionalCommandArgs"
+    )]
     pub restore_additional_command_args: Option<Vec<String>>,
 }
 
@@ -1436,17 +1769,33 @@ pub struct ClusterBackupVolumeSnapshot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online: Option<bool>,
     /// Configuration parameters to control the online/hot backup with volume snapshots
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "onlineConfiguration")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "onlineConfiguration"
+    )]
     pub online_configuration: Option<ClusterBackupVolumeSnapshotOnlineConfiguration>,
     /// SnapshotOwnerReference indicates the type of owner reference the snapshot should have
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "snapshotOwnerReference")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "snapshotOwnerReference"
+    )]
     pub snapshot_owner_reference: Option<ClusterBackupVolumeSnapshotSnapshotOwnerReference>,
     /// TablespaceClassName specifies the Snapshot Class to be used for the tablespaces.
     /// defaults to the PGDATA Snapshot Class, if set
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "tablespaceClassName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "tablespaceClassName"
+    )]
     pub tablespace_class_name: Option<BTreeMap<String, String>>,
     /// WalClassName specifies the Snapshot Class to be used for the PG_WAL PersistentVolumeClaim.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "walClassName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "walClassName"
+    )]
     pub wal_class_name: Option<String>,
 }
 
@@ -1458,7 +1807,11 @@ pub struct ClusterBackupVolumeSnapshotOnlineConfiguration {
     /// the PostgreSQL server. If set to true, an immediate checkpoint will be
     /// used, meaning PostgreSQL will complete the checkpoint as soon as
     /// possible. `false` by default.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "immediateCheckpoint")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "immediateCheckpoint"
+    )]
     pub immediate_checkpoint: Option<bool>,
     /// If false, the function will return immediately after the backup is completed,
     /// without waiting for WAL to be archived.
@@ -1469,7 +1822,11 @@ pub struct ClusterBackupVolumeSnapshotOnlineConfiguration {
     /// On a standby, this means that it will wait only when archive_mode = always.
     /// If write activity on the primary is low, it may be useful to run pg_switch_wal on the primary in order to trigger
     /// an immediate segment switch.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "waitForArchive")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "waitForArchive"
+    )]
     pub wait_for_archive: Option<bool>,
 }
 
@@ -1505,11 +1862,19 @@ pub struct ClusterBootstrapInitdb {
     /// Specifies the locale name when the builtin provider is used.
     /// This option requires `localeProvider` to be set to `builtin`.
     /// Available from PostgreSQL 17.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "builtinLocale")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "builtinLocale"
+    )]
     pub builtin_locale: Option<String>,
     /// Whether the `-k` option should be passed to initdb,
     /// enabling checksums on data pages (default: `false`)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "dataChecksums")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "dataChecksums"
+    )]
     pub data_checksums: Option<bool>,
     /// Name of the database used by the application. Default: `app`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1535,17 +1900,29 @@ pub struct ClusterBootstrapInitdb {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
     /// The value to be passed as option `--lc-ctype` for initdb (default:`C`)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "localeCType")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "localeCType"
+    )]
     pub locale_c_type: Option<String>,
     /// The value to be passed as option `--lc-collate` for initdb (default:`C`)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "localeCollate")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "localeCollate"
+    )]
     pub locale_collate: Option<String>,
     /// This option sets the locale provider for databases created in the new cluster.
     /// Available from PostgreSQL 16.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "localeProvider")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "localeProvider"
+    )]
     pub locale_provider: Option<String>,
     /// The list of options that must be passed to initdb when creating the cluster.
-    /// 
+    ///
     /// Deprecated: This could lead to inconsistent configurations,
     /// please use the explicit provided parameters instead.
     /// If defined, explicit values will be ignored.
@@ -1558,7 +1935,11 @@ pub struct ClusterBootstrapInitdb {
     /// List of SQL queries to be executed as a superuser in the application
     /// database right after the cluster has been created - to be used with extreme care
     /// (by default empty)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "postInitApplicationSQL")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "postInitApplicationSQL"
+    )]
     pub post_init_application_sql: Option<Vec<String>>,
     /// List of references to ConfigMaps or Secrets containing SQL files
     /// to be executed as a superuser in the application database right after
@@ -1567,12 +1948,20 @@ pub struct ClusterBootstrapInitdb {
     /// Within each group, the processing order follows the sequence specified
     /// in their respective arrays.
     /// (by default empty)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "postInitApplicationSQLRefs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "postInitApplicationSQLRefs"
+    )]
     pub post_init_application_sql_refs: Option<ClusterBootstrapInitdbPostInitApplicationSqlRefs>,
     /// List of SQL queries to be executed as a superuser in the `postgres`
     /// database right after the cluster has been created - to be used with extreme care
     /// (by default empty)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "postInitSQL")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "postInitSQL"
+    )]
     pub post_init_sql: Option<Vec<String>>,
     /// List of references to ConfigMaps or Secrets containing SQL files
     /// to be executed as a superuser in the `postgres` database right after
@@ -1581,12 +1970,20 @@ pub struct ClusterBootstrapInitdb {
     /// Within each group, the processing order follows the sequence specified
     /// in their respective arrays.
     /// (by default empty)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "postInitSQLRefs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "postInitSQLRefs"
+    )]
     pub post_init_sql_refs: Option<ClusterBootstrapInitdbPostInitSqlRefs>,
     /// List of SQL queries to be executed as a superuser in the `template1`
     /// database right after the cluster has been created - to be used with extreme care
     /// (by default empty)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "postInitTemplateSQL")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "postInitTemplateSQL"
+    )]
     pub post_init_template_sql: Option<Vec<String>>,
     /// List of references to ConfigMaps or Secrets containing SQL files
     /// to be executed as a superuser in the `template1` database right after
@@ -1595,7 +1992,11 @@ pub struct ClusterBootstrapInitdb {
     /// Within each group, the processing order follows the sequence specified
     /// in their respective arrays.
     /// (by default empty)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "postInitTemplateSQLRefs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "postInitTemplateSQLRefs"
+    )]
     pub post_init_template_sql_refs: Option<ClusterBootstrapInitdbPostInitTemplateSqlRefs>,
     /// Name of the secret containing the initial credentials for the
     /// owner of the user database. If empty a new secret will be
@@ -1604,7 +2005,11 @@ pub struct ClusterBootstrapInitdb {
     pub secret: Option<ClusterBootstrapInitdbSecret>,
     /// The value in megabytes (1 to 1024) to be passed to the `--wal-segsize`
     /// option for initdb (default: empty, resulting in PostgreSQL default: 16MB)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "walSegmentSize")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "walSegmentSize"
+    )]
     pub wal_segment_size: Option<i64>,
 }
 
@@ -1615,59 +2020,87 @@ pub struct ClusterBootstrapInitdbImport {
     /// The databases to import
     pub databases: Vec<String>,
     /// List of custom options to pass to the `pg_dump` command.
-    /// 
+    ///
     /// IMPORTANT: Use with caution. The operator does not validate these options,
     /// and certain flags may interfere with its intended functionality or design.
     /// You are responsible for ensuring that the provided options are compatible
     /// with your environment and desired behavior.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "pgDumpExtraOptions")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "pgDumpExtraOptions"
+    )]
     pub pg_dump_extra_options: Option<Vec<String>>,
     /// Custom options to pass to the `pg_restore` command during the `data`
     /// section. This setting overrides the generic `pgRestoreExtraOptions` value.
-    /// 
+    ///
     /// IMPORTANT: Use with caution. The operator does not validate these options,
     /// and certain flags may interfere with its intended functionality or design.
     /// You are responsible for ensuring that the provided options are compatible
     /// with your environment and desired behavior.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "pgRestoreDataOptions")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "pgRestoreDataOptions"
+    )]
     pub pg_restore_data_options: Option<Vec<String>>,
     /// List of custom options to pass to the `pg_restore` command.
-    /// 
+    ///
     /// IMPORTANT: Use with caution. The operator does not validate these options,
     /// and certain flags may interfere with its intended functionality or design.
     /// You are responsible for ensuring that the provided options are compatible
     /// with your environment and desired behavior.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "pgRestoreExtraOptions")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "pgRestoreExtraOptions"
+    )]
     pub pg_restore_extra_options: Option<Vec<String>>,
     /// Custom options to pass to the `pg_restore` command during the `post-data`
     /// section. This setting overrides the generic `pgRestoreExtraOptions` value.
-    /// 
+    ///
     /// IMPORTANT: Use with caution. The operator does not validate these options,
     /// and certain flags may interfere with its intended functionality or design.
     /// You are responsible for ensuring that the provided options are compatible
     /// with your environment and desired behavior.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "pgRestorePostdataOptions")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "pgRestorePostdataOptions"
+    )]
     pub pg_restore_postdata_options: Option<Vec<String>>,
     /// Custom options to pass to the `pg_restore` command during the `pre-data`
     /// section. This setting overrides the generic `pgRestoreExtraOptions` value.
-    /// 
+    ///
     /// IMPORTANT: Use with caution. The operator does not validate these options,
     /// and certain flags may interfere with its intended functionality or design.
     /// You are responsible for ensuring that the provided options are compatible
     /// with your environment and desired behavior.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "pgRestorePredataOptions")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "pgRestorePredataOptions"
+    )]
     pub pg_restore_predata_options: Option<Vec<String>>,
     /// List of SQL queries to be executed as a superuser in the application
     /// database right after is imported - to be used with extreme care
     /// (by default empty). Only available in microservice type.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "postImportApplicationSQL")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "postImportApplicationSQL"
+    )]
     pub post_import_application_sql: Option<Vec<String>>,
     /// The roles to import
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
     /// When set to true, only the `pre-data` and `post-data` sections of
     /// `pg_restore` are invoked, avoiding data import. Default: `false`.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "schemaOnly")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "schemaOnly"
+    )]
     pub schema_only: Option<bool>,
     /// The source of the import
     pub source: ClusterBootstrapInitdbImportSource,
@@ -1704,10 +2137,18 @@ pub enum ClusterBootstrapInitdbImportType {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterBootstrapInitdbPostInitApplicationSqlRefs {
     /// ConfigMapRefs holds a list of references to ConfigMaps
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "configMapRefs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "configMapRefs"
+    )]
     pub config_map_refs: Option<Vec<ClusterBootstrapInitdbPostInitApplicationSqlRefsConfigMapRefs>>,
     /// SecretRefs holds a list of references to Secrets
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "secretRefs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "secretRefs"
+    )]
     pub secret_refs: Option<Vec<ClusterBootstrapInitdbPostInitApplicationSqlRefsSecretRefs>>,
 }
 
@@ -1741,10 +2182,18 @@ pub struct ClusterBootstrapInitdbPostInitApplicationSqlRefsSecretRefs {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterBootstrapInitdbPostInitSqlRefs {
     /// ConfigMapRefs holds a list of references to ConfigMaps
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "configMapRefs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "configMapRefs"
+    )]
     pub config_map_refs: Option<Vec<ClusterBootstrapInitdbPostInitSqlRefsConfigMapRefs>>,
     /// SecretRefs holds a list of references to Secrets
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "secretRefs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "secretRefs"
+    )]
     pub secret_refs: Option<Vec<ClusterBootstrapInitdbPostInitSqlRefsSecretRefs>>,
 }
 
@@ -1778,10 +2227,18 @@ pub struct ClusterBootstrapInitdbPostInitSqlRefsSecretRefs {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterBootstrapInitdbPostInitTemplateSqlRefs {
     /// ConfigMapRefs holds a list of references to ConfigMaps
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "configMapRefs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "configMapRefs"
+    )]
     pub config_map_refs: Option<Vec<ClusterBootstrapInitdbPostInitTemplateSqlRefsConfigMapRefs>>,
     /// SecretRefs holds a list of references to Secrets
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "secretRefs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "secretRefs"
+    )]
     pub secret_refs: Option<Vec<ClusterBootstrapInitdbPostInitTemplateSqlRefsSecretRefs>>,
 }
 
@@ -1864,7 +2321,11 @@ pub struct ClusterBootstrapRecovery {
     /// recover to a point-in-time (PITR) by specifying a `RecoveryTarget` object,
     /// as expected by PostgreSQL (i.e., timestamp, transaction Id, LSN, ...).
     /// More info: <https://www.postgresql.org/docs/current/runtime-config-wal.html#RUNTIME-CONFIG-WAL-RECOVERY-TARGET>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "recoveryTarget")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "recoveryTarget"
+    )]
     pub recovery_target: Option<ClusterBootstrapRecoveryRecoveryTarget>,
     /// Name of the secret containing the initial credentials for the
     /// owner of the user database. If empty a new secret will be
@@ -1885,7 +2346,11 @@ pub struct ClusterBootstrapRecovery {
     /// which will be removed in the future when online backup
     /// will be implemented).
     /// Mutually exclusive with `backup`.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeSnapshots")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeSnapshots"
+    )]
     pub volume_snapshots: Option<ClusterBootstrapRecoveryVolumeSnapshots>,
 }
 
@@ -1897,7 +2362,11 @@ pub struct ClusterBootstrapRecoveryBackup {
     /// EndpointCA store the CA bundle of the barman endpoint.
     /// Useful when using self-signed certificates to avoid
     /// errors with certificate issuer and barman-cloud-wal-archive.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "endpointCA")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "endpointCA"
+    )]
     pub endpoint_ca: Option<ClusterBootstrapRecoveryBackupEndpointCa>,
     /// Name of the referent.
     pub name: String,
@@ -1933,21 +2402,33 @@ pub struct ClusterBootstrapRecoveryRecoveryTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclusive: Option<bool>,
     /// End recovery as soon as a consistent state is reached
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetImmediate")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "targetImmediate"
+    )]
     pub target_immediate: Option<bool>,
     /// The target LSN (Log Sequence Number)
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetLSN")]
     pub target_lsn: Option<String>,
     /// The target name (to be previously created
     /// with `pg_create_restore_point`)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "targetName"
+    )]
     pub target_name: Option<String>,
     /// The target timeline ("latest" or a positive integer)
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetTLI")]
     pub target_tli: Option<String>,
     /// The target time as a timestamp in RFC3339 format or PostgreSQL timestamp format.
     /// Timestamps without an explicit timezone are interpreted as UTC.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetTime")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "targetTime"
+    )]
     pub target_time: Option<String>,
     /// The target transaction ID
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetXID")]
@@ -1976,10 +2457,19 @@ pub struct ClusterBootstrapRecoveryVolumeSnapshots {
     /// Configuration of the storage of the instances
     pub storage: ClusterBootstrapRecoveryVolumeSnapshotsStorage,
     /// Configuration of the storage for PostgreSQL tablespaces
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "tablespaceStorage")]
-    pub tablespace_storage: Option<BTreeMap<String, ClusterBootstrapRecoveryVolumeSnapshotsTablespaceStorage>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "tablespaceStorage"
+    )]
+    pub tablespace_storage:
+        Option<BTreeMap<String, ClusterBootstrapRecoveryVolumeSnapshotsTablespaceStorage>>,
     /// Configuration of the storage for PostgreSQL WAL (Write-Ahead Log)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "walStorage")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "walStorage"
+    )]
     pub wal_storage: Option<ClusterBootstrapRecoveryVolumeSnapshotsWalStorage>,
 }
 
@@ -2039,16 +2529,28 @@ pub struct ClusterCertificates {
     /// used as `ssl_ca_file` of all the instances.<br />
     /// - `ca.key`: key used to generate client certificates, if ReplicationTLSSecret is provided,
     /// this can be omitted.<br />
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "clientCASecret")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "clientCASecret"
+    )]
     pub client_ca_secret: Option<String>,
     /// The secret of type kubernetes.io/tls containing the client certificate to authenticate as
     /// the `streaming_replica` user.
     /// If not defined, ClientCASecret must provide also `ca.key`, and a new secret will be
     /// created using the provided CA.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "replicationTLSSecret")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "replicationTLSSecret"
+    )]
     pub replication_tls_secret: Option<String>,
     /// The list of the server alternative DNS names to be added to the generated server TLS certificates, when required.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serverAltDNSNames")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serverAltDNSNames"
+    )]
     pub server_alt_dns_names: Option<Vec<String>>,
     /// The secret containing the Server CA certificate. If not defined, a new secret will be created
     /// with a self-signed CA and will be used to generate the TLS certificate ServerTLSSecret.<br />
@@ -2059,13 +2561,21 @@ pub struct ClusterCertificates {
     /// used as `sslrootcert` in client connection strings.<br />
     /// - `ca.key`: key used to generate Server SSL certs, if ServerTLSSecret is provided,
     /// this can be omitted.<br />
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serverCASecret")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serverCASecret"
+    )]
     pub server_ca_secret: Option<String>,
     /// The secret of type kubernetes.io/tls containing the server TLS certificate and key that will be set as
     /// `ssl_cert_file` and `ssl_key_file` so that clients can connect to postgres securely.
     /// If not defined, ServerCASecret must provide also `ca.key` and a new secret will be
     /// created using the provided CA.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serverTLSSecret")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serverTLSSecret"
+    )]
     pub server_tls_secret: Option<String>,
 }
 
@@ -2095,7 +2605,11 @@ pub struct ClusterEnv {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterEnvValueFrom {
     /// Selects a key of a ConfigMap.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "configMapKeyRef")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "configMapKeyRef"
+    )]
     pub config_map_key_ref: Option<ClusterEnvValueFromConfigMapKeyRef>,
     /// Selects a field of the pod: supports metadata.name, metadata.namespace, `metadata.labels['<KEY>']`, `metadata.annotations['<KEY>']`,
     /// spec.nodeName, spec.serviceAccountName, status.hostIP, status.podIP, status.podIPs.
@@ -2103,14 +2617,26 @@ pub struct ClusterEnvValueFrom {
     pub field_ref: Option<ClusterEnvValueFromFieldRef>,
     /// FileKeyRef selects a key of the env file.
     /// Requires the EnvFiles feature gate to be enabled.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "fileKeyRef")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "fileKeyRef"
+    )]
     pub file_key_ref: Option<ClusterEnvValueFromFileKeyRef>,
     /// Selects a resource of the container: only resources limits and requests
     /// (limits.cpu, limits.memory, limits.ephemeral-storage, requests.cpu, requests.memory and requests.ephemeral-storage) are currently supported.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "resourceFieldRef")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "resourceFieldRef"
+    )]
     pub resource_field_ref: Option<ClusterEnvValueFromResourceFieldRef>,
     /// Selects a key of a secret in the pod's namespace
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "secretKeyRef")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "secretKeyRef"
+    )]
     pub secret_key_ref: Option<ClusterEnvValueFromSecretKeyRef>,
 }
 
@@ -2136,7 +2662,11 @@ pub struct ClusterEnvValueFromConfigMapKeyRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterEnvValueFromFieldRef {
     /// Version of the schema the FieldPath is written in terms of, defaults to "v1".
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "apiVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "apiVersion"
+    )]
     pub api_version: Option<String>,
     /// Path of the field to select in the specified API version.
     #[serde(rename = "fieldPath")]
@@ -2155,7 +2685,7 @@ pub struct ClusterEnvValueFromFileKeyRef {
     /// does not exist, then the env var is not published.
     /// If optional is set to true and the specified key does not exist,
     /// the environment variable will not be set in the Pod's containers.
-    /// 
+    ///
     /// If optional is set to false and the specified key does not exist,
     /// an error will be returned during Pod creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -2173,7 +2703,11 @@ pub struct ClusterEnvValueFromFileKeyRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterEnvValueFromResourceFieldRef {
     /// Container name: required for volumes, optional for env vars
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "containerName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "containerName"
+    )]
     pub container_name: Option<String>,
     /// Specifies the output format of the exposed resources, defaults to "1"
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -2203,7 +2737,11 @@ pub struct ClusterEnvValueFromSecretKeyRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterEnvFrom {
     /// The ConfigMap to select from
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "configMapRef")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "configMapRef"
+    )]
     pub config_map_ref: Option<ClusterEnvFromConfigMapRef>,
     /// Optional text to prepend to the name of each environment variable.
     /// May consist of any printable ASCII characters except '='.
@@ -2254,7 +2792,7 @@ pub struct ClusterEphemeralVolumeSource {
     /// `<volume name>` is the name from the `PodSpec.Volumes` array
     /// entry. Pod validation will reject the pod if the concatenated name
     /// is not valid for a PVC (for example, too long).
-    /// 
+    ///
     /// An existing PVC with that name that is not owned by the pod
     /// will *not* be used for the pod to avoid using an unrelated
     /// volume by mistake. Starting the pod is then blocked until
@@ -2263,12 +2801,16 @@ pub struct ClusterEphemeralVolumeSource {
     /// owner reference to the pod once the pod exists. Normally
     /// this should not be necessary, but it may be useful when
     /// manually reconstructing a broken cluster.
-    /// 
+    ///
     /// This field is read-only and no changes will be made by Kubernetes
     /// to the PVC after it has been created.
-    /// 
+    ///
     /// Required, must not be nil.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeClaimTemplate")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeClaimTemplate"
+    )]
     pub volume_claim_template: Option<ClusterEphemeralVolumeSourceVolumeClaimTemplate>,
 }
 
@@ -2279,7 +2821,7 @@ pub struct ClusterEphemeralVolumeSource {
 /// `<volume name>` is the name from the `PodSpec.Volumes` array
 /// entry. Pod validation will reject the pod if the concatenated name
 /// is not valid for a PVC (for example, too long).
-/// 
+///
 /// An existing PVC with that name that is not owned by the pod
 /// will *not* be used for the pod to avoid using an unrelated
 /// volume by mistake. Starting the pod is then blocked until
@@ -2288,10 +2830,10 @@ pub struct ClusterEphemeralVolumeSource {
 /// owner reference to the pod once the pod exists. Normally
 /// this should not be necessary, but it may be useful when
 /// manually reconstructing a broken cluster.
-/// 
+///
 /// This field is read-only and no changes will be made by Kubernetes
 /// to the PVC after it has been created.
-/// 
+///
 /// Required, must not be nil.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterEphemeralVolumeSourceVolumeClaimTemplate {
@@ -2311,8 +2853,7 @@ pub struct ClusterEphemeralVolumeSourceVolumeClaimTemplate {
 /// when creating it. No other fields are allowed and will be rejected during
 /// validation.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ClusterEphemeralVolumeSourceVolumeClaimTemplateMetadata {
-}
+pub struct ClusterEphemeralVolumeSourceVolumeClaimTemplateMetadata {}
 
 /// The specification for the PersistentVolumeClaim. The entire content is
 /// copied unchanged into the PVC that gets created from this
@@ -2322,7 +2863,11 @@ pub struct ClusterEphemeralVolumeSourceVolumeClaimTemplateMetadata {
 pub struct ClusterEphemeralVolumeSourceVolumeClaimTemplateSpec {
     /// accessModes contains the desired access modes the volume should have.
     /// More info: <https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes-1>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "accessModes")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "accessModes"
+    )]
     pub access_modes: Option<Vec<String>>,
     /// dataSource field can be used to specify either:
     /// * An existing VolumeSnapshot object (snapshot.storage.k8s.io/VolumeSnapshot)
@@ -2332,7 +2877,11 @@ pub struct ClusterEphemeralVolumeSourceVolumeClaimTemplateSpec {
     /// When the AnyVolumeDataSource feature gate is enabled, dataSource contents will be copied to dataSourceRef,
     /// and dataSourceRef contents will be copied to dataSource when dataSourceRef.namespace is not specified.
     /// If the namespace is specified, then dataSourceRef will not be copied to dataSource.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "dataSource")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "dataSource"
+    )]
     pub data_source: Option<ClusterEphemeralVolumeSourceVolumeClaimTemplateSpecDataSource>,
     /// dataSourceRef specifies the object from which to populate the volume with data, if a non-empty
     /// volume is desired. This may be any object from a non-empty API group (non
@@ -2357,7 +2906,11 @@ pub struct ClusterEphemeralVolumeSourceVolumeClaimTemplateSpec {
     ///   in any namespaces.
     /// (Beta) Using this field requires the AnyVolumeDataSource feature gate to be enabled.
     /// (Alpha) Using the namespace field of dataSourceRef requires the CrossNamespaceVolumeDataSource feature gate to be enabled.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "dataSourceRef")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "dataSourceRef"
+    )]
     pub data_source_ref: Option<ClusterEphemeralVolumeSourceVolumeClaimTemplateSpecDataSourceRef>,
     /// resources represents the minimum resources the volume should have.
     /// Users are allowed to specify resource requirements
@@ -2371,7 +2924,11 @@ pub struct ClusterEphemeralVolumeSourceVolumeClaimTemplateSpec {
     pub selector: Option<ClusterEphemeralVolumeSourceVolumeClaimTemplateSpecSelector>,
     /// storageClassName is the name of the StorageClass required by the claim.
     /// More info: <https://kubernetes.io/docs/concepts/storage/persistent-volumes#class-1>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageClassName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageClassName"
+    )]
     pub storage_class_name: Option<String>,
     /// volumeAttributesClassName may be used to set the VolumeAttributesClass used by this claim.
     /// If specified, the CSI driver will create or update the volume with the attributes defined
@@ -2383,14 +2940,26 @@ pub struct ClusterEphemeralVolumeSourceVolumeClaimTemplateSpec {
     /// set to a Pending state, as reflected by the modifyVolumeStatus field, until such as a resource
     /// exists.
     /// More info: <https://kubernetes.io/docs/concepts/storage/volume-attributes-classes/>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeAttributesClassName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeAttributesClassName"
+    )]
     pub volume_attributes_class_name: Option<String>,
     /// volumeMode defines what type of volume is required by the claim.
     /// Value of Filesystem is implied when not included in claim spec.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeMode")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeMode"
+    )]
     pub volume_mode: Option<String>,
     /// volumeName is the binding reference to the PersistentVolume backing this claim.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeName"
+    )]
     pub volume_name: Option<String>,
 }
 
@@ -2479,12 +3048,21 @@ pub struct ClusterEphemeralVolumeSourceVolumeClaimTemplateSpecResources {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterEphemeralVolumeSourceVolumeClaimTemplateSpecSelector {
     /// matchExpressions is a list of label selector requirements. The requirements are ANDed.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchExpressions")]
-    pub match_expressions: Option<Vec<ClusterEphemeralVolumeSourceVolumeClaimTemplateSpecSelectorMatchExpressions>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchExpressions"
+    )]
+    pub match_expressions:
+        Option<Vec<ClusterEphemeralVolumeSourceVolumeClaimTemplateSpecSelectorMatchExpressions>>,
     /// matchLabels is a map of {key,value} pairs. A single {key,value} in the matchLabels
     /// map is equivalent to an element of matchExpressions, whose key field is "key", the
     /// operator is "In", and the values array contains only "value". The requirements are ANDed.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchLabels")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchLabels"
+    )]
     pub match_labels: Option<BTreeMap<String, String>>,
 }
 
@@ -2513,7 +3091,11 @@ pub struct ClusterEphemeralVolumesSizeLimit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm: Option<IntOrString>,
     /// TemporaryData is the size limit of the temporary data volume
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "temporaryData")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "temporaryData"
+    )]
     pub temporary_data: Option<IntOrString>,
 }
 
@@ -2522,10 +3104,18 @@ pub struct ClusterEphemeralVolumesSizeLimit {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterExternalClusters {
     /// The configuration for the barman-cloud tool suite
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "barmanObjectStore")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "barmanObjectStore"
+    )]
     pub barman_object_store: Option<ClusterExternalClustersBarmanObjectStore>,
     /// The list of connection parameters, such as dbname, host, username, etc
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "connectionParameters")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "connectionParameters"
+    )]
     pub connection_parameters: Option<BTreeMap<String, String>>,
     /// The server name, required
     pub name: String,
@@ -2552,7 +3142,11 @@ pub struct ClusterExternalClusters {
     pub ssl_key: Option<ClusterExternalClustersSslKey>,
     /// The reference to an SSL CA public key to be used to connect to this
     /// instance
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "sslRootCert")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "sslRootCert"
+    )]
     pub ssl_root_cert: Option<ClusterExternalClustersSslRootCert>,
 }
 
@@ -2560,7 +3154,11 @@ pub struct ClusterExternalClusters {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterExternalClustersBarmanObjectStore {
     /// The credentials to use to upload data to Azure Blob Storage
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "azureCredentials")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "azureCredentials"
+    )]
     pub azure_credentials: Option<ClusterExternalClustersBarmanObjectStoreAzureCredentials>,
     /// The configuration to be used to backup the data files
     /// When not defined, base backups files will be stored uncompressed and may
@@ -2576,25 +3174,49 @@ pub struct ClusterExternalClustersBarmanObjectStore {
     /// EndpointCA store the CA bundle of the barman endpoint.
     /// Useful when using self-signed certificates to avoid
     /// errors with certificate issuer and barman-cloud-wal-archive
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "endpointCA")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "endpointCA"
+    )]
     pub endpoint_ca: Option<ClusterExternalClustersBarmanObjectStoreEndpointCa>,
     /// Endpoint to be used to upload data to the cloud,
     /// overriding the automatic endpoint discovery
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "endpointURL")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "endpointURL"
+    )]
     pub endpoint_url: Option<String>,
     /// The credentials to use to upload data to Google Cloud Storage
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "googleCredentials")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "googleCredentials"
+    )]
     pub google_credentials: Option<ClusterExternalClustersBarmanObjectStoreGoogleCredentials>,
     /// HistoryTags is a list of key value pairs that will be passed to the
     /// Barman --history-tags option.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "historyTags")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "historyTags"
+    )]
     pub history_tags: Option<BTreeMap<String, String>>,
     /// The credentials to use to upload data to S3
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "s3Credentials")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "s3Credentials"
+    )]
     pub s3_credentials: Option<ClusterExternalClustersBarmanObjectStoreS3Credentials>,
     /// The server name on S3, the cluster name is used if this
     /// parameter is omitted
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serverName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serverName"
+    )]
     pub server_name: Option<String>,
     /// Tags is a list of key value pairs that will be passed to the
     /// Barman --tags option.
@@ -2611,25 +3233,52 @@ pub struct ClusterExternalClustersBarmanObjectStore {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterExternalClustersBarmanObjectStoreAzureCredentials {
     /// The connection string to be used
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "connectionString")]
-    pub connection_string: Option<ClusterExternalClustersBarmanObjectStoreAzureCredentialsConnectionString>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "connectionString"
+    )]
+    pub connection_string:
+        Option<ClusterExternalClustersBarmanObjectStoreAzureCredentialsConnectionString>,
     /// Use the Azure AD based authentication without providing explicitly the keys.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "inheritFromAzureAD")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "inheritFromAzureAD"
+    )]
     pub inherit_from_azure_ad: Option<bool>,
     /// The storage account where to upload data
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageAccount")]
-    pub storage_account: Option<ClusterExternalClustersBarmanObjectStoreAzureCredentialsStorageAccount>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageAccount"
+    )]
+    pub storage_account:
+        Option<ClusterExternalClustersBarmanObjectStoreAzureCredentialsStorageAccount>,
     /// The storage account key to be used in conjunction
     /// with the storage account name
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageKey")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageKey"
+    )]
     pub storage_key: Option<ClusterExternalClustersBarmanObjectStoreAzureCredentialsStorageKey>,
     /// A shared-access-signature to be used in conjunction with
     /// the storage account name
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageSasToken")]
-    pub storage_sas_token: Option<ClusterExternalClustersBarmanObjectStoreAzureCredentialsStorageSasToken>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageSasToken"
+    )]
+    pub storage_sas_token:
+        Option<ClusterExternalClustersBarmanObjectStoreAzureCredentialsStorageSasToken>,
     /// Use the default Azure authentication flow, which includes DefaultAzureCredential.
     /// This allows authentication using environment variables and managed identities.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "useDefaultAzureCredentials")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "useDefaultAzureCredentials"
+    )]
     pub use_default_azure_credentials: Option<bool>,
 }
 
@@ -2681,17 +3330,21 @@ pub struct ClusterExternalClustersBarmanObjectStoreData {
     /// to the 'barman-cloud-backup' command-line invocation. These arguments
     /// provide flexibility to customize the backup process further according to
     /// specific requirements or configurations.
-    /// 
+    ///
     /// Example:
     /// In a scenario where specialized backup options are required, such as setting
     /// a specific timeout or defining custom behavior, users can use this field
     /// to specify additional command arguments.
-    /// 
+    ///
     /// Note:
     /// It's essential to ensure that the provided arguments are valid and supported
     /// by the 'barman-cloud-backup' command, to avoid potential errors or unintended
     /// behavior during execution.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "additionalCommandArgs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "additionalCommandArgs"
+    )]
     pub additional_command_args: Option<Vec<String>>,
     /// Compress a backup file (a tar file per tablespace) while streaming it
     /// to the object store. Available options are empty string (no
@@ -2709,7 +3362,11 @@ pub struct ClusterExternalClustersBarmanObjectStoreData {
     /// the PostgreSQL server. If set to true, an immediate checkpoint will be
     /// used, meaning PostgreSQL will complete the checkpoint as soon as
     /// possible. `false` by default.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "immediateCheckpoint")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "immediateCheckpoint"
+    )]
     pub immediate_checkpoint: Option<bool>,
     /// The number of parallel jobs to be used to upload the backup, defaults
     /// to 2
@@ -2760,11 +3417,20 @@ pub struct ClusterExternalClustersBarmanObjectStoreEndpointCa {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterExternalClustersBarmanObjectStoreGoogleCredentials {
     /// The secret containing the Google Cloud Storage JSON file with the credentials
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "applicationCredentials")]
-    pub application_credentials: Option<ClusterExternalClustersBarmanObjectStoreGoogleCredentialsApplicationCredentials>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "applicationCredentials"
+    )]
+    pub application_credentials:
+        Option<ClusterExternalClustersBarmanObjectStoreGoogleCredentialsApplicationCredentials>,
     /// If set to true, will presume that it's running inside a GKE environment,
     /// default to false.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "gkeEnvironment")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "gkeEnvironment"
+    )]
     pub gke_environment: Option<bool>,
 }
 
@@ -2781,19 +3447,36 @@ pub struct ClusterExternalClustersBarmanObjectStoreGoogleCredentialsApplicationC
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterExternalClustersBarmanObjectStoreS3Credentials {
     /// The reference to the access key id
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "accessKeyId")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "accessKeyId"
+    )]
     pub access_key_id: Option<ClusterExternalClustersBarmanObjectStoreS3CredentialsAccessKeyId>,
     /// Use the role based authentication without providing explicitly the keys.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "inheritFromIAMRole")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "inheritFromIAMRole"
+    )]
     pub inherit_from_iam_role: Option<bool>,
     /// The reference to the secret containing the region name
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<ClusterExternalClustersBarmanObjectStoreS3CredentialsRegion>,
     /// The reference to the secret access key
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "secretAccessKey")]
-    pub secret_access_key: Option<ClusterExternalClustersBarmanObjectStoreS3CredentialsSecretAccessKey>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "secretAccessKey"
+    )]
+    pub secret_access_key:
+        Option<ClusterExternalClustersBarmanObjectStoreS3CredentialsSecretAccessKey>,
     /// The references to the session key
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "sessionToken")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "sessionToken"
+    )]
     pub session_token: Option<ClusterExternalClustersBarmanObjectStoreS3CredentialsSessionToken>,
 }
 
@@ -2841,17 +3524,21 @@ pub struct ClusterExternalClustersBarmanObjectStoreWal {
     /// Additional arguments that can be appended to the 'barman-cloud-wal-archive'
     /// command-line invocation. These arguments provide flexibility to customize
     /// the WAL archive process further, according to specific requirements or configurations.
-    /// 
+    ///
     /// Example:
     /// In a scenario where specialized backup options are required, such as setting
     /// a specific timeout or defining custom behavior, users can use this field
     /// to specify additional command arguments.
-    /// 
+    ///
     /// Note:
     /// It's essential to ensure that the provided arguments are valid and supported
     /// by the 'barman-cloud-wal-archive' command, to avoid potential errors or unintended
     /// behavior during execution.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "archiveAdditionalCommandArgs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "archiveAdditionalCommandArgs"
+    )]
     pub archive_additional_command_args: Option<Vec<String>>,
     /// Compress a WAL file before sending it to the object store. Available
     /// options are empty string (no compression, default), `gzip`, `bzip2`,
@@ -2870,22 +3557,30 @@ pub struct ClusterExternalClustersBarmanObjectStoreWal {
     /// files from a recovery object store). If not specified, WAL files
     /// will be processed one at a time. It accepts a positive integer as a
     /// value - with 1 being the minimum accepted value.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "maxParallel")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "maxParallel"
+    )]
     pub max_parallel: Option<i64>,
     /// Additional arguments that can be appended to the 'barman-cloud-wal-restore'
     /// command-line invocation. These arguments provide flexibility to customize
     /// the WAL restore process further, according to specific requirements or configurations.
-    /// 
+    ///
     /// Example:
     /// In a scenario where specialized backup options are required, such as setting
     /// a specific timeout or defining custom behavior, users can use this field
     /// to specify additional command arguments.
-    /// 
+    ///
     /// Note:
     /// It's essential to ensure that the provided arguments are valid and supported
     /// by the 'barman-cloud-wal-restore' command, to avoid potential errors or unintended
     /// behavior during execution.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "restoreAdditionalCommandArgs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "restoreAdditionalCommandArgs"
+    )]
     pub restore_additional_command_args: Option<Vec<String>>,
 }
 
@@ -2952,7 +3647,11 @@ pub struct ClusterExternalClustersPlugin {
     /// Marks the plugin as the WAL archiver. At most one plugin can be
     /// designated as a WAL archiver. This cannot be enabled if the
     /// `.spec.backup.barmanObjectStore` configuration is present.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "isWALArchiver")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "isWALArchiver"
+    )]
     pub is_wal_archiver: Option<bool>,
     /// Name is the plugin name
     pub name: String,
@@ -3078,7 +3777,7 @@ pub struct ClusterManaged {
 /// RoleConfiguration is the representation, in Kubernetes, of a PostgreSQL role
 /// with the additional field Ensure specifying whether to ensure the presence or
 /// absence of the role in the database
-/// 
+///
 /// The defaults of the CREATE ROLE command are applied
 /// Reference: <https://www.postgresql.org/docs/current/sql-createrole.html>
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -3092,7 +3791,11 @@ pub struct ClusterManagedRoles {
     pub comment: Option<String>,
     /// If the role can log in, this specifies how many concurrent
     /// connections the role can make. `-1` (the default) means no limit.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "connectionLimit")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "connectionLimit"
+    )]
     pub connection_limit: Option<i64>,
     /// When set to `true`, the role being defined will be allowed to create
     /// new databases. Specifying `false` (default) will deny a role the
@@ -3105,7 +3808,11 @@ pub struct ClusterManagedRoles {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub createrole: Option<bool>,
     /// DisablePassword indicates that a role's password should be set to NULL in Postgres
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "disablePassword")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "disablePassword"
+    )]
     pub disable_password: Option<bool>,
     /// Ensure the role is `present` or `absent` - defaults to "present"
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -3132,7 +3839,11 @@ pub struct ClusterManagedRoles {
     /// If null, the password will be ignored unless DisablePassword is set.
     /// When set, the secret must follow the `kubernetes.io/basic-auth` format
     /// and contain both a `username` and a `password` field.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "passwordSecret")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "passwordSecret"
+    )]
     pub password_secret: Option<ClusterManagedRolesPasswordSecret>,
     /// Whether a role is a replication role. A role must have this
     /// attribute (or be a superuser) in order to be able to connect to the
@@ -3151,14 +3862,18 @@ pub struct ClusterManagedRoles {
     pub superuser: Option<bool>,
     /// Date and time after which the role's password is no longer valid.
     /// When omitted, the password will never expire (default).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "validUntil")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "validUntil"
+    )]
     pub valid_until: Option<String>,
 }
 
 /// RoleConfiguration is the representation, in Kubernetes, of a PostgreSQL role
 /// with the additional field Ensure specifying whether to ensure the presence or
 /// absence of the role in the database
-/// 
+///
 /// The defaults of the CREATE ROLE command are applied
 /// Reference: <https://www.postgresql.org/docs/current/sql-createrole.html>
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -3187,7 +3902,11 @@ pub struct ClusterManagedServices {
     pub additional: Option<Vec<ClusterManagedServicesAdditional>>,
     /// DisabledDefaultServices is a list of service types that are disabled by default.
     /// Valid values are "r", and "ro", representing read, and read-only services.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "disabledDefaultServices")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "disabledDefaultServices"
+    )]
     pub disabled_default_services: Option<Vec<String>>,
 }
 
@@ -3203,7 +3922,11 @@ pub struct ClusterManagedServicesAdditional {
     #[serde(rename = "serviceTemplate")]
     pub service_template: ClusterManagedServicesAdditionalServiceTemplate,
     /// UpdateStrategy describes how the service differences should be reconciled
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "updateStrategy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "updateStrategy"
+    )]
     pub update_strategy: Option<ClusterManagedServicesAdditionalUpdateStrategy>,
 }
 
@@ -3264,7 +3987,11 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpec {
     /// value), those requests will be respected, regardless of this field.
     /// This field may only be set for services with type LoadBalancer and will
     /// be cleared if the type is changed to any other type.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "allocateLoadBalancerNodePorts")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "allocateLoadBalancerNodePorts"
+    )]
     pub allocate_load_balancer_node_ports: Option<bool>,
     /// clusterIP is the IP address of the service and is usually assigned
     /// randomly. If an address is specified manually, is in-range (as per
@@ -3301,25 +4028,37 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpec {
     /// be initialized from the clusterIP field.  If this field is specified,
     /// clients must ensure that clusterIPs[0] and clusterIP have the same
     /// value.
-    /// 
+    ///
     /// This field may hold a maximum of two entries (dual-stack IPs, in either order).
     /// These IPs must correspond to the values of the ipFamilies field. Both
     /// clusterIPs and ipFamilies are governed by the ipFamilyPolicy field.
     /// More info: <https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "clusterIPs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "clusterIPs"
+    )]
     pub cluster_i_ps: Option<Vec<String>>,
     /// externalIPs is a list of IP addresses for which nodes in the cluster
     /// will also accept traffic for this service.  These IPs are not managed by
     /// Kubernetes.  The user is responsible for ensuring that traffic arrives
     /// at a node with this IP.  A common example is external load-balancers
     /// that are not part of the Kubernetes system.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "externalIPs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "externalIPs"
+    )]
     pub external_i_ps: Option<Vec<String>>,
     /// externalName is the external reference that discovery mechanisms will
     /// return as an alias for this service (e.g. a DNS CNAME record). No
     /// proxying will be involved.  Must be a lowercase RFC-1123 hostname
     /// (<https://tools.ietf.org/html/rfc1123)> and requires `type` to be "ExternalName".
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "externalName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "externalName"
+    )]
     pub external_name: Option<String>,
     /// externalTrafficPolicy describes how nodes distribute service traffic they
     /// receive on one of the Service's "externally-facing" addresses (NodePorts,
@@ -3334,7 +4073,11 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpec {
     /// within the cluster will always get "Cluster" semantics, but clients sending to
     /// a NodePort from within the cluster may need to take traffic policy into account
     /// when picking a node.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "externalTrafficPolicy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "externalTrafficPolicy"
+    )]
     pub external_traffic_policy: Option<String>,
     /// healthCheckNodePort specifies the healthcheck nodePort for the service.
     /// This only applies when type is set to LoadBalancer and
@@ -3346,7 +4089,11 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpec {
     /// which does not need it, creation will fail. This field will be wiped
     /// when updating a Service to no longer need it (e.g. changing type).
     /// This field cannot be updated once set.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "healthCheckNodePort")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "healthCheckNodePort"
+    )]
     pub health_check_node_port: Option<i32>,
     /// InternalTrafficPolicy describes how nodes distribute service traffic they
     /// receive on the ClusterIP. If set to "Local", the proxy will assume that pods
@@ -3354,7 +4101,11 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpec {
     /// dropping the traffic if there are no local endpoints. The default value,
     /// "Cluster", uses the standard behavior of routing to all endpoints evenly
     /// (possibly modified by topology and other features).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "internalTrafficPolicy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "internalTrafficPolicy"
+    )]
     pub internal_traffic_policy: Option<String>,
     /// IPFamilies is a list of IP families (e.g. IPv4, IPv6) assigned to this
     /// service. This field is usually assigned automatically based on cluster
@@ -3367,12 +4118,16 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpec {
     /// and "IPv6".  This field only applies to Services of types ClusterIP,
     /// NodePort, and LoadBalancer, and does apply to "headless" services.
     /// This field will be wiped when updating a Service to type ExternalName.
-    /// 
+    ///
     /// This field may hold a maximum of two entries (dual-stack families, in
     /// either order).  These families must correspond to the values of the
     /// clusterIPs field, if specified. Both clusterIPs and ipFamilies are
     /// governed by the ipFamilyPolicy field.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ipFamilies")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "ipFamilies"
+    )]
     pub ip_families: Option<Vec<String>>,
     /// IPFamilyPolicy represents the dual-stack-ness requested or required by
     /// this Service. If there is no value provided, then this field will be set
@@ -3382,7 +4137,11 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpec {
     /// (two IP families on dual-stack configured clusters, otherwise fail). The
     /// ipFamilies and clusterIPs fields depend on the value of this field. This
     /// field will be wiped when updating a service to type ExternalName.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ipFamilyPolicy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "ipFamilyPolicy"
+    )]
     pub ip_family_policy: Option<String>,
     /// loadBalancerClass is the class of the load balancer implementation this Service belongs to.
     /// If specified, the value of this field must be a label-style identifier, with an optional prefix,
@@ -3394,7 +4153,11 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpec {
     /// implementation (e.g. cloud providers) should ignore Services that set this field.
     /// This field can only be set when creating or updating a Service to type 'LoadBalancer'.
     /// Once set, it can not be changed. This field will be wiped when a service is updated to a non 'LoadBalancer' type.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "loadBalancerClass")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "loadBalancerClass"
+    )]
     pub load_balancer_class: Option<String>,
     /// Only applies to Service Type: LoadBalancer.
     /// This feature depends on whether the underlying cloud-provider supports specifying
@@ -3403,13 +4166,21 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpec {
     /// Deprecated: This field was under-specified and its meaning varies across implementations.
     /// Using it is non-portable and it may not support dual-stack.
     /// Users are encouraged to use implementation-specific annotations when available.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "loadBalancerIP")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "loadBalancerIP"
+    )]
     pub load_balancer_ip: Option<String>,
     /// If specified and supported by the platform, this will restrict traffic through the cloud-provider
     /// load-balancer will be restricted to the specified client IPs. This field will be ignored if the
     /// cloud-provider does not support the feature."
     /// More info: <https://kubernetes.io/docs/tasks/access-application-cluster/create-external-load-balancer/>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "loadBalancerSourceRanges")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "loadBalancerSourceRanges"
+    )]
     pub load_balancer_source_ranges: Option<Vec<String>>,
     /// The list of ports that are exposed by this service.
     /// More info: <https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies>
@@ -3423,7 +4194,11 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpec {
     /// Services interpret this to mean that all endpoints are considered "ready" even if the
     /// Pods themselves are not. Agents which consume only Kubernetes generated endpoints
     /// through the Endpoints or EndpointSlice resources can safely assume this behavior.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "publishNotReadyAddresses")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "publishNotReadyAddresses"
+    )]
     pub publish_not_ready_addresses: Option<bool>,
     /// Route service traffic to pods with label keys and values matching this
     /// selector. If empty or not present, the service is assumed to have an
@@ -3438,18 +4213,31 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpec {
     /// Must be ClientIP or None.
     /// Defaults to None.
     /// More info: <https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "sessionAffinity")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "sessionAffinity"
+    )]
     pub session_affinity: Option<String>,
     /// sessionAffinityConfig contains the configurations of session affinity.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "sessionAffinityConfig")]
-    pub session_affinity_config: Option<ClusterManagedServicesAdditionalServiceTemplateSpecSessionAffinityConfig>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "sessionAffinityConfig"
+    )]
+    pub session_affinity_config:
+        Option<ClusterManagedServicesAdditionalServiceTemplateSpecSessionAffinityConfig>,
     /// TrafficDistribution offers a way to express preferences for how traffic
     /// is distributed to Service endpoints. Implementations can use this field
     /// as a hint, but are not required to guarantee strict adherence. If the
     /// field is not set, the implementation will apply its default routing
     /// strategy. If set to "PreferClose", implementations should prioritize
     /// endpoints that are in the same zone.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "trafficDistribution")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "trafficDistribution"
+    )]
     pub traffic_distribution: Option<String>,
     /// type determines how the Service is exposed. Defaults to ClusterIP. Valid
     /// options are ExternalName, ClusterIP, NodePort, and LoadBalancer.
@@ -3478,18 +4266,22 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpecPorts {
     /// This is used as a hint for implementations to offer richer behavior for protocols that they understand.
     /// This field follows standard Kubernetes label syntax.
     /// Valid values are either:
-    /// 
+    ///
     /// * Un-prefixed protocol names - reserved for IANA standard service names (as per
     /// RFC-6335 and <https://www.iana.org/assignments/service-names).>
-    /// 
+    ///
     /// * Kubernetes-defined prefixed names:
     ///   * 'kubernetes.io/h2c' - HTTP/2 prior knowledge over cleartext as described in <https://www.rfc-editor.org/rfc/rfc9113.html#name-starting-http-2-with-prior->
     ///   * 'kubernetes.io/ws'  - WebSocket over cleartext as described in <https://www.rfc-editor.org/rfc/rfc6455>
     ///   * 'kubernetes.io/wss' - WebSocket over TLS as described in <https://www.rfc-editor.org/rfc/rfc6455>
-    /// 
+    ///
     /// * Other protocols should use implementation-defined prefixed names such as
     /// mycompany.com/my-custom-protocol.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "appProtocol")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "appProtocol"
+    )]
     pub app_protocol: Option<String>,
     /// The name of this port within the service. This must be a DNS_LABEL.
     /// All ports within a ServiceSpec must have unique names. When considering
@@ -3523,7 +4315,11 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpecPorts {
     /// This field is ignored for services with clusterIP=None, and should be
     /// omitted or set equal to the 'port' field.
     /// More info: <https://kubernetes.io/docs/concepts/services-networking/service/#defining-a-service>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetPort")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "targetPort"
+    )]
     pub target_port: Option<IntOrString>,
 }
 
@@ -3532,7 +4328,8 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpecPorts {
 pub struct ClusterManagedServicesAdditionalServiceTemplateSpecSessionAffinityConfig {
     /// clientIP contains the configurations of Client IP based session affinity.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "clientIP")]
-    pub client_ip: Option<ClusterManagedServicesAdditionalServiceTemplateSpecSessionAffinityConfigClientIp>,
+    pub client_ip:
+        Option<ClusterManagedServicesAdditionalServiceTemplateSpecSessionAffinityConfigClientIp>,
 }
 
 /// clientIP contains the configurations of Client IP based session affinity.
@@ -3541,7 +4338,11 @@ pub struct ClusterManagedServicesAdditionalServiceTemplateSpecSessionAffinityCon
     /// timeoutSeconds specifies the seconds of ClientIP type session sticky time.
     /// The value must be >0 && <=86400(for 1 day) if ServiceAffinity == "ClientIP".
     /// Default value is 10800(for 3 hours).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "timeoutSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "timeoutSeconds"
+    )]
     pub timeout_seconds: Option<i32>,
 }
 
@@ -3559,40 +4360,68 @@ pub enum ClusterManagedServicesAdditionalUpdateStrategy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterMonitoring {
     /// The list of config maps containing the custom queries
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "customQueriesConfigMap")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "customQueriesConfigMap"
+    )]
     pub custom_queries_config_map: Option<Vec<ClusterMonitoringCustomQueriesConfigMap>>,
     /// The list of secrets containing the custom queries
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "customQueriesSecret")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "customQueriesSecret"
+    )]
     pub custom_queries_secret: Option<Vec<ClusterMonitoringCustomQueriesSecret>>,
     /// Whether the default queries should be injected.
     /// Set it to `true` if you don't want to inject default queries into the cluster.
     /// Default: false.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "disableDefaultQueries")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "disableDefaultQueries"
+    )]
     pub disable_default_queries: Option<bool>,
     /// Enable or disable the `PodMonitor`
-    /// 
+    ///
     /// Deprecated: This feature will be removed in an upcoming release. If
     /// you need this functionality, you can create a PodMonitor manually.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "enablePodMonitor")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "enablePodMonitor"
+    )]
     pub enable_pod_monitor: Option<bool>,
     /// The interval during which metrics computed from queries are considered current.
     /// Once it is exceeded, a new scrape will trigger a rerun
     /// of the queries.
     /// If not set, defaults to 30 seconds, in line with Prometheus scraping defaults.
     /// Setting this to zero disables the caching mechanism and can cause heavy load on the PostgreSQL server.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "metricsQueriesTTL")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "metricsQueriesTTL"
+    )]
     pub metrics_queries_ttl: Option<String>,
     /// The list of metric relabelings for the `PodMonitor`. Applied to samples before ingestion.
-    /// 
+    ///
     /// Deprecated: This feature will be removed in an upcoming release. If
     /// you need this functionality, you can create a PodMonitor manually.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "podMonitorMetricRelabelings")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "podMonitorMetricRelabelings"
+    )]
     pub pod_monitor_metric_relabelings: Option<Vec<ClusterMonitoringPodMonitorMetricRelabelings>>,
     /// The list of relabelings for the `PodMonitor`. Applied to samples before scraping.
-    /// 
+    ///
     /// Deprecated: This feature will be removed in an upcoming release. If
     /// you need this functionality, you can create a PodMonitor manually.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "podMonitorRelabelings")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "podMonitorRelabelings"
+    )]
     pub pod_monitor_relabelings: Option<Vec<ClusterMonitoringPodMonitorRelabelings>>,
     /// Configure TLS communication for the metrics endpoint.
     /// Changing tls.enabled option will force a rollout of all instances.
@@ -3622,20 +4451,20 @@ pub struct ClusterMonitoringCustomQueriesSecret {
 
 /// RelabelConfig allows dynamic rewriting of the label set for targets, alerts,
 /// scraped samples and remote write samples.
-/// 
+///
 /// More info: <https://prometheus.io/docs/prometheus/latest/configuration/configuration/#relabel_config>
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterMonitoringPodMonitorMetricRelabelings {
     /// action to perform based on the regex matching.
-    /// 
+    ///
     /// `Uppercase` and `Lowercase` actions require Prometheus >= v2.36.0.
     /// `DropEqual` and `KeepEqual` actions require Prometheus >= v2.41.0.
-    /// 
+    ///
     /// Default: "Replace"
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<ClusterMonitoringPodMonitorMetricRelabelingsAction>,
     /// modulus to take of the hash of the source label values.
-    /// 
+    ///
     /// Only applicable when the action is `HashMod`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modulus: Option<i64>,
@@ -3644,7 +4473,7 @@ pub struct ClusterMonitoringPodMonitorMetricRelabelings {
     pub regex: Option<String>,
     /// replacement value against which a Replace action is performed if the
     /// regular expression matches.
-    /// 
+    ///
     /// Regex capture groups are available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacement: Option<String>,
@@ -3654,21 +4483,29 @@ pub struct ClusterMonitoringPodMonitorMetricRelabelings {
     /// sourceLabels defines the source labels select values from existing labels. Their content is
     /// concatenated using the configured Separator and matched against the
     /// configured regular expression.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "sourceLabels")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "sourceLabels"
+    )]
     pub source_labels: Option<Vec<String>>,
     /// targetLabel defines the label to which the resulting string is written in a replacement.
-    /// 
+    ///
     /// It is mandatory for `Replace`, `HashMod`, `Lowercase`, `Uppercase`,
     /// `KeepEqual` and `DropEqual` actions.
-    /// 
+    ///
     /// Regex capture groups are available.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetLabel")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "targetLabel"
+    )]
     pub target_label: Option<String>,
 }
 
 /// RelabelConfig allows dynamic rewriting of the label set for targets, alerts,
 /// scraped samples and remote write samples.
-/// 
+///
 /// More info: <https://prometheus.io/docs/prometheus/latest/configuration/configuration/#relabel_config>
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum ClusterMonitoringPodMonitorMetricRelabelingsAction {
@@ -3714,20 +4551,20 @@ pub enum ClusterMonitoringPodMonitorMetricRelabelingsAction {
 
 /// RelabelConfig allows dynamic rewriting of the label set for targets, alerts,
 /// scraped samples and remote write samples.
-/// 
+///
 /// More info: <https://prometheus.io/docs/prometheus/latest/configuration/configuration/#relabel_config>
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterMonitoringPodMonitorRelabelings {
     /// action to perform based on the regex matching.
-    /// 
+    ///
     /// `Uppercase` and `Lowercase` actions require Prometheus >= v2.36.0.
     /// `DropEqual` and `KeepEqual` actions require Prometheus >= v2.41.0.
-    /// 
+    ///
     /// Default: "Replace"
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<ClusterMonitoringPodMonitorRelabelingsAction>,
     /// modulus to take of the hash of the source label values.
-    /// 
+    ///
     /// Only applicable when the action is `HashMod`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modulus: Option<i64>,
@@ -3736,7 +4573,7 @@ pub struct ClusterMonitoringPodMonitorRelabelings {
     pub regex: Option<String>,
     /// replacement value against which a Replace action is performed if the
     /// regular expression matches.
-    /// 
+    ///
     /// Regex capture groups are available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacement: Option<String>,
@@ -3746,21 +4583,29 @@ pub struct ClusterMonitoringPodMonitorRelabelings {
     /// sourceLabels defines the source labels select values from existing labels. Their content is
     /// concatenated using the configured Separator and matched against the
     /// configured regular expression.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "sourceLabels")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "sourceLabels"
+    )]
     pub source_labels: Option<Vec<String>>,
     /// targetLabel defines the label to which the resulting string is written in a replacement.
-    /// 
+    ///
     /// It is mandatory for `Replace`, `HashMod`, `Lowercase`, `Uppercase`,
     /// `KeepEqual` and `DropEqual` actions.
-    /// 
+    ///
     /// Regex capture groups are available.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetLabel")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "targetLabel"
+    )]
     pub target_label: Option<String>,
 }
 
 /// RelabelConfig allows dynamic rewriting of the label set for targets, alerts,
 /// scraped samples and remote write samples.
-/// 
+///
 /// More info: <https://prometheus.io/docs/prometheus/latest/configuration/configuration/#relabel_config>
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum ClusterMonitoringPodMonitorRelabelingsAction {
@@ -3818,7 +4663,11 @@ pub struct ClusterMonitoringTls {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterNodeMaintenanceWindow {
     /// Is there a node maintenance activity in progress?
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "inProgress")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "inProgress"
+    )]
     pub in_progress: Option<bool>,
     /// Reuse the existing PVC (wait for the node to come
     /// up again) or not (recreate it elsewhere - when `instances` >1)
@@ -3836,7 +4685,11 @@ pub struct ClusterPlugins {
     /// Marks the plugin as the WAL archiver. At most one plugin can be
     /// designated as a WAL archiver. This cannot be enabled if the
     /// `.spec.backup.barmanObjectStore` configuration is present.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "isWALArchiver")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "isWALArchiver"
+    )]
     pub is_wal_archiver: Option<bool>,
     /// Name is the plugin name
     pub name: String,
@@ -3853,16 +4706,20 @@ pub struct ClusterPlugins {
 pub struct ClusterPodSecurityContext {
     /// appArmorProfile is the AppArmor options to use by the containers in this pod.
     /// Note that this field cannot be set when spec.os.name is windows.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "appArmorProfile")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "appArmorProfile"
+    )]
     pub app_armor_profile: Option<ClusterPodSecurityContextAppArmorProfile>,
     /// A special supplemental group that applies to all containers in a pod.
     /// Some volume types allow the Kubelet to change the ownership of that volume
     /// to be owned by the pod:
-    /// 
+    ///
     /// 1. The owning GID will be the FSGroup
     /// 2. The setgid bit is set (new files created in the volume will be owned by FSGroup)
     /// 3. The permission bits are OR'd with rw-rw----
-    /// 
+    ///
     /// If unset, the Kubelet will not modify the ownership and permissions of any volume.
     /// Note that this field cannot be set when spec.os.name is windows.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "fsGroup")]
@@ -3874,7 +4731,11 @@ pub struct ClusterPodSecurityContext {
     /// and emptydir.
     /// Valid values are "OnRootMismatch" and "Always". If not specified, "Always" is used.
     /// Note that this field cannot be set when spec.os.name is windows.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "fsGroupChangePolicy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "fsGroupChangePolicy"
+    )]
     pub fs_group_change_policy: Option<String>,
     /// The GID to run the entrypoint of the container process.
     /// Uses runtime default if unset.
@@ -3882,7 +4743,11 @@ pub struct ClusterPodSecurityContext {
     /// PodSecurityContext, the value specified in SecurityContext takes precedence
     /// for that container.
     /// Note that this field cannot be set when spec.os.name is windows.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "runAsGroup")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "runAsGroup"
+    )]
     pub run_as_group: Option<i64>,
     /// Indicates that the container must run as a non-root user.
     /// If true, the Kubelet will validate the image at runtime to ensure that it
@@ -3890,7 +4755,11 @@ pub struct ClusterPodSecurityContext {
     /// If unset or false, no such validation will be performed.
     /// May also be set in SecurityContext.  If set in both SecurityContext and
     /// PodSecurityContext, the value specified in SecurityContext takes precedence.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "runAsNonRoot")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "runAsNonRoot"
+    )]
     pub run_as_non_root: Option<bool>,
     /// The UID to run the entrypoint of the container process.
     /// Defaults to user specified in image metadata if unspecified.
@@ -3903,10 +4772,10 @@ pub struct ClusterPodSecurityContext {
     /// seLinuxChangePolicy defines how the container's SELinux label is applied to all volumes used by the Pod.
     /// It has no effect on nodes that do not support SELinux or to volumes does not support SELinux.
     /// Valid values are "MountOption" and "Recursive".
-    /// 
+    ///
     /// "Recursive" means relabeling of all files on all Pod volumes by the container runtime.
     /// This may be slow for large volumes, but allows mixing privileged and unprivileged Pods sharing the same volume on the same node.
-    /// 
+    ///
     /// "MountOption" mounts all eligible Pod volumes with `-o context` mount option.
     /// This requires all Pods that share the same volume to use the same SELinux label.
     /// It is not possible to share the same volume among privileged and unprivileged Pods.
@@ -3914,16 +4783,20 @@ pub struct ClusterPodSecurityContext {
     /// whose CSI driver announces SELinux support by setting spec.seLinuxMount: true in their
     /// CSIDriver instance. Other volumes are always re-labelled recursively.
     /// "MountOption" value is allowed only when SELinuxMount feature gate is enabled.
-    /// 
+    ///
     /// If not specified and SELinuxMount feature gate is enabled, "MountOption" is used.
     /// If not specified and SELinuxMount feature gate is disabled, "MountOption" is used for ReadWriteOncePod volumes
     /// and "Recursive" for all other volumes.
-    /// 
+    ///
     /// This field affects only Pods that have SELinux label set, either in PodSecurityContext or in SecurityContext of all containers.
-    /// 
+    ///
     /// All Pods that use the same volume should use the same seLinuxChangePolicy, otherwise some pods can get stuck in ContainerCreating state.
     /// Note that this field cannot be set when spec.os.name is windows.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "seLinuxChangePolicy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "seLinuxChangePolicy"
+    )]
     pub se_linux_change_policy: Option<String>,
     /// The SELinux context to be applied to all containers.
     /// If unspecified, the container runtime will allocate a random SELinux context for each
@@ -3931,11 +4804,19 @@ pub struct ClusterPodSecurityContext {
     /// both SecurityContext and PodSecurityContext, the value specified in SecurityContext
     /// takes precedence for that container.
     /// Note that this field cannot be set when spec.os.name is windows.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "seLinuxOptions")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "seLinuxOptions"
+    )]
     pub se_linux_options: Option<ClusterPodSecurityContextSeLinuxOptions>,
     /// The seccomp options to use by the containers in this pod.
     /// Note that this field cannot be set when spec.os.name is windows.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "seccompProfile")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "seccompProfile"
+    )]
     pub seccomp_profile: Option<ClusterPodSecurityContextSeccompProfile>,
     /// A list of groups applied to the first process run in each container, in
     /// addition to the container's primary GID and fsGroup (if specified).  If
@@ -3946,14 +4827,22 @@ pub struct ClusterPodSecurityContext {
     /// defined in the container image may still be used, depending on the
     /// supplementalGroupsPolicy field.
     /// Note that this field cannot be set when spec.os.name is windows.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "supplementalGroups")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "supplementalGroups"
+    )]
     pub supplemental_groups: Option<Vec<i64>>,
     /// Defines how supplemental groups of the first container processes are calculated.
     /// Valid values are "Merge" and "Strict". If not specified, "Merge" is used.
     /// (Alpha) Using the field requires the SupplementalGroupsPolicy feature gate to be enabled
     /// and the container runtime must implement support for this feature.
     /// Note that this field cannot be set when spec.os.name is windows.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "supplementalGroupsPolicy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "supplementalGroupsPolicy"
+    )]
     pub supplemental_groups_policy: Option<String>,
     /// Sysctls hold a list of namespaced sysctls used for the pod. Pods with unsupported
     /// sysctls (by the container runtime) might fail to launch.
@@ -3964,7 +4853,11 @@ pub struct ClusterPodSecurityContext {
     /// If unspecified, the options within a container's SecurityContext will be used.
     /// If set in both SecurityContext and PodSecurityContext, the value specified in SecurityContext takes precedence.
     /// Note that this field cannot be set when spec.os.name is linux.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "windowsOptions")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "windowsOptions"
+    )]
     pub windows_options: Option<ClusterPodSecurityContextWindowsOptions>,
 }
 
@@ -3976,7 +4869,11 @@ pub struct ClusterPodSecurityContextAppArmorProfile {
     /// The profile must be preconfigured on the node to work.
     /// Must match the loaded name of the profile.
     /// Must be set if and only if type is "Localhost".
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "localhostProfile")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "localhostProfile"
+    )]
     pub localhost_profile: Option<String>,
     /// type indicates which kind of AppArmor profile will be applied.
     /// Valid options are:
@@ -4017,11 +4914,15 @@ pub struct ClusterPodSecurityContextSeccompProfile {
     /// The profile must be preconfigured on the node to work.
     /// Must be a descending path, relative to the kubelet's configured seccomp profile location.
     /// Must be set if type is "Localhost". Must NOT be set for any other type.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "localhostProfile")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "localhostProfile"
+    )]
     pub localhost_profile: Option<String>,
     /// type indicates which kind of seccomp profile will be applied.
     /// Valid options are:
-    /// 
+    ///
     /// Localhost - a profile defined in a file on the node should be used.
     /// RuntimeDefault - the container runtime default profile should be used.
     /// Unconfined - no profile should be applied.
@@ -4047,22 +4948,38 @@ pub struct ClusterPodSecurityContextWindowsOptions {
     /// GMSACredentialSpec is where the GMSA admission webhook
     /// (<https://github.com/kubernetes-sigs/windows-gmsa)> inlines the contents of the
     /// GMSA credential spec named by the GMSACredentialSpecName field.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "gmsaCredentialSpec")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "gmsaCredentialSpec"
+    )]
     pub gmsa_credential_spec: Option<String>,
     /// GMSACredentialSpecName is the name of the GMSA credential spec to use.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "gmsaCredentialSpecName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "gmsaCredentialSpecName"
+    )]
     pub gmsa_credential_spec_name: Option<String>,
     /// HostProcess determines if a container should be run as a 'Host Process' container.
     /// All of a Pod's containers must have the same effective HostProcess value
     /// (it is not allowed to have a mix of HostProcess containers and non-HostProcess containers).
     /// In addition, if HostProcess is true then HostNetwork must also be set to true.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "hostProcess")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "hostProcess"
+    )]
     pub host_process: Option<bool>,
     /// The UserName in Windows to run the entrypoint of the container process.
     /// Defaults to the user specified in image metadata if unspecified.
     /// May also be set in PodSecurityContext. If set in both SecurityContext and
     /// PodSecurityContext, the value specified in SecurityContext takes precedence.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "runAsUserName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "runAsUserName"
+    )]
     pub run_as_user_name: Option<String>,
 }
 
@@ -4085,12 +5002,20 @@ pub struct ClusterPodSelectorRefs {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterPodSelectorRefsSelector {
     /// matchExpressions is a list of label selector requirements. The requirements are ANDed.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchExpressions")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchExpressions"
+    )]
     pub match_expressions: Option<Vec<ClusterPodSelectorRefsSelectorMatchExpressions>>,
     /// matchLabels is a map of {key,value} pairs. A single {key,value} in the matchLabels
     /// map is equivalent to an element of matchExpressions, whose key field is "key", the
     /// operator is "In", and the values array contains only "value". The requirements are ANDed.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchLabels")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchLabels"
+    )]
     pub match_labels: Option<BTreeMap<String, String>>,
 }
 
@@ -4118,7 +5043,11 @@ pub struct ClusterPostgresql {
     /// on this CloudNativePG Cluster.
     /// This should only be used for debugging and troubleshooting.
     /// Defaults to false.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "enableAlterSystem")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "enableAlterSystem"
+    )]
     pub enable_alter_system: Option<bool>,
     /// The configuration of the extensions to be added
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -4142,14 +5071,22 @@ pub struct ClusterPostgresql {
     /// Specifies the maximum number of seconds to wait when promoting an instance to primary.
     /// Default value is 40000000, greater than one year in seconds,
     /// big enough to simulate an infinite timeout
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "promotionTimeout")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "promotionTimeout"
+    )]
     pub promotion_timeout: Option<i32>,
     /// Lists of shared preload libraries to add to the default ones
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_preload_libraries: Option<Vec<String>>,
     /// Requirements to be met by sync replicas. This will affect how the "synchronous_standby_names" parameter will be
     /// set up.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "syncReplicaElectionConstraint")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "syncReplicaElectionConstraint"
+    )]
     pub sync_replica_election_constraint: Option<ClusterPostgresqlSyncReplicaElectionConstraint>,
     /// Configuration of the PostgreSQL synchronous replication feature
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -4217,7 +5154,11 @@ pub struct ClusterPostgresqlExtensionsImage {
     /// Never: the kubelet never pulls the reference and only uses a local image or artifact. Container creation will fail if the reference isn't present.
     /// IfNotPresent: the kubelet pulls if the reference isn't already present on disk. Container creation will fail if the reference isn't present and the pull fails.
     /// Defaults to Always if :latest tag is specified, or IfNotPresent otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "pullPolicy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "pullPolicy"
+    )]
     pub pull_policy: Option<String>,
     /// Required: Image or artifact reference to be used.
     /// Behaves in the same way as pod.spec.containers[*].image.
@@ -4233,10 +5174,18 @@ pub struct ClusterPostgresqlExtensionsImage {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterPostgresqlLdap {
     /// Bind as authentication configuration
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bindAsAuth")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bindAsAuth"
+    )]
     pub bind_as_auth: Option<ClusterPostgresqlLdapBindAsAuth>,
     /// Bind+Search authentication configuration
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bindSearchAuth")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bindSearchAuth"
+    )]
     pub bind_search_auth: Option<ClusterPostgresqlLdapBindSearchAuth>,
     /// LDAP server port
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -4273,13 +5222,25 @@ pub struct ClusterPostgresqlLdapBindSearchAuth {
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "bindDN")]
     pub bind_dn: Option<String>,
     /// Secret with the password for the user to bind to the directory
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bindPassword")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bindPassword"
+    )]
     pub bind_password: Option<ClusterPostgresqlLdapBindSearchAuthBindPassword>,
     /// Attribute to match against the username
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "searchAttribute")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "searchAttribute"
+    )]
     pub search_attribute: Option<String>,
     /// Search filter to use when doing the search+bind authentication
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "searchFilter")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "searchFilter"
+    )]
     pub search_filter: Option<String>,
 }
 
@@ -4316,7 +5277,11 @@ pub struct ClusterPostgresqlSyncReplicaElectionConstraint {
     /// This flag enables the constraints for sync replicas
     pub enabled: bool,
     /// A list of node labels values to extract and compare to evaluate if the pods reside in the same topology or not
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "nodeLabelsAntiAffinity")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "nodeLabelsAntiAffinity"
+    )]
     pub node_labels_anti_affinity: Option<Vec<String>>,
 }
 
@@ -4331,17 +5296,29 @@ pub struct ClusterPostgresqlSynchronous {
     /// if replicas become unavailable. This setting relaxes strict durability enforcement
     /// to allow for operational continuity. This setting is only applicable if both
     /// `standbyNamesPre` and `standbyNamesPost` are unset (empty).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "dataDurability")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "dataDurability"
+    )]
     pub data_durability: Option<ClusterPostgresqlSynchronousDataDurability>,
     /// FailoverQuorum enables a quorum-based check before failover, improving
     /// data durability and safety during failover events in CloudNativePG-managed
     /// PostgreSQL clusters.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "failoverQuorum")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "failoverQuorum"
+    )]
     pub failover_quorum: Option<bool>,
     /// Specifies the maximum number of local cluster pods that can be
     /// automatically included in the `synchronous_standby_names` option in
     /// PostgreSQL.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "maxStandbyNamesFromCluster")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "maxStandbyNamesFromCluster"
+    )]
     pub max_standby_names_from_cluster: Option<i64>,
     /// Method to select synchronous replication standbys from the listed
     /// servers, accepting 'any' (quorum-based synchronous replication) or
@@ -4353,12 +5330,20 @@ pub struct ClusterPostgresqlSynchronous {
     /// A user-defined list of application names to be added to
     /// `synchronous_standby_names` after local cluster pods (the order is
     /// only useful for priority-based synchronous replication).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "standbyNamesPost")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "standbyNamesPost"
+    )]
     pub standby_names_post: Option<Vec<String>>,
     /// A user-defined list of application names to be added to
     /// `synchronous_standby_names` before local cluster pods (the order is
     /// only useful for priority-based synchronous replication).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "standbyNamesPre")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "standbyNamesPre"
+    )]
     pub standby_names_pre: Option<Vec<String>>,
 }
 
@@ -4390,24 +5375,40 @@ pub struct ClusterPrimaryLease {
     /// expires and another instance may acquire it. It must be greater than
     /// `renewDeadlineSeconds`.
     /// Defaults to 15.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "leaseDurationSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "leaseDurationSeconds"
+    )]
     pub lease_duration_seconds: Option<i32>,
     /// The TTL, in seconds, written when the primary explicitly releases the
     /// lease on a clean shutdown, allowing a replica to promote without waiting
     /// for the full lease duration to expire.
     /// Defaults to 1.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "releasedLeaseDurationSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "releasedLeaseDurationSeconds"
+    )]
     pub released_lease_duration_seconds: Option<i32>,
     /// How long, in seconds, the current primary keeps retrying to renew the
     /// lease before giving up and stopping. It must be smaller than
     /// `leaseDurationSeconds`.
     /// Defaults to 10.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "renewDeadlineSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "renewDeadlineSeconds"
+    )]
     pub renew_deadline_seconds: Option<i32>,
     /// How frequently, in seconds, a non-holder instance retries acquiring or
     /// renewing the lease.
     /// Defaults to 2.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "retryPeriodSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "retryPeriodSeconds"
+    )]
     pub retry_period_seconds: Option<i32>,
 }
 
@@ -4451,26 +5452,46 @@ pub struct ClusterProbes {
 pub struct ClusterProbesLiveness {
     /// Minimum consecutive failures for the probe to be considered failed after having succeeded.
     /// Defaults to 3. Minimum value is 1.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "failureThreshold")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "failureThreshold"
+    )]
     pub failure_threshold: Option<i32>,
     /// Number of seconds after the container has started before liveness probes are initiated.
     /// More info: <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "initialDelaySeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "initialDelaySeconds"
+    )]
     pub initial_delay_seconds: Option<i32>,
     /// Configure the feature that extends the liveness probe for a primary
     /// instance. In addition to the basic checks, this verifies whether the
     /// primary is isolated from the Kubernetes API server and from its
     /// replicas, ensuring that it can be safely shut down if network
     /// partition or API unavailability is detected. Enabled by default.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "isolationCheck")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "isolationCheck"
+    )]
     pub isolation_check: Option<ClusterProbesLivenessIsolationCheck>,
     /// How often (in seconds) to perform the probe.
     /// Default to 10 seconds. Minimum value is 1.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "periodSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "periodSeconds"
+    )]
     pub period_seconds: Option<i32>,
     /// Minimum consecutive successes for the probe to be considered successful after having failed.
     /// Defaults to 1. Must be 1 for liveness and startup. Minimum value is 1.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "successThreshold")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "successThreshold"
+    )]
     pub success_threshold: Option<i32>,
     /// Optional duration in seconds the pod needs to terminate gracefully upon probe failure.
     /// The grace period is the duration in seconds after the processes running in the pod are sent
@@ -4482,12 +5503,20 @@ pub struct ClusterProbesLiveness {
     /// the kill signal (no opportunity to shut down).
     /// This is a beta field and requires enabling ProbeTerminationGracePeriod feature gate.
     /// Minimum value is 1. spec.terminationGracePeriodSeconds is used if unset.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "terminationGracePeriodSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "terminationGracePeriodSeconds"
+    )]
     pub termination_grace_period_seconds: Option<i64>,
     /// Number of seconds after which the probe times out.
     /// Defaults to 1 second. Minimum value is 1.
     /// More info: <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "timeoutSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "timeoutSeconds"
+    )]
     pub timeout_seconds: Option<i32>,
 }
 
@@ -4499,13 +5528,21 @@ pub struct ClusterProbesLiveness {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterProbesLivenessIsolationCheck {
     /// Timeout in milliseconds for connections during the primary isolation check
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "connectionTimeout")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "connectionTimeout"
+    )]
     pub connection_timeout: Option<i64>,
     /// Whether primary isolation checking is enabled for the liveness probe
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Timeout in milliseconds for requests during the primary isolation check
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "requestTimeout")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "requestTimeout"
+    )]
     pub request_timeout: Option<i64>,
 }
 
@@ -4514,22 +5551,42 @@ pub struct ClusterProbesLivenessIsolationCheck {
 pub struct ClusterProbesReadiness {
     /// Minimum consecutive failures for the probe to be considered failed after having succeeded.
     /// Defaults to 3. Minimum value is 1.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "failureThreshold")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "failureThreshold"
+    )]
     pub failure_threshold: Option<i32>,
     /// Number of seconds after the container has started before liveness probes are initiated.
     /// More info: <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "initialDelaySeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "initialDelaySeconds"
+    )]
     pub initial_delay_seconds: Option<i32>,
     /// Lag limit. Used only for `streaming` strategy
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "maximumLag")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "maximumLag"
+    )]
     pub maximum_lag: Option<IntOrString>,
     /// How often (in seconds) to perform the probe.
     /// Default to 10 seconds. Minimum value is 1.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "periodSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "periodSeconds"
+    )]
     pub period_seconds: Option<i32>,
     /// Minimum consecutive successes for the probe to be considered successful after having failed.
     /// Defaults to 1. Must be 1 for liveness and startup. Minimum value is 1.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "successThreshold")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "successThreshold"
+    )]
     pub success_threshold: Option<i32>,
     /// Optional duration in seconds the pod needs to terminate gracefully upon probe failure.
     /// The grace period is the duration in seconds after the processes running in the pod are sent
@@ -4541,12 +5598,20 @@ pub struct ClusterProbesReadiness {
     /// the kill signal (no opportunity to shut down).
     /// This is a beta field and requires enabling ProbeTerminationGracePeriod feature gate.
     /// Minimum value is 1. spec.terminationGracePeriodSeconds is used if unset.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "terminationGracePeriodSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "terminationGracePeriodSeconds"
+    )]
     pub termination_grace_period_seconds: Option<i64>,
     /// Number of seconds after which the probe times out.
     /// Defaults to 1 second. Minimum value is 1.
     /// More info: <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "timeoutSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "timeoutSeconds"
+    )]
     pub timeout_seconds: Option<i32>,
     /// The probe strategy
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
@@ -4569,22 +5634,42 @@ pub enum ClusterProbesReadinessType {
 pub struct ClusterProbesStartup {
     /// Minimum consecutive failures for the probe to be considered failed after having succeeded.
     /// Defaults to 3. Minimum value is 1.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "failureThreshold")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "failureThreshold"
+    )]
     pub failure_threshold: Option<i32>,
     /// Number of seconds after the container has started before liveness probes are initiated.
     /// More info: <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "initialDelaySeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "initialDelaySeconds"
+    )]
     pub initial_delay_seconds: Option<i32>,
     /// Lag limit. Used only for `streaming` strategy
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "maximumLag")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "maximumLag"
+    )]
     pub maximum_lag: Option<IntOrString>,
     /// How often (in seconds) to perform the probe.
     /// Default to 10 seconds. Minimum value is 1.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "periodSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "periodSeconds"
+    )]
     pub period_seconds: Option<i32>,
     /// Minimum consecutive successes for the probe to be considered successful after having failed.
     /// Defaults to 1. Must be 1 for liveness and startup. Minimum value is 1.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "successThreshold")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "successThreshold"
+    )]
     pub success_threshold: Option<i32>,
     /// Optional duration in seconds the pod needs to terminate gracefully upon probe failure.
     /// The grace period is the duration in seconds after the processes running in the pod are sent
@@ -4596,12 +5681,20 @@ pub struct ClusterProbesStartup {
     /// the kill signal (no opportunity to shut down).
     /// This is a beta field and requires enabling ProbeTerminationGracePeriod feature gate.
     /// Minimum value is 1. spec.terminationGracePeriodSeconds is used if unset.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "terminationGracePeriodSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "terminationGracePeriodSeconds"
+    )]
     pub termination_grace_period_seconds: Option<i64>,
     /// Number of seconds after which the probe times out.
     /// Defaults to 1 second. Minimum value is 1.
     /// More info: <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "timeoutSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "timeoutSeconds"
+    )]
     pub timeout_seconds: Option<i32>,
     /// The probe strategy
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
@@ -4629,7 +5722,11 @@ pub struct ClusterProjectedVolumeTemplate {
     /// Directories within the path are not affected by this setting.
     /// This might be in conflict with other options that affect the file
     /// mode, like fsGroup, and the result can be other mode bits set.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "defaultMode")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "defaultMode"
+    )]
     pub default_mode: Option<i32>,
     /// sources is the list of volume projections. Each entry in this list
     /// handles one source.
@@ -4643,48 +5740,56 @@ pub struct ClusterProjectedVolumeTemplate {
 pub struct ClusterProjectedVolumeTemplateSources {
     /// ClusterTrustBundle allows a pod to access the `.spec.trustBundle` field
     /// of ClusterTrustBundle objects in an auto-updating file.
-    /// 
+    ///
     /// Alpha, gated by the ClusterTrustBundleProjection feature gate.
-    /// 
+    ///
     /// ClusterTrustBundle objects can either be selected by name, or by the
     /// combination of signer name and a label selector.
-    /// 
+    ///
     /// Kubelet performs aggressive normalization of the PEM contents written
     /// into the pod filesystem.  Esoteric PEM features such as inter-block
     /// comments and block headers are stripped.  Certificates are deduplicated.
     /// The ordering of certificates within the file is arbitrary, and Kubelet
     /// may change the order over time.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "clusterTrustBundle")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "clusterTrustBundle"
+    )]
     pub cluster_trust_bundle: Option<ClusterProjectedVolumeTemplateSourcesClusterTrustBundle>,
     /// configMap information about the configMap data to project
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "configMap")]
     pub config_map: Option<ClusterProjectedVolumeTemplateSourcesConfigMap>,
     /// downwardAPI information about the downwardAPI data to project
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "downwardAPI")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "downwardAPI"
+    )]
     pub downward_api: Option<ClusterProjectedVolumeTemplateSourcesDownwardApi>,
     /// Projects an auto-rotating credential bundle (private key and certificate
     /// chain) that the pod can use either as a TLS client or server.
-    /// 
+    ///
     /// Kubelet generates a private key and uses it to send a
     /// PodCertificateRequest to the named signer.  Once the signer approves the
     /// request and issues a certificate chain, Kubelet writes the key and
     /// certificate chain to the pod filesystem.  The pod does not start until
     /// certificates have been issued for each podCertificate projected volume
     /// source in its spec.
-    /// 
+    ///
     /// Kubelet will begin trying to rotate the certificate at the time indicated
     /// by the signer using the PodCertificateRequest.Status.BeginRefreshAt
     /// timestamp.
-    /// 
+    ///
     /// Kubelet can write a single file, indicated by the credentialBundlePath
     /// field, or separate files, indicated by the keyPath and
     /// certificateChainPath fields.
-    /// 
+    ///
     /// The credential bundle is a single file in PEM format.  The first PEM
     /// entry is the private key (in PKCS#8 format), and the remaining PEM
     /// entries are the certificate chain issued by the signer (typically,
     /// signers will return their certificate chain in leaf-to-root order).
-    /// 
+    ///
     /// Prefer using the credential bundle format, since your application code
     /// can read it atomically.  If you use keyPath and certificateChainPath,
     /// your application must make two separate file reads. If these coincide
@@ -4692,28 +5797,36 @@ pub struct ClusterProjectedVolumeTemplateSources {
     /// certificate you read may not correspond to each other.  Your application
     /// will need to check for this condition, and re-read until they are
     /// consistent.
-    /// 
+    ///
     /// The named signer controls chooses the format of the certificate it
     /// issues; consult the signer implementation's documentation to learn how to
     /// use the certificates it issues.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "podCertificate")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "podCertificate"
+    )]
     pub pod_certificate: Option<ClusterProjectedVolumeTemplateSourcesPodCertificate>,
     /// secret information about the secret data to project
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<ClusterProjectedVolumeTemplateSourcesSecret>,
     /// serviceAccountToken is information about the serviceAccountToken data to project
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serviceAccountToken")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serviceAccountToken"
+    )]
     pub service_account_token: Option<ClusterProjectedVolumeTemplateSourcesServiceAccountToken>,
 }
 
 /// ClusterTrustBundle allows a pod to access the `.spec.trustBundle` field
 /// of ClusterTrustBundle objects in an auto-updating file.
-/// 
+///
 /// Alpha, gated by the ClusterTrustBundleProjection feature gate.
-/// 
+///
 /// ClusterTrustBundle objects can either be selected by name, or by the
 /// combination of signer name and a label selector.
-/// 
+///
 /// Kubelet performs aggressive normalization of the PEM contents written
 /// into the pod filesystem.  Esoteric PEM features such as inter-block
 /// comments and block headers are stripped.  Certificates are deduplicated.
@@ -4725,8 +5838,13 @@ pub struct ClusterProjectedVolumeTemplateSourcesClusterTrustBundle {
     /// effect if signerName is set.  Mutually-exclusive with name.  If unset,
     /// interpreted as "match nothing".  If set but empty, interpreted as "match
     /// everything".
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "labelSelector")]
-    pub label_selector: Option<ClusterProjectedVolumeTemplateSourcesClusterTrustBundleLabelSelector>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "labelSelector"
+    )]
+    pub label_selector:
+        Option<ClusterProjectedVolumeTemplateSourcesClusterTrustBundleLabelSelector>,
     /// Select a single ClusterTrustBundle by object name.  Mutually-exclusive
     /// with signerName and labelSelector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -4743,7 +5861,11 @@ pub struct ClusterProjectedVolumeTemplateSourcesClusterTrustBundle {
     /// Select all ClusterTrustBundles that match this signer name.
     /// Mutually-exclusive with name.  The contents of all selected
     /// ClusterTrustBundles will be unified and deduplicated.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "signerName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "signerName"
+    )]
     pub signer_name: Option<String>,
 }
 
@@ -4754,12 +5876,22 @@ pub struct ClusterProjectedVolumeTemplateSourcesClusterTrustBundle {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterProjectedVolumeTemplateSourcesClusterTrustBundleLabelSelector {
     /// matchExpressions is a list of label selector requirements. The requirements are ANDed.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchExpressions")]
-    pub match_expressions: Option<Vec<ClusterProjectedVolumeTemplateSourcesClusterTrustBundleLabelSelectorMatchExpressions>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchExpressions"
+    )]
+    pub match_expressions: Option<
+        Vec<ClusterProjectedVolumeTemplateSourcesClusterTrustBundleLabelSelectorMatchExpressions>,
+    >,
     /// matchLabels is a map of {key,value} pairs. A single {key,value} in the matchLabels
     /// map is equivalent to an element of matchExpressions, whose key field is "key", the
     /// operator is "In", and the values array contains only "value". The requirements are ANDed.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchLabels")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchLabels"
+    )]
     pub match_labels: Option<BTreeMap<String, String>>,
 }
 
@@ -4850,15 +5982,24 @@ pub struct ClusterProjectedVolumeTemplateSourcesDownwardApiItems {
     pub path: String,
     /// Selects a resource of the container: only resources limits and requests
     /// (limits.cpu, limits.memory, requests.cpu and requests.memory) are currently supported.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "resourceFieldRef")]
-    pub resource_field_ref: Option<ClusterProjectedVolumeTemplateSourcesDownwardApiItemsResourceFieldRef>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "resourceFieldRef"
+    )]
+    pub resource_field_ref:
+        Option<ClusterProjectedVolumeTemplateSourcesDownwardApiItemsResourceFieldRef>,
 }
 
 /// Required: Selects a field of the pod: only annotations, labels, name, namespace and uid are supported.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterProjectedVolumeTemplateSourcesDownwardApiItemsFieldRef {
     /// Version of the schema the FieldPath is written in terms of, defaults to "v1".
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "apiVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "apiVersion"
+    )]
     pub api_version: Option<String>,
     /// Path of the field to select in the specified API version.
     #[serde(rename = "fieldPath")]
@@ -4870,7 +6011,11 @@ pub struct ClusterProjectedVolumeTemplateSourcesDownwardApiItemsFieldRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterProjectedVolumeTemplateSourcesDownwardApiItemsResourceFieldRef {
     /// Container name: required for volumes, optional for env vars
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "containerName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "containerName"
+    )]
     pub container_name: Option<String>,
     /// Specifies the output format of the exposed resources, defaults to "1"
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -4881,27 +6026,27 @@ pub struct ClusterProjectedVolumeTemplateSourcesDownwardApiItemsResourceFieldRef
 
 /// Projects an auto-rotating credential bundle (private key and certificate
 /// chain) that the pod can use either as a TLS client or server.
-/// 
+///
 /// Kubelet generates a private key and uses it to send a
 /// PodCertificateRequest to the named signer.  Once the signer approves the
 /// request and issues a certificate chain, Kubelet writes the key and
 /// certificate chain to the pod filesystem.  The pod does not start until
 /// certificates have been issued for each podCertificate projected volume
 /// source in its spec.
-/// 
+///
 /// Kubelet will begin trying to rotate the certificate at the time indicated
 /// by the signer using the PodCertificateRequest.Status.BeginRefreshAt
 /// timestamp.
-/// 
+///
 /// Kubelet can write a single file, indicated by the credentialBundlePath
 /// field, or separate files, indicated by the keyPath and
 /// certificateChainPath fields.
-/// 
+///
 /// The credential bundle is a single file in PEM format.  The first PEM
 /// entry is the private key (in PKCS#8 format), and the remaining PEM
 /// entries are the certificate chain issued by the signer (typically,
 /// signers will return their certificate chain in leaf-to-root order).
-/// 
+///
 /// Prefer using the credential bundle format, since your application code
 /// can read it atomically.  If you use keyPath and certificateChainPath,
 /// your application must make two separate file reads. If these coincide
@@ -4909,37 +6054,45 @@ pub struct ClusterProjectedVolumeTemplateSourcesDownwardApiItemsResourceFieldRef
 /// certificate you read may not correspond to each other.  Your application
 /// will need to check for this condition, and re-read until they are
 /// consistent.
-/// 
+///
 /// The named signer controls chooses the format of the certificate it
 /// issues; consult the signer implementation's documentation to learn how to
 /// use the certificates it issues.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterProjectedVolumeTemplateSourcesPodCertificate {
     /// Write the certificate chain at this path in the projected volume.
-    /// 
+    ///
     /// Most applications should use credentialBundlePath.  When using keyPath
     /// and certificateChainPath, your application needs to check that the key
     /// and leaf certificate are consistent, because it is possible to read the
     /// files mid-rotation.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "certificateChainPath")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "certificateChainPath"
+    )]
     pub certificate_chain_path: Option<String>,
     /// Write the credential bundle at this path in the projected volume.
-    /// 
+    ///
     /// The credential bundle is a single file that contains multiple PEM blocks.
     /// The first PEM block is a PRIVATE KEY block, containing a PKCS#8 private
     /// key.
-    /// 
+    ///
     /// The remaining blocks are CERTIFICATE blocks, containing the issued
     /// certificate chain from the signer (leaf and any intermediates).
-    /// 
+    ///
     /// Using credentialBundlePath lets your Pod's application code make a single
     /// atomic read that retrieves a consistent key and certificate chain.  If you
     /// project them to separate files, your application code will need to
     /// additionally check that the leaf certificate was issued to the key.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "credentialBundlePath")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "credentialBundlePath"
+    )]
     pub credential_bundle_path: Option<String>,
     /// Write the key at this path in the projected volume.
-    /// 
+    ///
     /// Most applications should use credentialBundlePath.  When using keyPath
     /// and certificateChainPath, your application needs to check that the key
     /// and leaf certificate are consistent, because it is possible to read the
@@ -4947,27 +6100,31 @@ pub struct ClusterProjectedVolumeTemplateSourcesPodCertificate {
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "keyPath")]
     pub key_path: Option<String>,
     /// The type of keypair Kubelet will generate for the pod.
-    /// 
+    ///
     /// Valid values are "RSA3072", "RSA4096", "ECDSAP256", "ECDSAP384",
     /// "ECDSAP521", and "ED25519".
     #[serde(rename = "keyType")]
     pub key_type: String,
     /// maxExpirationSeconds is the maximum lifetime permitted for the
     /// certificate.
-    /// 
+    ///
     /// Kubelet copies this value verbatim into the PodCertificateRequests it
     /// generates for this projection.
-    /// 
+    ///
     /// If omitted, kube-apiserver will set it to 86400(24 hours). kube-apiserver
     /// will reject values shorter than 3600 (1 hour).  The maximum allowable
     /// value is 7862400 (91 days).
-    /// 
+    ///
     /// The signer implementation is then free to issue a certificate with any
     /// lifetime *shorter* than MaxExpirationSeconds, but no shorter than 3600
     /// seconds (1 hour).  This constraint is enforced by kube-apiserver.
     /// `kubernetes.io` signers will never issue certificates with a lifetime
     /// longer than 24 hours.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "maxExpirationSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "maxExpirationSeconds"
+    )]
     pub max_expiration_seconds: Option<i32>,
     /// Kubelet's generated CSRs will be addressed to this signer.
     #[serde(rename = "signerName")]
@@ -4975,17 +6132,21 @@ pub struct ClusterProjectedVolumeTemplateSourcesPodCertificate {
     /// userAnnotations allow pod authors to pass additional information to
     /// the signer implementation.  Kubernetes does not restrict or validate this
     /// metadata in any way.
-    /// 
+    ///
     /// These values are copied verbatim into the `spec.unverifiedUserAnnotations` field of
     /// the PodCertificateRequest objects that Kubelet creates.
-    /// 
+    ///
     /// Entries are subject to the same validation as object metadata annotations,
     /// with the addition that all keys must be domain-prefixed. No restrictions
     /// are placed on values, except an overall size limitation on the entire field.
-    /// 
+    ///
     /// Signers should document the keys and values they support. Signers should
     /// deny requests that contain keys they do not recognize.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "userAnnotations")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "userAnnotations"
+    )]
     pub user_annotations: Option<BTreeMap<String, String>>,
 }
 
@@ -5048,7 +6209,11 @@ pub struct ClusterProjectedVolumeTemplateSourcesServiceAccountToken {
     /// start trying to rotate the token if the token is older than 80 percent of
     /// its time to live or if the token is older than 24 hours.Defaults to 1 hour
     /// and must be at least 10 minutes.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "expirationSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "expirationSeconds"
+    )]
     pub expiration_seconds: Option<i64>,
     /// path is the path relative to the mount point of the file to project the
     /// token into.
@@ -5069,7 +6234,11 @@ pub struct ClusterReplica {
     /// time past the commit time. This provides an opportunity to correct
     /// data loss errors. Note that when this parameter is set, a promotion
     /// token cannot be used.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "minApplyDelay")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "minApplyDelay"
+    )]
     pub min_apply_delay: Option<String>,
     /// Primary defines which Cluster is defined to be the primary in the distributed PostgreSQL cluster, based on the
     /// topology specified in externalClusters
@@ -5077,7 +6246,11 @@ pub struct ClusterReplica {
     pub primary: Option<String>,
     /// A demotion token generated by an external cluster used to
     /// check if the promotion requirements are met.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "promotionToken")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "promotionToken"
+    )]
     pub promotion_token: Option<String>,
     /// Self defines the name of this cluster. It is used to determine if this is a primary
     /// or a replica cluster, comparing it with `primary`
@@ -5091,14 +6264,26 @@ pub struct ClusterReplica {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterReplicationSlots {
     /// Replication slots for high availability configuration
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "highAvailability")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "highAvailability"
+    )]
     pub high_availability: Option<ClusterReplicationSlotsHighAvailability>,
     /// Configures the synchronization of the user defined physical replication slots
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "synchronizeReplicas")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "synchronizeReplicas"
+    )]
     pub synchronize_replicas: Option<ClusterReplicationSlotsSynchronizeReplicas>,
     /// Standby will update the status of the local replication slots
     /// every `updateInterval` seconds (default 30).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "updateInterval")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "updateInterval"
+    )]
     pub update_interval: Option<i64>,
 }
 
@@ -5117,15 +6302,23 @@ pub struct ClusterReplicationSlotsHighAvailability {
     /// Prefix for replication slots managed by the operator for HA.
     /// It may only contain lower case letters, numbers, and the underscore character.
     /// This can only be set at creation time. By default set to `_cnpg_`.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "slotPrefix")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "slotPrefix"
+    )]
     pub slot_prefix: Option<String>,
     /// When enabled, the operator automatically manages synchronization of logical
     /// decoding (replication) slots across high-availability clusters.
-    /// 
+    ///
     /// Requires one of the following conditions:
     /// - PostgreSQL version 17 or later
     /// - PostgreSQL version < 17 with pg_failover_slots extension enabled
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "synchronizeLogicalDecoding")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "synchronizeLogicalDecoding"
+    )]
     pub synchronize_logical_decoding: Option<bool>,
 }
 
@@ -5135,7 +6328,11 @@ pub struct ClusterReplicationSlotsSynchronizeReplicas {
     /// When set to true, every replication slot that is on the primary is synchronized on each standby
     pub enabled: bool,
     /// List of regular expression patterns to match the names of replication slots to be excluded (by default empty)
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "excludePatterns")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "excludePatterns"
+    )]
     pub exclude_patterns: Option<Vec<String>>,
 }
 
@@ -5146,10 +6343,10 @@ pub struct ClusterReplicationSlotsSynchronizeReplicas {
 pub struct ClusterResources {
     /// Claims lists the names of resources, defined in spec.resourceClaims,
     /// that are used by this container.
-    /// 
+    ///
     /// This field depends on the
     /// DynamicResourceAllocation feature gate.
-    /// 
+    ///
     /// This field is immutable. It can only be set for containers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claims: Option<Vec<ClusterResourcesClaims>>,
@@ -5187,11 +6384,15 @@ pub struct ClusterSeccompProfile {
     /// The profile must be preconfigured on the node to work.
     /// Must be a descending path, relative to the kubelet's configured seccomp profile location.
     /// Must be set if type is "Localhost". Must NOT be set for any other type.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "localhostProfile")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "localhostProfile"
+    )]
     pub localhost_profile: Option<String>,
     /// type indicates which kind of seccomp profile will be applied.
     /// Valid options are:
-    /// 
+    ///
     /// Localhost - a profile defined in a file on the node should be used.
     /// RuntimeDefault - the container runtime default profile should be used.
     /// Unconfined - no profile should be applied.
@@ -5211,12 +6412,20 @@ pub struct ClusterSecurityContext {
     /// 1) run as Privileged
     /// 2) has CAP_SYS_ADMIN
     /// Note that this field cannot be set when spec.os.name is windows.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "allowPrivilegeEscalation")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "allowPrivilegeEscalation"
+    )]
     pub allow_privilege_escalation: Option<bool>,
     /// appArmorProfile is the AppArmor options to use by this container. If set, this profile
     /// overrides the pod's appArmorProfile.
     /// Note that this field cannot be set when spec.os.name is windows.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "appArmorProfile")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "appArmorProfile"
+    )]
     pub app_armor_profile: Option<ClusterSecurityContextAppArmorProfile>,
     /// The capabilities to add/drop when running containers.
     /// Defaults to the default set of capabilities granted by the container runtime.
@@ -5238,14 +6447,22 @@ pub struct ClusterSecurityContext {
     /// Whether this container has a read-only root filesystem.
     /// Default is false.
     /// Note that this field cannot be set when spec.os.name is windows.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "readOnlyRootFilesystem")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "readOnlyRootFilesystem"
+    )]
     pub read_only_root_filesystem: Option<bool>,
     /// The GID to run the entrypoint of the container process.
     /// Uses runtime default if unset.
     /// May also be set in PodSecurityContext.  If set in both SecurityContext and
     /// PodSecurityContext, the value specified in SecurityContext takes precedence.
     /// Note that this field cannot be set when spec.os.name is windows.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "runAsGroup")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "runAsGroup"
+    )]
     pub run_as_group: Option<i64>,
     /// Indicates that the container must run as a non-root user.
     /// If true, the Kubelet will validate the image at runtime to ensure that it
@@ -5253,7 +6470,11 @@ pub struct ClusterSecurityContext {
     /// If unset or false, no such validation will be performed.
     /// May also be set in PodSecurityContext.  If set in both SecurityContext and
     /// PodSecurityContext, the value specified in SecurityContext takes precedence.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "runAsNonRoot")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "runAsNonRoot"
+    )]
     pub run_as_non_root: Option<bool>,
     /// The UID to run the entrypoint of the container process.
     /// Defaults to user specified in image metadata if unspecified.
@@ -5267,19 +6488,31 @@ pub struct ClusterSecurityContext {
     /// container.  May also be set in PodSecurityContext.  If set in both SecurityContext and
     /// PodSecurityContext, the value specified in SecurityContext takes precedence.
     /// Note that this field cannot be set when spec.os.name is windows.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "seLinuxOptions")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "seLinuxOptions"
+    )]
     pub se_linux_options: Option<ClusterSecurityContextSeLinuxOptions>,
     /// The seccomp options to use by this container. If seccomp options are
     /// provided at both the pod & container level, the container options
     /// override the pod options.
     /// Note that this field cannot be set when spec.os.name is windows.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "seccompProfile")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "seccompProfile"
+    )]
     pub seccomp_profile: Option<ClusterSecurityContextSeccompProfile>,
     /// The Windows specific settings applied to all containers.
     /// If unspecified, the options from the PodSecurityContext will be used.
     /// If set in both SecurityContext and PodSecurityContext, the value specified in SecurityContext takes precedence.
     /// Note that this field cannot be set when spec.os.name is linux.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "windowsOptions")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "windowsOptions"
+    )]
     pub windows_options: Option<ClusterSecurityContextWindowsOptions>,
 }
 
@@ -5292,7 +6525,11 @@ pub struct ClusterSecurityContextAppArmorProfile {
     /// The profile must be preconfigured on the node to work.
     /// Must match the loaded name of the profile.
     /// Must be set if and only if type is "Localhost".
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "localhostProfile")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "localhostProfile"
+    )]
     pub localhost_profile: Option<String>,
     /// type indicates which kind of AppArmor profile will be applied.
     /// Valid options are:
@@ -5347,11 +6584,15 @@ pub struct ClusterSecurityContextSeccompProfile {
     /// The profile must be preconfigured on the node to work.
     /// Must be a descending path, relative to the kubelet's configured seccomp profile location.
     /// Must be set if type is "Localhost". Must NOT be set for any other type.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "localhostProfile")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "localhostProfile"
+    )]
     pub localhost_profile: Option<String>,
     /// type indicates which kind of seccomp profile will be applied.
     /// Valid options are:
-    /// 
+    ///
     /// Localhost - a profile defined in a file on the node should be used.
     /// RuntimeDefault - the container runtime default profile should be used.
     /// Unconfined - no profile should be applied.
@@ -5368,22 +6609,38 @@ pub struct ClusterSecurityContextWindowsOptions {
     /// GMSACredentialSpec is where the GMSA admission webhook
     /// (<https://github.com/kubernetes-sigs/windows-gmsa)> inlines the contents of the
     /// GMSA credential spec named by the GMSACredentialSpecName field.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "gmsaCredentialSpec")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "gmsaCredentialSpec"
+    )]
     pub gmsa_credential_spec: Option<String>,
     /// GMSACredentialSpecName is the name of the GMSA credential spec to use.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "gmsaCredentialSpecName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "gmsaCredentialSpecName"
+    )]
     pub gmsa_credential_spec_name: Option<String>,
     /// HostProcess determines if a container should be run as a 'Host Process' container.
     /// All of a Pod's containers must have the same effective HostProcess value
     /// (it is not allowed to have a mix of HostProcess containers and non-HostProcess containers).
     /// In addition, if HostProcess is true then HostNetwork must also be set to true.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "hostProcess")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "hostProcess"
+    )]
     pub host_process: Option<bool>,
     /// The UserName in Windows to run the entrypoint of the container process.
     /// Defaults to the user specified in image metadata if unspecified.
     /// May also be set in PodSecurityContext. If set in both SecurityContext and
     /// PodSecurityContext, the value specified in SecurityContext takes precedence.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "runAsUserName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "runAsUserName"
+    )]
     pub run_as_user_name: Option<String>,
 }
 
@@ -5420,10 +6677,18 @@ pub struct ClusterServiceAccountTemplateMetadata {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterStorage {
     /// Template to be used to generate the Persistent Volume Claim
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "pvcTemplate")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "pvcTemplate"
+    )]
     pub pvc_template: Option<ClusterStoragePvcTemplate>,
     /// Resize existent PVCs, defaults to true
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "resizeInUseVolumes")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "resizeInUseVolumes"
+    )]
     pub resize_in_use_volumes: Option<bool>,
     /// Size of the storage. Required if not already specified in the PVC template.
     /// Changes to this field are automatically reapplied to the created PVCs.
@@ -5434,7 +6699,11 @@ pub struct ClusterStorage {
     /// evaluating the PVC template, if available.
     /// If not specified, the generated PVCs will use the
     /// default storage class
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageClass")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageClass"
+    )]
     pub storage_class: Option<String>,
 }
 
@@ -5443,7 +6712,11 @@ pub struct ClusterStorage {
 pub struct ClusterStoragePvcTemplate {
     /// accessModes contains the desired access modes the volume should have.
     /// More info: <https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes-1>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "accessModes")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "accessModes"
+    )]
     pub access_modes: Option<Vec<String>>,
     /// dataSource field can be used to specify either:
     /// * An existing VolumeSnapshot object (snapshot.storage.k8s.io/VolumeSnapshot)
@@ -5453,7 +6726,11 @@ pub struct ClusterStoragePvcTemplate {
     /// When the AnyVolumeDataSource feature gate is enabled, dataSource contents will be copied to dataSourceRef,
     /// and dataSourceRef contents will be copied to dataSource when dataSourceRef.namespace is not specified.
     /// If the namespace is specified, then dataSourceRef will not be copied to dataSource.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "dataSource")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "dataSource"
+    )]
     pub data_source: Option<ClusterStoragePvcTemplateDataSource>,
     /// dataSourceRef specifies the object from which to populate the volume with data, if a non-empty
     /// volume is desired. This may be any object from a non-empty API group (non
@@ -5478,7 +6755,11 @@ pub struct ClusterStoragePvcTemplate {
     ///   in any namespaces.
     /// (Beta) Using this field requires the AnyVolumeDataSource feature gate to be enabled.
     /// (Alpha) Using the namespace field of dataSourceRef requires the CrossNamespaceVolumeDataSource feature gate to be enabled.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "dataSourceRef")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "dataSourceRef"
+    )]
     pub data_source_ref: Option<ClusterStoragePvcTemplateDataSourceRef>,
     /// resources represents the minimum resources the volume should have.
     /// Users are allowed to specify resource requirements
@@ -5492,7 +6773,11 @@ pub struct ClusterStoragePvcTemplate {
     pub selector: Option<ClusterStoragePvcTemplateSelector>,
     /// storageClassName is the name of the StorageClass required by the claim.
     /// More info: <https://kubernetes.io/docs/concepts/storage/persistent-volumes#class-1>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageClassName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageClassName"
+    )]
     pub storage_class_name: Option<String>,
     /// volumeAttributesClassName may be used to set the VolumeAttributesClass used by this claim.
     /// If specified, the CSI driver will create or update the volume with the attributes defined
@@ -5504,14 +6789,26 @@ pub struct ClusterStoragePvcTemplate {
     /// set to a Pending state, as reflected by the modifyVolumeStatus field, until such as a resource
     /// exists.
     /// More info: <https://kubernetes.io/docs/concepts/storage/volume-attributes-classes/>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeAttributesClassName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeAttributesClassName"
+    )]
     pub volume_attributes_class_name: Option<String>,
     /// volumeMode defines what type of volume is required by the claim.
     /// Value of Filesystem is implied when not included in claim spec.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeMode")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeMode"
+    )]
     pub volume_mode: Option<String>,
     /// volumeName is the binding reference to the PersistentVolume backing this claim.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeName"
+    )]
     pub volume_name: Option<String>,
 }
 
@@ -5600,12 +6897,20 @@ pub struct ClusterStoragePvcTemplateResources {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterStoragePvcTemplateSelector {
     /// matchExpressions is a list of label selector requirements. The requirements are ANDed.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchExpressions")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchExpressions"
+    )]
     pub match_expressions: Option<Vec<ClusterStoragePvcTemplateSelectorMatchExpressions>>,
     /// matchLabels is a map of {key,value} pairs. A single {key,value} in the matchLabels
     /// map is equivalent to an element of matchExpressions, whose key field is "key", the
     /// operator is "In", and the values array contains only "value". The requirements are ANDed.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchLabels")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchLabels"
+    )]
     pub match_labels: Option<BTreeMap<String, String>>,
 }
 
@@ -5664,10 +6969,18 @@ pub struct ClusterTablespacesOwner {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterTablespacesStorage {
     /// Template to be used to generate the Persistent Volume Claim
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "pvcTemplate")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "pvcTemplate"
+    )]
     pub pvc_template: Option<ClusterTablespacesStoragePvcTemplate>,
     /// Resize existent PVCs, defaults to true
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "resizeInUseVolumes")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "resizeInUseVolumes"
+    )]
     pub resize_in_use_volumes: Option<bool>,
     /// Size of the storage. Required if not already specified in the PVC template.
     /// Changes to this field are automatically reapplied to the created PVCs.
@@ -5678,7 +6991,11 @@ pub struct ClusterTablespacesStorage {
     /// evaluating the PVC template, if available.
     /// If not specified, the generated PVCs will use the
     /// default storage class
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageClass")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageClass"
+    )]
     pub storage_class: Option<String>,
 }
 
@@ -5687,7 +7004,11 @@ pub struct ClusterTablespacesStorage {
 pub struct ClusterTablespacesStoragePvcTemplate {
     /// accessModes contains the desired access modes the volume should have.
     /// More info: <https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes-1>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "accessModes")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "accessModes"
+    )]
     pub access_modes: Option<Vec<String>>,
     /// dataSource field can be used to specify either:
     /// * An existing VolumeSnapshot object (snapshot.storage.k8s.io/VolumeSnapshot)
@@ -5697,7 +7018,11 @@ pub struct ClusterTablespacesStoragePvcTemplate {
     /// When the AnyVolumeDataSource feature gate is enabled, dataSource contents will be copied to dataSourceRef,
     /// and dataSourceRef contents will be copied to dataSource when dataSourceRef.namespace is not specified.
     /// If the namespace is specified, then dataSourceRef will not be copied to dataSource.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "dataSource")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "dataSource"
+    )]
     pub data_source: Option<ClusterTablespacesStoragePvcTemplateDataSource>,
     /// dataSourceRef specifies the object from which to populate the volume with data, if a non-empty
     /// volume is desired. This may be any object from a non-empty API group (non
@@ -5722,7 +7047,11 @@ pub struct ClusterTablespacesStoragePvcTemplate {
     ///   in any namespaces.
     /// (Beta) Using this field requires the AnyVolumeDataSource feature gate to be enabled.
     /// (Alpha) Using the namespace field of dataSourceRef requires the CrossNamespaceVolumeDataSource feature gate to be enabled.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "dataSourceRef")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "dataSourceRef"
+    )]
     pub data_source_ref: Option<ClusterTablespacesStoragePvcTemplateDataSourceRef>,
     /// resources represents the minimum resources the volume should have.
     /// Users are allowed to specify resource requirements
@@ -5736,7 +7065,11 @@ pub struct ClusterTablespacesStoragePvcTemplate {
     pub selector: Option<ClusterTablespacesStoragePvcTemplateSelector>,
     /// storageClassName is the name of the StorageClass required by the claim.
     /// More info: <https://kubernetes.io/docs/concepts/storage/persistent-volumes#class-1>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageClassName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageClassName"
+    )]
     pub storage_class_name: Option<String>,
     /// volumeAttributesClassName may be used to set the VolumeAttributesClass used by this claim.
     /// If specified, the CSI driver will create or update the volume with the attributes defined
@@ -5748,14 +7081,26 @@ pub struct ClusterTablespacesStoragePvcTemplate {
     /// set to a Pending state, as reflected by the modifyVolumeStatus field, until such as a resource
     /// exists.
     /// More info: <https://kubernetes.io/docs/concepts/storage/volume-attributes-classes/>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeAttributesClassName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeAttributesClassName"
+    )]
     pub volume_attributes_class_name: Option<String>,
     /// volumeMode defines what type of volume is required by the claim.
     /// Value of Filesystem is implied when not included in claim spec.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeMode")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeMode"
+    )]
     pub volume_mode: Option<String>,
     /// volumeName is the binding reference to the PersistentVolume backing this claim.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeName"
+    )]
     pub volume_name: Option<String>,
 }
 
@@ -5844,12 +7189,21 @@ pub struct ClusterTablespacesStoragePvcTemplateResources {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterTablespacesStoragePvcTemplateSelector {
     /// matchExpressions is a list of label selector requirements. The requirements are ANDed.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchExpressions")]
-    pub match_expressions: Option<Vec<ClusterTablespacesStoragePvcTemplateSelectorMatchExpressions>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchExpressions"
+    )]
+    pub match_expressions:
+        Option<Vec<ClusterTablespacesStoragePvcTemplateSelectorMatchExpressions>>,
     /// matchLabels is a map of {key,value} pairs. A single {key,value} in the matchLabels
     /// map is equivalent to an element of matchExpressions, whose key field is "key", the
     /// operator is "In", and the values array contains only "value". The requirements are ANDed.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchLabels")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchLabels"
+    )]
     pub match_labels: Option<BTreeMap<String, String>>,
 }
 
@@ -5876,7 +7230,11 @@ pub struct ClusterTopologySpreadConstraints {
     /// LabelSelector is used to find matching pods.
     /// Pods that match this label selector are counted to determine the number of pods
     /// in their corresponding topology domain.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "labelSelector")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "labelSelector"
+    )]
     pub label_selector: Option<ClusterTopologySpreadConstraintsLabelSelector>,
     /// MatchLabelKeys is a set of pod label keys to select the pods over which
     /// spreading will be calculated. The keys are used to lookup values from the
@@ -5886,9 +7244,13 @@ pub struct ClusterTopologySpreadConstraints {
     /// MatchLabelKeys cannot be set when LabelSelector isn't set.
     /// Keys that don't exist in the incoming pod labels will
     /// be ignored. A null or empty list means only match against labelSelector.
-    /// 
+    ///
     /// This is a beta field and requires the MatchLabelKeysInPodTopologySpread feature gate to be enabled (enabled by default).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchLabelKeys")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchLabelKeys"
+    )]
     pub match_label_keys: Option<Vec<String>>,
     /// MaxSkew describes the degree to which pods may be unevenly distributed.
     /// When `whenUnsatisfiable=DoNotSchedule`, it is the maximum permitted difference
@@ -5919,7 +7281,7 @@ pub struct ClusterTopologySpreadConstraints {
     /// If value is nil, the constraint behaves as if MinDomains is equal to 1.
     /// Valid values are integers greater than 0.
     /// When value is not nil, WhenUnsatisfiable must be DoNotSchedule.
-    /// 
+    ///
     /// For example, in a 3-zone cluster, MaxSkew is set to 2, MinDomains is set to 5 and pods with the same
     /// labelSelector spread as 2/2/2:
     /// | zone1 | zone2 | zone3 |
@@ -5928,24 +7290,36 @@ pub struct ClusterTopologySpreadConstraints {
     /// In this situation, new pod with the same labelSelector cannot be scheduled,
     /// because computed skew will be 3(3 - 0) if new Pod is scheduled to any of the three zones,
     /// it will violate MaxSkew.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "minDomains")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "minDomains"
+    )]
     pub min_domains: Option<i32>,
     /// NodeAffinityPolicy indicates how we will treat Pod's nodeAffinity/nodeSelector
     /// when calculating pod topology spread skew. Options are:
     /// - Honor: only nodes matching nodeAffinity/nodeSelector are included in the calculations.
     /// - Ignore: nodeAffinity/nodeSelector are ignored. All nodes are included in the calculations.
-    /// 
+    ///
     /// If this value is nil, the behavior is equivalent to the Honor policy.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "nodeAffinityPolicy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "nodeAffinityPolicy"
+    )]
     pub node_affinity_policy: Option<String>,
     /// NodeTaintsPolicy indicates how we will treat node taints when calculating
     /// pod topology spread skew. Options are:
     /// - Honor: nodes without taints, along with tainted nodes for which the incoming pod
     /// has a toleration, are included.
     /// - Ignore: node taints are ignored. All nodes are included.
-    /// 
+    ///
     /// If this value is nil, the behavior is equivalent to the Ignore policy.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "nodeTaintsPolicy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "nodeTaintsPolicy"
+    )]
     pub node_taints_policy: Option<String>,
     /// TopologyKey is the key of node labels. Nodes that have a label with this key
     /// and identical values are considered to be in the same topology.
@@ -5987,12 +7361,21 @@ pub struct ClusterTopologySpreadConstraints {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterTopologySpreadConstraintsLabelSelector {
     /// matchExpressions is a list of label selector requirements. The requirements are ANDed.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchExpressions")]
-    pub match_expressions: Option<Vec<ClusterTopologySpreadConstraintsLabelSelectorMatchExpressions>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchExpressions"
+    )]
+    pub match_expressions:
+        Option<Vec<ClusterTopologySpreadConstraintsLabelSelectorMatchExpressions>>,
     /// matchLabels is a map of {key,value} pairs. A single {key,value} in the matchLabels
     /// map is equivalent to an element of matchExpressions, whose key field is "key", the
     /// operator is "In", and the values array contains only "value". The requirements are ANDed.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchLabels")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchLabels"
+    )]
     pub match_labels: Option<BTreeMap<String, String>>,
 }
 
@@ -6017,10 +7400,18 @@ pub struct ClusterTopologySpreadConstraintsLabelSelectorMatchExpressions {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterWalStorage {
     /// Template to be used to generate the Persistent Volume Claim
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "pvcTemplate")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "pvcTemplate"
+    )]
     pub pvc_template: Option<ClusterWalStoragePvcTemplate>,
     /// Resize existent PVCs, defaults to true
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "resizeInUseVolumes")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "resizeInUseVolumes"
+    )]
     pub resize_in_use_volumes: Option<bool>,
     /// Size of the storage. Required if not already specified in the PVC template.
     /// Changes to this field are automatically reapplied to the created PVCs.
@@ -6031,7 +7422,11 @@ pub struct ClusterWalStorage {
     /// evaluating the PVC template, if available.
     /// If not specified, the generated PVCs will use the
     /// default storage class
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageClass")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageClass"
+    )]
     pub storage_class: Option<String>,
 }
 
@@ -6040,7 +7435,11 @@ pub struct ClusterWalStorage {
 pub struct ClusterWalStoragePvcTemplate {
     /// accessModes contains the desired access modes the volume should have.
     /// More info: <https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes-1>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "accessModes")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "accessModes"
+    )]
     pub access_modes: Option<Vec<String>>,
     /// dataSource field can be used to specify either:
     /// * An existing VolumeSnapshot object (snapshot.storage.k8s.io/VolumeSnapshot)
@@ -6050,7 +7449,11 @@ pub struct ClusterWalStoragePvcTemplate {
     /// When the AnyVolumeDataSource feature gate is enabled, dataSource contents will be copied to dataSourceRef,
     /// and dataSourceRef contents will be copied to dataSource when dataSourceRef.namespace is not specified.
     /// If the namespace is specified, then dataSourceRef will not be copied to dataSource.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "dataSource")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "dataSource"
+    )]
     pub data_source: Option<ClusterWalStoragePvcTemplateDataSource>,
     /// dataSourceRef specifies the object from which to populate the volume with data, if a non-empty
     /// volume is desired. This may be any object from a non-empty API group (non
@@ -6075,7 +7478,11 @@ pub struct ClusterWalStoragePvcTemplate {
     ///   in any namespaces.
     /// (Beta) Using this field requires the AnyVolumeDataSource feature gate to be enabled.
     /// (Alpha) Using the namespace field of dataSourceRef requires the CrossNamespaceVolumeDataSource feature gate to be enabled.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "dataSourceRef")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "dataSourceRef"
+    )]
     pub data_source_ref: Option<ClusterWalStoragePvcTemplateDataSourceRef>,
     /// resources represents the minimum resources the volume should have.
     /// Users are allowed to specify resource requirements
@@ -6089,7 +7496,11 @@ pub struct ClusterWalStoragePvcTemplate {
     pub selector: Option<ClusterWalStoragePvcTemplateSelector>,
     /// storageClassName is the name of the StorageClass required by the claim.
     /// More info: <https://kubernetes.io/docs/concepts/storage/persistent-volumes#class-1>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageClassName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageClassName"
+    )]
     pub storage_class_name: Option<String>,
     /// volumeAttributesClassName may be used to set the VolumeAttributesClass used by this claim.
     /// If specified, the CSI driver will create or update the volume with the attributes defined
@@ -6101,14 +7512,26 @@ pub struct ClusterWalStoragePvcTemplate {
     /// set to a Pending state, as reflected by the modifyVolumeStatus field, until such as a resource
     /// exists.
     /// More info: <https://kubernetes.io/docs/concepts/storage/volume-attributes-classes/>
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeAttributesClassName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeAttributesClassName"
+    )]
     pub volume_attributes_class_name: Option<String>,
     /// volumeMode defines what type of volume is required by the claim.
     /// Value of Filesystem is implied when not included in claim spec.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeMode")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeMode"
+    )]
     pub volume_mode: Option<String>,
     /// volumeName is the binding reference to the PersistentVolume backing this claim.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "volumeName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "volumeName"
+    )]
     pub volume_name: Option<String>,
 }
 
@@ -6197,12 +7620,20 @@ pub struct ClusterWalStoragePvcTemplateResources {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterWalStoragePvcTemplateSelector {
     /// matchExpressions is a list of label selector requirements. The requirements are ANDed.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchExpressions")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchExpressions"
+    )]
     pub match_expressions: Option<Vec<ClusterWalStoragePvcTemplateSelectorMatchExpressions>>,
     /// matchLabels is a map of {key,value} pairs. A single {key,value} in the matchLabels
     /// map is equivalent to an element of matchExpressions, whose key field is "key", the
     /// operator is "In", and the values array contains only "value". The requirements are ANDed.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "matchLabels")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "matchLabels"
+    )]
     pub match_labels: Option<BTreeMap<String, String>>,
 }
 
@@ -6229,16 +7660,28 @@ pub struct ClusterWalStoragePvcTemplateSelectorMatchExpressions {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterStatus {
     /// AvailableArchitectures reports the available architectures of a cluster
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "availableArchitectures")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "availableArchitectures"
+    )]
     pub available_architectures: Option<Vec<ClusterStatusAvailableArchitectures>>,
     /// The configuration for the CA and related certificates, initialized with defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<ClusterStatusCertificates>,
     /// The commit hash number of which this operator running
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "cloudNativePGCommitHash")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "cloudNativePGCommitHash"
+    )]
     pub cloud_native_pg_commit_hash: Option<String>,
     /// The hash of the binary of the operator
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "cloudNativePGOperatorHash")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "cloudNativePGOperatorHash"
+    )]
     pub cloud_native_pg_operator_hash: Option<String>,
     /// Conditions for cluster object
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -6247,135 +7690,255 @@ pub struct ClusterStatus {
     /// managed by the operator. Every change here is done in the
     /// interest of the instance manager, which will refresh the
     /// configmap data
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "configMapResourceVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "configMapResourceVersion"
+    )]
     pub config_map_resource_version: Option<ClusterStatusConfigMapResourceVersion>,
     /// Current primary instance
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "currentPrimary")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "currentPrimary"
+    )]
     pub current_primary: Option<String>,
     /// The timestamp when the primary was detected to be unhealthy
     /// This field is reported when `.spec.failoverDelay` is populated or during online upgrades
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "currentPrimaryFailingSinceTimestamp")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "currentPrimaryFailingSinceTimestamp"
+    )]
     pub current_primary_failing_since_timestamp: Option<String>,
     /// The timestamp when the last actual promotion to primary has occurred
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "currentPrimaryTimestamp")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "currentPrimaryTimestamp"
+    )]
     pub current_primary_timestamp: Option<String>,
     /// List of all the PVCs created by this cluster and still available
     /// which are not attached to a Pod
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "danglingPVC")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "danglingPVC"
+    )]
     pub dangling_pvc: Option<Vec<String>>,
     /// DemotionToken is a JSON token containing the information
     /// from pg_controldata such as Database system identifier, Latest checkpoint's
     /// TimeLineID, Latest checkpoint's REDO location, Latest checkpoint's REDO
     /// WAL file, and Time of latest checkpoint
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "demotionToken")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "demotionToken"
+    )]
     pub demotion_token: Option<String>,
     /// The first recoverability point, stored as a date in RFC3339 format.
     /// This field is calculated from the content of FirstRecoverabilityPointByMethod.
-    /// 
+    ///
     /// Deprecated: the field is not set for backup plugins.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "firstRecoverabilityPoint")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "firstRecoverabilityPoint"
+    )]
     pub first_recoverability_point: Option<String>,
     /// The first recoverability point, stored as a date in RFC3339 format, per backup method type.
-    /// 
+    ///
     /// Deprecated: the field is not set for backup plugins.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "firstRecoverabilityPointByMethod")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "firstRecoverabilityPointByMethod"
+    )]
     pub first_recoverability_point_by_method: Option<BTreeMap<String, String>>,
     /// List of all the PVCs not dangling nor initializing
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "healthyPVC")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "healthyPVC"
+    )]
     pub healthy_pvc: Option<Vec<String>>,
     /// Image contains the image name used by the pods
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// List of all the PVCs that are being initialized by this cluster
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "initializingPVC")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "initializingPVC"
+    )]
     pub initializing_pvc: Option<Vec<String>>,
     /// List of instance names in the cluster
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "instanceNames")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "instanceNames"
+    )]
     pub instance_names: Option<Vec<String>>,
     /// The total number of PVC Groups detected in the cluster. It may differ from the number of existing instance pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<i64>,
     /// The reported state of the instances during the last reconciliation loop
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "instancesReportedState")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "instancesReportedState"
+    )]
     pub instances_reported_state: Option<BTreeMap<String, ClusterStatusInstancesReportedState>>,
     /// InstancesStatus indicates in which status the instances are
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "instancesStatus")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "instancesStatus"
+    )]
     pub instances_status: Option<BTreeMap<String, Vec<String>>>,
     /// How many Jobs have been created by this cluster
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "jobCount")]
     pub job_count: Option<i32>,
     /// Last failed backup, stored as a date in RFC3339 format.
-    /// 
+    ///
     /// Deprecated: the field is not set for backup plugins.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "lastFailedBackup")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "lastFailedBackup"
+    )]
     pub last_failed_backup: Option<String>,
     /// LastPromotionToken is the last verified promotion token that
     /// was used to promote a replica cluster
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "lastPromotionToken")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "lastPromotionToken"
+    )]
     pub last_promotion_token: Option<String>,
     /// Last successful backup, stored as a date in RFC3339 format.
     /// This field is calculated from the content of LastSuccessfulBackupByMethod.
-    /// 
+    ///
     /// Deprecated: the field is not set for backup plugins.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "lastSuccessfulBackup")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "lastSuccessfulBackup"
+    )]
     pub last_successful_backup: Option<String>,
     /// Last successful backup, stored as a date in RFC3339 format, per backup method type.
-    /// 
+    ///
     /// Deprecated: the field is not set for backup plugins.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "lastSuccessfulBackupByMethod")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "lastSuccessfulBackupByMethod"
+    )]
     pub last_successful_backup_by_method: Option<BTreeMap<String, String>>,
     /// ID of the latest generated node (used to avoid node name clashing)
-    /// 
+    ///
     /// Deprecated: this field is not set anymore
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "latestGeneratedNode")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "latestGeneratedNode"
+    )]
     pub latest_generated_node: Option<i64>,
     /// ManagedRolesStatus reports the state of the managed roles in the cluster
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "managedRolesStatus")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "managedRolesStatus"
+    )]
     pub managed_roles_status: Option<ClusterStatusManagedRolesStatus>,
     /// OnlineUpdateEnabled shows if the online upgrade is enabled inside the cluster
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "onlineUpdateEnabled")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "onlineUpdateEnabled"
+    )]
     pub online_update_enabled: Option<bool>,
     /// OperatorCertificateFingerprint is the SHA256 fingerprint of the operator's
     /// in-memory client certificate public key. The instance manager pins this
     /// fingerprint to authenticate requests from the operator.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "operatorCertificateFingerprint")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "operatorCertificateFingerprint"
+    )]
     pub operator_certificate_fingerprint: Option<String>,
     /// PGDataImageInfo contains the details of the latest image that has run on the current data directory.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "pgDataImageInfo")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "pgDataImageInfo"
+    )]
     pub pg_data_image_info: Option<ClusterStatusPgDataImageInfo>,
     /// Current phase of the cluster
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// Reason for the current phase
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "phaseReason")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "phaseReason"
+    )]
     pub phase_reason: Option<String>,
     /// PluginStatus is the status of the loaded plugins
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "pluginStatus")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "pluginStatus"
+    )]
     pub plugin_status: Option<Vec<ClusterStatusPluginStatus>>,
     /// PodSelectorRefs contains the resolved pod IPs for each named selector
     /// defined in spec.podSelectorRefs.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "podSelectorRefs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "podSelectorRefs"
+    )]
     pub pod_selector_refs: Option<Vec<ClusterStatusPodSelectorRefs>>,
     /// The integration needed by poolers referencing the cluster
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "poolerIntegrations")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "poolerIntegrations"
+    )]
     pub pooler_integrations: Option<ClusterStatusPoolerIntegrations>,
     /// How many PVCs have been created by this cluster
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "pvcCount")]
     pub pvc_count: Option<i32>,
     /// Current list of read pods
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "readService")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "readService"
+    )]
     pub read_service: Option<String>,
     /// The total number of ready instances in the cluster. It is equal to the number of ready instance pods.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "readyInstances")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "readyInstances"
+    )]
     pub ready_instances: Option<i64>,
     /// List of all the PVCs that have ResizingPVC condition.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "resizingPVC")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "resizingPVC"
+    )]
     pub resizing_pvc: Option<Vec<String>>,
     /// The list of resource versions of the secrets
     /// managed by the operator. Every change here is done in the
     /// interest of the instance manager, which will refresh the
     /// secret data
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "secretsResourceVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "secretsResourceVersion"
+    )]
     pub secrets_resource_version: Option<ClusterStatusSecretsResourceVersion>,
     /// Selector is the serialized form of the label selector that identifies
     /// the pods managed by this cluster. Populated by the operator and exposed
@@ -6384,37 +7947,69 @@ pub struct ClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
     /// SwitchReplicaClusterStatus is the status of the switch to replica cluster
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "switchReplicaClusterStatus")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "switchReplicaClusterStatus"
+    )]
     pub switch_replica_cluster_status: Option<ClusterStatusSwitchReplicaClusterStatus>,
     /// SystemID is the latest detected PostgreSQL SystemID
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "systemID")]
     pub system_id: Option<String>,
     /// TablespacesStatus reports the state of the declarative tablespaces in the cluster
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "tablespacesStatus")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "tablespacesStatus"
+    )]
     pub tablespaces_status: Option<Vec<ClusterStatusTablespacesStatus>>,
     /// TargetPGDataImageInfo contains the details of the target image for an
     /// in-progress major upgrade. It is set before the upgrade Job is created,
     /// and cleared on successful completion or when the upgrade is rolled back.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetPgDataImageInfo")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "targetPgDataImageInfo"
+    )]
     pub target_pg_data_image_info: Option<ClusterStatusTargetPgDataImageInfo>,
     /// Target primary instance, this is different from the previous one
     /// during a switchover or a failover
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetPrimary")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "targetPrimary"
+    )]
     pub target_primary: Option<String>,
     /// The timestamp when the last request for a new primary has occurred
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetPrimaryTimestamp")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "targetPrimaryTimestamp"
+    )]
     pub target_primary_timestamp: Option<String>,
     /// The timeline of the Postgres cluster
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "timelineID")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "timelineID"
+    )]
     pub timeline_id: Option<i64>,
     /// Instances topology.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology: Option<ClusterStatusTopology>,
     /// List of all the PVCs that are unusable because another PVC is missing
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "unusablePVC")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "unusablePVC"
+    )]
     pub unusable_pvc: Option<Vec<String>>,
     /// Current write pod
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "writeService")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "writeService"
+    )]
     pub write_service: Option<String>,
 }
 
@@ -6440,7 +8035,11 @@ pub struct ClusterStatusCertificates {
     /// used as `ssl_ca_file` of all the instances.<br />
     /// - `ca.key`: key used to generate client certificates, if ReplicationTLSSecret is provided,
     /// this can be omitted.<br />
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "clientCASecret")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "clientCASecret"
+    )]
     pub client_ca_secret: Option<String>,
     /// Expiration dates for all certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -6449,10 +8048,18 @@ pub struct ClusterStatusCertificates {
     /// the `streaming_replica` user.
     /// If not defined, ClientCASecret must provide also `ca.key`, and a new secret will be
     /// created using the provided CA.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "replicationTLSSecret")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "replicationTLSSecret"
+    )]
     pub replication_tls_secret: Option<String>,
     /// The list of the server alternative DNS names to be added to the generated server TLS certificates, when required.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serverAltDNSNames")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serverAltDNSNames"
+    )]
     pub server_alt_dns_names: Option<Vec<String>>,
     /// The secret containing the Server CA certificate. If not defined, a new secret will be created
     /// with a self-signed CA and will be used to generate the TLS certificate ServerTLSSecret.<br />
@@ -6463,13 +8070,21 @@ pub struct ClusterStatusCertificates {
     /// used as `sslrootcert` in client connection strings.<br />
     /// - `ca.key`: key used to generate Server SSL certs, if ServerTLSSecret is provided,
     /// this can be omitted.<br />
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serverCASecret")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serverCASecret"
+    )]
     pub server_ca_secret: Option<String>,
     /// The secret of type kubernetes.io/tls containing the server TLS certificate and key that will be set as
     /// `ssl_cert_file` and `ssl_key_file` so that clients can connect to postgres securely.
     /// If not defined, ServerCASecret must provide also `ca.key` and a new secret will be
     /// created using the provided CA.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serverTLSSecret")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serverTLSSecret"
+    )]
     pub server_tls_secret: Option<String>,
 }
 
@@ -6495,7 +8110,11 @@ pub struct ClusterStatusInstancesReportedState {
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "isPrimary")]
     pub is_primary: Option<bool>,
     /// indicates on which TimelineId the instance is
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "timeLineID")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "timeLineID"
+    )]
     pub time_line_id: Option<i64>,
 }
 
@@ -6509,10 +8128,18 @@ pub struct ClusterStatusManagedRolesStatus {
     /// explanation of the cause. Failures may originate in PostgreSQL
     /// (e.g. dropping a role that owns objects) or in Kubernetes (e.g.
     /// the referenced password Secret cannot be fetched).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "cannotReconcile")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "cannotReconcile"
+    )]
     pub cannot_reconcile: Option<BTreeMap<String, Vec<String>>>,
     /// PasswordStatus gives the last transaction id and password secret version for each managed role
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "passwordStatus")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "passwordStatus"
+    )]
     pub password_status: Option<BTreeMap<String, ClusterStatusManagedRolesStatusPasswordStatus>>,
 }
 
@@ -6520,10 +8147,18 @@ pub struct ClusterStatusManagedRolesStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterStatusManagedRolesStatusPasswordStatus {
     /// the resource version of the password secret
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "resourceVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "resourceVersion"
+    )]
     pub resource_version: Option<String>,
     /// the last transaction ID to affect the role definition in PostgreSQL
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "transactionID")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "transactionID"
+    )]
     pub transaction_id: Option<i64>,
 }
 
@@ -6601,7 +8236,11 @@ pub struct ClusterStatusPgDataImageInfoExtensionsImage {
     /// Never: the kubelet never pulls the reference and only uses a local image or artifact. Container creation will fail if the reference isn't present.
     /// IfNotPresent: the kubelet pulls if the reference isn't already present on disk. Container creation will fail if the reference isn't present and the pull fails.
     /// Defaults to Always if :latest tag is specified, or IfNotPresent otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "pullPolicy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "pullPolicy"
+    )]
     pub pull_policy: Option<String>,
     /// Required: Image or artifact reference to be used.
     /// Behaves in the same way as pod.spec.containers[*].image.
@@ -6618,7 +8257,11 @@ pub struct ClusterStatusPgDataImageInfoExtensionsImage {
 pub struct ClusterStatusPluginStatus {
     /// BackupCapabilities are the list of capabilities of the
     /// plugin regarding the Backup management
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "backupCapabilities")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "backupCapabilities"
+    )]
     pub backup_capabilities: Option<Vec<String>>,
     /// Capabilities are the list of capabilities of the
     /// plugin
@@ -6628,11 +8271,19 @@ pub struct ClusterStatusPluginStatus {
     pub name: String,
     /// OperatorCapabilities are the list of capabilities of the
     /// plugin regarding the reconciler
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "operatorCapabilities")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "operatorCapabilities"
+    )]
     pub operator_capabilities: Option<Vec<String>>,
     /// RestoreJobHookCapabilities are the list of capabilities of the
     /// plugin regarding the RestoreJobHook management
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "restoreJobHookCapabilities")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "restoreJobHookCapabilities"
+    )]
     pub restore_job_hook_capabilities: Option<Vec<String>>,
     /// Status contain the status reported by the plugin through the SetStatusInCluster interface
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -6642,7 +8293,11 @@ pub struct ClusterStatusPluginStatus {
     pub version: String,
     /// WALCapabilities are the list of capabilities of the
     /// plugin regarding the WAL management
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "walCapabilities")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "walCapabilities"
+    )]
     pub wal_capabilities: Option<Vec<String>>,
 }
 
@@ -6661,7 +8316,11 @@ pub struct ClusterStatusPodSelectorRefs {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterStatusPoolerIntegrations {
     /// PgBouncerIntegrationStatus encapsulates the needed integration for the pgbouncer poolers referencing the cluster
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "pgBouncerIntegration")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "pgBouncerIntegration"
+    )]
     pub pg_bouncer_integration: Option<ClusterStatusPoolerIntegrationsPgBouncerIntegration>,
 }
 
@@ -6679,38 +8338,78 @@ pub struct ClusterStatusPoolerIntegrationsPgBouncerIntegration {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterStatusSecretsResourceVersion {
     /// The resource version of the "app" user secret
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "applicationSecretVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "applicationSecretVersion"
+    )]
     pub application_secret_version: Option<String>,
     /// The resource version of the Barman Endpoint CA if provided
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "barmanEndpointCA")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "barmanEndpointCA"
+    )]
     pub barman_endpoint_ca: Option<String>,
     /// Unused. Retained for compatibility with old versions.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "caSecretVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "caSecretVersion"
+    )]
     pub ca_secret_version: Option<String>,
     /// The resource version of the PostgreSQL client-side CA secret version
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "clientCaSecretVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "clientCaSecretVersion"
+    )]
     pub client_ca_secret_version: Option<String>,
     /// The resource versions of the external cluster secrets
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "externalClusterSecretVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "externalClusterSecretVersion"
+    )]
     pub external_cluster_secret_version: Option<BTreeMap<String, String>>,
     /// The resource versions of the managed roles secrets
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "managedRoleSecretVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "managedRoleSecretVersion"
+    )]
     pub managed_role_secret_version: Option<BTreeMap<String, String>>,
     /// A map with the versions of all the secrets used to pass metrics.
     /// Map keys are the secret names, map values are the versions
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<BTreeMap<String, String>>,
     /// The resource version of the "streaming_replica" user secret
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "replicationSecretVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "replicationSecretVersion"
+    )]
     pub replication_secret_version: Option<String>,
     /// The resource version of the PostgreSQL server-side CA secret version
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serverCaSecretVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serverCaSecretVersion"
+    )]
     pub server_ca_secret_version: Option<String>,
     /// The resource version of the PostgreSQL server-side secret version
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serverSecretVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serverSecretVersion"
+    )]
     pub server_secret_version: Option<String>,
     /// The resource version of the "postgres" user secret
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "superuserSecretVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "superuserSecretVersion"
+    )]
     pub superuser_secret_version: Option<String>,
 }
 
@@ -6718,7 +8417,11 @@ pub struct ClusterStatusSecretsResourceVersion {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterStatusSwitchReplicaClusterStatus {
     /// InProgress indicates if there is an ongoing procedure of switching a cluster to a replica cluster.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "inProgress")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "inProgress"
+    )]
     pub in_progress: Option<bool>,
 }
 
@@ -6813,7 +8516,11 @@ pub struct ClusterStatusTargetPgDataImageInfoExtensionsImage {
     /// Never: the kubelet never pulls the reference and only uses a local image or artifact. Container creation will fail if the reference isn't present.
     /// IfNotPresent: the kubelet pulls if the reference isn't already present on disk. Container creation will fail if the reference isn't present and the pull fails.
     /// Defaults to Always if :latest tag is specified, or IfNotPresent otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "pullPolicy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "pullPolicy"
+    )]
     pub pull_policy: Option<String>,
     /// Required: Image or artifact reference to be used.
     /// Behaves in the same way as pod.spec.containers[*].image.
@@ -6840,7 +8547,10 @@ pub struct ClusterStatusTopology {
     pub nodes_used: Option<i32>,
     /// SuccessfullyExtracted indicates if the topology data was extract. It is useful to enact fallback behaviors
     /// in synchronous replica election in case of failures
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "successfullyExtracted")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "successfullyExtracted"
+    )]
     pub successfully_extracted: Option<bool>,
 }
-

@@ -7,10 +7,10 @@
 
 #[allow(unused_imports)]
 mod prelude {
-    pub use kube::CustomResource;
-    pub use serde::{Serialize, Deserialize};
-    pub use std::collections::BTreeMap;
     pub use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    pub use kube::CustomResource;
+    pub use serde::{Deserialize, Serialize};
+    pub use std::collections::BTreeMap;
 }
 
 use self::prelude::*;
@@ -18,23 +18,36 @@ use self::prelude::*;
 /// Specification of the desired behavior of the ObjectStore.
 /// More info: <https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#spec-and-status>
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[kube(group = "barmancloud.cnpg.io", version = "v1", kind = "ObjectStore", plural = "objectstores")]
+#[kube(
+    group = "barmancloud.cnpg.io",
+    version = "v1",
+    kind = "ObjectStore",
+    plural = "objectstores"
+)]
 #[kube(namespaced)]
 #[kube(status = "ObjectStoreStatus")]
 #[kube(schema = "disabled")]
-#[kube(derive="Default")]
-#[kube(derive="PartialEq")]
+#[kube(derive = "Default")]
+#[kube(derive = "PartialEq")]
 pub struct ObjectStoreSpec {
     /// The configuration for the barman-cloud tool suite
     pub configuration: ObjectStoreConfiguration,
     /// The configuration for the sidecar that runs in the instance pods
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "instanceSidecarConfiguration")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "instanceSidecarConfiguration"
+    )]
     pub instance_sidecar_configuration: Option<ObjectStoreInstanceSidecarConfiguration>,
     /// RetentionPolicy is the retention policy to be used for backups
     /// and WALs (i.e. '60d'). The retention policy is expressed in the form
     /// of `XXu` where `XX` is a positive integer and `u` is in `[dwm]` -
     /// days, weeks, months.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "retentionPolicy")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "retentionPolicy"
+    )]
     pub retention_policy: Option<String>,
 }
 
@@ -42,7 +55,11 @@ pub struct ObjectStoreSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ObjectStoreConfiguration {
     /// The credentials to use to upload data to Azure Blob Storage
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "azureCredentials")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "azureCredentials"
+    )]
     pub azure_credentials: Option<ObjectStoreConfigurationAzureCredentials>,
     /// The configuration to be used to backup the data files
     /// When not defined, base backups files will be stored uncompressed and may
@@ -58,25 +75,49 @@ pub struct ObjectStoreConfiguration {
     /// EndpointCA store the CA bundle of the barman endpoint.
     /// Useful when using self-signed certificates to avoid
     /// errors with certificate issuer and barman-cloud-wal-archive
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "endpointCA")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "endpointCA"
+    )]
     pub endpoint_ca: Option<ObjectStoreConfigurationEndpointCa>,
     /// Endpoint to be used to upload data to the cloud,
     /// overriding the automatic endpoint discovery
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "endpointURL")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "endpointURL"
+    )]
     pub endpoint_url: Option<String>,
     /// The credentials to use to upload data to Google Cloud Storage
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "googleCredentials")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "googleCredentials"
+    )]
     pub google_credentials: Option<ObjectStoreConfigurationGoogleCredentials>,
     /// HistoryTags is a list of key value pairs that will be passed to the
     /// Barman --history-tags option.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "historyTags")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "historyTags"
+    )]
     pub history_tags: Option<BTreeMap<String, String>>,
     /// The credentials to use to upload data to S3
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "s3Credentials")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "s3Credentials"
+    )]
     pub s3_credentials: Option<ObjectStoreConfigurationS3Credentials>,
     /// The server name on S3, the cluster name is used if this
     /// parameter is omitted
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serverName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serverName"
+    )]
     pub server_name: Option<String>,
     /// Tags is a list of key value pairs that will be passed to the
     /// Barman --tags option.
@@ -93,25 +134,49 @@ pub struct ObjectStoreConfiguration {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ObjectStoreConfigurationAzureCredentials {
     /// The connection string to be used
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "connectionString")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "connectionString"
+    )]
     pub connection_string: Option<ObjectStoreConfigurationAzureCredentialsConnectionString>,
     /// Use the Azure AD based authentication without providing explicitly the keys.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "inheritFromAzureAD")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "inheritFromAzureAD"
+    )]
     pub inherit_from_azure_ad: Option<bool>,
     /// The storage account where to upload data
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageAccount")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageAccount"
+    )]
     pub storage_account: Option<ObjectStoreConfigurationAzureCredentialsStorageAccount>,
     /// The storage account key to be used in conjunction
     /// with the storage account name
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageKey")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageKey"
+    )]
     pub storage_key: Option<ObjectStoreConfigurationAzureCredentialsStorageKey>,
     /// A shared-access-signature to be used in conjunction with
     /// the storage account name
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "storageSasToken")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "storageSasToken"
+    )]
     pub storage_sas_token: Option<ObjectStoreConfigurationAzureCredentialsStorageSasToken>,
     /// Use the default Azure authentication flow, which includes DefaultAzureCredential.
     /// This allows authentication using environment variables and managed identities.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "useDefaultAzureCredentials")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "useDefaultAzureCredentials"
+    )]
     pub use_default_azure_credentials: Option<bool>,
 }
 
@@ -163,17 +228,21 @@ pub struct ObjectStoreConfigurationData {
     /// to the 'barman-cloud-backup' command-line invocation. These arguments
     /// provide flexibility to customize the backup process further according to
     /// specific requirements or configurations.
-    /// 
+    ///
     /// Example:
     /// In a scenario where specialized backup options are required, such as setting
     /// a specific timeout or defining custom behavior, users can use this field
     /// to specify additional command arguments.
-    /// 
+    ///
     /// Note:
     /// It's essential to ensure that the provided arguments are valid and supported
     /// by the 'barman-cloud-backup' command, to avoid potential errors or unintended
     /// behavior during execution.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "additionalCommandArgs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "additionalCommandArgs"
+    )]
     pub additional_command_args: Option<Vec<String>>,
     /// Compress a backup file (a tar file per tablespace) while streaming it
     /// to the object store. Available options are empty string (no
@@ -191,7 +260,11 @@ pub struct ObjectStoreConfigurationData {
     /// the PostgreSQL server. If set to true, an immediate checkpoint will be
     /// used, meaning PostgreSQL will complete the checkpoint as soon as
     /// possible. `false` by default.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "immediateCheckpoint")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "immediateCheckpoint"
+    )]
     pub immediate_checkpoint: Option<bool>,
     /// The number of parallel jobs to be used to upload the backup, defaults
     /// to 2
@@ -201,17 +274,21 @@ pub struct ObjectStoreConfigurationData {
     /// command-line invocation. These arguments provide flexibility to customize
     /// the data restore process further, according to specific requirements or
     /// configurations.
-    /// 
+    ///
     /// Example:
     /// In a scenario where specialized restore options are required, such as setting
     /// a specific read timeout or defining custom behavior, users can use this field
     /// to specify additional command arguments.
-    /// 
+    ///
     /// Note:
     /// It's essential to ensure that the provided arguments are valid and supported
     /// by the 'barman-cloud-restore' command, to avoid potential errors or unintended
     /// behavior during execution.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "restoreAdditionalCommandArgs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "restoreAdditionalCommandArgs"
+    )]
     pub restore_additional_command_args: Option<Vec<String>>,
 }
 
@@ -258,11 +335,20 @@ pub struct ObjectStoreConfigurationEndpointCa {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ObjectStoreConfigurationGoogleCredentials {
     /// The secret containing the Google Cloud Storage JSON file with the credentials
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "applicationCredentials")]
-    pub application_credentials: Option<ObjectStoreConfigurationGoogleCredentialsApplicationCredentials>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "applicationCredentials"
+    )]
+    pub application_credentials:
+        Option<ObjectStoreConfigurationGoogleCredentialsApplicationCredentials>,
     /// If set to true, will presume that it's running inside a GKE environment,
     /// default to false.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "gkeEnvironment")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "gkeEnvironment"
+    )]
     pub gke_environment: Option<bool>,
 }
 
@@ -279,19 +365,35 @@ pub struct ObjectStoreConfigurationGoogleCredentialsApplicationCredentials {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ObjectStoreConfigurationS3Credentials {
     /// The reference to the access key id
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "accessKeyId")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "accessKeyId"
+    )]
     pub access_key_id: Option<ObjectStoreConfigurationS3CredentialsAccessKeyId>,
     /// Use the role based authentication without providing explicitly the keys.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "inheritFromIAMRole")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "inheritFromIAMRole"
+    )]
     pub inherit_from_iam_role: Option<bool>,
     /// The reference to the secret containing the region name
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<ObjectStoreConfigurationS3CredentialsRegion>,
     /// The reference to the secret access key
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "secretAccessKey")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "secretAccessKey"
+    )]
     pub secret_access_key: Option<ObjectStoreConfigurationS3CredentialsSecretAccessKey>,
     /// The references to the session key
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "sessionToken")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "sessionToken"
+    )]
     pub session_token: Option<ObjectStoreConfigurationS3CredentialsSessionToken>,
 }
 
@@ -339,17 +441,21 @@ pub struct ObjectStoreConfigurationWal {
     /// Additional arguments that can be appended to the 'barman-cloud-wal-archive'
     /// command-line invocation. These arguments provide flexibility to customize
     /// the WAL archive process further, according to specific requirements or configurations.
-    /// 
+    ///
     /// Example:
     /// In a scenario where specialized backup options are required, such as setting
     /// a specific timeout or defining custom behavior, users can use this field
     /// to specify additional command arguments.
-    /// 
+    ///
     /// Note:
     /// It's essential to ensure that the provided arguments are valid and supported
     /// by the 'barman-cloud-wal-archive' command, to avoid potential errors or unintended
     /// behavior during execution.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "archiveAdditionalCommandArgs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "archiveAdditionalCommandArgs"
+    )]
     pub archive_additional_command_args: Option<Vec<String>>,
     /// Compress a WAL file before sending it to the object store. Available
     /// options are empty string (no compression, default), `gzip`, `bzip2`,
@@ -368,22 +474,30 @@ pub struct ObjectStoreConfigurationWal {
     /// files from a recovery object store). If not specified, WAL files
     /// will be processed one at a time. It accepts a positive integer as a
     /// value - with 1 being the minimum accepted value.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "maxParallel")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "maxParallel"
+    )]
     pub max_parallel: Option<i64>,
     /// Additional arguments that can be appended to the 'barman-cloud-wal-restore'
     /// command-line invocation. These arguments provide flexibility to customize
     /// the WAL restore process further, according to specific requirements or configurations.
-    /// 
+    ///
     /// Example:
     /// In a scenario where specialized backup options are required, such as setting
     /// a specific timeout or defining custom behavior, users can use this field
     /// to specify additional command arguments.
-    /// 
+    ///
     /// Note:
     /// It's essential to ensure that the provided arguments are valid and supported
     /// by the 'barman-cloud-wal-restore' command, to avoid potential errors or unintended
     /// behavior during execution.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "restoreAdditionalCommandArgs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "restoreAdditionalCommandArgs"
+    )]
     pub restore_additional_command_args: Option<Vec<String>>,
 }
 
@@ -423,7 +537,11 @@ pub struct ObjectStoreInstanceSidecarConfiguration {
     /// AdditionalContainerArgs is an optional list of command-line arguments
     /// to be passed to the sidecar container when it starts.
     /// The provided arguments are appended to the container’s default arguments.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "additionalContainerArgs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "additionalContainerArgs"
+    )]
     pub additional_container_args: Option<Vec<String>>,
     /// The environment to be explicitly passed to the sidecar
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -436,7 +554,11 @@ pub struct ObjectStoreInstanceSidecarConfiguration {
     pub resources: Option<ObjectStoreInstanceSidecarConfigurationResources>,
     /// The retentionCheckInterval defines the frequency at which the
     /// system checks and enforces retention policies.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "retentionPolicyIntervalSeconds")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "retentionPolicyIntervalSeconds"
+    )]
     pub retention_policy_interval_seconds: Option<i64>,
 }
 
@@ -466,22 +588,40 @@ pub struct ObjectStoreInstanceSidecarConfigurationEnv {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ObjectStoreInstanceSidecarConfigurationEnvValueFrom {
     /// Selects a key of a ConfigMap.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "configMapKeyRef")]
-    pub config_map_key_ref: Option<ObjectStoreInstanceSidecarConfigurationEnvValueFromConfigMapKeyRef>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "configMapKeyRef"
+    )]
+    pub config_map_key_ref:
+        Option<ObjectStoreInstanceSidecarConfigurationEnvValueFromConfigMapKeyRef>,
     /// Selects a field of the pod: supports metadata.name, metadata.namespace, `metadata.labels['<KEY>']`, `metadata.annotations['<KEY>']`,
     /// spec.nodeName, spec.serviceAccountName, status.hostIP, status.podIP, status.podIPs.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "fieldRef")]
     pub field_ref: Option<ObjectStoreInstanceSidecarConfigurationEnvValueFromFieldRef>,
     /// FileKeyRef selects a key of the env file.
     /// Requires the EnvFiles feature gate to be enabled.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "fileKeyRef")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "fileKeyRef"
+    )]
     pub file_key_ref: Option<ObjectStoreInstanceSidecarConfigurationEnvValueFromFileKeyRef>,
     /// Selects a resource of the container: only resources limits and requests
     /// (limits.cpu, limits.memory, limits.ephemeral-storage, requests.cpu, requests.memory and requests.ephemeral-storage) are currently supported.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "resourceFieldRef")]
-    pub resource_field_ref: Option<ObjectStoreInstanceSidecarConfigurationEnvValueFromResourceFieldRef>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "resourceFieldRef"
+    )]
+    pub resource_field_ref:
+        Option<ObjectStoreInstanceSidecarConfigurationEnvValueFromResourceFieldRef>,
     /// Selects a key of a secret in the pod's namespace
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "secretKeyRef")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "secretKeyRef"
+    )]
     pub secret_key_ref: Option<ObjectStoreInstanceSidecarConfigurationEnvValueFromSecretKeyRef>,
 }
 
@@ -507,7 +647,11 @@ pub struct ObjectStoreInstanceSidecarConfigurationEnvValueFromConfigMapKeyRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ObjectStoreInstanceSidecarConfigurationEnvValueFromFieldRef {
     /// Version of the schema the FieldPath is written in terms of, defaults to "v1".
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "apiVersion")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "apiVersion"
+    )]
     pub api_version: Option<String>,
     /// Path of the field to select in the specified API version.
     #[serde(rename = "fieldPath")]
@@ -526,7 +670,7 @@ pub struct ObjectStoreInstanceSidecarConfigurationEnvValueFromFileKeyRef {
     /// does not exist, then the env var is not published.
     /// If optional is set to true and the specified key does not exist,
     /// the environment variable will not be set in the Pod's containers.
-    /// 
+    ///
     /// If optional is set to false and the specified key does not exist,
     /// an error will be returned during Pod creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -544,7 +688,11 @@ pub struct ObjectStoreInstanceSidecarConfigurationEnvValueFromFileKeyRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ObjectStoreInstanceSidecarConfigurationEnvValueFromResourceFieldRef {
     /// Container name: required for volumes, optional for env vars
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "containerName")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "containerName"
+    )]
     pub container_name: Option<String>,
     /// Specifies the output format of the exposed resources, defaults to "1"
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -590,10 +738,10 @@ pub enum ObjectStoreInstanceSidecarConfigurationLogLevel {
 pub struct ObjectStoreInstanceSidecarConfigurationResources {
     /// Claims lists the names of resources, defined in spec.resourceClaims,
     /// that are used by this container.
-    /// 
+    ///
     /// This field depends on the
     /// DynamicResourceAllocation feature gate.
-    /// 
+    ///
     /// This field is immutable. It can only be set for containers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claims: Option<Vec<ObjectStoreInstanceSidecarConfigurationResourcesClaims>>,
@@ -629,7 +777,11 @@ pub struct ObjectStoreInstanceSidecarConfigurationResourcesClaims {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ObjectStoreStatus {
     /// ServerRecoveryWindow maps each server to its recovery window
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "serverRecoveryWindow")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "serverRecoveryWindow"
+    )]
     pub server_recovery_window: Option<BTreeMap<String, ObjectStoreStatusServerRecoveryWindow>>,
 }
 
@@ -639,13 +791,24 @@ pub struct ObjectStoreStatusServerRecoveryWindow {
     /// The first recoverability point in a PostgreSQL server refers to
     /// the earliest point in time to which the database can be
     /// restored.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "firstRecoverabilityPoint")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "firstRecoverabilityPoint"
+    )]
     pub first_recoverability_point: Option<String>,
     /// The last failed backup time
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "lastFailedBackupTime")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "lastFailedBackupTime"
+    )]
     pub last_failed_backup_time: Option<String>,
     /// The last successful backup time
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "lastSuccessfulBackupTime")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "lastSuccessfulBackupTime"
+    )]
     pub last_successful_backup_time: Option<String>,
 }
-

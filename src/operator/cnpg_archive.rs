@@ -87,10 +87,7 @@ pub fn resolve_archive(
     if backup.and_then(|b| b.enabled) == Some(false) {
         return Err(NoArchive::Disabled);
     }
-    let (repository, field) = match (
-        backup.and_then(|b| b.repository.as_ref()),
-        fallback,
-    ) {
+    let (repository, field) = match (backup.and_then(|b| b.repository.as_ref()), fallback) {
         (Some(r), _) => (r, "spec.cnpg.backup.repository".to_string()),
         (None, Some((r, field))) => (r, field.to_string()),
         (None, None) => return Err(NoArchive::NoRepository),

@@ -169,13 +169,14 @@ pub fn build_cnpg_children(db: &Dhis2Database, plan: &ClusterPlan) -> CnpgChildr
         .and_then(|l| l.get("memory"))
         .and_then(|q| memory_bytes(&q.0))
         .unwrap_or(4 * 1024 * 1024 * 1024);
-    let as_int_or_string = |m: Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
-        m.map(|m| {
-            m.into_iter()
-                .map(|(k, q)| (k, IntOrString::String(q.0)))
-                .collect()
-        })
-    };
+    let as_int_or_string =
+        |m: Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+            m.map(|m| {
+                m.into_iter()
+                    .map(|(k, q)| (k, IntOrString::String(q.0)))
+                    .collect()
+            })
+        };
     let bootstrap = match &plan.recovery {
         None => ClusterBootstrap {
             initdb: Some(ClusterBootstrapInitdb {

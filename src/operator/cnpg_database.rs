@@ -40,7 +40,10 @@ async fn serves(ctx: &Context, api_version: &str, plural: &str) -> Result<bool> 
     match ctx.client.list_api_group_resources(api_version).await {
         Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-        Err(e) => Err(Error::kube(format!("asking whether {api_version} is served"), e)),
+        Err(e) => Err(Error::kube(
+            format!("asking whether {api_version} is served"),
+            e,
+        )),
     }
 }
 
@@ -102,7 +105,12 @@ pub async fn apply_cnpg(
             .backup
             .as_ref()
             .and_then(|b| b.repository.as_ref())
-            .map(|r| (r, format!("spec.backup.repository of Dhis2Instance {}", i.name_any())))
+            .map(|r| {
+                (
+                    r,
+                    format!("spec.backup.repository of Dhis2Instance {}", i.name_any()),
+                )
+            })
     });
     let instance_repository = instance_repository.as_ref().map(|(r, f)| (*r, f.as_str()));
     let mut problem = None;
@@ -158,7 +166,10 @@ pub async fn apply_cnpg(
         recovery: recovery_archive.as_ref().map(|(source, a)| RecoveryPlan {
             source_cluster: source,
             source_archive: a,
-            target_time: spec.recovery.as_ref().and_then(|r| r.target_time.as_deref()),
+            target_time: spec
+                .recovery
+                .as_ref()
+                .and_then(|r| r.target_time.as_deref()),
         }),
     };
     let children = build_cnpg_children(db, &plan);
@@ -184,8 +195,13 @@ pub async fn apply_cnpg(
                 apply_owned(&scheduled, "ScheduledBackup", s, &parent).await?;
             }
             None => {
-                delete_ours(&scheduled, "ScheduledBackup", &scheduled_backup_name(&name), &parent)
-                    .await?;
+                delete_ours(
+                    &scheduled,
+                    "ScheduledBackup",
+                    &scheduled_backup_name(&name),
+                    &parent,
+                )
+                .await?;
             }
         }
         if plugin {

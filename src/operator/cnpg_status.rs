@@ -145,7 +145,11 @@ mod tests {
         let h = cnpg_health("hmis-db", 3, true, Some(&s));
         assert!(h.ready);
         assert_eq!(h.problem, None);
-        assert!(h.message.contains("3/3 instances ready, primary hmis-db-1"), "{}", h.message);
+        assert!(
+            h.message.contains("3/3 instances ready, primary hmis-db-1"),
+            "{}",
+            h.message
+        );
         let summary = cnpg_status_summary("hmis-db", Some(&s));
         assert_eq!(summary.ready_instances, Some(3));
         assert_eq!(summary.current_primary.as_deref(), Some("hmis-db-1"));
@@ -157,7 +161,9 @@ mod tests {
         let h = cnpg_health("hmis-db", 3, false, None);
         assert!(!h.ready);
         assert_eq!(h.reason, "WaitingForCnpg");
-        let s = status(serde_json::json!({"phase": "Setting up primary", "instances": 3, "readyInstances": 0}));
+        let s = status(
+            serde_json::json!({"phase": "Setting up primary", "instances": 3, "readyInstances": 0}),
+        );
         let h = cnpg_health("hmis-db", 3, false, Some(&s));
         assert!(!h.ready);
         assert_eq!(h.reason, "CnpgStarting");
@@ -173,7 +179,11 @@ mod tests {
         let h = cnpg_health("hmis-db", 3, false, Some(&s));
         assert!(!h.ready);
         assert_eq!(h.reason, "CnpgSwitchingPrimary");
-        assert!(h.message.contains("from hmis-db-1 to hmis-db-2"), "{}", h.message);
+        assert!(
+            h.message.contains("from hmis-db-1 to hmis-db-2"),
+            "{}",
+            h.message
+        );
     }
 
     #[test]
@@ -220,6 +230,9 @@ mod tests {
         assert!(!h.ready);
         let (reason, message) = h.problem.expect("stuck");
         assert_eq!(reason, "CnpgClusterStuck");
-        assert!(message.contains("barman-cloud.cloudnative-pg.io not found"), "{message}");
+        assert!(
+            message.contains("barman-cloud.cloudnative-pg.io not found"),
+            "{message}"
+        );
     }
 }

@@ -18,12 +18,12 @@ use crate::crd::common::DeletionPolicy;
 use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database, Dhis2DatabaseStatus};
 
 use super::apply::{Ownership, Parent, apply_owned, ownership};
+use super::cnpg_database::apply_cnpg;
 use super::conditions::merge_conditions;
 use super::context::Context;
 use super::credentials::{
     CredentialsPlan, SecretFound, credentials_missing_message, credentials_plan,
 };
-use super::cnpg_database::apply_cnpg;
 use super::database_build::{APP, build_database_children};
 use super::database_connection::database_target;
 use super::dhis_conf::DatabaseConnection;

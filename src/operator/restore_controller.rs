@@ -21,9 +21,9 @@ use crate::crd::dhis2_instance::Dhis2Instance;
 use crate::crd::dhis2_restore::{Dhis2Restore, Dhis2RestoreStatus};
 
 use super::analytics::{dhis2_base_url, request_analytics};
+use super::cnpg_archive::archive_destination;
 use super::conditions::is_true;
 use super::context::Context;
-use super::cnpg_archive::archive_destination;
 use super::database_connection::{connection_secret_name, instance_database_name};
 use super::database_controller::connection_from_secret;
 use super::dhis_conf::DatabaseConnection;
@@ -31,8 +31,7 @@ use super::error::{Error, Result};
 use super::instance_build::APP as DHIS2_APP;
 use super::job_outcome::{JobOutcome, job_outcome};
 use super::labels::{
-    FINALIZER, RESTORE_IN_PROGRESS_ANNOTATION, dedicated_database_name,
-    file_store_claim_name,
+    FINALIZER, RESTORE_IN_PROGRESS_ANNOTATION, dedicated_database_name, file_store_claim_name,
 };
 use super::restore_job::{RestoreJobPlan, build_restore_job, restore_job_name};
 use super::restore_point_in_time::{
@@ -336,8 +335,7 @@ async fn start(
         );
         (None, location, what)
     } else {
-        let source = match resolve_source(&spec.source, backup.as_ref(), source_instance.as_ref())
-        {
+        let source = match resolve_source(&spec.source, backup.as_ref(), source_instance.as_ref()) {
             Ok(s) => s,
             Err(SourceProblem::Blocked(why)) => return pending(restore, ctx, ns, why, None).await,
             Err(SourceProblem::Unusable(why)) => {
@@ -1117,7 +1115,11 @@ async fn recovery_facts(
     let ready = match &db {
         None => Err(format!("Dhis2Database {database} does not exist yet")),
         Some(db) => {
-            let conditions = db.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+            let conditions = db
+                .status
+                .as_ref()
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default();
             if is_true(conditions, "Ready") {
                 Ok(())
             } else {
@@ -1161,10 +1163,16 @@ async fn create_recovery_database(
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
     };
-    let Some(source_db) = source_db else {
+    let (Some(source_db), Some(source_instance)) = (source_db, source_instance) else {
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
-    let db = recovery_database(&restore.name_any(), ns, &source_db, &point);
+    let db = recovery_database(
+        &restore.name_any(),
+        ns,
+        &source_db,
+        source_instance.spec.environment,
+        &point,
+    );
     let name = db.name_any();
     match ctx
         .api::<Dhis2Database>(ns)
@@ -1230,7 +1238,12 @@ async fn switch_database(
             .await;
         }
         Err(e) if is_conflict(&e) => {}
-        Err(e) => return Err(Error::kube(format!("pointing Dhis2Instance {name} at {recovered}"), e)),
+        Err(e) => {
+            return Err(Error::kube(
+                format!("pointing Dhis2Instance {name} at {recovered}"),
+                e,
+            ));
+        }
     }
     Ok(Action::requeue(Duration::from_secs(1)))
 }

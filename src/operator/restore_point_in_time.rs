@@ -8,10 +8,9 @@ use chrono::{DateTime, FixedOffset, Utc};
 use crate::crd::backup_common::RepositorySpec;
 use crate::crd::common::DeletionPolicy;
 use crate::crd::dhis2_database::{
-    CnpgBackupSpec, CnpgRecoverySpec, CnpgSpec, DatabaseProvider, Dhis2Database,
-    Dhis2DatabaseSpec,
+    CnpgBackupSpec, CnpgRecoverySpec, CnpgSpec, DatabaseProvider, Dhis2Database, Dhis2DatabaseSpec,
 };
-use crate::crd::dhis2_instance::Dhis2Instance;
+use crate::crd::dhis2_instance::{Dhis2Instance, Environment};
 use crate::crd::dhis2_restore::Dhis2RestoreSpec;
 
 use super::cnpg_archive::{NoArchive, resolve_archive};
@@ -59,9 +58,8 @@ pub fn check_point_in_time(
             "Dhis2Instance {src} (spec.source.instance) does not exist: point-in-time recovery needs it to find its database"
         ));
     };
-    let database = source_database.ok_or_else(|| {
-        format!("the Dhis2Database of Dhis2Instance {src} does not exist")
-    })?;
+    let database = source_database
+        .ok_or_else(|| format!("the Dhis2Database of Dhis2Instance {src} does not exist"))?;
     let db_name = database.metadata.name.as_deref().unwrap_or_default();
     if database.spec.provider != DatabaseProvider::Cnpg {
         return Err(format!(
@@ -112,11 +110,14 @@ pub fn check_point_in_time(
 /// The new database: like the source (image, storage, resources, parameters, instances,
 /// schedule, retention), bootstrapped by CloudNativePG from the source's archive up to the
 /// moment, archiving to the same repository under its own name. Kept when deleted (Retain): it
-/// holds the recovered health data.
+/// holds the recovered health data. `source_environment`: the source instance's, which sets the
+/// instance count when the source's is not written down (the new database has no instance yet
+/// to take it from).
 pub fn recovery_database(
     restore_name: &str,
     namespace: &str,
     source: &Dhis2Database,
+    source_environment: Environment,
     point: &PointInTime,
 ) -> Dhis2Database {
     let source_name = source.metadata.name.clone().unwrap_or_default();
@@ -132,7 +133,13 @@ pub fn recovery_database(
             parameters: source.spec.parameters.clone(),
             external_secret_ref: None,
             cnpg: Some(CnpgSpec {
-                instances: source_cnpg.instances,
+                instances: source_cnpg.instances.or(Some(
+                    if source_environment == Environment::Production {
+                        3
+                    } else {
+                        1
+                    },
+                )),
                 backup: Some(CnpgBackupSpec {
                     enabled: None,
                     repository: Some(point.repository.clone()),
@@ -191,8 +198,7 @@ mod tests {
         "2026-12-07T05:00:00Z".parse().unwrap()
     }
 
-    const PITR: &str =
-        "source: {instance: hmis}\ntarget: {instance: hmis-1013}\npointInTime: '2026-12-07T10:13:00+07:00'\n";
+    const PITR: &str = "source: {instance: hmis}\ntarget: {instance: hmis-1013}\npointInTime: '2026-12-07T10:13:00+07:00'\n";
 
     #[test]
     fn a_cnpg_source_with_an_archive_gives_a_recovery_database_with_the_target_time() {
@@ -201,7 +207,7 @@ mod tests {
         );
         let point = check_point_in_time(&spec(PITR), Some(&hmis()), Some(&db), now()).unwrap();
         assert_eq!(point.target_time.to_rfc3339(), "2026-12-07T10:13:00+07:00");
-        let new = recovery_database("hmis-1013", "moh", &db, &point);
+        let new = recovery_database("hmis-1013", "moh", &db, Environment::Staging, &point);
         assert_eq!(new.metadata.name.as_deref(), Some("hmis-1013-db"));
         assert_eq!(new.spec.provider, DatabaseProvider::Cnpg);
         assert_eq!(new.spec.deletion_policy, DeletionPolicy::Retain);
@@ -219,6 +225,18 @@ mod tests {
         let backup = cnpg.backup.unwrap();
         assert_eq!(backup.retention.as_deref(), Some("60d"));
         assert_eq!(backup.repository, Some(repo));
+
+        // Without a count written down: as the source's environment would have it.
+        let no_count = cnpg_db("provider: cnpg\n");
+        let instances = |environment| {
+            recovery_database("r", "moh", &no_count, environment, &point)
+                .spec
+                .cnpg
+                .unwrap()
+                .instances
+        };
+        assert_eq!(instances(Environment::Production), Some(3));
+        assert_eq!(instances(Environment::Staging), Some(1));
     }
 
     #[test]
@@ -231,7 +249,10 @@ mod tests {
             "source: {instance: hmis}\ntarget: {instance: x}\npointInTime: 'yesterday 10:13'\n",
             &db,
         );
-        assert!(why.contains("spec.pointInTime 'yesterday 10:13' is not an RFC 3339"), "{why}");
+        assert!(
+            why.contains("spec.pointInTime 'yesterday 10:13' is not an RFC 3339"),
+            "{why}"
+        );
         let why = refuse(
             "source: {instance: hmis}\ntarget: {instance: x}\npointInTime: '2027-01-01T00:00:00Z'\n",
             &db,
@@ -241,11 +262,17 @@ mod tests {
             "source: {instance: hmis, backupId: latest}\ntarget: {instance: x}\npointInTime: '2026-12-07T01:00:00Z'\n",
             &db,
         );
-        assert!(why.contains("remove spec.source.backupRef/backupId"), "{why}");
+        assert!(
+            why.contains("remove spec.source.backupRef/backupId"),
+            "{why}"
+        );
         let why = refuse(PITR, &cnpg_db("provider: managed\n"));
         assert!(why.contains("provider: managed"), "{why}");
         assert!(why.contains("restore a logical backup"), "{why}");
-        let why = refuse(PITR, &cnpg_db("provider: cnpg\ncnpg: {backup: {enabled: false}}\n"));
+        let why = refuse(
+            PITR,
+            &cnpg_db("provider: cnpg\ncnpg: {backup: {enabled: false}}\n"),
+        );
         assert!(why.contains("WAL archiving turned off"), "{why}");
 
         let mut early = db.clone();
@@ -258,6 +285,9 @@ mod tests {
             ..Default::default()
         });
         let why = refuse(PITR, &early);
-        assert!(why.contains("before the first recoverability point"), "{why}");
+        assert!(
+            why.contains("before the first recoverability point"),
+            "{why}"
+        );
     }
 }

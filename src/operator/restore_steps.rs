@@ -800,10 +800,19 @@ mod tests {
             pitr(true, false, recovering),
             Step::Wait(m) if m.contains("recovering Dhis2Database refresh-db") && m.contains("Setting up primary")
         ));
-        assert_eq!(pitr(true, false, held(Some("refresh"))), Step::SwitchDatabase);
-        assert_eq!(pitr(true, true, held(Some("refresh"))), Step::RecoveryFinished);
+        assert_eq!(
+            pitr(true, false, held(Some("refresh"))),
+            Step::SwitchDatabase
+        );
+        assert_eq!(
+            pitr(true, true, held(Some("refresh"))),
+            Step::RecoveryFinished
+        );
         // Never while someone else holds the target.
-        assert!(matches!(pitr(false, false, held(Some("other"))), Step::Wait(_)));
+        assert!(matches!(
+            pitr(false, false, held(Some("other"))),
+            Step::Wait(_)
+        ));
     }
 
     #[test]

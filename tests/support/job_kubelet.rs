@@ -178,6 +178,18 @@ impl JobKubelet {
         self.shared.hosts.lock().unwrap().get(name).cloned()
     }
 
+    /// `map_host` for another task (the CloudNativePG harness maps the Services it makes).
+    pub fn host_mapper(&self) -> Arc<dyn Fn(&str, &str) + Send + Sync> {
+        let shared = self.shared.clone();
+        Arc::new(move |name: &str, target: &str| {
+            shared
+                .hosts
+                .lock()
+                .unwrap()
+                .insert(name.to_string(), target.to_string());
+        })
+    }
+
     /// From now on, `name` in args and env values means `target` (`host:port` or `host`).
     pub fn map_host(&self, name: &str, target: &str) {
         self.shared

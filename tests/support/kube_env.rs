@@ -361,6 +361,11 @@ impl Operator {
         }
     }
 
+    /// The process has not exited (no crash, no crash loop).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGKILL, as a crash or an evicted pod would.
     pub async fn kill(&mut self) {
         let _ = self.child.start_kill();

@@ -5,6 +5,7 @@
 
 pub mod age_keys;
 pub mod cluster_objects;
+pub mod cnpg;
 pub mod drill_server;
 pub mod job_kubelet;
 pub mod kube_env;
@@ -23,6 +24,7 @@ use tokio_postgres::NoTls;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+#[derive(Clone)]
 pub struct Env {
     pub pg_url: String,
     pub s3_endpoint: String,

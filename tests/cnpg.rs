@@ -498,6 +498,57 @@ async fn logical_backups_and_drills_work_against_a_cnpg_database_as_against_any_
     assert_eq!(s.phase, Some(RunPhase::Completed), "{s:?}");
     assert_eq!(s.passed, Some(true), "{s:?}");
     assert_eq!(s.backup_id.as_deref(), Some(id.as_str()));
+
+    // A restore over the instance: the Job logs in as CloudNativePG's superuser (the app role
+    // may not create or rename databases) and DHIS2's role still owns everything after.
+    let admin = w.env.client(&fake.database).await;
+    admin
+        .batch_execute("DELETE FROM datavalue WHERE ctid IN (SELECT ctid FROM datavalue LIMIT 5)")
+        .await
+        .unwrap();
+    drop(admin);
+    let out = support::dhis2ctl(&[
+        "restore",
+        "hmis-now",
+        "--from",
+        "hmis",
+        "--to",
+        "hmis",
+        "--confirm-overwrite",
+        "hmis",
+        "--wait",
+        "-n",
+        &w.ns,
+    ])
+    .await;
+    support::assert_success(&out, "restore over the cnpg database");
+    assert_eq!(count(&w.env, &fake.database, "datavalue").await, rows);
+    let admin = w.env.client("postgres").await;
+    let owners = admin
+        .query_one(
+            "SELECT (SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1)",
+            &[&fake.database],
+        )
+        .await
+        .unwrap();
+    assert_eq!(owners.get::<_, String>(0), fake.role);
+    let db = w.env.client(&fake.database).await;
+    let table_owner: String = db
+        .query_one(
+            "SELECT tableowner::text FROM pg_tables WHERE tablename = 'datavalue'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(table_owner, fake.role);
+    let restore_job = w
+        .jobs
+        .runs()
+        .into_iter()
+        .find(|r| r.args.iter().any(|a| a == "restore"))
+        .expect("a restore Job ran");
+    assert!(!restore_job.output.contains(&fake.password));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,6 +564,36 @@ async fn a_point_in_time_restore_recovers_a_new_cluster_to_the_moment_and_moves_
     w.instance_ready("hmis").await;
     let source = w.cnpg.cluster("hmis-db").unwrap();
     let rows = count(&w.env, &source.database, "datavalue").await;
+
+    // The CLI refuses a time it cannot read, naming the flag, and creates nothing.
+    let out = support::dhis2ctl(&[
+        "restore",
+        "--from",
+        "hmis",
+        "--to",
+        "hmis",
+        "--point-in-time",
+        "10:13 yesterday",
+        "--confirm-overwrite",
+        "hmis",
+        "--approved-by",
+        "Dr. Sok",
+        "-n",
+        &w.ns,
+    ])
+    .await;
+    support::assert_clear_failure(
+        &out,
+        "--point-in-time '10:13 yesterday' is not an RFC 3339 time",
+    );
+    assert!(
+        w.api::<Dhis2Restore>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 
     // Data was entered wrongly at 10:14 (Phnom Penh); the ministry wants it as at 10:13.
     let moment = (chrono::Utc::now() - chrono::Duration::minutes(10))

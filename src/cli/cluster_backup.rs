@@ -42,10 +42,21 @@ pub struct CreateBackupArgs {
     pub verify: bool,
 }
 
+use crate::operator::restore_point_in_time::MAX_RECOVERY_RESTORE_NAME;
+
 #[derive(Debug, Args)]
 pub struct ClusterRestoreArgs {
-    /// A Dhis2Backup's name, a backup id, or `latest`.
-    pub backup: String,
+    /// A Dhis2Backup's name, a backup id, or `latest` (not with --point-in-time).
+    #[arg(
+        required_unless_present = "point_in_time",
+        conflicts_with = "point_in_time"
+    )]
+    pub backup: Option<String>,
+    /// Instead of a backup: the database as it was at this moment, e.g.
+    /// 2026-12-07T10:13:00+07:00 (a cnpg database with WAL archiving; CloudNativePG replays its
+    /// archive into a new database, the instance is moved to it, the old one is kept).
+    #[arg(long, value_name = "RFC3339")]
+    pub point_in_time: Option<String>,
     /// The instance the backup was made of.
     #[arg(long = "from", value_name = "INSTANCE")]
     pub from: String,
@@ -74,10 +85,15 @@ pub struct ClusterRestoreArgs {
 /// `<instance>-<what>-<UTC time>-`: the apiserver completes it with 5 random characters
 /// (`generateName`), so names stay readable and sortable and two requests in one second differ.
 fn name_prefix(instance: &str, what: &str) -> String {
+    name_prefix_within(instance, what, 63)
+}
+
+/// [`name_prefix`] for names of at most `max` characters.
+fn name_prefix_within(instance: &str, what: &str, max: usize) -> String {
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
     let mut base = format!("{instance}-{what}");
-    // 63 characters at most: the base, '-', 14 digits, '-' and the apiserver's 5.
-    base.truncate(63 - 21);
+    // The base, '-', 14 digits, '-' and the apiserver's 5.
+    base.truncate(max - 21);
     format!("{}-{stamp}-", base.trim_end_matches('-'))
 }
 
@@ -313,14 +329,24 @@ pub async fn restore(
         .get_opt(&args.to)
         .await
         .map_err(api_error)?;
+    if let Some(time) = &args.point_in_time
+        && chrono::DateTime::parse_from_rfc3339(time).is_err()
+    {
+        return Err(ClusterError::Refused(format!(
+            "--point-in-time '{time}' is not an RFC 3339 time: write it like 2026-12-07T10:13:00+07:00"
+        )));
+    }
     // A Dhis2Backup of that name is meant; otherwise an id (or `latest`) in the repository.
-    let named_backup = Api::<Dhis2Backup>::namespaced(client.clone(), &ns)
-        .get_opt(&args.backup)
-        .await
-        .map_err(api_error)?;
-    let (backup_ref, backup_id) = match named_backup {
-        Some(b) => (Some(b.name_any()), None),
-        None => (None, Some(args.backup.clone())),
+    let (backup_ref, backup_id) = match &args.backup {
+        None => (None, None),
+        Some(backup) => match Api::<Dhis2Backup>::namespaced(client.clone(), &ns)
+            .get_opt(backup)
+            .await
+            .map_err(api_error)?
+        {
+            Some(b) => (Some(b.name_any()), None),
+            None => (None, Some(backup.clone())),
+        },
     };
     let api: Api<Dhis2Restore> = Api::namespaced(client, &ns);
     let mut restore = Dhis2Restore::new(
@@ -343,7 +369,7 @@ pub async fn restore(
             approved_by: args.approved_by.clone(),
             regenerate_analytics: !args.no_analytics,
             include_file_store: true,
-            point_in_time: None,
+            point_in_time: args.point_in_time.clone(),
             deadline_seconds: crate::crd::backup_common::DEFAULT_DEADLINE_SECONDS,
         },
     );
@@ -369,6 +395,9 @@ pub async fn restore(
         if let Some(m) = st.failure_reason.or(st.message) {
             line.push_str(&format!(" — {m}"));
         }
+        if let Some(r) = &st.recovery_database {
+            line.push_str(&format!("\n  recovered into Dhis2Database {r}"));
+        }
         if let Some(r) = &st.replaced_database {
             line.push_str(&format!("\n  previous database kept as {r}"));
         }
@@ -379,7 +408,14 @@ pub async fn restore(
     };
     let finished = create_and_follow(
         &api,
-        generate_name(restore, name_prefix(&args.to, "restore")),
+        generate_name(
+            restore,
+            match args.point_in_time {
+                // Its new database is `<restore>-db`; CloudNativePG's Services add `-rw`.
+                Some(_) => name_prefix_within(&args.to, "pitr", MAX_RECOVERY_RESTORE_NAME),
+                None => name_prefix(&args.to, "restore"),
+            },
+        ),
         output,
         args.wait,
         describe,

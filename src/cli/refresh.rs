@@ -72,7 +72,8 @@ pub async fn refresh(args: RefreshArgs, output: OutputFormat) -> Result<ExitCode
     }
     restore(
         ClusterRestoreArgs {
-            backup: args.backup,
+            backup: Some(args.backup),
+            point_in_time: None,
             from: args.from,
             to: args.instance.clone(),
             database: None,

@@ -143,6 +143,10 @@ pub struct Dhis2DatabaseStatus {
     /// `Ready`, `Progressing`, `Degraded`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// The provider the database was first Ready with: a later `spec.provider` is refused (the
+    /// data stays on the server it is on; the operator never points DHIS2 at an empty one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<DatabaseProvider>,
     /// PostgreSQL version the server reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,

@@ -66,6 +66,13 @@ pub fn app_secret_name(cluster: &str) -> String {
     format!("{cluster}-app")
 }
 
+/// CloudNativePG's Secret with the `postgres` superuser's credentials (with
+/// `enableSuperuserAccess`): only our restore Jobs use it, because an atomic restore creates and
+/// renames databases and creates PostGIS, which DHIS2's own role may not.
+pub fn superuser_secret_name(cluster: &str) -> String {
+    format!("{cluster}-superuser")
+}
+
 /// The Service that always leads to the primary.
 pub fn read_write_service_name(cluster: &str) -> String {
     format!("{cluster}-rw")
@@ -278,6 +285,8 @@ pub fn build_cnpg_children(db: &Dhis2Database, plan: &ClusterPlan) -> CnpgChildr
                 ..Default::default()
             }),
             bootstrap: Some(bootstrap),
+            // For our restore Jobs alone (see superuser_secret_name); DHIS2 uses the app role.
+            enable_superuser_access: Some(true),
             external_clusters,
             storage: Some(ClusterStorage {
                 size: Some(

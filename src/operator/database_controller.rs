@@ -33,7 +33,7 @@ use super::labels::{
 };
 use super::status::{DatabaseObservation, database_phase_and_conditions};
 use super::storage::{StoragePlan, VolumeShape, expansion_refused_message, storage_plan};
-use super::validate::validate_database;
+use super::validate::{provider_change, validate_database};
 
 pub const KIND: &str = "Dhis2Database";
 
@@ -122,9 +122,20 @@ async fn apply(db: &Dhis2Database, ctx: &Context, ns: &str) -> Result<Action> {
     let name = db.name_any();
     let generation = db.metadata.generation;
     let old = db.status.clone().unwrap_or_default();
+    let ready_with = old.provider.or_else(|| {
+        // Ready before status.provider existed (managed and external only): its Secret says which.
+        status_was_ready(db).then(|| {
+            if old.credentials_secret.as_deref() == Some(credentials_secret_name(&name).as_str()) {
+                DatabaseProvider::Managed
+            } else {
+                DatabaseProvider::External
+            }
+        })
+    });
     let problems: Vec<String> = validate_database(&db.spec)
-        .iter()
-        .map(ToString::to_string)
+        .into_iter()
+        .chain(provider_change(&db.spec, ready_with))
+        .map(|p| p.to_string())
         .collect();
     let mut status = Dhis2DatabaseStatus {
         observed_generation: generation,
@@ -160,6 +171,11 @@ async fn apply(db: &Dhis2Database, ctx: &Context, ns: &str) -> Result<Action> {
         }
     }
     let ready = outcome.ready;
+    status.provider = if ready && problems.is_empty() {
+        Some(db.spec.provider)
+    } else {
+        ready_with
+    };
     let (phase, conditions) = database_phase_and_conditions(&DatabaseObservation {
         generation,
         ready: outcome.ready,

@@ -16,12 +16,13 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::crd::dhis2_backup::Dhis2Backup;
-use crate::crd::dhis2_database::Dhis2Database;
+use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database};
 use crate::crd::dhis2_instance::Dhis2Instance;
 use crate::crd::dhis2_restore::{Dhis2Restore, Dhis2RestoreStatus};
 
 use super::analytics::{dhis2_base_url, request_analytics};
 use super::cnpg_archive::archive_destination;
+use super::cnpg_build::superuser_secret_name;
 use super::conditions::is_true;
 use super::context::Context;
 use super::database_connection::{connection_secret_name, instance_database_name};
@@ -314,6 +315,7 @@ async fn start(
     let (backup_id, location, what) = if spec.point_in_time.is_some() {
         let source_db = source_database(ctx, ns, source_instance.as_ref()).await?;
         let point = match check_point_in_time(
+            &restore.name_any(),
             spec,
             source_instance.as_ref(),
             source_db.as_ref(),
@@ -548,7 +550,7 @@ async fn target_facts(
     ns: &str,
     target: &Dhis2Instance,
     phase: Phase,
-) -> Result<(TargetFacts, Option<(DatabaseConnection, String)>)> {
+) -> Result<(TargetFacts, Option<TargetDatabase>)> {
     let name = target.name_any();
     let deployment = ctx
         .api::<Deployment>(ns)
@@ -625,12 +627,21 @@ async fn target_facts(
     ))
 }
 
+/// How the restore Job logs in to the target's database, and who owns what it restores.
+pub struct TargetDatabase {
+    pub connection: DatabaseConnection,
+    /// The Secret holding the login's password (key `password`).
+    pub password_secret: String,
+    /// The role DHIS2 connects as: everything restored is its (the login may be another).
+    pub owner: String,
+}
+
 /// The target's database connection and the Secret with its password, or why not yet.
 async fn target_database(
     ctx: &Context,
     ns: &str,
     target: &Dhis2Instance,
-) -> Result<std::result::Result<(DatabaseConnection, String), String>> {
+) -> Result<std::result::Result<TargetDatabase, String>> {
     let db_name = target
         .spec
         .database_ref
@@ -657,13 +668,49 @@ async fn target_database(
         .get_opt(&secret_name)
         .await
         .map_err(|e| Error::kube(format!("reading Secret {secret_name}"), e))?;
-    Ok(secret
-        .as_ref()
-        .and_then(connection_from_secret)
-        .map(|c| (c, secret_name.clone()))
-        .ok_or_else(|| {
-            format!("Secret {secret_name} with the database credentials is missing or incomplete")
-        }))
+    let Some(connection) = secret.as_ref().and_then(connection_from_secret) else {
+        return Ok(Err(format!(
+            "Secret {secret_name} with the database credentials is missing or incomplete"
+        )));
+    };
+    let owner = connection.username.clone();
+    if db.spec.provider != DatabaseProvider::Cnpg {
+        return Ok(Ok(TargetDatabase {
+            connection,
+            password_secret: secret_name,
+            owner,
+        }));
+    }
+    // CloudNativePG's application role cannot create or rename databases: the restore logs in
+    // as its superuser, and the restored objects belong to the database's owner as before.
+    let superuser = superuser_secret_name(&db_name);
+    let secret = ctx
+        .api::<Secret>(ns)
+        .get_opt(&superuser)
+        .await
+        .map_err(|e| Error::kube(format!("reading Secret {superuser}"), e))?;
+    let login = |key: &str| {
+        secret
+            .as_ref()?
+            .data
+            .as_ref()?
+            .get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    match (login("username"), login("password")) {
+        (Some(username), Some(password)) => Ok(Ok(TargetDatabase {
+            connection: DatabaseConnection {
+                username,
+                password,
+                ..connection
+            },
+            password_secret: superuser,
+            owner,
+        })),
+        _ => Ok(Err(format!(
+            "waiting for CloudNativePG's superuser Secret {superuser} (the Cluster has enableSuperuserAccess: true)"
+        ))),
+    }
 }
 
 async fn read_job(ctx: &Context, ns: &str, job_name: &str) -> Result<JobOutcome> {
@@ -862,7 +909,7 @@ async fn start_job(
     ctx: &Context,
     ns: &str,
     target: &Dhis2Instance,
-    (database, password_secret): (DatabaseConnection, String),
+    target_database: TargetDatabase,
     status: &Dhis2RestoreStatus,
 ) -> Result<Action> {
     let (source_instance, backup) = read_source(restore, ctx, ns).await?;
@@ -897,8 +944,9 @@ async fn start_job(
         owner: restore.controller_owner_ref(&()),
         target: &target_name,
         source: &source,
-        database: &database,
-        password_secret: &password_secret,
+        database: &target_database.connection,
+        password_secret: &target_database.password_secret,
+        restored_owner: &target_database.owner,
         overwrite: !status.target_created.unwrap_or(false),
         file_store_claim,
         deadline_seconds: restore.spec.deadline_seconds,
@@ -1152,6 +1200,7 @@ async fn create_recovery_database(
     let (source_instance, _) = read_source(restore, ctx, ns).await?;
     let source_db = source_database(ctx, ns, source_instance.as_ref()).await?;
     let point = match check_point_in_time(
+        &restore.name_any(),
         &restore.spec,
         source_instance.as_ref(),
         source_db.as_ref(),

@@ -31,6 +31,9 @@ pub struct RestoreJobPlan<'a> {
     pub database: &'a DatabaseConnection,
     /// The Secret holding the database password (key `password`).
     pub password_secret: &'a str,
+    /// The role DHIS2 connects as, which owns everything restored (the login in `database` may
+    /// be another: CloudNativePG's superuser).
+    pub restored_owner: &'a str,
     /// An existing, confirmed target: its database and files are replaced (and kept aside).
     pub overwrite: bool,
     /// The file store claim to restore into.
@@ -60,7 +63,7 @@ pub fn build_restore_job(plan: &RestoreJobPlan) -> Option<Job> {
         &source.instance,
         &source.backup_id,
         "--owner",
-        &plan.database.username,
+        plan.restored_owner,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -140,12 +143,13 @@ mod tests {
         }
     }
 
+    /// Logged in as a superuser (as on CloudNativePG); DHIS2's role `dhis` owns what is restored.
     fn database() -> DatabaseConnection {
         DatabaseConnection {
             host: "staging-pg.moh.svc".into(),
             port: "5432".into(),
             database: "dhis2".into(),
-            username: "dhis".into(),
+            username: "postgres".into(),
             password: "s3cret-password".into(),
         }
     }
@@ -160,6 +164,7 @@ mod tests {
             source: &source,
             database: &database,
             password_secret: "staging-pg",
+            restored_owner: "dhis",
             overwrite,
             file_store_claim: claim.map(str::to_string),
             deadline_seconds: 3600,
@@ -216,7 +221,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             url.value.as_deref(),
-            Some("postgresql://dhis@staging-pg.moh.svc:5432/dhis2")
+            Some("postgresql://postgres@staging-pg.moh.svc:5432/dhis2")
         );
         let password = env.iter().find(|e| e.name == "PGPASSWORD").unwrap();
         let from = password

@@ -15,6 +15,10 @@ use crate::crd::dhis2_restore::Dhis2RestoreSpec;
 
 use super::cnpg_archive::{NoArchive, resolve_archive};
 
+/// The longest name of a point-in-time `Dhis2Restore`: its database `<name>-db` becomes a
+/// CloudNativePG cluster whose Services (`<cluster>-rw`, `-ro`, `-r`) must be DNS labels.
+pub const MAX_RECOVERY_RESTORE_NAME: usize = 63 - "-db".len() - "-rw".len();
+
 /// The cnpg `Dhis2Database` a point-in-time restore creates.
 pub fn recovery_database_name(restore: &str) -> String {
     format!("{restore}-db")
@@ -30,6 +34,7 @@ pub struct PointInTime {
 }
 
 pub fn check_point_in_time(
+    restore_name: &str,
     spec: &Dhis2RestoreSpec,
     source_instance: Option<&Dhis2Instance>,
     source_database: Option<&Dhis2Database>,
@@ -41,6 +46,12 @@ pub fn check_point_in_time(
     let target_time = DateTime::parse_from_rfc3339(time).map_err(|_| {
         format!("spec.pointInTime '{time}' is not an RFC 3339 time: write it like 2026-12-07T10:13:00+07:00")
     })?;
+    if restore_name.len() > MAX_RECOVERY_RESTORE_NAME {
+        return Err(format!(
+            "metadata.name '{restore_name}' is {} characters: a point-in-time restore names its new database <name>-db, whose CloudNativePG Services must be DNS labels; use at most {MAX_RECOVERY_RESTORE_NAME}",
+            restore_name.len()
+        ));
+    }
     if spec.source.backup_ref.is_some() || spec.source.backup_id.is_some() {
         return Err(
             "spec.pointInTime replays the WAL archive, it restores no backup: remove spec.source.backupRef/backupId, or remove spec.pointInTime to restore that backup".into(),
@@ -205,7 +216,8 @@ mod tests {
         let db = cnpg_db(
             "provider: cnpg\nstorage: {size: 200Gi}\ncnpg: {instances: 3, backup: {retention: 60d}}\n",
         );
-        let point = check_point_in_time(&spec(PITR), Some(&hmis()), Some(&db), now()).unwrap();
+        let point =
+            check_point_in_time("hmis-1013", &spec(PITR), Some(&hmis()), Some(&db), now()).unwrap();
         assert_eq!(point.target_time.to_rfc3339(), "2026-12-07T10:13:00+07:00");
         let new = recovery_database("hmis-1013", "moh", &db, Environment::Staging, &point);
         assert_eq!(new.metadata.name.as_deref(), Some("hmis-1013-db"));
@@ -243,7 +255,7 @@ mod tests {
     fn refusals_name_the_field_and_the_way_out() {
         let db = cnpg_db("provider: cnpg\n");
         let refuse = |yaml: &str, db: &Dhis2Database| {
-            check_point_in_time(&spec(yaml), Some(&hmis()), Some(db), now()).unwrap_err()
+            check_point_in_time("r", &spec(yaml), Some(&hmis()), Some(db), now()).unwrap_err()
         };
         let why = refuse(
             "source: {instance: hmis}\ntarget: {instance: x}\npointInTime: 'yesterday 10:13'\n",

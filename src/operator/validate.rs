@@ -92,6 +92,30 @@ pub fn validate_instance(spec: &Dhis2InstanceSpec) -> Vec<Problem> {
     problems
 }
 
+/// A database that was Ready with one provider keeps it: its data lives on that server, and
+/// another provider would hand DHIS2 an empty database.
+pub fn provider_change(
+    spec: &Dhis2DatabaseSpec,
+    ready_with: Option<DatabaseProvider>,
+) -> Option<Problem> {
+    let name = |p: DatabaseProvider| {
+        serde_json::to_value(p)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let was = ready_with.filter(|was| *was != spec.provider)?;
+    Some(Problem {
+        field: "spec.provider",
+        message: format!(
+            "the data of this database is on its {} server, which spec.provider: {} would leave behind (DHIS2 would start on an empty database): set spec.provider: {} again; to move, restore a backup into a new Dhis2Database with the new provider and point the instance's spec.databaseRef at it",
+            name(was),
+            name(spec.provider),
+            name(was)
+        ),
+    })
+}
+
 pub fn validate_database(spec: &Dhis2DatabaseSpec) -> Vec<Problem> {
     let mut problems = Vec::new();
     if spec.provider == DatabaseProvider::External && spec.external_secret_ref.is_none() {
@@ -135,6 +159,21 @@ mod tests {
 
     fn instance(yaml: &str) -> Dhis2InstanceSpec {
         serde_saphyr::from_str(yaml).expect("fixture")
+    }
+
+    #[test]
+    fn a_database_keeps_the_provider_it_was_ready_with() {
+        let spec: Dhis2DatabaseSpec = serde_saphyr::from_str("provider: cnpg\n").unwrap();
+        assert_eq!(provider_change(&spec, None), None);
+        assert_eq!(provider_change(&spec, Some(DatabaseProvider::Cnpg)), None);
+        let refused = provider_change(&spec, Some(DatabaseProvider::Managed)).unwrap();
+        assert_eq!(refused.field, "spec.provider");
+        assert!(
+            refused.message.contains("on its managed server")
+                && refused.message.contains("set spec.provider: managed again"),
+            "{}",
+            refused.message
+        );
     }
 
     #[test]

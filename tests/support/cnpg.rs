@@ -11,8 +11,9 @@
 //!   moment: the test checks the recovery target the operator asked for), logged in to by the
 //!   source's role, as in a real recovery, where the roles come with the data;
 //! - the `-rw` Service, the `<cluster>-app` Secret (`username`, `password`, `host` = the `-rw`
-//!   Service, `port`, `dbname`, `uri`, `jdbc-uri`), the `-rw` name mapped to the local
-//!   PostgreSQL for the engine's Jobs, and a healthy `status`.
+//!   Service, `port`, `dbname`, `uri`, `jdbc-uri`), with `enableSuperuserAccess` the
+//!   `<cluster>-superuser` Secret (the local server's superuser, as `postgres` is CloudNativePG's),
+//!   the `-rw` name mapped to the local PostgreSQL for the engine's Jobs, and a healthy `status`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::Env;
+use super::job_kubelet::HostMapper;
 
 const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/cnpg");
 pub const HEALTHY: &str = "Cluster in healthy state";
@@ -127,8 +129,6 @@ pub struct FakeCnpg {
     pub seed: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
-
-type HostMapper = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 impl FakeCnpg {
     pub fn start(env: Env, client: Client, namespace: &str, map_host: HostMapper) -> Self {
@@ -303,6 +303,20 @@ async fn publish(
         .unwrap()
         .0
         .to_string();
+    if cluster.spec.enable_superuser_access == Some(true) {
+        let rest = env.pg_url.trim_start_matches("postgresql://");
+        let (user, password) = rest.split_once('@').unwrap().0.split_once(':').unwrap();
+        let superuser: Secret = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-superuser"), "labels": {"cnpg.io/cluster": name}},
+            "type": "kubernetes.io/basic-auth",
+            "stringData": {"username": user, "password": password}
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &superuser)
+            .await
+            .expect("create the superuser Secret");
+    }
     map_host(&rw, &target);
     let instances = cluster.spec.instances;
     set_status(

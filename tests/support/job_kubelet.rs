@@ -93,6 +93,9 @@ impl JobRun {
     }
 }
 
+/// Maps a host name to `host:port` for the commands the harness runs.
+pub type HostMapper = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 pub struct JobKubelet {
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
@@ -179,7 +182,7 @@ impl JobKubelet {
     }
 
     /// `map_host` for another task (the CloudNativePG harness maps the Services it makes).
-    pub fn host_mapper(&self) -> Arc<dyn Fn(&str, &str) + Send + Sync> {
+    pub fn host_mapper(&self) -> HostMapper {
         let shared = self.shared.clone();
         Arc::new(move |name: &str, target: &str| {
             shared

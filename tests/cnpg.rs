@@ -783,3 +783,91 @@ async fn without_cnpg_the_database_is_degraded_saying_how_to_install_it_and_is_m
     assert_eq!(spec_of(&scheduled)["method"], "plugin");
     assert!(w.operator.is_running());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dhis2ctl_recovers_a_moment_into_a_new_instance_and_leaves_the_source_alone() {
+    let _crds = CNPG_CRDS.read().await;
+    install_crds(true);
+    let w = world("cnpg-pitr-new").await;
+    w.cnpg.seed("hmis-db");
+    w.database("hmis-db", json!({})).await;
+    w.instance("hmis", "staging", "hmis-db").await;
+    w.instance_ready("hmis").await;
+    let moment = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+    let out = support::dhis2ctl(&[
+        "restore",
+        "--from",
+        "hmis",
+        "--to",
+        "hmis-copy",
+        "--point-in-time",
+        &moment,
+        "-n",
+        &w.ns,
+    ])
+    .await;
+    support::assert_success(&out, "dhis2ctl restore --point-in-time into a new instance");
+    let restore = wait_for(30, "the Dhis2Restore the CLI made", || async {
+        let list = w
+            .api::<Dhis2Restore>()
+            .list(&ListParams::default())
+            .await
+            .ok()?;
+        list.items.into_iter().next()
+    })
+    .await;
+    let name = restore.name_any();
+    assert!(
+        name.starts_with("hmis-copy-pitr-") && name.len() <= 57,
+        "{name}"
+    );
+    // The new instance is born on the recovered database (this operator reaches its DHIS2
+    // through the override: no cluster network here).
+    let copy = wait_for(60, "the new instance", || async {
+        w.api::<Dhis2Instance>()
+            .get_opt("hmis-copy")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(copy.spec.database_ref, Some(format!("{name}-db")));
+    w.api::<Dhis2Instance>()
+        .patch(
+            "hmis-copy",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {ENDPOINT_OVERRIDE: w.dhis2.url}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let cluster = w.cluster(&format!("{name}-db")).await;
+    assert_eq!(
+        spec_of(&cluster)["bootstrap"]["recovery"]["recoveryTarget"]["targetTime"],
+        chrono::DateTime::parse_from_rfc3339(&moment)
+            .unwrap()
+            .to_rfc3339()
+    );
+    assert_eq!(cluster.spec.instances, 1, "staging, like the source");
+    let done = wait_for(180, "the restore to complete", || async {
+        let r = w.api::<Dhis2Restore>().get(&name).await.ok()?;
+        let phase = r.status.as_ref()?.phase.clone()?;
+        assert_ne!(phase, "Failed", "{:?}", r.status);
+        (phase == "Completed").then_some(r)
+    })
+    .await;
+    let status = done.status.unwrap();
+    assert_eq!(status.target_created, Some(true));
+    assert_eq!(status.replaced_database, None, "nothing was replaced");
+    w.instance_ready("hmis-copy").await;
+    // The source runs on, on its own database.
+    let source = w.instance_ready("hmis").await;
+    assert_eq!(source.spec.database_ref.as_deref(), Some("hmis-db"));
+    let recovered = w.cnpg.cluster(&format!("{name}-db")).unwrap();
+    let original = w.cnpg.cluster("hmis-db").unwrap();
+    assert_eq!(
+        count(&w.env, &recovered.database, "datavalue").await,
+        count(&w.env, &original.database, "datavalue").await
+    );
+}

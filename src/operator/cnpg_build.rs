@@ -32,11 +32,10 @@ use crate::crd::dhis2_database::{DEFAULT_CNPG_POSTGIS_IMAGE, Dhis2Database};
 
 use super::cnpg_archive::{Archive, ArchiveMethod, BARMAN_CLOUD_PLUGIN};
 use super::database_build::{
-    DATABASE_NAME, DATABASE_USER, DEFAULT_MEMORY, DEFAULT_STORAGE, owner_reference,
-    resource_requirements, tuned_parameters,
+    DATABASE_NAME, DATABASE_USER, DEFAULT_STORAGE, owner_reference,
+    postgres_resources_and_parameters,
 };
 use super::labels::{child_meta, labels};
-use super::quantity::memory_bytes;
 
 /// `app.kubernetes.io/name` of the CloudNativePG objects.
 pub const CNPG_APP: &str = "cnpg";
@@ -164,18 +163,7 @@ pub fn build_cnpg_children(db: &Dhis2Database, plan: &ClusterPlan) -> CnpgChildr
             &format!("Dhis2Database/{name}"),
         )
     };
-    let resources = resource_requirements(
-        db.spec.resources.as_ref(),
-        "1",
-        DEFAULT_MEMORY,
-        DEFAULT_MEMORY,
-    );
-    let memory_limit = resources
-        .limits
-        .as_ref()
-        .and_then(|l| l.get("memory"))
-        .and_then(|q| memory_bytes(&q.0))
-        .unwrap_or(4 * 1024 * 1024 * 1024);
+    let (resources, parameters) = postgres_resources_and_parameters(db);
     let as_int_or_string =
         |m: Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
             m.map(|m| {
@@ -281,7 +269,7 @@ pub fn build_cnpg_children(db: &Dhis2Database, plan: &ClusterPlan) -> CnpgChildr
                     .unwrap_or_else(|| DEFAULT_CNPG_POSTGIS_IMAGE.to_string()),
             ),
             postgresql: Some(ClusterPostgresql {
-                parameters: Some(tuned_parameters(memory_limit, &db.spec.parameters)),
+                parameters: Some(parameters),
                 ..Default::default()
             }),
             bootstrap: Some(bootstrap),

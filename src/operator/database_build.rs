@@ -70,6 +70,27 @@ pub fn tuned_parameters(
     p
 }
 
+/// PostgreSQL's container resources (the operator's defaults where the spec is silent) and its
+/// settings, sized from the memory limit: the same for `managed` and `cnpg`.
+pub fn postgres_resources_and_parameters(
+    db: &Dhis2Database,
+) -> (ResourceRequirements, BTreeMap<String, String>) {
+    let resources = resource_requirements(
+        db.spec.resources.as_ref(),
+        "1",
+        DEFAULT_MEMORY,
+        DEFAULT_MEMORY,
+    );
+    let memory_limit = resources
+        .limits
+        .as_ref()
+        .and_then(|l| l.get("memory"))
+        .and_then(|q| memory_bytes(&q.0))
+        .unwrap_or(4 * 1024 * 1024 * 1024);
+    let parameters = tuned_parameters(memory_limit, &db.spec.parameters);
+    (resources, parameters)
+}
+
 fn quantity_map(cpu: Option<&str>, memory: Option<&str>) -> Option<BTreeMap<String, Quantity>> {
     let mut m = BTreeMap::new();
     if let Some(c) = cpu {
@@ -190,19 +211,8 @@ pub fn build_database_children(db: &Dhis2Database, password: &str) -> DatabaseCh
         }),
         ..Default::default()
     };
-    let resources = resource_requirements(
-        db.spec.resources.as_ref(),
-        "1",
-        DEFAULT_MEMORY,
-        DEFAULT_MEMORY,
-    );
-    let memory_limit = resources
-        .limits
-        .as_ref()
-        .and_then(|l| l.get("memory"))
-        .and_then(|q| memory_bytes(&q.0))
-        .unwrap_or(4 * 1024 * 1024 * 1024);
-    let args: Vec<String> = tuned_parameters(memory_limit, &db.spec.parameters)
+    let (resources, parameters) = postgres_resources_and_parameters(db);
+    let args: Vec<String> = parameters
         .into_iter()
         .flat_map(|(k, v)| ["-c".to_string(), format!("{k}={v}")])
         .collect();

@@ -798,29 +798,20 @@ async fn hold(
 ) -> Result<Action> {
     let name = target.name_any();
     let patch = json!({"metadata": {
-        "resourceVersion": target.resource_version(),
         "annotations": {RESTORE_IN_PROGRESS_ANNOTATION: restore.name_any()}
     }});
-    match ctx
-        .api::<Dhis2Instance>(ns)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {
-            ctx.event(
-                restore,
-                false,
-                "StoppingDhis2",
-                "Restore",
-                format!(
-                    "DHIS2 of {name} is stopped (0 replicas) until the restore is done; it ran {} replica(s)",
-                    target.spec.replicas
-                ),
-            )
-            .await;
-        }
-        Err(e) if is_conflict(&e) => {}
-        Err(e) => return Err(Error::kube(format!("holding Dhis2Instance {name}"), e)),
+    if patch_target(ctx, ns, target, patch, "holding").await? {
+        ctx.event(
+            restore,
+            false,
+            "StoppingDhis2",
+            "Restore",
+            format!(
+                "DHIS2 of {name} is stopped (0 replicas) until the restore is done; it ran {} replica(s)",
+                target.spec.replicas
+            ),
+        )
+        .await;
     }
     Ok(Action::requeue(Duration::from_secs(1)))
 }
@@ -835,32 +826,28 @@ async fn stop_created_target(
     target: &Dhis2Instance,
 ) -> Result<()> {
     let name = target.name_any();
-    let patch = json!({
-        "metadata": {"resourceVersion": target.resource_version()},
-        "spec": {"replicas": 0}
-    });
-    match ctx
-        .api::<Dhis2Instance>(ns)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
+    // Changed meanwhile (not patched): decided again on the next read.
+    if patch_target(
+        ctx,
+        ns,
+        target,
+        json!({"spec": {"replicas": 0}}),
+        "stopping",
+    )
+    .await?
     {
-        Ok(_) => {
-            ctx.event(
-                restore,
-                true,
-                "CreatedInstanceStopped",
-                "Restore",
-                format!(
-                    "Dhis2Instance {name} was created by this restore, which failed: it is left stopped (spec.replicas: 0) because its database holds no restored data; delete it, or restore a good backup into it (spec.confirmOverwrite: {name})"
-                ),
-            )
-            .await;
-            Ok(())
-        }
-        // Changed meanwhile: decided again on the next read.
-        Err(e) if is_conflict(&e) => Ok(()),
-        Err(e) => Err(Error::kube(format!("stopping Dhis2Instance {name}"), e)),
+        ctx.event(
+            restore,
+            true,
+            "CreatedInstanceStopped",
+            "Restore",
+            format!(
+                "Dhis2Instance {name} was created by this restore, which failed: it is left stopped (spec.replicas: 0) because its database holds no restored data; delete it, or restore a good backup into it (spec.confirmOverwrite: {name})"
+            ),
+        )
+        .await;
     }
+    Ok(())
 }
 
 async fn release(
@@ -1265,34 +1252,40 @@ async fn switch_database(
     next.replaced_database = Some(previous.clone());
     write_status(restore, ctx, ns, next).await?;
     let name = target.name_any();
-    let patch = json!({
-        "metadata": {"resourceVersion": target.resource_version()},
-        "spec": {"databaseRef": recovered}
-    });
+    let patch = json!({"spec": {"databaseRef": recovered}});
+    if patch_target(ctx, ns, target, patch, "pointing at the recovered database").await? {
+        ctx.event(
+            restore,
+            false,
+            "DatabaseSwitched",
+            "Restore",
+            format!(
+                "Dhis2Instance {name} now uses Dhis2Database {recovered}; {previous} is kept as it was"
+            ),
+        )
+        .await;
+    }
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// Merge-patches the target over the version read (a concurrent change wins: 409, read again).
+/// True when it was patched.
+async fn patch_target(
+    ctx: &Context,
+    ns: &str,
+    target: &Dhis2Instance,
+    mut patch: serde_json::Value,
+    doing: &str,
+) -> Result<bool> {
+    let name = target.name_any();
+    patch["metadata"]["resourceVersion"] = json!(target.resource_version());
     match ctx
         .api::<Dhis2Instance>(ns)
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => {
-            ctx.event(
-                restore,
-                false,
-                "DatabaseSwitched",
-                "Restore",
-                format!(
-                    "Dhis2Instance {name} now uses Dhis2Database {recovered}; {previous} is kept as it was"
-                ),
-            )
-            .await;
-        }
-        Err(e) if is_conflict(&e) => {}
-        Err(e) => {
-            return Err(Error::kube(
-                format!("pointing Dhis2Instance {name} at {recovered}"),
-                e,
-            ));
-        }
+        Ok(_) => Ok(true),
+        Err(e) if is_conflict(&e) => Ok(false),
+        Err(e) => Err(Error::kube(format!("{doing} Dhis2Instance {name}"), e)),
     }
-    Ok(Action::requeue(Duration::from_secs(1)))
 }

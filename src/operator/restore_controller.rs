@@ -111,7 +111,15 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
     if let (Some(recovery_db), Some(t)) = (&status.recovery_database, &target)
         && phase == Phase::ScalingDown
     {
-        let (found, ready) = recovery_facts(ctx, ns, recovery_db, t).await?;
+        let overdue = status
+            .started_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|started| {
+                (ctx.clock.now() - started.with_timezone(&chrono::Utc)).num_seconds()
+                    > restore.spec.deadline_seconds
+            });
+        let (found, ready) = recovery_facts(ctx, ns, recovery_db, t, overdue).await?;
         point_in_time = Some(found);
         if let Some(f) = facts.as_mut() {
             f.database = ready;
@@ -1141,6 +1149,7 @@ async fn recovery_facts(
     ns: &str,
     database: &str,
     target: &Dhis2Instance,
+    overdue: bool,
 ) -> Result<(RecoveryFacts, std::result::Result<(), String>)> {
     let db = ctx
         .api::<Dhis2Database>(ns)
@@ -1171,6 +1180,7 @@ async fn recovery_facts(
             database: database.to_string(),
             exists: db.is_some(),
             target_uses_it: target.spec.database_ref.as_deref() == Some(database),
+            overdue,
         },
         ready,
     ))

@@ -333,6 +333,8 @@ pub struct RecoveryFacts {
     pub exists: bool,
     /// The target's `spec.databaseRef` names it already.
     pub target_uses_it: bool,
+    /// `spec.deadlineSeconds` have passed since the restore started.
+    pub overdue: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -427,6 +429,16 @@ pub fn next_step(o: &Observed) -> Step {
                 ));
             }
             if let Some(p) = &o.point_in_time {
+                if let Err(why) = &t.database
+                    && p.overdue
+                    && !p.target_uses_it
+                {
+                    // DHIS2 must not stay down for ever: it starts again on what it had.
+                    return Step::Fail(format!(
+                        "CloudNativePG did not finish recovering Dhis2Database {} within spec.deadlineSeconds: {why}; {target} was left on its database as it was (Dhis2Database {} is kept for inspection: kubectl cnpg status {})",
+                        p.database, p.database, p.database
+                    ));
+                }
                 if let Err(why) = &t.database {
                     return Step::Wait(format!(
                         "CloudNativePG is recovering Dhis2Database {} to the point in time: {why}",
@@ -782,6 +794,7 @@ mod tests {
                 database: "refresh-db".into(),
                 exists,
                 target_uses_it,
+                overdue: false,
             });
             next_step(&o)
         };
@@ -812,6 +825,23 @@ mod tests {
         assert!(matches!(
             pitr(false, false, held(Some("other"))),
             Step::Wait(_)
+        ));
+
+        // A recovery that never ends fails after spec.deadlineSeconds: DHIS2 starts again on
+        // the database it had.
+        let mut o = observed(Phase::ScalingDown, Some(held(Some("refresh"))));
+        if let Some(t) = o.target.as_mut() {
+            t.database = Err("CloudNativePG cluster refresh-db: Setting up primary".into());
+        }
+        o.point_in_time = Some(RecoveryFacts {
+            database: "refresh-db".into(),
+            exists: true,
+            target_uses_it: false,
+            overdue: true,
+        });
+        assert!(matches!(
+            next_step(&o),
+            Step::Fail(m) if m.contains("within spec.deadlineSeconds") && m.contains("left on its database as it was")
         ));
     }
 

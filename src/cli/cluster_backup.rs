@@ -42,7 +42,7 @@ pub struct CreateBackupArgs {
     pub verify: bool,
 }
 
-use crate::operator::restore_point_in_time::MAX_RECOVERY_RESTORE_NAME;
+use crate::operator::restore_point_in_time::{MAX_RECOVERY_RESTORE_NAME, parse_moment};
 
 #[derive(Debug, Args)]
 pub struct ClusterRestoreArgs {
@@ -329,12 +329,8 @@ pub async fn restore(
         .get_opt(&args.to)
         .await
         .map_err(api_error)?;
-    if let Some(time) = &args.point_in_time
-        && chrono::DateTime::parse_from_rfc3339(time).is_err()
-    {
-        return Err(ClusterError::Refused(format!(
-            "--point-in-time '{time}' is not an RFC 3339 time: write it like 2026-12-07T10:13:00+07:00"
-        )));
+    if let Some(Err(why)) = args.point_in_time.as_deref().map(parse_moment) {
+        return Err(ClusterError::Refused(format!("--point-in-time {why}")));
     }
     // A Dhis2Backup of that name is meant; otherwise an id (or `latest`) in the repository.
     let (backup_ref, backup_id) = match &args.backup {

@@ -132,6 +132,17 @@ pub enum DatabaseProvider {
     Cnpg,
 }
 
+impl DatabaseProvider {
+    /// As written in `spec.provider`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatabaseProvider::Managed => "managed",
+            DatabaseProvider::External => "external",
+            DatabaseProvider::Cnpg => "cnpg",
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Dhis2DatabaseStatus {

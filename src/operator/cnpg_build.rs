@@ -45,6 +45,12 @@ pub const DHIS2_EXTENSIONS: [&str; 3] = ["postgis", "pg_trgm", "btree_gin"];
 /// The name under which a recovering cluster knows the cluster it replays.
 pub const RECOVERY_SOURCE: &str = "origin";
 
+/// PostgreSQL instances of a cnpg database when `spec.cnpg.instances` is silent: a primary and two
+/// replicas for production, a primary alone otherwise.
+pub fn default_instances(production: bool) -> i32 {
+    if production { 3 } else { 1 }
+}
+
 /// The `ObjectStore` of a database's archive.
 pub fn object_store_name(database: &str) -> String {
     format!("{database}-archive")

@@ -14,8 +14,8 @@ use crate::crd::dhis2_instance::{Dhis2Instance, Environment};
 use super::apply::{Ownership, Parent, apply_owned, ownership};
 use super::cnpg_archive::{Archive, NoArchive, resolve_archive};
 use super::cnpg_build::{
-    ClusterPlan, RecoveryPlan, app_secret_name, build_cnpg_children, object_store_name,
-    read_write_service_name, recovery_object_store_name, scheduled_backup_name,
+    ClusterPlan, RecoveryPlan, app_secret_name, build_cnpg_children, default_instances,
+    object_store_name, read_write_service_name, recovery_object_store_name, scheduled_backup_name,
 };
 use super::cnpg_status::{CnpgHealth, cnpg_health, cnpg_status_summary};
 use super::context::Context;
@@ -90,11 +90,12 @@ pub async fn apply_cnpg(
 ) -> Result<CnpgHealth> {
     let name = db.name_any();
     if !serves(ctx, CNPG_API, "clusters").await? {
+        let message = cnpg_missing_message();
         return Ok(CnpgHealth {
             ready: false,
             reason: "CnpgNotInstalled",
-            message: cnpg_missing_message(),
-            problem: Some(("CnpgNotInstalled", cnpg_missing_message())),
+            message: message.clone(),
+            problem: Some(("CnpgNotInstalled", message)),
         });
     }
     let plugin = serves(ctx, BARMAN_CLOUD_API, "objectstores").await?;
@@ -159,7 +160,7 @@ pub async fn apply_cnpg(
     let production = users
         .iter()
         .any(|i| i.spec.environment == Environment::Production);
-    let instances = spec.instances.unwrap_or(if production { 3 } else { 1 });
+    let instances = spec.instances.unwrap_or(default_instances(production));
     let plan = ClusterPlan {
         instances,
         archive: archive.as_ref(),

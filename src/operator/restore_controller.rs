@@ -25,8 +25,7 @@ use super::cnpg_archive::archive_destination;
 use super::cnpg_build::superuser_secret_name;
 use super::conditions::is_true;
 use super::context::Context;
-use super::database_connection::{connection_secret_name, instance_database_name};
-use super::database_controller::connection_from_secret;
+use super::database_connection::{DatabaseSecret, instance_database_name, read_database_secret};
 use super::dhis_conf::DatabaseConnection;
 use super::error::{Error, Result};
 use super::instance_build::APP as DHIS2_APP;
@@ -125,7 +124,6 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
             f.database = ready;
             f.file_store_claim = None;
         }
-        database = None;
     }
     let job_name = status
         .job_name
@@ -600,7 +598,13 @@ async fn target_facts(
         .map(|c| c.message.clone())
         .or(instance_status.phase.clone())
         .unwrap_or_else(|| "not reconciled yet".into());
-    let (database, connection) = if phase == Phase::ScalingDown {
+    // A point-in-time recovery restores no Job into the target's database: its readiness is the
+    // recovered database's (read by the caller).
+    let point_in_time = restore
+        .status
+        .as_ref()
+        .is_some_and(|s| s.recovery_database.is_some());
+    let (database, connection) = if phase == Phase::ScalingDown && !point_in_time {
         match target_database(ctx, ns, target).await? {
             Ok(c) => (Ok(()), Some(c)),
             Err(why) => (Err(why), None),
@@ -670,16 +674,12 @@ async fn target_database(
     {
         return Ok(Err(format!("Dhis2Database {db_name} is not ready")));
     }
-    let secret_name = connection_secret_name(&db);
-    let secret = ctx
-        .api::<Secret>(ns)
-        .get_opt(&secret_name)
-        .await
-        .map_err(|e| Error::kube(format!("reading Secret {secret_name}"), e))?;
-    let Some(connection) = secret.as_ref().and_then(connection_from_secret) else {
-        return Ok(Err(format!(
-            "Secret {secret_name} with the database credentials is missing or incomplete"
-        )));
+    let DatabaseSecret {
+        secret_name,
+        connection,
+    } = match read_database_secret(ctx, ns, &db).await? {
+        Ok(found) => found,
+        Err(why) => return Ok(Err(why)),
     };
     let owner = connection.username.clone();
     if db.spec.provider != DatabaseProvider::Cnpg {

@@ -14,10 +14,19 @@ use crate::crd::dhis2_instance::{Dhis2Instance, Environment};
 use crate::crd::dhis2_restore::Dhis2RestoreSpec;
 
 use super::cnpg_archive::{NoArchive, resolve_archive};
+use super::cnpg_build::default_instances;
 
 /// The longest name of a point-in-time `Dhis2Restore`: its database `<name>-db` becomes a
 /// CloudNativePG cluster whose Services (`<cluster>-rw`, `-ro`, `-r`) must be DNS labels.
 pub const MAX_RECOVERY_RESTORE_NAME: usize = 63 - "-db".len() - "-rw".len();
+
+/// A moment as people write it for point-in-time recovery (RFC 3339), or why not, for a message
+/// that names the field first.
+pub fn parse_moment(value: &str) -> Result<DateTime<FixedOffset>, String> {
+    DateTime::parse_from_rfc3339(value).map_err(|_| {
+        format!("'{value}' is not an RFC 3339 time: write it like 2026-12-07T10:13:00+07:00")
+    })
+}
 
 /// The cnpg `Dhis2Database` a point-in-time restore creates.
 pub fn recovery_database_name(restore: &str) -> String {
@@ -43,9 +52,7 @@ pub fn check_point_in_time(
     let Some(time) = spec.point_in_time.as_deref() else {
         return Err("spec.pointInTime is not set".into());
     };
-    let target_time = DateTime::parse_from_rfc3339(time).map_err(|_| {
-        format!("spec.pointInTime '{time}' is not an RFC 3339 time: write it like 2026-12-07T10:13:00+07:00")
-    })?;
+    let target_time = parse_moment(time).map_err(|why| format!("spec.pointInTime {why}"))?;
     if restore_name.len() > MAX_RECOVERY_RESTORE_NAME {
         return Err(format!(
             "metadata.name '{restore_name}' is {} characters: a point-in-time restore names its new database <name>-db, whose CloudNativePG Services must be DNS labels; use at most {MAX_RECOVERY_RESTORE_NAME}",
@@ -75,10 +82,7 @@ pub fn check_point_in_time(
     if database.spec.provider != DatabaseProvider::Cnpg {
         return Err(format!(
             "point-in-time recovery needs a database with provider: cnpg and WAL archiving, but Dhis2Database {db_name} of {src} is provider: {}: restore a logical backup instead (remove spec.pointInTime)",
-            serde_json::to_value(database.spec.provider)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
+            database.spec.provider.as_str()
         ));
     }
     let field = format!("spec.backup.repository of Dhis2Instance {src}");
@@ -144,13 +148,9 @@ pub fn recovery_database(
             parameters: source.spec.parameters.clone(),
             external_secret_ref: None,
             cnpg: Some(CnpgSpec {
-                instances: source_cnpg.instances.or(Some(
-                    if source_environment == Environment::Production {
-                        3
-                    } else {
-                        1
-                    },
-                )),
+                instances: source_cnpg.instances.or(Some(default_instances(
+                    source_environment == Environment::Production,
+                ))),
                 backup: Some(CnpgBackupSpec {
                     enabled: None,
                     repository: Some(point.repository.clone()),

@@ -6,6 +6,7 @@ use crate::crd::dhis2_database::{DatabaseProvider, Dhis2DatabaseSpec};
 use crate::crd::dhis2_instance::Dhis2InstanceSpec;
 
 use super::dhis_conf::is_valid_key;
+use super::restore_point_in_time::parse_moment;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -98,20 +99,14 @@ pub fn provider_change(
     spec: &Dhis2DatabaseSpec,
     ready_with: Option<DatabaseProvider>,
 ) -> Option<Problem> {
-    let name = |p: DatabaseProvider| {
-        serde_json::to_value(p)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
-    };
     let was = ready_with.filter(|was| *was != spec.provider)?;
     Some(Problem {
         field: "spec.provider",
         message: format!(
             "the data of this database is on its {} server, which spec.provider: {} would leave behind (DHIS2 would start on an empty database): set spec.provider: {} again; to move, restore a backup into a new Dhis2Database with the new provider and point the instance's spec.databaseRef at it",
-            name(was),
-            name(spec.provider),
-            name(was)
+            was.as_str(),
+            spec.provider.as_str(),
+            was.as_str()
         ),
     })
 }
@@ -141,13 +136,11 @@ pub fn validate_database(spec: &Dhis2DatabaseSpec) -> Vec<Problem> {
         .as_ref()
         .and_then(|c| c.recovery.as_ref())
         .and_then(|r| r.target_time.as_deref())
-        && chrono::DateTime::parse_from_rfc3339(time).is_err()
+        && let Err(why) = parse_moment(time)
     {
         problems.push(Problem {
             field: "spec.cnpg.recovery.targetTime",
-            message: format!(
-                "'{time}' is not an RFC 3339 time: write it like 2026-12-07T10:13:00+07:00"
-            ),
+            message: why,
         });
     }
     problems

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, CI): installs what the tests need, starts a throw-away PostgreSQL 15 +
-# PostGIS and a SeaweedFS S3 server on loopback, runs format, lint and every test, stops them.
+# PostGIS, a SeaweedFS S3 server, the test control plane and one real node where pods run (with
+# this checkout's image loaded on it), runs format, lint and every test, stops them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,7 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-scripts/testenv/up.sh "$ENV_DIR" --with-kube
+scripts/testenv/up.sh "$ENV_DIR" --with-node
 # shellcheck disable=SC1091
 source "$ENV_DIR/env"
 

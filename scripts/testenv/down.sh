@@ -10,6 +10,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DIR=$1
 [ -d "$DIR" ] || exit 0
 
+# The node first: its pods use the services below.
+if [ -d "$DIR/node" ]; then "$HERE/node.sh" stop "$DIR/node" || echo "down.sh: the node did not stop cleanly" >&2; fi
+
 # Stop in parallel: SeaweedFS (~3 s) and the kube processes (~2.5 s) are slow to exit.
 pids=()
 if [ -d "$DIR/kube" ]; then "$HERE/kube.sh" stop "$DIR/kube" & pids+=($!); fi

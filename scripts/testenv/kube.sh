@@ -155,6 +155,19 @@ cmd_start() {
     openssl genrsa -out "$DIR/pki/sa.key" 2048 2>/dev/null
     openssl rsa -in "$DIR/pki/sa.key" -pubout -out "$DIR/pki/sa.pub" 2>/dev/null
   fi
+  # A CA of our own and a serving certificate for every name pods use for the apiserver (the
+  # `kubernetes` Service's ClusterIP and DNS names, the node's address): a pod's ServiceAccount
+  # token carries this CA (kube-controller-manager --root-ca-file), so in-cluster clients verify.
+  if [ ! -s "$DIR/pki/apiserver.crt" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=dhis2-testenv-ca" \
+      -keyout "$DIR/pki/ca.key" -out "$DIR/pki/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
+      -keyout "$DIR/pki/apiserver.key" -out "$DIR/pki/apiserver.csr" 2>/dev/null
+    printf 'subjectAltName=%s\n' "IP:127.0.0.1,IP:10.96.0.1,IP:10.250.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
+      >"$DIR/pki/apiserver.ext"
+    openssl x509 -req -in "$DIR/pki/apiserver.csr" -CA "$DIR/pki/ca.crt" -CAkey "$DIR/pki/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$DIR/pki/apiserver.ext" -out "$DIR/pki/apiserver.crt" 2>/dev/null
+  fi
   if [ ! -s "$DIR/pki/tokens.csv" ]; then
     (umask 077; echo "testtoken-$(openssl rand -hex 16),admin,admin,system:masters" >"$DIR/pki/tokens.csv")
   fi
@@ -163,12 +176,12 @@ cmd_start() {
   setsid "$KBIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
     --bind-address=127.0.0.1 --secure-port="$API_PORT" --advertise-address=127.0.0.1 \
-    --insecure-port=0 --cert-dir="$DIR/pki" \
+    --insecure-port=0 --tls-cert-file="$DIR/pki/apiserver.crt" --tls-private-key-file="$DIR/pki/apiserver.key" \
     --token-auth-file="$DIR/pki/tokens.csv" --authorization-mode=RBAC \
     --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$DIR/pki/sa.pub" \
     --service-account-signing-key-file="$DIR/pki/sa.key" \
     --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true \
-    --disable-admission-plugins=ServiceAccount --endpoint-reconciler-type=none \
+    --enable-admission-plugins=PodTolerationRestriction --endpoint-reconciler-type=none \
     >"$DIR/apiserver.log" 2>&1 </dev/null &
   echo $! >"$DIR/apiserver.pid"
 
@@ -192,10 +205,14 @@ KC
   done
   [ -n "$ready" ] || fail_start "kube-apiserver not ready after 60 s" "$DIR/apiserver.log"
 
-  # Controller manager: Deployments -> ReplicaSets -> Pods, StatefulSets, Jobs, garbage collection.
+  # Controller manager: Deployments -> ReplicaSets -> Pods, StatefulSets, Jobs, garbage collection,
+  # ServiceAccounts and their tokens, PersistentVolumeClaims bound to volumes (node.sh provisions
+  # them). Pods in namespaces without a ServiceAccount are refused by the ServiceAccount admission
+  # plugin until the controller has made the namespace's `default` one (milliseconds).
   setsid "$KBIN/kube-controller-manager" --kubeconfig="$DIR/kubeconfig" --bind-address=127.0.0.1 \
     --secure-port=0 --port=0 --leader-elect=false \
-    --controllers='*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-attachdetach,-persistentvolume-binder,-route,-service' \
+    --controllers='*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-attachdetach,-route,-service' \
+    --service-account-private-key-file="$DIR/pki/sa.key" --root-ca-file="$DIR/pki/ca.crt" \
     --use-service-account-credentials=false \
     >"$DIR/kcm.log" 2>&1 </dev/null &
   echo $! >"$DIR/kcm.pid"

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Bring up the whole test environment in DIR and write DIR/env (source it before `cargo test`).
 #
-#   up.sh DIR [--with-kube]
+#   up.sh DIR [--with-kube | --with-node]
 #
 #   DIR/pg    PostgreSQL 15 on 127.0.0.1:55432       DIR/s3    SeaweedFS S3 on 127.0.0.1:8333
 #   DIR/kube  etcd + kube-apiserver (127.0.0.1:16443) + kube-controller-manager (--with-kube)
+#   DIR/node  one Ready node where pods really run (--with-node, implies --with-kube): kubelet,
+#             kube-scheduler, kube-proxy, containerd + runc, service DNS, volumes (node.sh);
+#             the project's image (scripts/image.sh, from this checkout's debug build) and the
+#             test images (images.sh) loaded on it
 #
 # Credentials are random per DIR and reused when up.sh runs again on the same DIR, so a second
 # up.sh (or up after down) matches what is already running / stored. Stop with down.sh DIR.
@@ -15,13 +19,13 @@ PG_PORT=55432
 S3_ENDPOINT=http://127.0.0.1:8333
 
 die() { echo "up.sh: $*" >&2; exit 1; }
-usage() { echo "usage: $0 DIR [--with-kube]" >&2; exit 2; }
+usage() { echo "usage: $0 DIR [--with-kube | --with-node]" >&2; exit 2; }
 
 [ $# -ge 1 ] || usage
 DIR=$1; shift
-WITH_KUBE=
+WITH_KUBE= WITH_NODE=
 for a in "$@"; do
-  case "$a" in --with-kube) WITH_KUBE=1 ;; *) usage ;; esac
+  case "$a" in --with-kube) WITH_KUBE=1 ;; --with-node) WITH_KUBE=1 WITH_NODE=1 ;; *) usage ;; esac
 done
 t0=$(date +%s%N)
 
@@ -66,6 +70,17 @@ failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=1; done
 [ $failed -eq 0 ] || die "a service failed to start (messages above)"
 
+if [ -n "$WITH_NODE" ]; then
+  # The operator and its Jobs run this checkout's code: its debug build (what `cargo test`
+  # builds anyway) in the project's image, under the chart's image name.
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/dhis2-operator/target}
+  (cd "$HERE/../.." && cargo build --bins --quiet) || die "cargo build --bins failed"
+  "$HERE/../image.sh" --binaries "$CARGO_TARGET_DIR/debug" --out "$DIR/operator-image.oci.tar" >"$DIR/operator-image.ref" ||
+    die "scripts/image.sh failed"
+  "$HERE/node.sh" start "$DIR/node" "$DIR/kube"
+  "$HERE/node.sh" import "$DIR/node" "$DIR/operator-image.oci.tar"
+fi
+
 # Sourceable env, written atomically; 0600 because it holds secrets.
 tmp=$(mktemp "$DIR/.env.XXXXXX")
 {
@@ -78,6 +93,11 @@ tmp=$(mktemp "$DIR/.env.XXXXXX")
   echo 'export AWS_REGION=us-east-1'
   echo 'export AWS_EC2_METADATA_DISABLED=true'
   if [ -n "$WITH_KUBE" ]; then printf 'export KUBECONFIG=%q\n' "$DIR/kube/kubeconfig"; fi
+  if [ -n "$WITH_NODE" ]; then
+    cat "$DIR/node/env"
+    printf 'export DHIS2_OPERATOR_IMAGE=%q\n' "$(awk '{print $1; exit}' "$DIR/operator-image.ref")"
+    printf 'export DHIS2_OPERATOR_IMAGE_ARCHIVE=%q\n' "$DIR/operator-image.oci.tar"
+  fi
 } >"$tmp"
 chmod 600 "$tmp"; mv -f "$tmp" "$DIR/env"
 

@@ -3,8 +3,6 @@
 //! read-only beside DHIS2's pods, and dhis.conf (it holds `encryption.password`) from the
 //! instance's Secret.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     Affinity, PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm, Volume, VolumeMount,
@@ -22,10 +20,10 @@ use super::engine_job::{
     EngineInputs, EngineJob, build_engine_job, database_inputs, repository_inputs,
     secret_file_inputs,
 };
-use super::instance_build::{APP, DHIS_CONF_MODE};
+use super::instance_build::{DHIS_CONF_MODE, dhis2_pod_labels};
 use super::labels::{
     ENGINE_APP, INSTANCE_LABEL, SCHEDULE_LABEL, dhis_conf_secret_name, file_store_claim_name,
-    labels, selector,
+    labels,
 };
 use super::repository_protection::{RepositoryUse, check_protection};
 
@@ -136,6 +134,10 @@ pub struct BackupJobPlan<'a> {
     pub repository: &'a RepositorySpec,
     pub database: &'a DatabaseSecret,
     pub image: &'a str,
+    /// DHIS2 pods of the instance that exist now (any phase but finished): the Job must share
+    /// their node to mount the ReadWriteOnce file store, and may go anywhere when there are
+    /// none (an upgrade or a restore has scaled DHIS2 to 0, or `replicas: 0`).
+    pub dhis2_pods: usize,
 }
 
 pub fn build_backup_job(plan: &BackupJobPlan) -> Job {
@@ -166,6 +168,9 @@ pub fn build_backup_job(plan: &BackupJobPlan) -> Job {
     }
     if backup.verify {
         args.push("--verify".into());
+    }
+    if backup.before_restore {
+        args.push("--before-restore".into());
     }
 
     let connection = &plan.database.connection;
@@ -206,8 +211,9 @@ pub fn build_backup_job(plan: &BackupJobPlan) -> Job {
             ..Default::default()
         });
         // The claim is ReadWriteOnce: only a pod on the node where DHIS2 has it mounted can
-        // mount it too. With DHIS2 stopped any node will do.
-        if instance.replicas > 0 {
+        // mount it too. With no DHIS2 pod (stopped for an upgrade or a restore) any node will
+        // do: a required affinity to pods that do not exist would never be scheduled.
+        if plan.dhis2_pods > 0 {
             affinity = Some(beside_dhis2(&instance_name));
         }
     }
@@ -232,8 +238,7 @@ pub fn build_backup_job(plan: &BackupJobPlan) -> Job {
 
 /// Required affinity to the instance's DHIS2 pods, on the same node.
 fn beside_dhis2(instance: &str) -> Affinity {
-    let mut match_labels: BTreeMap<String, String> = selector(APP, instance);
-    match_labels.insert("app.kubernetes.io/component".into(), "dhis2".into());
+    let match_labels = dhis2_pod_labels(instance);
     Affinity {
         pod_affinity: Some(PodAffinity {
             required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
@@ -254,6 +259,8 @@ fn beside_dhis2(instance: &str) -> Affinity {
 mod tests {
     use super::*;
     use crate::operator::dhis_conf::DatabaseConnection;
+    use crate::operator::instance_build::APP;
+    use crate::operator::labels::selector;
     use serde_json::json;
 
     fn instance(extra: serde_json::Value) -> Dhis2Instance {
@@ -291,7 +298,12 @@ mod tests {
         }
     }
 
+    /// The Job while one DHIS2 pod runs.
     fn job(backup: &Dhis2Backup, instance: &Dhis2Instance) -> Job {
+        job_with_dhis2_pods(backup, instance, 1)
+    }
+
+    fn job_with_dhis2_pods(backup: &Dhis2Backup, instance: &Dhis2Instance, pods: usize) -> Job {
         let repository = backup_repository(&backup.spec, &instance.spec).unwrap();
         build_backup_job(&BackupJobPlan {
             backup,
@@ -299,6 +311,7 @@ mod tests {
             repository,
             database: &database(),
             image: "dhis2-operator:0.1.0",
+            dhis2_pods: pods,
         })
     }
 
@@ -447,8 +460,10 @@ mod tests {
                 .is_none(),
             "no affinity without the volume"
         );
-        let stopped = instance(json!({"replicas": 0}));
-        let job_stopped = job(&backup_all, &stopped);
+        // An upgrade (or a restore) has scaled DHIS2 to 0 while spec.replicas stays 1: the
+        // pre-upgrade backup must still be schedulable, so no affinity to pods that are gone.
+        let stopped_for_upgrade = instance(json!({"replicas": 1}));
+        let job_stopped = job_with_dhis2_pods(&backup_all, &stopped_for_upgrade, 0);
         assert!(args_of(&job_stopped).contains(&"--files-dir".to_string()));
         assert!(
             job_stopped
@@ -458,7 +473,8 @@ mod tests {
                 .spec
                 .unwrap()
                 .affinity
-                .is_none()
+                .is_none(),
+            "a required affinity to DHIS2 pods that do not exist is never scheduled"
         );
     }
 

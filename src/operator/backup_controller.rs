@@ -35,6 +35,7 @@ use super::backup_step::{Progress, Readiness, StartStep, job_progress, start_ste
 use super::context::Context;
 use super::database_connection::{DatabaseSecret, instance_database_name, read_database_secret};
 use super::error::{Error, Result};
+use super::instance_build::dhis2_pod_selector;
 use super::job_outcome::job_outcome;
 use super::labels::{INSTANCE_LABEL, dhis_conf_secret_name, file_store_claim_name};
 
@@ -170,12 +171,14 @@ async fn start(
             let Ok(repo) = backup_repository(&backup.spec, &inputs.instance.spec) else {
                 return Ok(Action::requeue(Duration::from_secs(5)));
             };
+            let dhis2_pods = existing_dhis2_pods(ctx, ns, &instance_name).await?;
             let job = build_backup_job(&BackupJobPlan {
                 backup,
                 instance: &inputs.instance,
                 repository: repo,
                 database: &inputs.database,
                 image: &ctx.engine_image,
+                dhis2_pods,
             });
             match ctx
                 .api::<Job>(ns)
@@ -204,6 +207,24 @@ async fn start(
 }
 
 /// Reads what a backup needs; `Err` says what is missing or wrong.
+/// The instance's DHIS2 pods that exist now and are not finished (the ones holding, or about
+/// to hold, its file store volume).
+async fn existing_dhis2_pods(ctx: &Context, ns: &str, instance: &str) -> Result<usize> {
+    let pods = ctx
+        .api::<Pod>(ns)
+        .list(&ListParams::default().labels(&dhis2_pod_selector(instance)))
+        .await
+        .map_err(|e| Error::kube(format!("listing the DHIS2 pods of {instance}"), e))?;
+    Ok(pods
+        .items
+        .iter()
+        .filter(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            !matches!(phase, Some("Succeeded" | "Failed"))
+        })
+        .count())
+}
+
 async fn gather(
     backup: &Dhis2Backup,
     ctx: &Context,

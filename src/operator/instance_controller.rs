@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
@@ -29,7 +29,9 @@ use super::database_connection::read_database_secret;
 use super::dhis_conf::{ClusterSecrets, DatabaseConnection};
 use super::error::{Error, Result};
 use super::health::{Dhis2Health, probe};
-use super::instance_build::{APP, build_dedicated_database, build_instance_children};
+use super::instance_build::{
+    APP, DHIS2_HTTP_PORT, build_dedicated_database, build_instance_children, dhis2_pod_selector,
+};
 use super::labels::ENDPOINT_OVERRIDE_ANNOTATION;
 use super::read_only_copy_controller::advance_read_only_copy;
 use super::schedule_plan::Schedule;
@@ -302,12 +304,24 @@ async fn probe_dhis2(
         .await;
     }
     let endpoint_override = requested_override.filter(|_| ctx.allow_endpoint_override);
-    let endpoint = endpoint_override
-        .cloned()
-        .unwrap_or_else(|| format!("http://{name}.{ns}.svc"));
     if ready_replicas == 0 && endpoint_override.is_none() {
         return Ok(None);
     }
+    // While a read-only copy serves the instance's Service, the Service answers with the copy's
+    // (old) version: what the upgrade waits for is this instance's own pods, so ask one of them.
+    let copy_serves = instance
+        .status
+        .as_ref()
+        .and_then(|s| s.read_only_copy.as_ref())
+        .is_some_and(|c| c.serving);
+    let endpoint = match endpoint_override {
+        Some(url) => url.clone(),
+        None if copy_serves => match ready_dhis2_pod_address(ctx, ns, &name).await? {
+            Some(address) => format!("http://{address}"),
+            None => return Ok(None),
+        },
+        None => format!("http://{name}.{ns}.svc"),
+    };
     let account = match &instance.spec.admin_secret_ref {
         Some(s) => match (
             secret_value(ctx, ns, s, "username").await?,
@@ -326,6 +340,25 @@ async fn probe_dhis2(
         )
         .await,
     ))
+}
+
+/// `IP:port` of a Ready DHIS2 pod of the instance (its own, never the read-only copy's).
+async fn ready_dhis2_pod_address(ctx: &Context, ns: &str, name: &str) -> Result<Option<String>> {
+    let pods = ctx
+        .api::<Pod>(ns)
+        .list(&ListParams::default().labels(&dhis2_pod_selector(name)))
+        .await
+        .map_err(|e| Error::kube(format!("listing the DHIS2 pods of {name}"), e))?;
+    Ok(pods.items.iter().find_map(|pod| {
+        let status = pod.status.as_ref()?;
+        let ready = status
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let ip = status.pod_ip.as_deref().filter(|_| ready)?;
+        Some(format!("{ip}:{DHIS2_HTTP_PORT}"))
+    }))
 }
 
 /// The next run of the instance's drill schedule (none when absent, suspended or invalid: an

@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::common::DeletionPolicy;
 use crate::crd::dhis2_database::{Dhis2Database, Dhis2DatabaseSpec};
-use crate::crd::dhis2_instance::Dhis2Instance;
+use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceSpec};
+use crate::crd::upgrade::UpgradeSpec;
 
 use super::database_build::{resource_requirements, volume_claim_spec};
 use super::dhis_conf::{ClusterSecrets, DatabaseConnection, render_dhis_conf};
@@ -34,6 +35,8 @@ use super::upgrade_steps::DeploymentPlan;
 
 pub const APP: &str = "dhis2";
 pub const DEFAULT_FILE_STORE: &str = "10Gi";
+/// The port Tomcat serves DHIS2 on in its container (named `http`).
+pub const DHIS2_HTTP_PORT: i32 = 8080;
 pub const CONFIG_HASH_ANNOTATION: &str = "dhis2operator.io/config-hash";
 const JAVA_DEFAULTS: &str = "-XX:MaxRAMPercentage=75 -XX:+UseG1GC -Dfile.encoding=UTF-8";
 /// The user and group the `dhis2/core` images run Tomcat as (`nobody`).
@@ -54,6 +57,21 @@ pub const WRITABLE_DIRS: [(&str, &str); 5] = [
     ("dhis2-logs", "/opt/dhis2/logs"),
 ];
 
+const STARTUP_PROBE_PERIOD_SECONDS: i32 = 10;
+
+/// Startup probe failures allowed: at least an hour, and at least `spec.upgrade.timeoutSeconds`
+/// (default two hours), the time an upgrade gives Flyway before it rolls back.
+fn startup_failure_threshold(spec: &Dhis2InstanceSpec) -> i32 {
+    let upgrade_timeout = spec
+        .upgrade
+        .as_ref()
+        .map(|u| u.timeout_seconds)
+        .unwrap_or_else(|| UpgradeSpec::default().timeout_seconds);
+    let period = i64::from(STARTUP_PROBE_PERIOD_SECONDS);
+    let needed = (upgrade_timeout + period - 1) / period;
+    i32::try_from(needed.max(360)).unwrap_or(i32::MAX)
+}
+
 pub struct InstanceChildren {
     pub dhis_conf_secret: Secret,
     pub file_store_claim: Option<PersistentVolumeClaim>,
@@ -69,6 +87,22 @@ pub fn dhis2_image(instance: &Dhis2Instance) -> String {
         .image
         .clone()
         .unwrap_or_else(|| format!("dhis2/core:{}", instance.spec.version))
+}
+
+/// The labels that select an instance's DHIS2 pods (not its database's, nor its Jobs').
+pub fn dhis2_pod_labels(instance: &str) -> BTreeMap<String, String> {
+    let mut match_labels = selector(APP, instance);
+    match_labels.insert("app.kubernetes.io/component".into(), "dhis2".into());
+    match_labels
+}
+
+/// The same, as a label selector for a list call.
+pub fn dhis2_pod_selector(instance: &str) -> String {
+    dhis2_pod_labels(instance)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn owner(instance: &Dhis2Instance) -> Option<Vec<OwnerReference>> {
@@ -279,12 +313,16 @@ pub fn build_instance_children(
                         ]),
                         ports: Some(vec![ContainerPort {
                             name: Some("http".into()),
-                            container_port: 8080,
+                            container_port: DHIS2_HTTP_PORT,
                             protocol: Some("TCP".into()),
                             ..Default::default()
                         }]),
-                        // Flyway migrates at startup, for long on big databases: allow an hour.
-                        startup_probe: Some(ping(10, 360)),
+                        // Flyway migrates at startup, for long on big databases: the kubelet
+                        // must not kill a migration the upgrade is still willing to wait for.
+                        startup_probe: Some(ping(
+                            STARTUP_PROBE_PERIOD_SECONDS,
+                            startup_failure_threshold(spec),
+                        )),
                         readiness_probe: Some(ping(10, 3)),
                         liveness_probe: Some(ping(20, 6)),
                         resources: Some(resource_requirements(
@@ -430,6 +468,38 @@ mod tests {
             "refresh-staging".to_string(),
         )]));
         assert_eq!(replicas(&i), Some(0));
+    }
+
+    #[test]
+    fn the_startup_probe_waits_for_a_migration_as_long_as_the_upgrade_does() {
+        let allowed = |yaml: &str| {
+            let i = instance(yaml);
+            let d = build_instance_children(
+                &i,
+                &db(),
+                &ClusterSecrets::default(),
+                &as_specified(&i),
+                None,
+            )
+            .deployment;
+            let probe = d.spec.template.spec.unwrap().containers[0]
+                .startup_probe
+                .clone()
+                .unwrap();
+            i64::from(probe.period_seconds.unwrap() * probe.failure_threshold.unwrap())
+        };
+        // The default upgrade timeout is two hours: a migration of 1 h 30 min is not killed.
+        assert!(allowed("version: '2.41.3'\nenvironment: production\n") >= 7200);
+        assert!(
+            allowed(
+                "version: '2.41.3'\nenvironment: production\nupgrade: {timeoutSeconds: 43200}\n"
+            ) >= 43200
+        );
+        // A short upgrade timeout never makes an ordinary start riskier than an hour.
+        assert!(
+            allowed("version: '2.41.3'\nenvironment: production\nupgrade: {timeoutSeconds: 300}\n")
+                >= 3600
+        );
     }
 
     #[test]

@@ -134,6 +134,26 @@ pub struct BackupManifest {
     /// manifests of unlocked sets and of older dhis2ctl versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_lock: Option<ObjectLock>,
+    /// Why it was taken; absent for routine backups (and in older manifests).
+    #[serde(default, skip_serializing_if = "BackupPurpose::is_routine")]
+    pub purpose: BackupPurpose,
+}
+
+/// Why a backup was taken. A backup that keeps what was there just before a restore (step 2 of
+/// the disaster-recovery runbook: possibly the damaged data) is never what `latest` means for a
+/// restore or a drill: the restore would bring the damage back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BackupPurpose {
+    #[default]
+    Routine,
+    BeforeRestore,
+}
+
+impl BackupPurpose {
+    pub fn is_routine(&self) -> bool {
+        *self == BackupPurpose::Routine
+    }
 }
 
 impl BackupManifest {

@@ -16,6 +16,7 @@ use super::encryption::{EncryptTo, stored_name};
 use super::error::{BackupError, validate_instance_name};
 use super::inventory;
 use super::lease::{HEARTBEAT_INTERVAL_SECONDS, Lease};
+pub use super::manifest::BackupPurpose;
 use super::manifest::{
     BackupManifest, DATABASE_OBJECT, DHIS_CONF_OBJECT, FILESTORE_OBJECT, LEASE_FILE, MANIFEST_FILE,
     MANIFEST_FORMAT_VERSION, ObjectKind, TableRecord, ToolRecord, new_backup_id, skipped_names,
@@ -38,6 +39,8 @@ pub struct BackupRequest {
     pub zstd_level: i32,
     /// Encrypt every object with age (None: stored unencrypted).
     pub encrypt_to: Option<EncryptTo>,
+    /// Recorded in the manifest: `BeforeRestore` keeps it out of `latest`.
+    pub purpose: BackupPurpose,
 }
 
 pub fn object_key(instance: &str, id: &str, object: &str) -> String {
@@ -350,6 +353,7 @@ async fn write_backup(
             pg_dump: tools.version("pg_dump"),
         },
         object_lock: repo.object_lock(),
+        purpose: req.purpose,
     };
     let body = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| BackupError::io("encoding the manifest", io::Error::other(e)))?;

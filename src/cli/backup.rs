@@ -19,7 +19,7 @@ use crate::backup::prune::{check_policy, prune_backups};
 use crate::backup::repo::{LOCAL_CANNOT_LOCK, RepoLocation, Repository};
 use crate::backup::restore::{RestoreRequest, restore_backup};
 use crate::backup::retention::RetentionPolicy;
-use crate::backup::run::{BackupRequest, run_backup};
+use crate::backup::run::{BackupPurpose, BackupRequest, run_backup};
 use crate::backup::verify::{VerifyReport, verify_backup, verify_written_backup};
 use crate::job_report::{self, BackupJobReport, DrillJobReport, JobReport, RestoreJobReport};
 use crate::metrics_textfile::{BackupOutcome, DrillOutcome};
@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// prune`); none without a --keep-* flag. A failed prune does not fail the backup.
     #[command(flatten)]
     pub retention: RetentionArgs,
+    /// This backup keeps what is there just before a restore (the disaster-recovery runbook's
+    /// "keep what is there now", possibly the damaged data): restores and drills of `latest`
+    /// never pick it; restore it by its id.
+    #[arg(long, env = "DHIS2_BACKUP_BEFORE_RESTORE")]
+    pub before_restore: bool,
     /// After the manifest is written, re-read the whole backup from the repository and check
     /// every object's size and SHA-256 (and that it decodes; an encrypted backup without its
     /// private key gets its age headers checked instead). Exit 1 when it does not match.
@@ -379,6 +384,11 @@ async fn run_here(args: RunArgs, output: OutputFormat) -> Result<BackupManifest,
         pg_bin_dir: args.pg.pg_bin_dir,
         zstd_level: args.zstd_level,
         encrypt_to,
+        purpose: if args.before_restore {
+            BackupPurpose::BeforeRestore
+        } else {
+            BackupPurpose::Routine
+        },
     };
     let progress = Progress::new(output.is_machine());
     let manifest = run_backup(&repo, &request, progress).await?;

@@ -40,6 +40,10 @@ pub struct CreateBackupArgs {
     /// Re-read the whole backup from the repository after writing it (spec.verify).
     #[arg(long)]
     pub verify: bool,
+    /// Keep what is there just before a restore (the runbook's step 2; spec.beforeRestore): a
+    /// restore or drill of `latest` never picks this backup.
+    #[arg(long)]
+    pub before_restore: bool,
 }
 
 use crate::operator::restore_point_in_time::{MAX_RECOVERY_RESTORE_NAME, parse_moment};
@@ -213,6 +217,7 @@ pub async fn create_backup(
             retention_time_zone: None,
             deadline_seconds: crate::crd::backup_common::DEFAULT_DEADLINE_SECONDS,
             verify: args.verify,
+            before_restore: args.before_restore,
         },
     );
     backup.metadata.labels = Some(

@@ -55,6 +55,11 @@ pub struct Dhis2BackupSpec {
     /// `status.verified` says it was done.
     #[serde(default)]
     pub verify: bool,
+    /// This backup keeps what is there just before a restore (the disaster-recovery runbook's
+    /// "keep what is there now": possibly the damaged data). A restore or drill of `latest`
+    /// never picks it; it is restored only by its id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub before_restore: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -121,6 +121,7 @@ pub fn build_scheduled_backup(
             retention,
             deadline_seconds: spec.deadline_seconds,
             verify: spec.verify,
+            before_restore: false,
         },
         status: None,
     }

@@ -13,6 +13,8 @@ pub mod migrating_dhis2;
 pub mod prometheus;
 pub mod proxy;
 pub mod real_dhis2;
+pub mod real_node;
+pub mod runbook;
 
 use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};

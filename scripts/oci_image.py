@@ -3,7 +3,7 @@
 
     oci_image.py --ref NAME:TAG --out IMAGE.tar --layer ROOTFS_DIR_OR_LAYER_TAR [--layer ...]
                  [--entrypoint JSON] [--cmd JSON] [--env K=V]... [--user U] [--workdir D]
-                 [--label K=V]...
+                 [--label K=V]... [--stop-signal SIGNAL]
 
 Layers are applied in the order given; a layer is a directory (archived here, sorted, numeric
 owners, fixed mtimes: the same tree gives the same digest) or an uncompressed tar made earlier
@@ -70,6 +70,8 @@ def main():
     ap.add_argument("--label", action="append", default=[])
     ap.add_argument("--user", default="")
     ap.add_argument("--workdir", default="/")
+    # The signal containerd stops the container with (e.g. SIGINT: PostgreSQL's fast shutdown).
+    ap.add_argument("--stop-signal")
     a = ap.parse_args()
     if ":" not in a.ref.rsplit("/", 1)[-1]:
         raise SystemExit(f"oci_image.py: --ref {a.ref} has no tag (NAME:TAG; never rely on :latest)")
@@ -88,6 +90,8 @@ def main():
             config["Cmd"] = json.loads(a.cmd)
         if a.user:
             config["User"] = a.user
+        if a.stop_signal:
+            config["StopSignal"] = a.stop_signal
         if a.label:
             config["Labels"] = dict(kv.split("=", 1) for kv in a.label)
         cfg = {

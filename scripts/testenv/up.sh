@@ -16,6 +16,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PG_PORT=55432
+TEST_PG_MAJOR=15
 S3_ENDPOINT=http://127.0.0.1:8333
 
 die() { echo "up.sh: $*" >&2; exit 1; }
@@ -75,8 +76,12 @@ if [ -n "$WITH_NODE" ]; then
   # builds anyway) in the project's image, under the chart's image name.
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/dhis2-operator/target}
   (cd "$HERE/../.." && cargo build --bins --quiet) || die "cargo build --bins failed"
-  "$HERE/../image.sh" --binaries "$CARGO_TARGET_DIR/debug" --out "$DIR/operator-image.oci.tar" >"$DIR/operator-image.ref" ||
-    die "scripts/image.sh failed"
+  # PostgreSQL 15 client tools, as the test PostgreSQL image (images.sh) runs 15: the Dockerfile's
+  # 16 comes from apt.postgresql.org, which these machines cannot reach, and 17's pg_restore
+  # cannot restore into a server older than 17.
+  "$HERE/../image.sh" --binaries "$CARGO_TARGET_DIR/debug" --pg-major "$TEST_PG_MAJOR" --strip-debug \
+    --out "$DIR/operator-image.oci.tar" >"$DIR/operator-image.log" ||
+    { tail -n 20 "$DIR/operator-image.log" >&2; die "scripts/image.sh failed"; }
   "$HERE/node.sh" start "$DIR/node" "$DIR/kube"
   "$HERE/node.sh" import "$DIR/node" "$DIR/operator-image.oci.tar"
 fi
@@ -95,8 +100,9 @@ tmp=$(mktemp "$DIR/.env.XXXXXX")
   if [ -n "$WITH_KUBE" ]; then printf 'export KUBECONFIG=%q\n' "$DIR/kube/kubeconfig"; fi
   if [ -n "$WITH_NODE" ]; then
     cat "$DIR/node/env"
-    printf 'export DHIS2_OPERATOR_IMAGE=%q\n' "$(awk '{print $1; exit}' "$DIR/operator-image.ref")"
+    printf 'export DHIS2_OPERATOR_IMAGE=%q\n' "$(awk '$1 == "image:" {print $2; exit}' "$DIR/operator-image.log")"
     printf 'export DHIS2_OPERATOR_IMAGE_ARCHIVE=%q\n' "$DIR/operator-image.oci.tar"
+    printf 'export DHIS2_OPERATOR_IMAGE_PG_MAJOR=%q\n' "$TEST_PG_MAJOR"
   fi
 } >"$tmp"
 chmod 600 "$tmp"; mv -f "$tmp" "$DIR/env"

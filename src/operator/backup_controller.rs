@@ -42,8 +42,9 @@ use super::labels::{INSTANCE_LABEL, dhis_conf_secret_name, file_store_claim_name
 pub const KIND: &str = "Dhis2Backup";
 
 /// Held from "is another backup of this instance running?" until this one's Job exists and its
-/// status says Running, so two backups reconciled at once never both start. One operator runs
-/// at a time (manifests/operator: one replica); after a restart the Jobs themselves are checked.
+/// status says Running, so two backups reconciled at once never both start. One operator acts at
+/// a time (two replicas, but only the Lease holder reconciles: leadership.rs); after a restart or
+/// a takeover the Jobs themselves are checked.
 static START: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub async fn reconcile(backup: Arc<Dhis2Backup>, ctx: Arc<Context>) -> Result<Action> {

@@ -27,7 +27,8 @@ namespace_yaml() {
     "$1" "$annotation_key" "'$annotation_value'"
 }
 
-namespace_yaml dhis2-operator | kubectl apply -f - >/dev/null
+# Its own field manager: install.yaml's server-side apply below must not drop the annotation.
+namespace_yaml dhis2-operator | kubectl apply --server-side --field-manager=dhis2-test-node -f - >/dev/null
 kubectl apply --server-side --force-conflicts -f manifests/install.yaml >/dev/null
 kubectl rollout status -n dhis2-operator deployment/dhis2-operator --timeout=180s >/dev/null
 trap 'kubectl delete namespace dhis2-operator --wait=false >/dev/null 2>&1 || true' EXIT

@@ -155,7 +155,6 @@ serializeImagePulls: false
 clusterDomain: cluster.local
 clusterDNS: [$NODE_IP]
 maxPods: 60
-registerWithTaints: [{key: $TAINT_KEY, value: "true", effect: NoSchedule}]
 YAML
   start_kubelet
   start_bg kube-scheduler "$KBIN/kube-scheduler" --kubeconfig="$KC" --leader-elect=false \
@@ -168,6 +167,11 @@ YAML
   node_ready() { [ "$(kubectl_ get node $NODE -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
   wait_for 900 "node Ready" node_ready ||
     { tail -n 30 "$D/logs/kubelet.log" >&2; die "the node did not become Ready in 90 s (kubelet log above)"; }
+  # Only pods that tolerate this run here (kubelet 1.20 has no registerWithTaints in its config
+  # file, and the flag applies only when the node is first registered: set it on the object).
+  kubectl_ taint node $NODE "$TAINT_KEY=true:NoSchedule" --overwrite >/dev/null
+  [ -n "$(kubectl_ get node $NODE -o jsonpath="{.spec.taints[?(@.key==\"$TAINT_KEY\")].effect}")" ] ||
+    die "could not taint node $NODE with $TAINT_KEY (the harness tests' pods would run on it)"
   # The node-lifecycle controller that lifts this taint is off in kube.sh's controller manager.
   kubectl_ taint node $NODE node.kubernetes.io/not-ready:NoSchedule- >/dev/null 2>&1 || true
 

@@ -82,9 +82,13 @@ pub fn kubectl_ok(args: &[&str]) -> String {
 
 /// `kubectl apply -f -` of `yaml`.
 pub fn kubectl_apply(yaml: &str) {
+    kubectl_apply_with(&["apply", "-f", "-"], yaml);
+}
+
+fn kubectl_apply_with(args: &[&str], yaml: &str) {
     use std::io::Write;
     let mut child = Command::new("kubectl")
-        .args(["apply", "-f", "-"])
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -104,12 +108,23 @@ pub fn kubectl_apply(yaml: &str) {
     );
 }
 
-/// Creates `name` with the annotation that lets its pods onto the real node.
+/// Creates `name` with the annotation that lets its pods onto the real node. Applied server-side
+/// under a field manager of its own: a later `kubectl apply --server-side` of manifests naming
+/// the same Namespace (install.yaml) then leaves the annotation alone.
 pub fn create_node_namespace(node: &Node, name: &str) {
     let (key, value) = &node.namespace_annotation;
-    kubectl_apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  annotations:\n    {key}: '{value}'\n"
-    ));
+    kubectl_apply_with(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=dhis2-test-node",
+            "-f",
+            "-",
+        ],
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  annotations:\n    {key}: '{value}'\n"
+        ),
+    );
 }
 
 /// A fresh namespace for one journey, its pods allowed onto the real node.
@@ -156,16 +171,7 @@ pub fn install_operator(node: &Node) {
         "--timeout=180s",
     ]);
     wait_blocking(60, "the operator's Lease to have a holder", || {
-        let holder = kubectl(&[
-            "get",
-            "lease",
-            "-n",
-            OPERATOR_NAMESPACE,
-            "dhis2-operator",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ]);
-        let holder = String::from_utf8_lossy(&holder.stdout).trim().to_string();
+        let holder = leader_pod();
         (!holder.is_empty()).then_some(holder)
     });
 }
@@ -203,9 +209,9 @@ pub fn uninstall_operator() {
     }
 }
 
-/// The name of the operator pod holding the Lease (the one that acts).
+/// The name of the operator pod holding the Lease (the one that acts); empty while none does.
 pub fn leader_pod() -> String {
-    kubectl_ok(&[
+    let out = kubectl(&[
         "get",
         "lease",
         "-n",
@@ -213,9 +219,8 @@ pub fn leader_pod() -> String {
         "dhis2-operator",
         "-o",
         "jsonpath={.spec.holderIdentity}",
-    ])
-    .trim()
-    .to_string()
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Polls `check` every second until it returns Some; panics after `secs` naming `what`.

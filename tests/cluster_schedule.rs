@@ -408,6 +408,58 @@ async fn a_schedule_fires_once_at_two_in_the_morning_phnom_penh_time() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_nightly_backup_waits_while_a_restore_holds_the_instance_then_runs_once() {
+    let w = World::start("sched-held", "2026-11-25T01:00:00+07:00").await;
+    let instance: Dhis2Instance = serde_json::from_value(json!({
+        "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
+        "metadata": {"name": "hmis",
+            "annotations": {"dhis2operator.io/restore-in-progress": "hmis-dr-restore"}},
+        "spec": {"version": "2.42.1", "environment": "production", "replicas": 0}}))
+    .unwrap();
+    w.api::<Dhis2Instance>()
+        .create(&PostParams::default(), &instance)
+        .await
+        .unwrap();
+    w.create_schedule(NIGHTLY, nightly_spec()).await;
+    w.wait_schedule(NIGHTLY, "the next run", |s| {
+        status_field(s, |st| st.next_run_time.clone()).as_deref() == Some("2026-11-24T19:00:00Z")
+    })
+    .await;
+
+    // 02:00 passes while a restore holds hmis: no backup of a database being replaced (and no
+    // retention run that could expire the backup being restored).
+    w.at::<Dhis2BackupSchedule>("2026-11-25T02:00:30+07:00", NIGHTLY)
+        .await;
+    wait_for(30, "the Postponed event", || async {
+        let m = events_with_reason(&w.client, &w.ns, "Postponed").await;
+        m.iter()
+            .any(|m| m.contains("2026-11-25 02:00") && m.contains("hmis-dr-restore"))
+            .then_some(())
+    })
+    .await;
+    w.backups_stay(NIGHTLY, &[]).await;
+
+    // The restore ends: the 02:00 backup runs once, late.
+    w.api::<Dhis2Instance>()
+        .patch(
+            "hmis",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations":
+                {"dhis2operator.io/restore-in-progress": null}}})),
+        )
+        .await
+        .unwrap();
+    w.at::<Dhis2BackupSchedule>("2026-11-25T02:10:00+07:00", NIGHTLY)
+        .await;
+    w.wait_backups(NIGHTLY, &["hmis-nightly-202611241900"])
+        .await;
+    w.at::<Dhis2BackupSchedule>("2026-11-25T02:20:00+07:00", NIGHTLY)
+        .await;
+    w.backups_stay(NIGHTLY, &["hmis-nightly-202611241900"])
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn three_days_down_is_one_catch_up_and_a_restart_never_doubles_it() {
     let mut w = World::start("sched-catchup", "2026-11-25T01:00:00+07:00").await;
     w.create_schedule(NIGHTLY, nightly_spec()).await;

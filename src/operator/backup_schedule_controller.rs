@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::crd::backup_common::RunPhase;
 use crate::crd::dhis2_backup::Dhis2Backup;
 use crate::crd::dhis2_backup_schedule::Dhis2BackupSchedule;
+use crate::crd::dhis2_instance::Dhis2Instance;
 
 use super::apply::Parent;
 use super::context::Context;
@@ -25,7 +26,12 @@ use super::schedule_build::{
     SCHEDULE_SINCE_ANNOTATION, build_scheduled_backup, creation_time, parse_time, rfc3339,
     run_time, schedule_label_value, scheduled_time,
 };
-use super::schedule_plan::{MAX_SLEEP, Schedule, decide, requeue_after};
+use super::schedule_plan::{
+    MAX_SLEEP, Schedule, decide, requeue_after, why_scheduled_backup_waits,
+};
+
+/// How soon a backup postponed by an upgrade or a restore looks again.
+const POSTPONED_LOOK_AGAIN: std::time::Duration = std::time::Duration::from_secs(20);
 use super::schedule_status::{ScheduleObservation, backup_schedule_status};
 use super::scheduled_objects::{create_once, delete_all, list_owned};
 
@@ -127,7 +133,29 @@ async fn reconcile_schedule(
 
     let decision = decide(plan, since, now, schedule.spec.suspend);
     let mut last_schedule_time = last_run;
-    if let Some(fire) = decision.run {
+    let instance_ref = &schedule.spec.instance_ref;
+    let waits = match decision.run {
+        Some(_) => ctx
+            .api::<Dhis2Instance>(ns)
+            .get_opt(instance_ref)
+            .await
+            .map_err(|e| Error::kube(format!("reading Dhis2Instance {instance_ref}"), e))?
+            .as_ref()
+            .and_then(why_scheduled_backup_waits),
+        None => None,
+    };
+    if let (Some(fire), Some(why)) = (decision.run, &waits) {
+        let local = fire.with_timezone(&plan.zone()).format("%Y-%m-%d %H:%M %Z");
+        ctx.event(
+            schedule,
+            false,
+            "Postponed",
+            "CreateBackup",
+            format!("the backup for {local} waits: {why}"),
+        )
+        .await;
+    }
+    if let Some(fire) = decision.run.filter(|_| waits.is_none()) {
         let backup = build_scheduled_backup(schedule, fire);
         let created = create_once(&backups_api, "Dhis2Backup", &backup, &parent).await?;
         if created {
@@ -174,6 +202,10 @@ async fn reconcile_schedule(
         },
     )
     .await?;
+    if waits.is_some() {
+        // The instance's changes do not wake a schedule: look again soon.
+        return Ok(Action::requeue(POSTPONED_LOOK_AGAIN));
+    }
     Ok(Action::requeue(requeue_after(
         decision.next_run,
         now,

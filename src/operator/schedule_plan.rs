@@ -11,7 +11,12 @@ use chrono::{DateTime, LocalResult, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::{Cron, JobType};
+use kube::ResourceExt;
 use sha2::{Digest, Sha256};
+
+use crate::crd::dhis2_instance::Dhis2Instance;
+
+use super::labels::RESTORE_IN_PROGRESS_ANNOTATION;
 
 /// The longest sleep between looks, whatever the next fire time: a clock that jumped (or a
 /// test's clock file) is noticed within this.
@@ -173,6 +178,24 @@ pub fn decide(
     }
 }
 
+/// Why a scheduled backup of `instance` must wait instead of starting now: a restore holds it or
+/// an upgrade is under way. A backup then would copy a database being replaced or migrated, and
+/// its retention could expire the pre-upgrade backup, the way back. The fire time stays due and
+/// runs once the instance is free (as a catch-up).
+pub fn why_scheduled_backup_waits(instance: &Dhis2Instance) -> Option<String> {
+    let name = instance.name_any();
+    if let Some(restore) = instance.annotations().get(RESTORE_IN_PROGRESS_ANNOTATION) {
+        return Some(format!("Dhis2Restore {restore} holds instance {name}"));
+    }
+    let upgrade = instance.status.as_ref()?.upgrade.as_ref()?;
+    upgrade.outcome.is_none().then(|| {
+        format!(
+            "instance {name} is being upgraded from {} to {}",
+            upgrade.from_version, upgrade.to_version
+        )
+    })
+}
+
 /// How long to sleep before looking again: until the next fire time, but never longer than
 /// `cap`, so a changed clock (or a clock file in tests) is noticed.
 pub fn requeue_after(
@@ -218,6 +241,52 @@ pub fn shorten_name(name: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scheduled_backup_waits_while_a_restore_holds_the_instance_or_an_upgrade_runs() {
+        let instance = |extra: serde_json::Value| -> Dhis2Instance {
+            let mut v = serde_json::json!({"apiVersion": "dhis2operator.io/v1alpha1",
+                "kind": "Dhis2Instance", "metadata": {"name": "hmis", "namespace": "dhis2"},
+                "spec": {"version": "2.41.3", "environment": "production"}});
+            if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                for (k, x) in e {
+                    if k == "metadata" {
+                        o["metadata"]["annotations"] = x["annotations"].clone();
+                    } else {
+                        o.insert(k.clone(), x.clone());
+                    }
+                }
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        assert_eq!(
+            why_scheduled_backup_waits(&instance(serde_json::json!({}))),
+            None
+        );
+        let held = instance(serde_json::json!({"metadata": {"annotations":
+            {"dhis2operator.io/restore-in-progress": "dr-restore"}}}));
+        assert_eq!(
+            why_scheduled_backup_waits(&held).as_deref(),
+            Some("Dhis2Restore dr-restore holds instance hmis")
+        );
+        let upgrading = |outcome: Option<&str>| {
+            let mut upgrade = serde_json::json!({"phase": "Migrating", "fromVersion": "2.41.3",
+                "toVersion": "2.42.1", "toImage": "dhis2/core:2.42.1",
+                "startedAt": "2026-12-07T02:00:00Z"});
+            if let Some(o) = outcome {
+                upgrade["outcome"] = o.into();
+            }
+            instance(serde_json::json!({"status": {"upgrade": upgrade}}))
+        };
+        assert_eq!(
+            why_scheduled_backup_waits(&upgrading(None)).as_deref(),
+            Some("instance hmis is being upgraded from 2.41.3 to 2.42.1")
+        );
+        assert_eq!(
+            why_scheduled_backup_waits(&upgrading(Some("Succeeded"))),
+            None
+        );
+    }
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

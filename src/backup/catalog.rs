@@ -198,9 +198,9 @@ pub async fn load_catalog(
     Ok(catalog)
 }
 
-/// `ID` or `latest`, among the complete backups of one instance. `latest` is the newest
-/// routine backup: one kept just before a restore (the data as it was, maybe damaged) is chosen
-/// only by its id.
+/// `ID` or `latest`, among the complete backups of one instance. `latest` is the newest backup
+/// not kept just before a restore (that one holds the data as it was, maybe damaged: it is
+/// chosen only by its id).
 pub fn find_backup<'a>(
     catalog: &'a Catalog,
     repo: &Repository,
@@ -209,7 +209,7 @@ pub fn find_backup<'a>(
 ) -> Result<&'a BackupManifest, BackupError> {
     let mut of_instance = catalog.complete.iter().filter(|m| m.instance == instance);
     let found = if id == "latest" {
-        of_instance.find(|m| m.purpose.is_routine())
+        of_instance.find(|m| m.purpose.may_be_latest())
     } else {
         of_instance.find(|m| m.id == id)
     };

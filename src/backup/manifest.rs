@@ -141,18 +141,25 @@ pub struct BackupManifest {
 
 /// Why a backup was taken. A backup that keeps what was there just before a restore (step 2 of
 /// the disaster-recovery runbook: possibly the damaged data) is never what `latest` means for a
-/// restore or a drill: the restore would bring the damage back.
+/// restore or a drill: the restore would bring the damage back. A pre-upgrade backup is the way
+/// back from an upgrade: retention keeps the two newest whatever their age.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum BackupPurpose {
     #[default]
     Routine,
     BeforeRestore,
+    PreUpgrade,
 }
 
 impl BackupPurpose {
     pub fn is_routine(&self) -> bool {
         *self == BackupPurpose::Routine
+    }
+
+    /// Whether `latest` may mean this backup.
+    pub fn may_be_latest(&self) -> bool {
+        *self != BackupPurpose::BeforeRestore
     }
 }
 
@@ -268,6 +275,9 @@ pub struct BackupSummary {
     pub encrypted: bool,
     /// Until when the store refuses to delete the set (S3 Object Lock); null when not locked.
     pub locked_until: Option<DateTime<Utc>>,
+    /// `beforeRestore` or `preUpgrade`; absent for routine backups.
+    #[serde(skip_serializing_if = "BackupPurpose::is_routine")]
+    pub purpose: BackupPurpose,
 }
 
 impl From<&BackupManifest> for BackupSummary {
@@ -285,6 +295,7 @@ impl From<&BackupManifest> for BackupSummary {
             skipped_tables: m.skipped_table_data.len(),
             encrypted: m.is_encrypted(),
             locked_until: m.object_lock.map(|l| l.retain_until),
+            purpose: m.purpose,
         }
     }
 }

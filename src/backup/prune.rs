@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::catalog::{IncompleteBackup, load_catalog};
 use super::error::{BackupError, validate_instance_name};
 use super::lease::is_stale;
-use super::manifest::MANIFEST_FILE;
+use super::manifest::{BackupPurpose, MANIFEST_FILE};
 use super::object_lock::{LockedBackup, hold_locked};
 use super::repo::{PendingUpload, Repository};
 use super::retention::{Candidate, Kept, RetentionPolicy};
@@ -110,6 +110,7 @@ pub async fn prune_backups(
         .map(|m| Candidate {
             id: m.id.clone(),
             completed_at: m.completed_at,
+            pre_upgrade: m.purpose == BackupPurpose::PreUpgrade,
         })
         .collect();
     let decision = policy.select_expired(&candidates);

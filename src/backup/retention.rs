@@ -1,7 +1,9 @@
 //! Which backups retention keeps. Semantics follow restic's `forget`: `--keep-daily N` keeps the
 //! newest backup of each of the N most recent days that have a backup (a day without a backup does
 //! not use up the allowance, so gaps never cost history). Days, weeks (ISO) and months are taken
-//! in the given time zone. The newest backup is always kept.
+//! in the given time zone. The newest backup is always kept, and so are the two newest pre-upgrade
+//! backups (the ways back from the last two upgrades), whatever their age: a nightly backup
+//! right after an upgrade must never leave the instance without its way back.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -25,13 +27,19 @@ pub struct RetentionPolicy {
 pub struct Candidate {
     pub id: String,
     pub completed_at: DateTime<Utc>,
+    /// Taken before an upgrade (`backup run --pre-upgrade`).
+    pub pre_upgrade: bool,
 }
+
+/// How many pre-upgrade backups retention keeps whatever their age: the way back from the
+/// current version and from the previous one.
+pub const KEPT_PRE_UPGRADE_BACKUPS: usize = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Kept {
     pub id: String,
-    /// Why: `last`, `daily`, `weekly`, `monthly`, `newest`.
+    /// Why: `last`, `daily`, `weekly`, `monthly`, `newest`, `pre-upgrade`.
     pub reasons: Vec<&'static str>,
 }
 
@@ -58,6 +66,14 @@ impl RetentionPolicy {
         let mut reasons: BTreeMap<usize, Vec<&'static str>> = BTreeMap::new();
         if !sorted.is_empty() {
             reasons.entry(0).or_default().push("newest");
+        }
+        for (i, _) in sorted
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.pre_upgrade)
+            .take(KEPT_PRE_UPGRADE_BACKUPS)
+        {
+            reasons.entry(i).or_default().push("pre-upgrade");
         }
         if let Some(n) = self.keep_last {
             for i in 0..sorted.len().min(n as usize) {
@@ -113,11 +129,42 @@ mod tests {
         Candidate {
             id: id.to_string(),
             completed_at: t,
+            pre_upgrade: false,
         }
     }
 
     fn kept_ids(d: &RetentionDecision) -> Vec<&str> {
         d.keep.iter().map(|k| k.id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_ways_back_from_the_last_two_upgrades_outlive_the_nightly_retention() {
+        let pre = |id: &str, t| Candidate {
+            pre_upgrade: true,
+            ..c(id, t)
+        };
+        // Three upgrades over the months; nightly backups; keep only the newest of each day.
+        let backups = vec![
+            pre("pre-2.40", at(2026, 3, 1, 1)),
+            pre("pre-2.41", at(2026, 9, 1, 1)),
+            c("nightly-09-01", at(2026, 9, 1, 19)),
+            pre("pre-2.42", at(2026, 12, 7, 1)),
+            c("nightly-12-07", at(2026, 12, 7, 19)),
+        ];
+        let policy = RetentionPolicy {
+            keep_daily: Some(1),
+            ..Default::default()
+        };
+        let d = policy.select_expired(&backups);
+        let kept = kept_ids(&d);
+        // The nightly after the upgrade does not push the way back out (same day), nor does the
+        // previous upgrade's way back age out; the third-newest is ordinary again.
+        assert!(kept.contains(&"pre-2.42"), "{kept:?}");
+        assert!(kept.contains(&"pre-2.41"), "{kept:?}");
+        assert!(d.expire.contains(&"pre-2.40".to_string()), "{:?}", d.expire);
+        assert!(d.expire.contains(&"nightly-09-01".to_string()));
+        let reasons = |id: &str| d.keep.iter().find(|k| k.id == id).unwrap().reasons.clone();
+        assert_eq!(reasons("pre-2.42"), vec!["pre-upgrade"]);
     }
 
     #[test]

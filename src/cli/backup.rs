@@ -77,8 +77,17 @@ pub struct RunArgs {
     /// This backup keeps what is there just before a restore (the disaster-recovery runbook's
     /// "keep what is there now", possibly the damaged data): restores and drills of `latest`
     /// never pick it; restore it by its id.
-    #[arg(long, env = "DHIS2_BACKUP_BEFORE_RESTORE")]
+    #[arg(
+        long,
+        env = "DHIS2_BACKUP_BEFORE_RESTORE",
+        conflicts_with = "pre_upgrade"
+    )]
     pub before_restore: bool,
+    /// This backup is the way back from an upgrade about to start (the operator's pre-upgrade
+    /// backup; by hand before upgrading a plain server): retention keeps the two newest such
+    /// backups whatever their age.
+    #[arg(long, env = "DHIS2_BACKUP_PRE_UPGRADE")]
+    pub pre_upgrade: bool,
     /// After the manifest is written, re-read the whole backup from the repository and check
     /// every object's size and SHA-256 (and that it decodes; an encrypted backup without its
     /// private key gets its age headers checked instead). Exit 1 when it does not match.
@@ -153,6 +162,19 @@ async fn retention_after_backup(
                 report.kept.len(),
                 report.deleted.len()
             );
+            let ways_back: Vec<&str> = report
+                .kept
+                .iter()
+                .filter(|k| k.reasons.contains(&"pre-upgrade"))
+                .map(|k| k.id.as_str())
+                .collect();
+            if !ways_back.is_empty() {
+                // Said in the Dhis2Backup's status.retention: why old backups are still there.
+                text.push_str(&format!(
+                    " (the way back from an upgrade kept: {})",
+                    ways_back.join(", ")
+                ));
+            }
             if !report.locked.is_empty() {
                 text.push_str(&format!(", {} expired but locked", report.locked.len()));
             }
@@ -384,10 +406,10 @@ async fn run_here(args: RunArgs, output: OutputFormat) -> Result<BackupManifest,
         pg_bin_dir: args.pg.pg_bin_dir,
         zstd_level: args.zstd_level,
         encrypt_to,
-        purpose: if args.before_restore {
-            BackupPurpose::BeforeRestore
-        } else {
-            BackupPurpose::Routine
+        purpose: match (args.before_restore, args.pre_upgrade) {
+            (true, _) => BackupPurpose::BeforeRestore,
+            (_, true) => BackupPurpose::PreUpgrade,
+            _ => BackupPurpose::Routine,
         },
     };
     let progress = Progress::new(output.is_machine());
@@ -637,6 +659,25 @@ async fn list_several(
         );
         for (label, name) in labels.iter().zip(&names) {
             text.push_str(&format!("\n{}: {name}", label.to_uppercase()));
+        }
+        for (purpose, meaning) in [
+            (
+                BackupPurpose::BeforeRestore,
+                "kept before a restore (never `latest`)",
+            ),
+            (
+                BackupPurpose::PreUpgrade,
+                "the way back from an upgrade (kept by retention)",
+            ),
+        ] {
+            let ids: Vec<&str> = listed
+                .iter()
+                .filter(|l| l.summary.purpose == purpose)
+                .map(|l| l.summary.id.as_str())
+                .collect();
+            if !ids.is_empty() {
+                text.push_str(&format!("\n{}: {meaning}", ids.join(", ")));
+            }
         }
         text
     });

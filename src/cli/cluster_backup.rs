@@ -217,7 +217,11 @@ pub async fn create_backup(
             retention_time_zone: None,
             deadline_seconds: crate::crd::backup_common::DEFAULT_DEADLINE_SECONDS,
             verify: args.verify,
-            before_restore: args.before_restore,
+            purpose: if args.before_restore {
+                crate::crd::dhis2_backup::BackupPurpose::BeforeRestore
+            } else {
+                crate::crd::dhis2_backup::BackupPurpose::Routine
+            },
         },
     );
     backup.metadata.labels = Some(

@@ -202,7 +202,7 @@ fn pre_upgrade_repository(instance: &Dhis2Instance) -> Result<String, String> {
         retention_time_zone: None,
         deadline_seconds: crate::crd::backup_common::DEFAULT_DEADLINE_SECONDS,
         verify: true,
-        before_restore: false,
+        purpose: crate::crd::dhis2_backup::BackupPurpose::PreUpgrade,
     };
     let repository = backup_repository(&backup, &instance.spec)?;
     let mut text = describe_repository(repository);

@@ -55,11 +55,27 @@ pub struct Dhis2BackupSpec {
     /// `status.verified` says it was done.
     #[serde(default)]
     pub verify: bool,
-    /// This backup keeps what is there just before a restore (the disaster-recovery runbook's
-    /// "keep what is there now": possibly the damaged data). A restore or drill of `latest`
-    /// never picks it; it is restored only by its id.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub before_restore: bool,
+    /// Why it is taken: `Routine` (default); `BeforeRestore` keeps what is there just before a
+    /// restore (the disaster-recovery runbook's "keep what is there now", possibly the damaged
+    /// data: a restore or drill of `latest` never picks it); `PreUpgrade`, the way back from an
+    /// upgrade (the operator sets it; retention keeps the two newest whatever their age).
+    #[serde(default, skip_serializing_if = "BackupPurpose::is_routine")]
+    pub purpose: BackupPurpose,
+}
+
+/// Why a backup is taken (`spec.purpose`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum BackupPurpose {
+    #[default]
+    Routine,
+    BeforeRestore,
+    PreUpgrade,
+}
+
+impl BackupPurpose {
+    pub fn is_routine(&self) -> bool {
+        *self == BackupPurpose::Routine
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

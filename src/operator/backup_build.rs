@@ -12,7 +12,7 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::crd::backup_common::{RepositorySpec, RetentionSpec};
-use crate::crd::dhis2_backup::{Dhis2Backup, Dhis2BackupSpec};
+use crate::crd::dhis2_backup::{BackupPurpose, Dhis2Backup, Dhis2BackupSpec};
 use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceSpec};
 
 use super::database_connection::DatabaseSecret;
@@ -169,8 +169,10 @@ pub fn build_backup_job(plan: &BackupJobPlan) -> Job {
     if backup.verify {
         args.push("--verify".into());
     }
-    if backup.before_restore {
-        args.push("--before-restore".into());
+    match backup.purpose {
+        BackupPurpose::Routine => {}
+        BackupPurpose::BeforeRestore => args.push("--before-restore".into()),
+        BackupPurpose::PreUpgrade => args.push("--pre-upgrade".into()),
     }
 
     let connection = &plan.database.connection;

@@ -121,7 +121,7 @@ pub fn build_scheduled_backup(
             retention,
             deadline_seconds: spec.deadline_seconds,
             verify: spec.verify,
-            before_restore: false,
+            purpose: crate::crd::dhis2_backup::BackupPurpose::Routine,
         },
         status: None,
     }

@@ -192,7 +192,7 @@ fn pre_upgrade_backup(instance: &Dhis2Instance, name: &str) -> Dhis2Backup {
             deadline_seconds: default_deadline_seconds(),
             // The way back: re-read in full before the database is touched.
             verify: true,
-            before_restore: false,
+            purpose: crate::crd::dhis2_backup::BackupPurpose::PreUpgrade,
         },
     );
     backup.metadata = child_meta(

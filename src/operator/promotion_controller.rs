@@ -82,12 +82,19 @@ async fn reconcile_promotion(
             let event = changed.then_some((false, "PromotionBlocked", message));
             (event, Duration::from_secs(30))
         }
-        PromotionStep::Promote { version, gates } => {
+        PromotionStep::Promote {
+            version,
+            image,
+            gates,
+        } => {
             let who = promotion.spec.approved_by.clone().unwrap_or_default();
-            let patch = json!({"spec": {"version": version, "upgrade": {
+            let mut patch = json!({"spec": {"version": version, "upgrade": {
                 "approvedBy": format!("{who} (Dhis2Promotion {name})"),
                 "approvedVersion": version,
             }}});
+            if let Some(image) = image {
+                patch["spec"]["image"] = json!(image);
+            }
             ctx.api::<Dhis2Instance>(ns)
                 .patch(
                     &promotion.spec.to,

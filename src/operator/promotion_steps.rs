@@ -12,7 +12,10 @@ use crate::crd::dhis2_promotion::{Dhis2PromotionSpec, Dhis2PromotionStatus, Prom
 use crate::crd::upgrade::{UpgradeOutcome, UpgradeRecord};
 use crate::upgrade::Dhis2Version;
 
+use kube::ResourceExt;
+
 use super::conditions::is_true;
+use super::instance_build::dhis2_image;
 use super::schedule_build::creation_time;
 use super::upgrade_steps::same_version;
 
@@ -24,9 +27,12 @@ pub enum PromotionStep {
         gates: Vec<PromotionGate>,
         message: String,
     },
-    /// Every gate passed: set production's `spec.version` (with the approval).
+    /// Every gate passed: set production's `spec.version` (with the approval) and, when
+    /// production names its image (a mirror, a private registry), `spec.image` to the image
+    /// staging proved that version with.
     Promote {
         version: String,
+        image: Option<String>,
         gates: Vec<PromotionGate>,
     },
     /// Production is upgrading.
@@ -239,6 +245,38 @@ pub fn evaluate_gates(o: &PromotionObserved, version: &str) -> Vec<PromotionGate
 }
 
 /// Production's finished upgrade to `version` that began after the promotion set it.
+/// The image production gets with `version`: none to set when production names no image (it
+/// runs `dhis2/core:<version>`); otherwise the image staging runs (or is set to run) that
+/// version with, since production's `spec.image` still names the old version's image.
+fn promoted_image(
+    production: &Dhis2Instance,
+    staging: Option<&Dhis2Instance>,
+    version: &str,
+) -> Result<Option<String>, String> {
+    if production.spec.image.is_none() {
+        return Ok(None);
+    }
+    let status = staging.and_then(|s| s.status.as_ref());
+    let deployed = status
+        .filter(|s| {
+            s.deployed_version
+                .as_deref()
+                .is_some_and(|v| same_version(v, version))
+        })
+        .and_then(|s| s.deployed_image.clone());
+    let specified = staging
+        .filter(|s| same_version(&s.spec.version, version))
+        .map(dhis2_image);
+    deployed.or(specified).map(Some).ok_or_else(|| {
+        format!(
+            "{} sets spec.image: the image of {version} is not known (staging does not run it); set it on {} with `dhis2ctl upgrade {} --to {version} --image IMAGE`",
+            production.name_any(),
+            production.name_any(),
+            production.name_any()
+        )
+    })
+}
+
 fn production_outcome<'a>(
     production: &'a Dhis2Instance,
     version: &str,
@@ -324,7 +362,18 @@ pub fn next_step(o: &PromotionObserved) -> PromotionStep {
         .map(|g| format!("{}: {}", g.name, g.message))
         .collect();
     if blocked.is_empty() {
-        PromotionStep::Promote { version, gates }
+        match promoted_image(production, o.staging, &version) {
+            Ok(image) => PromotionStep::Promote {
+                version,
+                image,
+                gates,
+            },
+            Err(message) => PromotionStep::Blocked {
+                version: Some(version),
+                gates,
+                message,
+            },
+        }
     } else {
         PromotionStep::Blocked {
             version: Some(version),
@@ -505,6 +554,46 @@ mod tests {
     }
 
     #[test]
+    fn production_on_a_mirror_gets_the_image_staging_proved_the_version_with() {
+        let status = Dhis2PromotionStatus::default();
+        let approved = spec(Some("Dr. Sok Dara"));
+        let now = at("04T02");
+        let mirror = |version: &str| format!("registry.moh.gov.kh/dhis2/core:{version}");
+        let mut production = production();
+        production.spec.image = Some(mirror("2.42.4"));
+        let mut staging = staging();
+        staging.spec.image = Some(mirror("2.43.1"));
+        staging.status.as_mut().unwrap().deployed_image = Some(mirror("2.43.1"));
+        match step(&approved, &status, &staging, &production, now) {
+            PromotionStep::Promote { version, image, .. } => {
+                assert_eq!(version, "2.43.1");
+                // Not the old 2.42.4 image under the new version's name.
+                assert_eq!(image, Some(mirror("2.43.1")));
+            }
+            other => panic!("not promoted: {other:?}"),
+        }
+        // Staging no longer runs it: the image cannot be known, the promotion says so.
+        let mut moved_on = staging.clone();
+        moved_on.spec.version = "2.43.2".into();
+        let st = moved_on.status.as_mut().unwrap();
+        st.deployed_version = Some("2.43.2".into());
+        st.deployed_image = Some(mirror("2.43.2"));
+        let mut pinned = approved.clone();
+        pinned.version = Some("2.43.1".into());
+        assert!(!matches!(
+            step(&pinned, &status, &moved_on, &production, now),
+            PromotionStep::Promote { .. }
+        ));
+        let unknown = promoted_image(&production, Some(&moved_on), "2.43.1").unwrap_err();
+        assert!(unknown.contains("hmis sets spec.image"), "{unknown}");
+        // Production on dhis2/core: nothing to set but the version.
+        assert_eq!(
+            promoted_image(&self::production(), Some(&staging), "2.43.1"),
+            Ok(None)
+        );
+    }
+
+    #[test]
     fn each_gate_blocks_on_its_own_then_all_pass_and_production_gets_the_version() {
         let status = Dhis2PromotionStatus::default();
         let approved = spec(Some("Dr. Sok Dara"));
@@ -513,6 +602,7 @@ mod tests {
             step(&approved, &status, &staging(), &production(), now),
             PromotionStep::Promote {
                 version: "2.43.1".into(),
+                image: None,
                 gates: evaluate_gates(
                     &PromotionObserved {
                         spec: &approved,

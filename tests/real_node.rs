@@ -332,23 +332,32 @@ fn schema_lines(w: &World, instance: &str) -> Vec<String> {
     .collect()
 }
 
-/// `dhis2ctl upgrade INSTANCE --to VERSION --image … --wait` as an administrator runs it.
-async fn upgrade(w: &World, instance: &str, version: &str) -> std::process::Output {
+/// `dhis2ctl upgrade hmis --to VERSION --image … --wait` as an administrator runs it, in the
+/// background: the journey watches the cluster meanwhile.
+fn start_upgrade(w: &World, version: &str) -> tokio::task::JoinHandle<std::process::Output> {
+    let ns = w.ns.clone();
     let image = w.node.dhis2(version);
-    support::dhis2ctl(&[
-        "upgrade",
-        instance,
-        "--to",
-        version,
-        "--image",
-        &image,
-        "-n",
-        &w.ns,
-        "--wait",
-        "--timeout",
-        "20m",
-    ])
-    .await
+    let version = version.to_string();
+    tokio::spawn(async move {
+        support::dhis2ctl(&[
+            "upgrade",
+            "hmis",
+            "--to",
+            &version,
+            "--image",
+            &image,
+            "-n",
+            &ns,
+            "--wait",
+            "--timeout",
+            "20m",
+        ])
+        .await
+    })
+}
+
+async fn upgrade(w: &World, version: &str) -> std::process::Output {
+    start_upgrade(w, version).await.unwrap()
 }
 
 /// A production upgrade on real pods: the pre-upgrade backup Job mounts the file store while
@@ -361,7 +370,7 @@ async fn upgrade_succeeds_and_a_failed_migration_is_rolled_back(node: Node) {
     w.wait_ready("hmis", "2.41.3", 240).await;
     insert_khmer_row(&w, "hmis", 990_001);
 
-    let out = upgrade(&w, "hmis", "2.42.1").await;
+    let out = upgrade(&w, "2.42.1").await;
     support::assert_success(&out, "dhis2ctl upgrade hmis --to 2.42.1 --wait");
     let i = w.wait_ready("hmis", "2.42.1", 60).await;
     let record = i.status.as_ref().unwrap().upgrade_history.first().cloned();
@@ -376,7 +385,7 @@ async fn upgrade_succeeds_and_a_failed_migration_is_rolled_back(node: Node) {
 
     // 2.43.0 fails its migration: never ready; after spec.upgrade.timeoutSeconds the
     // pre-upgrade backup is restored and 2.42.1 runs again on the rows of before.
-    let out = upgrade(&w, "hmis", "2.43.0").await;
+    let out = upgrade(&w, "2.43.0").await;
     assert!(
         !out.status.success(),
         "a rolled-back upgrade exits non-zero: {}",
@@ -418,26 +427,7 @@ async fn read_only_copy_serves_while_the_upgrade_succeeds(node: Node) {
     w.wait_ready("hmis", "2.41.3", 240).await;
     insert_khmer_row(&w, "hmis", 990_001);
 
-    let upgrading = tokio::spawn({
-        let ns = w.ns.clone();
-        let image = w.node.dhis2("2.42.1");
-        async move {
-            support::dhis2ctl(&[
-                "upgrade",
-                "hmis",
-                "--to",
-                "2.42.1",
-                "--image",
-                &image,
-                "-n",
-                &ns,
-                "--wait",
-                "--timeout",
-                "20m",
-            ])
-            .await
-        }
-    });
+    let upgrading = start_upgrade(&w, "2.42.1");
     // While it migrates, the Service answers from the read-only copy: the old version, read-only.
     let url = service_url(&w.ns, "hmis");
     let api = Api::<Dhis2Instance>::namespaced(w.client.clone(), &w.ns);
@@ -582,26 +572,7 @@ async fn operator_and_kubelet_restarts_mid_backup_and_mid_upgrade(node: Node) {
     );
 
     // Mid-upgrade: the leader goes, then the kubelet restarts, while 2.42.1 migrates.
-    let upgrading = tokio::spawn({
-        let ns = w.ns.clone();
-        let image = w.node.dhis2("2.42.1");
-        async move {
-            support::dhis2ctl(&[
-                "upgrade",
-                "hmis",
-                "--to",
-                "2.42.1",
-                "--image",
-                &image,
-                "-n",
-                &ns,
-                "--wait",
-                "--timeout",
-                "20m",
-            ])
-            .await
-        }
-    });
+    let upgrading = start_upgrade(&w, "2.42.1");
     let api = Api::<Dhis2Instance>::namespaced(w.client.clone(), &w.ns);
     wait_for(300, "the upgrade to migrate", || async {
         let i = api.get("hmis").await.ok()?;

@@ -146,13 +146,6 @@ spec:
         ));
     }
 
-    async fn instance(&self, name: &str) -> Dhis2Instance {
-        Api::<Dhis2Instance>::namespaced(self.client.clone(), &self.ns)
-            .get(name)
-            .await
-            .unwrap()
-    }
-
     /// Waits until the instance is Ready on `version`, as the operator saw it through the Service.
     async fn wait_ready(&self, name: &str, version: &str, secs: u64) -> Dhis2Instance {
         let api = Api::<Dhis2Instance>::namespaced(self.client.clone(), &self.ns);
@@ -290,9 +283,17 @@ spec:
     // A drill restores it and finds the rows.
     let out = support::dhis2ctl(&["drill", "hmis", "-n", &w.ns, "--wait"]).await;
     support::assert_success(&out, "dhis2ctl drill --wait");
-    let instance = w.instance("hmis").await;
-    let b = instance.status.unwrap().backup.unwrap();
-    assert_eq!(b.last_drill_result.as_deref(), Some("Passed"), "{b:?}");
+    // The instance's status summarises its drills on its next reconcile.
+    let api = Api::<Dhis2Instance>::namespaced(w.client.clone(), &w.ns);
+    wait_for(
+        60,
+        "the instance's status to show the drill passed",
+        || async {
+            let b = api.get("hmis").await.ok()?.status?.backup?;
+            (b.last_drill_result.as_deref() == Some("Passed")).then_some(())
+        },
+    )
+    .await;
 }
 
 /// Rows that must survive every upgrade, rollback and restore: Khmer organisation units (a

@@ -29,11 +29,11 @@ use super::schedule_build::{
 use super::schedule_plan::{
     MAX_SLEEP, Schedule, decide, requeue_after, why_scheduled_backup_waits,
 };
+use super::schedule_status::{ScheduleObservation, backup_schedule_status};
+use super::scheduled_objects::{create_once, delete_all, list_owned};
 
 /// How soon a backup postponed by an upgrade or a restore looks again.
 const POSTPONED_LOOK_AGAIN: std::time::Duration = std::time::Duration::from_secs(20);
-use super::schedule_status::{ScheduleObservation, backup_schedule_status};
-use super::scheduled_objects::{create_once, delete_all, list_owned};
 
 pub const KIND: &str = "Dhis2BackupSchedule";
 

@@ -39,7 +39,8 @@ impl Cluster {
     /// it) DHIS2 `deployed` running; `upgrade` is the spec's `spec.upgrade`.
     async fn instance(&self, name: &str, spec_version: &str, deployed: &str, upgrade: Value) {
         let mut spec = json!({"version": spec_version, "environment": "production",
-            "replicas": 2, "backup": {"repository": s3_repository(BUCKET)}});
+            "replicas": 2, "adminSecretRef": "dhis2-admin",
+            "backup": {"repository": s3_repository(BUCKET)}});
         if !upgrade.is_null() {
             spec["upgrade"] = upgrade;
         }
@@ -337,7 +338,8 @@ async fn a_downgrade_and_an_upgrade_in_progress_are_refused_before_any_change() 
         &c.ns,
         json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
             "metadata": {"name": "bare"},
-            "spec": {"version": "2.41.3", "environment": "training", "replicas": 1}}),
+            "spec": {"version": "2.41.3", "environment": "training", "replicas": 1,
+                "adminSecretRef": "dhis2-admin"}}),
     )
     .await;
     let out = c.ctl(&["upgrade", "bare", "--to", "2.42.0"]).await;
@@ -348,6 +350,25 @@ async fn a_downgrade_and_an_upgrade_in_progress_are_refused_before_any_change() 
         stderr(&out)
     );
     assert_eq!(c.get("bare").await.spec.version, "2.41.3");
+
+    // No admin account: the operator could never see the new version run, and would roll back.
+    create::<Dhis2Instance>(
+        &c.client,
+        &c.ns,
+        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
+            "metadata": {"name": "anonymous"},
+            "spec": {"version": "2.41.3", "environment": "training", "replicas": 1,
+                "backup": {"repository": s3_repository(BUCKET)}}}),
+    )
+    .await;
+    let out = c.ctl(&["upgrade", "anonymous", "--to", "2.42.0"]).await;
+    assert_code(&out, 1, "no admin account");
+    assert!(
+        stderr(&out).contains("spec.adminSecretRef"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(c.get("anonymous").await.spec.version, "2.41.3");
 }
 
 #[tokio::test(flavor = "multi_thread")]

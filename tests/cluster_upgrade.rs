@@ -598,3 +598,172 @@ async fn an_operator_killed_at_every_step_of_an_upgrade_resumes_it_with_one_back
     assert_eq!(history[0].outcome, UpgradeOutcome::Succeeded);
     w.drop_database().await;
 }
+
+impl World {
+    /// Sets one key of a Secret of the namespace.
+    async fn set_secret(&self, name: &str, key: &str, value: &str) {
+        Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {key: value}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn patch_spec(&self, spec: serde_json::Value) {
+        self.instances()
+            .patch(
+                "hmis",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Refused for `to` with a message naming all of `why`, DHIS2 untouched; then cleared.
+    async fn refused_before_dhis2_stops(&self, to: &str, why: &[&str]) {
+        self.set_version(to).await;
+        let i = self.upgrade_phase(UpgradePhase::Refused, 90).await;
+        let message = i.status.unwrap().upgrade.unwrap().message.unwrap();
+        for part in why {
+            assert!(message.contains(part), "{part:?} not in: {message}");
+        }
+        assert!(message.contains("nothing was changed"), "{message}");
+        assert_eq!(
+            self.deployment().await,
+            ("dhis2/core:2.42.4".to_string(), 1)
+        );
+        assert!(self.backups().await.is_empty(), "DHIS2 was never stopped");
+        self.set_version("2.42.4").await;
+        wait_for(60, "the refusal cleared", || async {
+            let i = self.instances().get("hmis").await.ok()?;
+            i.status?.upgrade.is_none().then_some(())
+        })
+        .await;
+    }
+}
+
+/// An upgrade whose success the operator could not see (DHIS2 reports its version only to an
+/// authenticated /api/system/info) would end in a rollback that discards what users wrote to the
+/// new version; one whose backup the cluster could not decrypt would wait forever in RollingBack.
+/// Both are refused while DHIS2 still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_the_operator_could_not_confirm_or_roll_back_is_refused_before_dhis2_stops() {
+    let w = world("upg-safe", Migration::Quick).await;
+    w.set_secret("dhis2-admin", "password", "not-the-password")
+        .await;
+    w.refused_before_dhis2_stops(
+        "2.43.0",
+        &["refused the account in Secret dhis2-admin", "HTTP 401"],
+    )
+    .await;
+    let (user, password) = ADMIN;
+    w.set_secret("dhis2-admin", "password", password).await;
+    assert_eq!(user, "operator");
+
+    // Encrypted to a public key only: no restore Job could read the pre-upgrade backup back.
+    let mut repository = s3_repository("unused");
+    repository["encryption"] = json!({"recipients": [
+        "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]});
+    w.patch_spec(json!({"backup": {"repository": repository.clone()}}))
+        .await;
+    w.refused_before_dhis2_stops(
+        "2.43.0",
+        &["could not roll this upgrade back", "identitySecretRef"],
+    )
+    .await;
+    // Named but not in the cluster ("create it when you need it"): still no way back.
+    repository["encryption"]["identitySecretRef"] = json!("backup-identity");
+    w.patch_spec(json!({"backup": {"repository": repository}}))
+        .await;
+    w.refused_before_dhis2_stops(
+        "2.43.0",
+        &[
+            "Secret backup-identity",
+            "could not decrypt the pre-upgrade backup",
+        ],
+    )
+    .await;
+    w.drop_database().await;
+}
+
+/// After the upgrade and its rollback both failed, the database may be half-migrated: setting
+/// spec.version back must not start the old DHIS2 on it, and the documented way out (a restore
+/// of the pre-upgrade backup over the instance) must get DHIS2 running again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_rollback_dhis2_stays_stopped_until_a_restore_brings_it_back() {
+    let w = world("upg-rbf", Migration::Never).await;
+    write_before_upgrade(&w).await;
+    w.set_version("2.43.0").await;
+    let i = w.upgrade_phase(UpgradePhase::Migrating, 180).await;
+    let backup = i.status.unwrap().upgrade.unwrap().backup_name.unwrap();
+    wait_for(60, "the migration to start", || async {
+        w.dhis2
+            .observed()
+            .iter()
+            .any(|o| format!("{o:?}").starts_with("MigrationStarted"))
+            .then_some(())
+    })
+    .await;
+    // The rollback's restore cannot read the repository: it fails.
+    w.set_secret("backup-s3", "secretKey", "wrong-secret-key")
+        .await;
+    w.clock.advance(601);
+    let i = w.upgrade_phase(UpgradePhase::Failed, 300).await;
+    let upgrade = i.status.unwrap().upgrade.unwrap();
+    assert_eq!(
+        upgrade.outcome,
+        Some(UpgradeOutcome::RollbackFailed),
+        "{upgrade:?}"
+    );
+    assert_eq!(w.deployment().await.1, 0);
+
+    // spec.version back to the old version: DHIS2 stays stopped, and says why.
+    w.set_version("2.42.4").await;
+    wait_for(60, "the refusal to start DHIS2 explained", || async {
+        let i = w.instances().get("hmis").await.ok()?;
+        let u = i.status?.upgrade?;
+        u.message?
+            .contains("stays stopped whatever spec.version says")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(w.deployment().await, ("dhis2/core:2.42.4".to_string(), 0));
+
+    // The way out: restore the pre-upgrade backup over the instance.
+    w.set_secret("backup-s3", "secretKey", &w.env.secret_key)
+        .await;
+    create::<Dhis2Restore>(
+        &w.client,
+        &w.ns,
+        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Restore",
+            "metadata": {"name": "after-failed-rollback"},
+            "spec": {"source": {"instance": "hmis", "backupRef": backup},
+                "target": {"instance": "hmis"}, "confirmOverwrite": "hmis",
+                "approvedBy": "Dr Sok Chenda", "regenerateAnalytics": false}}),
+    )
+    .await;
+    let restores: Api<Dhis2Restore> = Api::namespaced(w.client.clone(), &w.ns);
+    wait_for(300, "the restore to complete", || async {
+        let r = restores.get("after-failed-rollback").await.ok()?;
+        (r.status?.phase.as_deref() == Some("Completed")).then_some(())
+    })
+    .await;
+    let i = w.runs("2.42.4").await;
+    let upgrade = i.status.unwrap().upgrade;
+    assert!(upgrade.is_none(), "cleared once recovered: {upgrade:?}");
+    assert_eq!(w.events("UpgradeRecovered").await.len(), 1);
+    assert_eq!(
+        w.query_one("SELECT note FROM written_before_upgrade")
+            .await
+            .as_deref(),
+        Some("របាយការណ៍ខែវិច្ឆិកា")
+    );
+    assert!(!w.has_table(&marker_table(43)).await);
+    assert_eq!(w.deployment().await, ("dhis2/core:2.42.4".to_string(), 1));
+    w.drop_database().await;
+}

@@ -70,7 +70,7 @@ async fn create_instance(client: &Client, ns: &str, name: &str, url: &str) {
     let obj: Dhis2Instance = serde_json::from_value(json!({
         "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
         "metadata": {"name": name, "annotations": {ANNOTATION: url}},
-        "spec": {"version": "2.42.1", "environment": "staging"}
+        "spec": {"version": "2.42.1", "environment": "staging", "adminSecretRef": "dhis2-admin"}
     }))
     .unwrap();
     Api::<Dhis2Instance>::namespaced(client.clone(), ns)
@@ -84,6 +84,7 @@ async fn slow_dhis2s_hold_at_most_the_limit_and_a_healthy_instance_still_gets_it
     let client = client().await;
     let ns = namespace(&client, "op-concurrency").await;
     let _kubelet = FakeKubelet::start(client.clone(), &ns);
+    support::cluster_objects::admin_secret(&client, &ns).await;
     let slow = SlowDhis2::start(Duration::from_secs(3)).await;
     let healthy = FakeDhis2::start(Dhis2State::Up {
         version: "2.42.1".into(),

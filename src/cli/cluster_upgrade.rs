@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::crd::backup_common::RunPhase;
 use crate::crd::upgrade::UpgradeRecord;
 use crate::crd::{Dhis2Backup, Dhis2Instance};
+use crate::operator::labels::ACCEPT_MIGRATED_DATABASE_ANNOTATION;
 use crate::operator::upgrade_controller::deployed_of;
 use crate::output::{OutputFormat, render_structured};
 use crate::postgres::DatabaseTarget;
@@ -24,8 +25,8 @@ use crate::upgrade::{
 use super::CliError;
 use super::cluster::{ClusterError, KubeArgs, api_error, connect};
 use super::upgrade_plan::{
-    Intent, LastBackup, Progress, Refusal, UpgradePlan, UpgradeRequest, assess, parse_timeout,
-    plan, progress, render_plan,
+    Intent, LastBackup, Progress, Refusal, UpgradePlan, UpgradeRequest, accept_target, assess,
+    parse_timeout, plan, progress, render_plan,
 };
 
 /// How long `--retry` waits for the operator to clear the finished upgrade.
@@ -38,8 +39,18 @@ pub struct ClusterUpgradeArgs {
     #[arg(value_name = "INSTANCE", required = true)]
     pub instance: Option<String>,
     /// The DHIS2 version to upgrade to, e.g. 2.42.1 (the dhis2/core image tag).
-    #[arg(long, value_name = "VERSION", required = true)]
+    #[arg(
+        long,
+        value_name = "VERSION",
+        required_unless_present = "accept_migrated_database"
+    )]
     pub to: Option<String>,
+    /// After an upgrade and its rollback both failed, DHIS2 stays stopped because its database
+    /// may be half-migrated. Accept the database as that upgrade left it and start the previous
+    /// version on it (only when a restore of the pre-upgrade backup is not possible: restoring
+    /// it is the safe way).
+    #[arg(long, conflicts_with_all = ["to", "dry_run", "retry", "approve", "wait", "image"])]
+    pub accept_migrated_database: bool,
     /// Print the plan (and run the checks with --database-url) and change nothing.
     #[arg(long, conflicts_with_all = ["wait", "retry", "approve"])]
     pub dry_run: bool,
@@ -84,6 +95,46 @@ struct UpgradeReport {
     outcome: Option<UpgradeRecord>,
 }
 
+/// Sets `dhis2operator.io/accept-migrated-database` to the failed upgrade's start: the
+/// operator lets DHIS2 run again on the database that upgrade left.
+async fn accept_migrated_database(
+    args: ClusterUpgradeArgs,
+    output: OutputFormat,
+) -> Result<ExitCode, CliError> {
+    let Some(name) = args.instance.clone() else {
+        return Err(usage("name the instance".into()));
+    };
+    let (client, ns) = connect(&args.kube).await?;
+    let instances: Api<Dhis2Instance> = Api::namespaced(client, &ns);
+    let instance = get_instance(&instances, &name, &ns).await?;
+    let started_at = accept_target(&instance).map_err(refused)?;
+    let patch =
+        json!({"metadata": {"annotations": {ACCEPT_MIGRATED_DATABASE_ANNOTATION: started_at}}});
+    instances
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(api_error)?;
+    let report = UpgradeReport {
+        plan: None,
+        dry_run: false,
+        changed: vec![format!(
+            "{ACCEPT_MIGRATED_DATABASE_ANNOTATION}: {started_at}"
+        )],
+        note: Some(format!(
+            "accepted: DHIS2 of {name} starts again on the database as the failed upgrade left it"
+        )),
+        outcome: None,
+    };
+    finish(
+        output,
+        &report,
+        &format!(
+            "accepted: the operator starts DHIS2 of {name} again on the database as the failed upgrade (started {started_at}) left it. Follow it with `dhis2ctl status {name}`"
+        ),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn usage(text: String) -> CliError {
     CliError::Upgrade(UpgradeError::Usage(text))
 }
@@ -96,6 +147,9 @@ fn refused(refusal: Refusal) -> CliError {
 }
 
 pub async fn upgrade(args: ClusterUpgradeArgs, output: OutputFormat) -> Result<ExitCode, CliError> {
+    if args.accept_migrated_database {
+        return accept_migrated_database(args, output).await;
+    }
     // The command line first: nothing is read or changed when it is wrong.
     let (Some(name), Some(to_text)) = (args.instance.clone(), args.to.clone()) else {
         return Err(usage("name the instance and --to VERSION".into()));

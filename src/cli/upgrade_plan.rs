@@ -10,6 +10,7 @@ use crate::crd::upgrade::{
     UpgradeOutcome, UpgradePhase, UpgradePolicy, UpgradeRecord, UpgradeSpec, UpgradeStatus,
 };
 use crate::operator::backup_build::{backup_repository, describe_repository};
+use crate::operator::repository_protection::{RepositoryUse, check_protection};
 use crate::operator::upgrade_controller::deployed_of;
 use crate::operator::upgrade_steps::{CRASH_LOOP_RESTARTS, Deployed, same_version};
 use crate::output::human_duration;
@@ -183,12 +184,36 @@ pub fn assess(instance: &Dhis2Instance, req: &UpgradeRequest) -> Result<Intent, 
             instance.spec.image.as_deref().unwrap_or_default()
         )));
     }
+    if instance.spec.admin_secret_ref.is_none() {
+        return Err(Refusal::NotNow(format!(
+            "{name} has no spec.adminSecretRef: DHIS2 reports its version only to an authenticated /api/system/info, so the operator could never tell that {to} runs and would roll the upgrade back, discarding what users wrote to it. Create a Secret with the keys username and password of a DHIS2 superuser and set spec.adminSecretRef to its name; nothing was changed"
+        )));
+    }
     if let Err(why) = pre_upgrade_repository(instance) {
         return Err(Refusal::NotNow(format!(
             "the operator's pre-upgrade backup of {name} would fail, so the upgrade would stop DHIS2 for nothing: {why}"
         )));
     }
     Ok(Intent::Upgrade)
+}
+
+/// The failed upgrade whose database `--accept-migrated-database` accepts: its `startedAt`.
+pub fn accept_target(instance: &Dhis2Instance) -> Result<String, Refusal> {
+    let name = instance.metadata.name.clone().unwrap_or_default();
+    match instance.status.as_ref().and_then(|s| s.upgrade.as_ref()) {
+        Some(u)
+            if u.outcome == Some(UpgradeOutcome::RollbackFailed) && u.recovered_by.is_none() =>
+        {
+            Ok(u.started_at.clone())
+        }
+        Some(u) if u.recovered_by.is_some() => Err(Refusal::NotNow(format!(
+            "{name} is not held: {} already let DHIS2 run again; nothing was changed",
+            u.recovered_by.as_deref().unwrap_or_default()
+        ))),
+        _ => Err(Refusal::Usage(format!(
+            "--accept-migrated-database: {name} has no upgrade whose rollback failed; nothing was changed"
+        ))),
+    }
 }
 
 /// Where the pre-upgrade backup goes (the instance's `spec.backup.repository`), as people read it.
@@ -205,6 +230,14 @@ fn pre_upgrade_repository(instance: &Dhis2Instance) -> Result<String, String> {
         purpose: crate::crd::dhis2_backup::BackupPurpose::PreUpgrade,
     };
     let repository = backup_repository(&backup, &instance.spec)?;
+    check_protection(
+        repository,
+        "the Dhis2Instance's spec.backup.repository",
+        RepositoryUse::Read,
+    )
+    .map_err(|why| {
+        format!("the operator could not restore the pre-upgrade backup to roll back: {why}")
+    })?;
     let mut text = describe_repository(repository);
     if repository.encryption.is_some() {
         text.push_str(" (encrypted)");
@@ -361,7 +394,7 @@ pub fn plan(
         format!("none of the data DHIS2's migrations to {to} are known to fail on"),
     ];
     let rollback = format!(
-        "If DHIS2 {to} does not report its version within {} or restarts {CRASH_LOOP_RESTARTS} times, the operator restores the pre-upgrade backup over {name} (a Dhis2Restore) and starts DHIS2 {from} again; the upgrade ends Failed (RolledBack). The rollback loses nothing: DHIS2 was stopped before the backup",
+        "If DHIS2 {to} does not report its version within {} or restarts {CRASH_LOOP_RESTARTS} times, the operator restores the pre-upgrade backup over {name} (a Dhis2Restore) and starts DHIS2 {from} again; the upgrade ends Failed (RolledBack). DHIS2 was stopped before the backup, so the backup holds everything written before the upgrade; what users write to DHIS2 {to} before the rollback is not in it, and stays only in the migrated database the restore puts aside (its name in the Dhis2Restore's status.replacedDatabase). The operator refuses the upgrade up front when it could not confirm {to} runs (spec.adminSecretRef) or could not read the backup back (an encryption key missing in the cluster)",
         human_duration(timeout)
     );
     UpgradePlan {
@@ -526,6 +559,7 @@ mod tests {
             "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
             "metadata": {"name": "hmis", "namespace": "moh"},
             "spec": {"version": spec_version, "environment": "production", "replicas": 2,
+                "adminSecretRef": "dhis2-admin",
                 "backup": {"repository": {"s3": {"bucket": "moh-backups", "prefix": "hmis",
                     "credentialsSecretRef": "backup-s3"}}}}
         }))
@@ -556,6 +590,8 @@ mod tests {
             approved_by: None,
             outcome,
             failure_reason: None,
+            new_version_answered_at: None,
+            recovered_by: None,
             message: Some("the message".into()),
         }
     }
@@ -769,6 +805,56 @@ mod tests {
             panic!("needs a repository");
         };
         assert!(why.contains("spec.backup.repository"), "{why}");
+    }
+
+    #[test]
+    fn an_upgrade_the_operator_could_not_confirm_or_roll_back_is_refused_with_the_fix() {
+        let v = Dhis2Version::parse("2.42.0").unwrap();
+        let mut i = instance("2.41.3", "2.41.3", None);
+        i.spec.admin_secret_ref = None;
+        let Err(Refusal::NotNow(why)) = assess(&i, &ask("2.42.0", &v, false, None)) else {
+            panic!("needs an admin account");
+        };
+        assert!(why.contains("spec.adminSecretRef"), "{why}");
+
+        let mut i = instance("2.41.3", "2.41.3", None);
+        let repository = i.spec.backup.as_mut().unwrap().repository.as_mut().unwrap();
+        repository.encryption = Some(crate::crd::backup_common::EncryptionSpec {
+            recipients: vec![
+                "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p".into(),
+            ],
+            ..Default::default()
+        });
+        let Err(Refusal::NotNow(why)) = assess(&i, &ask("2.42.0", &v, false, None)) else {
+            panic!("needs a way back");
+        };
+        assert!(
+            why.contains("could not restore the pre-upgrade backup"),
+            "{why}"
+        );
+        assert!(why.contains("identitySecretRef"), "{why}");
+    }
+
+    #[test]
+    fn only_a_failed_rollback_can_be_accepted() {
+        let mut failed = upgrade(
+            UpgradePhase::Failed,
+            "2.42.0",
+            Some(UpgradeOutcome::RollbackFailed),
+        );
+        failed.started_at = "2026-12-06T05:00:00Z".into();
+        let i = instance("2.42.0", "2.41.3", Some(failed.clone()));
+        assert_eq!(accept_target(&i), Ok("2026-12-06T05:00:00Z".into()));
+        failed.recovered_by = Some("Dhis2Restore manual".into());
+        let i = instance("2.42.0", "2.41.3", Some(failed));
+        assert!(matches!(accept_target(&i), Err(Refusal::NotNow(_))));
+        let rolled_back = upgrade(
+            UpgradePhase::Failed,
+            "2.42.0",
+            Some(UpgradeOutcome::RolledBack),
+        );
+        let i = instance("2.42.0", "2.41.3", Some(rolled_back));
+        assert!(matches!(accept_target(&i), Err(Refusal::Usage(_))));
     }
 
     #[test]

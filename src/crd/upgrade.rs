@@ -105,6 +105,9 @@ pub enum UpgradeOutcome {
     RollbackFailed,
     /// `spec.version` changed before the database was touched.
     Cancelled,
+    /// A step before the database was touched did not end within its deadline (DHIS2 did not
+    /// stop); DHIS2 was started again on the untouched database.
+    TimedOut,
 }
 
 /// `status.upgrade`: the upgrade in progress, or the last one that failed or was refused.
@@ -147,6 +150,16 @@ pub struct UpgradeStatus {
     /// Why it is rolling back, failed or was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// When the new version first answered users while it migrated (RFC 3339): anything written
+    /// to it since is not in the pre-upgrade backup, and a rollback keeps it only in the replaced
+    /// database the restore leaves beside the restored one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_version_answered_at: Option<String>,
+    /// After a failed rollback: what lets DHIS2 run again (a `Dhis2Restore` that restored the
+    /// database since, or the `dhis2operator.io/accept-migrated-database` annotation). Until
+    /// then DHIS2 stays stopped, whatever `spec.version` says: its database may be half-migrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_by: Option<String>,
     /// What is happening or why it ended, in one line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -12,6 +12,9 @@ pub enum Dhis2Health {
     Up {
         version: Option<String>,
         revision: Option<String>,
+        /// The HTTP status of `/api/system/info` when it gave no version (401: the account was
+        /// refused or none was sent).
+        info_status: Option<u16>,
     },
     /// Tomcat answers but DHIS2 is not up yet: starting, or running Flyway migrations.
     Starting { http_status: u16 },
@@ -47,6 +50,7 @@ pub fn interpret_ping(status: u16, body: &str) -> Dhis2Health {
         200 if body.trim().trim_matches('"') == "pong" => Dhis2Health::Up {
             version: None,
             revision: None,
+            info_status: None,
         },
         200 => Dhis2Health::Down {
             reason: "/api/system/ping answered without pong: is this DHIS2?".into(),
@@ -97,13 +101,20 @@ pub async fn probe(
     if let Some((user, password)) = account {
         info = info.basic_auth(user, Some(password));
     }
-    let parsed = match info.send().await {
-        Ok(r) if r.status().is_success() => r.json::<SystemInfo>().await.ok(),
-        _ => None,
+    let (parsed, info_status) = match info.send().await {
+        Ok(r) if r.status().is_success() => {
+            let status = r.status().as_u16();
+            let parsed = r.json::<SystemInfo>().await.ok();
+            let answered = parsed.as_ref().is_some_and(|i| i.version.is_some());
+            (parsed, (!answered).then_some(status))
+        }
+        Ok(r) => (None, Some(r.status().as_u16())),
+        Err(_) => (None, None),
     };
     Dhis2Health::Up {
         version: parsed.as_ref().and_then(|i| i.version.clone()),
         revision: parsed.and_then(|i| i.revision),
+        info_status,
     }
 }
 

@@ -35,6 +35,7 @@ use super::instance_build::{
 use super::labels::ENDPOINT_OVERRIDE_ANNOTATION;
 use super::read_only_copy_controller::advance_read_only_copy;
 use super::schedule_plan::Schedule;
+use super::secret_values::secret_value;
 use super::status::{InstanceObservation, instance_phase_and_conditions};
 use super::upgrade_controller::{UpgradeProgress, advance_upgrade};
 use super::validate::validate_instance;
@@ -72,18 +73,6 @@ pub async fn reconcile(instance: Arc<Dhis2Instance>, ctx: Arc<Context>) -> Resul
 
 pub fn error_policy(instance: Arc<Dhis2Instance>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.retry_after_failure(KIND, &*instance, error)
-}
-
-async fn secret_value(ctx: &Context, ns: &str, name: &str, key: &str) -> Result<Option<String>> {
-    let secret = ctx
-        .api::<Secret>(ns)
-        .get_opt(name)
-        .await
-        .map_err(|e| Error::kube(format!("reading Secret {name}"), e))?;
-    Ok(secret.and_then(|s| {
-        s.data
-            .and_then(|d| d.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok()))
-    }))
 }
 
 /// The database's connection settings, or why DHIS2 cannot connect yet.
@@ -196,13 +185,17 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
         .get_opt(&name)
         .await
         .map_err(|e| Error::kube(format!("reading Deployment {name}"), e))?;
-    let health = probe_dhis2(instance, ctx, ns, ready_replicas_of(running.as_ref())).await?;
-    let reported_version = match &health {
-        Some(Dhis2Health::Up { version, .. }) => version.clone(),
-        _ => None,
-    };
+    let account = admin_account(instance, ctx, ns).await?;
+    let health = probe_dhis2(
+        instance,
+        ctx,
+        ns,
+        ready_replicas_of(running.as_ref()),
+        account.as_ref().ok(),
+    )
+    .await?;
     let progress =
-        advance_upgrade(instance, ctx, ns, &connection, reported_version.as_deref()).await?;
+        advance_upgrade(instance, ctx, ns, &connection, health.as_ref(), &account).await?;
 
     let copy =
         advance_read_only_copy(instance, ctx, ns, &connection, progress.upgrade.as_ref()).await?;
@@ -282,12 +275,37 @@ fn ready_replicas_of(deployment: Option<&Deployment>) -> i32 {
         .unwrap_or(0)
 }
 
+/// The DHIS2 account of `spec.adminSecretRef` (user, password), or why there is none and the fix.
+async fn admin_account(
+    instance: &Dhis2Instance,
+    ctx: &Context,
+    ns: &str,
+) -> Result<std::result::Result<(String, String), String>> {
+    let Some(secret) = &instance.spec.admin_secret_ref else {
+        return Ok(Err(
+            "spec.adminSecretRef is not set: create a Secret with the keys username and password of a DHIS2 superuser and name it in spec.adminSecretRef".into(),
+        ));
+    };
+    Ok(
+        match (
+            secret_value(ctx, ns, secret, "username").await?,
+            secret_value(ctx, ns, secret, "password").await?,
+        ) {
+            (Some(u), Some(p)) => Ok((u, p)),
+            _ => Err(format!(
+                "Secret {secret} (spec.adminSecretRef) does not exist or lacks the key username or password"
+            )),
+        },
+    )
+}
+
 /// Asks DHIS2 how it is (at its Service, or the development override), when a pod is ready.
 async fn probe_dhis2(
     instance: &Dhis2Instance,
     ctx: &Context,
     ns: &str,
     ready_replicas: i32,
+    account: Option<&(String, String)>,
 ) -> Result<Option<Dhis2Health>> {
     let name = instance.name_any();
     let requested_override = instance.annotations().get(ENDPOINT_OVERRIDE_ANNOTATION);
@@ -322,21 +340,11 @@ async fn probe_dhis2(
         },
         None => format!("http://{name}.{ns}.svc"),
     };
-    let account = match &instance.spec.admin_secret_ref {
-        Some(s) => match (
-            secret_value(ctx, ns, s, "username").await?,
-            secret_value(ctx, ns, s, "password").await?,
-        ) {
-            (Some(u), Some(p)) => Some((u, p)),
-            _ => None,
-        },
-        None => None,
-    };
     Ok(Some(
         probe(
             &ctx.http,
             &endpoint,
-            account.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+            account.map(|(u, p)| (u.as_str(), p.as_str())),
         )
         .await,
     ))
@@ -471,7 +479,9 @@ async fn write_status(
         _ => phase,
     };
     let (version, revision) = match health {
-        Some(Dhis2Health::Up { version, revision }) => (version.clone(), revision.clone()),
+        Some(Dhis2Health::Up {
+            version, revision, ..
+        }) => (version.clone(), revision.clone()),
         _ => (old.version.clone(), old.revision.clone()),
     };
     let status = Dhis2InstanceStatus {

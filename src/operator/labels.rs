@@ -16,6 +16,10 @@ pub const ENDPOINT_OVERRIDE_ANNOTATION: &str = "dhis2operator.io/endpoint-overri
 /// On a `Dhis2Instance` a restore holds: the `Dhis2Restore`'s name. DHIS2 runs no replica while
 /// it is there (two writers never); the restore removes it when it is done.
 pub const RESTORE_IN_PROGRESS_ANNOTATION: &str = "dhis2operator.io/restore-in-progress";
+/// On a `Dhis2Instance` whose upgrade and rollback both failed: the failed upgrade's
+/// `status.upgrade.startedAt`, set by whoever accepts that DHIS2 runs again on the database as
+/// the failed migration left it (`dhis2ctl upgrade NAME --accept-migrated-database`).
+pub const ACCEPT_MIGRATED_DATABASE_ANNOTATION: &str = "dhis2operator.io/accept-migrated-database";
 
 pub fn labels(app: &str, instance: &str, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([

@@ -58,6 +58,7 @@ pub mod schedule_build;
 pub mod schedule_plan;
 pub mod schedule_status;
 pub mod scheduled_objects;
+pub mod secret_values;
 pub mod server;
 pub mod shared_watch;
 pub mod status;

@@ -169,6 +169,7 @@ mod tests {
         let up = Dhis2Health::Up {
             version: Some("2.41.3".into()),
             revision: None,
+            info_status: None,
         };
         let (phase, c) = observe(Some(&up), 1, Ok(()), &[]);
         assert_eq!(phase, "Ready");

@@ -20,17 +20,22 @@ use crate::upgrade::{
 };
 
 use super::apply::Parent;
+use super::backup_build::backup_repository;
 use super::context::Context;
 use super::database_connection::database_target;
 use super::dhis_conf::DatabaseConnection;
 use super::error::{Error, Result};
+use super::health::Dhis2Health;
 use super::instance_build::{APP, dhis2_image};
+use super::labels::ACCEPT_MIGRATED_DATABASE_ANNOTATION;
 use super::labels::{child_meta, labels};
+use super::repository_protection::{RepositoryUse, check_protection};
 use super::restore_steps::Phase as RestorePhase;
 use super::scheduled_objects::create_once;
+use super::secret_values::secret_value;
 use super::upgrade_steps::{
-    Action, BackupSeen, Deployed, DeploymentPlan, RestoreSeen, UpgradeObserved, decide,
-    deployment_plan, needs_check, same_version,
+    Action, BackupSeen, Confirmation, Deployed, DeploymentPlan, RestoreSeen, Safeguards,
+    UpgradeObserved, awaits_recovery, decide, deployment_plan, needs_check, same_version,
 };
 
 /// What the reconcile records and runs after this step of the upgrade.
@@ -109,7 +114,103 @@ async fn restore_seen(ctx: &Context, ns: &str, name: &str) -> Result<Option<Rest
         RestoreSeen {
             phase: RestorePhase::parse(s.phase.as_deref()),
             message: s.failure_reason.or(s.message),
+            replaced_database: s.replaced_database,
         }
+    }))
+}
+
+/// Whether the new version's answer could be confirmed, from the account and DHIS2's answer now.
+fn confirmation(
+    account: &std::result::Result<(String, String), String>,
+    secret: Option<&str>,
+    health: Option<&Dhis2Health>,
+) -> Confirmation {
+    if let Err(why) = account {
+        return Confirmation::Unusable(why.clone());
+    }
+    let secret = secret.unwrap_or("-");
+    match health {
+        None => Confirmation::NoAnswer("no DHIS2 pod is ready".into()),
+        Some(Dhis2Health::Up {
+            version: Some(_), ..
+        }) => Confirmation::Confirmed,
+        Some(Dhis2Health::Up {
+            info_status: Some(status @ (401 | 403)),
+            ..
+        }) => Confirmation::Unusable(format!(
+            "DHIS2 refused the account in Secret {secret} (spec.adminSecretRef) at /api/system/info (HTTP {status}): correct its username and password (a DHIS2 superuser)"
+        )),
+        Some(Dhis2Health::Up { info_status, .. }) => Confirmation::NoAnswer(format!(
+            "/api/system/info answered {} without a version",
+            info_status.map_or("nothing".into(), |s| format!("HTTP {s}"))
+        )),
+        Some(other) => Confirmation::NoAnswer(other.summary()),
+    }
+}
+
+/// Whether a restore Job could read the pre-upgrade backup back: the repository's settings, and
+/// the private key or passphrase it decrypts with present in the cluster.
+async fn way_back(
+    ctx: &Context,
+    ns: &str,
+    instance: &Dhis2Instance,
+) -> Result<std::result::Result<(), String>> {
+    let backup = pre_upgrade_backup(instance, "pre-upgrade");
+    let repository = match backup_repository(&backup.spec, &instance.spec) {
+        Ok(r) => r,
+        Err(why) => return Ok(Err(why)),
+    };
+    let field = "the Dhis2Instance's spec.backup.repository";
+    if let Err(why) = check_protection(repository, field, RepositoryUse::Read) {
+        return Ok(Err(why));
+    }
+    let Some(encryption) = &repository.encryption else {
+        return Ok(Ok(()));
+    };
+    let (secret, key, setting) = match (
+        &encryption.passphrase_secret_ref,
+        &encryption.identity_secret_ref,
+    ) {
+        (Some(s), _) => (s, "passphrase", "passphraseSecretRef"),
+        (None, Some(s)) => (s, "identity", "identitySecretRef"),
+        (None, None) => return Ok(Ok(())),
+    };
+    Ok(match secret_value(ctx, ns, secret, key).await? {
+        Some(v) if !v.trim().is_empty() => Ok(()),
+        _ => Err(format!(
+            "Secret {secret} ({field}.encryption.{setting}) does not exist or lacks the key {key}, so a restore could not decrypt the pre-upgrade backup: create it before upgrading (it may be removed again afterwards)"
+        )),
+    })
+}
+
+/// After a failed rollback: a restore over the instance that restored its database since.
+async fn recovery_restore(
+    ctx: &Context,
+    ns: &str,
+    instance: &str,
+    since: Option<&str>,
+) -> Result<Option<String>> {
+    let since = since.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let restores = ctx
+        .api::<Dhis2Restore>(ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| Error::kube("listing Dhis2Restores".to_string(), e))?;
+    Ok(restores.items.into_iter().find_map(|r| {
+        let s = r.status.as_ref()?;
+        let restored = matches!(
+            RestorePhase::parse(s.phase.as_deref()),
+            RestorePhase::Starting | RestorePhase::Completed
+        );
+        let started = s
+            .started_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let after = match (since, started) {
+            (Some(since), Some(started)) => started >= since,
+            _ => false,
+        };
+        (r.spec.target.instance == instance && restored && after).then(|| r.name_any())
     }))
 }
 
@@ -246,8 +347,13 @@ pub async fn advance_upgrade(
     ctx: &Context,
     ns: &str,
     connection: &DatabaseConnection,
-    reported_version: Option<&str>,
+    health: Option<&Dhis2Health>,
+    account: &std::result::Result<(String, String), String>,
 ) -> Result<UpgradeProgress> {
+    let reported_version = match health {
+        Some(Dhis2Health::Up { version, .. }) => version.as_deref(),
+        _ => None,
+    };
     let name = instance.name_any();
     let status = instance.status.clone().unwrap_or_default();
     let deployed = deployed_of(instance);
@@ -266,6 +372,17 @@ pub async fn advance_upgrade(
         Some(u) => Some(check_database(connection, &u.from_version, &u.to_version).await),
         None => None,
     };
+    let safeguards = match needs_check(upgrade.as_ref()) {
+        true => Some(Safeguards {
+            confirmation: confirmation(account, instance.spec.admin_secret_ref.as_deref(), health),
+            way_back: way_back(ctx, ns, instance).await?,
+        }),
+        false => None,
+    };
+    let recovery = match upgrade.as_ref().filter(|u| awaits_recovery(Some(u))) {
+        Some(u) => recovery_restore(ctx, ns, &name, u.phase_started_at.as_deref()).await?,
+        None => None,
+    };
     let spec_image = dhis2_image(instance);
     let decision = decide(&UpgradeObserved {
         instance: &name,
@@ -281,6 +398,14 @@ pub async fn advance_upgrade(
         reported_version,
         backup: backup.as_ref(),
         restore: restore.as_ref(),
+        safeguards: safeguards.as_ref(),
+        dhis2_answering: matches!(health, Some(Dhis2Health::Up { .. })),
+        recovery_restore: recovery.as_deref(),
+        accepted_migrated_database: instance
+            .annotations()
+            .get(ACCEPT_MIGRATED_DATABASE_ANNOTATION)
+            .map(String::as_str),
+        job_deadline_seconds: default_deadline_seconds(),
     });
     let parent = Parent::of(instance);
     let mut next = decision.upgrade.clone();

@@ -18,6 +18,7 @@ use crate::crd::upgrade::{
 };
 use crate::upgrade::{CheckOutcome, Dhis2Version, UpgradeCheck};
 
+use super::labels::ACCEPT_MIGRATED_DATABASE_ANNOTATION;
 use super::restore_steps::Phase as RestorePhase;
 
 /// Restarts of the new version's container while it migrates that count as a crash loop.
@@ -45,7 +46,40 @@ pub struct BackupSeen {
 pub struct RestoreSeen {
     pub phase: RestorePhase,
     pub message: Option<String>,
+    /// The database the restore put aside (the migrated one, with whatever was written to it).
+    pub replaced_database: Option<String>,
 }
+
+/// Whether the operator will be able to tell that the new version runs: DHIS2 reports its
+/// version only to an authenticated `/api/system/info`, so without a working admin account every
+/// upgrade would end in a rollback that discards what users wrote to the new version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The running DHIS2 answered the admin account with its version.
+    Confirmed,
+    /// The account cannot confirm anything: why, and the fix.
+    Unusable(String),
+    /// DHIS2 does not answer now (starting, no ready pod): ask again.
+    NoAnswer(String),
+}
+
+/// What Checking reads besides the database: the safeguards an upgrade needs before DHIS2 is
+/// stopped, since afterwards only a rollback brings it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Safeguards {
+    pub confirmation: Confirmation,
+    /// Whether the operator could restore the pre-upgrade backup (`Err`: why not, and the fix).
+    pub way_back: Result<(), String>,
+}
+
+/// How long Checking may wait for the database or DHIS2 to answer; nothing was changed yet, so
+/// the upgrade is refused and DHIS2 keeps running.
+pub const CHECKING_DEADLINE_SECONDS: i64 = 15 * 60;
+/// How long DHIS2's pods may take to go before the upgrade gives up (nothing touched yet).
+pub const STOPPING_DEADLINE_SECONDS: i64 = 15 * 60;
+/// Beyond the pre-upgrade backup's and the rollback restore's own `deadlineSeconds`: the
+/// upgrade ends even when their controllers never record an end.
+pub const DEADLINE_MARGIN_SECONDS: i64 = 30 * 60;
 
 /// Everything the decision needs; the shell gathers only what the current phase asks for.
 #[derive(Debug, Clone)]
@@ -70,6 +104,17 @@ pub struct UpgradeObserved<'a> {
     pub backup: Option<&'a BackupSeen>,
     /// RollingBack: the rollback's restore (`None`: it does not exist).
     pub restore: Option<&'a RestoreSeen>,
+    /// Checking: the safeguards (`None`: not read yet).
+    pub safeguards: Option<&'a Safeguards>,
+    /// DHIS2 answers `/api/system/ping`: users may be writing to it.
+    pub dhis2_answering: bool,
+    /// After a failed rollback: a `Dhis2Restore` over the instance that restored its database
+    /// since (Starting or Completed).
+    pub recovery_restore: Option<&'a str>,
+    /// The instance's `dhis2operator.io/accept-migrated-database` annotation.
+    pub accepted_migrated_database: Option<&'a str>,
+    /// The `deadlineSeconds` of the pre-upgrade backup and the rollback's restore.
+    pub job_deadline_seconds: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +270,10 @@ pub fn deployment_plan(
                 });
                 (previous(u), if restored { spec_replicas } else { 0 })
             }
-            UpgradePhase::Failed if u.outcome == Some(UpgradeOutcome::RollbackFailed) => {
+            UpgradePhase::Failed
+                if u.outcome == Some(UpgradeOutcome::RollbackFailed)
+                    && u.recovered_by.is_none() =>
+            {
                 (previous(u), 0)
             }
             UpgradePhase::Failed => (previous(u), spec_replicas),
@@ -239,6 +287,14 @@ pub fn needs_check(upgrade: Option<&UpgradeStatus>) -> bool {
     upgrade.is_some_and(|u| u.phase == UpgradePhase::Checking)
 }
 
+/// Whether DHIS2 is held stopped after a failed rollback: the shell then looks for a restore
+/// that recovered the database since `status.upgrade.phaseStartedAt`.
+pub fn awaits_recovery(upgrade: Option<&UpgradeStatus>) -> bool {
+    upgrade.is_some_and(|u| {
+        u.outcome == Some(UpgradeOutcome::RollbackFailed) && u.recovered_by.is_none()
+    })
+}
+
 pub fn decide(o: &UpgradeObserved) -> Decision {
     let Some(u) = o.upgrade else {
         return if same_version(o.spec_version, &o.deployed.version) {
@@ -247,6 +303,9 @@ pub fn decide(o: &UpgradeObserved) -> Decision {
             begin(o)
         };
     };
+    if u.outcome == Some(UpgradeOutcome::RollbackFailed) && u.recovered_by.is_none() {
+        return after_failed_rollback(o, u);
+    }
     if u.phase.is_finished() {
         return if same_version(o.spec_version, &u.to_version) {
             Decision::keep(Some(u))
@@ -339,6 +398,8 @@ fn begin(o: &UpgradeObserved) -> Decision {
         approved_by: None,
         outcome: None,
         failure_reason: None,
+        new_version_answered_at: None,
+        recovered_by: None,
         message: Some("checking the new version against the database".into()),
     };
     let (from, to) = (&o.deployed.version, o.spec_version);
@@ -402,36 +463,81 @@ fn approved(settings: &UpgradeSpec, to: &str) -> Option<String> {
     (!who.is_empty() && same_version(version, to)).then(|| who.to_string())
 }
 
+/// Refuses the upgrade: nothing was changed and DHIS2 keeps running.
+fn refuse(o: &UpgradeObserved, u: &UpgradeStatus, why: &str) -> Decision {
+    let message = format!(
+        "refused, nothing was changed and DHIS2 {} keeps running: {why}",
+        u.from_version
+    );
+    finish(
+        u,
+        UpgradePhase::Refused,
+        UpgradeOutcome::Refused,
+        message.clone(),
+        o.now,
+    )
+    .with_event(true, "UpgradeRefused", message)
+}
+
+/// Waits in Checking, at most `CHECKING_DEADLINE_SECONDS` in all.
+fn checking_waits(o: &UpgradeObserved, u: &UpgradeStatus, why: String) -> Decision {
+    if seconds_in_phase(u, o.now) >= CHECKING_DEADLINE_SECONDS {
+        return refuse(
+            o,
+            u,
+            &format!(
+                "the upgrade could not be checked within {} min: {why}",
+                CHECKING_DEADLINE_SECONDS / 60
+            ),
+        );
+    }
+    Decision::waiting(u, why, Duration::from_secs(30))
+}
+
 fn checking(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
     let check = match o.check {
         None => return Decision::waiting(u, "checking".into(), Duration::from_secs(2)),
         Some(Err(why)) => {
-            return Decision::waiting(
+            return checking_waits(
+                o,
                 u,
                 format!("cannot read the database for the upgrade checks: {why}"),
-                Duration::from_secs(30),
             );
         }
         Some(Ok(check)) => check,
     };
-    if check.is_blocked() {
-        let blocked: Vec<String> = check
-            .blocked()
-            .map(|c| format!("{}: {}", c.check, c.detail))
-            .collect();
-        let message = format!(
-            "refused, nothing was changed and DHIS2 {} keeps running: {}",
-            u.from_version,
-            blocked.join("; ")
-        );
-        return finish(
+    let Some(safeguards) = o.safeguards else {
+        return Decision::waiting(u, "checking".into(), Duration::from_secs(2));
+    };
+    let mut blocked: Vec<String> = check
+        .blocked()
+        .map(|c| format!("{}: {}", c.check, c.detail))
+        .collect();
+    if let Err(why) = &safeguards.way_back {
+        blocked.push(format!(
+            "the operator could not roll this upgrade back (restore the pre-upgrade backup): {why}"
+        ));
+    }
+    if let Confirmation::Unusable(why) = &safeguards.confirmation {
+        blocked.push(format!(
+            "the operator could not tell that DHIS2 {} runs (it reports its version only to an authenticated /api/system/info), so the upgrade would end in a rollback that discards what users wrote to it: {why}",
+            u.to_version
+        ));
+    }
+    if blocked.is_empty()
+        && let Confirmation::NoAnswer(why) = &safeguards.confirmation
+    {
+        return checking_waits(
+            o,
             u,
-            UpgradePhase::Refused,
-            UpgradeOutcome::Refused,
-            message.clone(),
-            o.now,
-        )
-        .with_event(true, "UpgradeRefused", message);
+            format!(
+                "waiting for DHIS2 {} to answer, to check the admin account (spec.adminSecretRef) before stopping it: {why}",
+                u.from_version
+            ),
+        );
+    }
+    if !blocked.is_empty() {
+        return refuse(o, u, &blocked.join("; "));
     }
     let mut checked = u.clone();
     checked.warnings = check
@@ -475,6 +581,26 @@ fn awaiting_approval(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
 }
 
 fn stopping(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
+    if o.dhis2_pods > 0 && seconds_in_phase(u, o.now) >= STOPPING_DEADLINE_SECONDS {
+        let message = format!(
+            "DHIS2 {} did not stop within {} min ({} pod(s) left: kubectl get pods -l app.kubernetes.io/instance={}); no backup was taken and nothing was changed: DHIS2 {} is started again. Set spec.version: {} and again {} to retry",
+            u.from_version,
+            STOPPING_DEADLINE_SECONDS / 60,
+            o.dhis2_pods,
+            o.instance,
+            u.from_version,
+            u.from_version,
+            u.to_version
+        );
+        return finish(
+            u,
+            UpgradePhase::Failed,
+            UpgradeOutcome::TimedOut,
+            message.clone(),
+            o.now,
+        )
+        .with_event(true, "UpgradeFailed", message);
+    }
     if o.dhis2_pods > 0 {
         return Decision::waiting(
             u,
@@ -536,6 +662,24 @@ fn backing_up(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
                     .failure_reason
                     .as_deref()
                     .unwrap_or("no reason recorded"),
+                u.from_version,
+                u.from_version,
+                u.to_version
+            );
+            finish(
+                u,
+                UpgradePhase::Failed,
+                UpgradeOutcome::BackupFailed,
+                message.clone(),
+                o.now,
+            )
+            .with_event(true, "UpgradeFailed", message)
+        }
+        _ if seconds_in_phase(u, o.now) >= o.job_deadline_seconds + DEADLINE_MARGIN_SECONDS => {
+            let message = format!(
+                "the pre-upgrade backup {name} recorded no end within {} min (its deadlineSeconds and {} min more); nothing was changed: DHIS2 {} is started again. See kubectl describe d2backup {name}, then set spec.version: {} and again {} to retry",
+                (o.job_deadline_seconds + DEADLINE_MARGIN_SECONDS) / 60,
+                DEADLINE_MARGIN_SECONDS / 60,
                 u.from_version,
                 u.from_version,
                 u.to_version
@@ -614,6 +758,11 @@ fn migrating(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
     } else {
         None
     };
+    let mut u = u.clone();
+    if o.dhis2_answering && u.new_version_answered_at.is_none() {
+        u.new_version_answered_at = Some(rfc3339(o.now));
+    }
+    let u = &u;
     let Some(why) = why else {
         return Decision::waiting(
             u,
@@ -635,9 +784,11 @@ fn migrating(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
     next.restore_name = Some(restore.clone());
     next.failure_reason = Some(why.clone());
     let message = format!(
-        "{why}; rolling back: restoring the pre-upgrade backup {} ({restore}) and starting DHIS2 {} again",
+        "{why}; rolling back: DHIS2 {} is stopped, the pre-upgrade backup {} is restored ({restore}) and DHIS2 {} started again{}",
+        u.to_version,
         u.backup_id.as_deref().unwrap_or(&backup_name),
-        u.from_version
+        u.from_version,
+        writes_at_risk(u)
     );
     next.message = Some(message.clone());
     Decision::to(next)
@@ -646,6 +797,20 @@ fn migrating(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
             backup_name,
         })
         .with_event(true, "UpgradeRollingBack", message)
+}
+
+/// What a rollback puts aside: what users wrote to the new version, when it answered them.
+fn writes_at_risk(u: &UpgradeStatus) -> String {
+    match &u.new_version_answered_at {
+        Some(since) => format!(
+            ". DHIS2 {} answered users since {since}: what they wrote to it is not in the pre-upgrade backup; the restore keeps it in the migrated database it puts aside (the Dhis2Restore's status.replacedDatabase)",
+            u.to_version
+        ),
+        None => format!(
+            ". DHIS2 {} never answered users, so nothing was written after the backup",
+            u.to_version
+        ),
+    }
 }
 
 fn minutes(seconds: i64) -> String {
@@ -677,10 +842,19 @@ fn rolling_back(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
         .failure_reason
         .clone()
         .unwrap_or_else(|| "the migration failed".into());
+    let overdue = seconds_in_phase(u, o.now) >= o.job_deadline_seconds + DEADLINE_MARGIN_SECONDS;
+    let put_aside = match (&restore.replaced_database, &u.new_version_answered_at) {
+        (Some(db), Some(since)) => format!(
+            "; what users wrote to DHIS2 {} since {since} is in the migrated database, kept as {db}",
+            u.to_version
+        ),
+        (Some(db), None) => format!("; the migrated database is kept as {db}"),
+        (None, _) => String::new(),
+    };
     match restore.phase {
         RestorePhase::Completed => {
             let message = format!(
-                "upgrade to {} rolled back: {why}; the pre-upgrade backup {} was restored and DHIS2 {} runs again. Set spec.version: {} to stop retrying",
+                "upgrade to {} rolled back: {why}; the pre-upgrade backup {} was restored and DHIS2 {} runs again{put_aside}. Set spec.version: {} to stop retrying",
                 u.to_version,
                 u.backup_id.as_deref().unwrap_or("-"),
                 u.from_version,
@@ -714,6 +888,40 @@ fn rolling_back(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
             )
             .with_event(true, "UpgradeRollbackFailed", message)
         }
+        RestorePhase::Starting if overdue => {
+            let message = format!(
+                "upgrade to {} rolled back: {why}; the pre-upgrade backup {} was restored{put_aside}, but DHIS2 {} was not ready within {} min (see kubectl describe d2restore {name})",
+                u.to_version,
+                u.backup_id.as_deref().unwrap_or("-"),
+                u.from_version,
+                (o.job_deadline_seconds + DEADLINE_MARGIN_SECONDS) / 60
+            );
+            finish(
+                u,
+                UpgradePhase::Failed,
+                UpgradeOutcome::RolledBack,
+                message.clone(),
+                o.now,
+            )
+            .with_event(true, "UpgradeFailed", message)
+        }
+        _ if overdue => {
+            let message = format!(
+                "upgrade to {} failed ({why}) and its rollback did not end: the restore {name} recorded no end within {} min (its deadlineSeconds and {} min more; it is {}). DHIS2 is left stopped because its database may be half-migrated; see kubectl describe d2restore {name}",
+                u.to_version,
+                (o.job_deadline_seconds + DEADLINE_MARGIN_SECONDS) / 60,
+                DEADLINE_MARGIN_SECONDS / 60,
+                restore.phase.as_str()
+            );
+            finish(
+                u,
+                UpgradePhase::Failed,
+                UpgradeOutcome::RollbackFailed,
+                message.clone(),
+                o.now,
+            )
+            .with_event(true, "UpgradeRollbackFailed", message)
+        }
         _ => Decision::waiting(
             u,
             format!(
@@ -723,6 +931,57 @@ fn rolling_back(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
             Duration::from_secs(5),
         ),
     }
+}
+
+/// After a failed rollback DHIS2 stays stopped (its database may be half-migrated; starting any
+/// version on it could damage it further) until a restore over the instance has restored the
+/// database, or someone accepts the database as it is for this very upgrade.
+fn after_failed_rollback(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
+    let recovered = |by: String, warning: bool, reason: &'static str, message: String| {
+        let mut next = u.clone();
+        next.recovered_by = Some(by);
+        next.message = Some(message.clone());
+        Decision {
+            requeue: Some(Duration::from_secs(1)),
+            ..Decision::keep(Some(&next))
+        }
+        .with_event(warning, reason, message)
+    };
+    if let Some(restore) = o.recovery_restore {
+        return recovered(
+            format!("Dhis2Restore {restore}"),
+            false,
+            "UpgradeRecovered",
+            format!(
+                "the database was restored by Dhis2Restore {restore} after the failed rollback of the upgrade to {}: DHIS2 {} may run again",
+                u.to_version, u.from_version
+            ),
+        );
+    }
+    if o.accepted_migrated_database == Some(u.started_at.as_str()) {
+        return recovered(
+            format!("{ACCEPT_MIGRATED_DATABASE_ANNOTATION}={}", u.started_at),
+            true,
+            "MigratedDatabaseAccepted",
+            format!(
+                "accepted ({ACCEPT_MIGRATED_DATABASE_ANNOTATION}): DHIS2 {} starts again on the database as the failed migration to {} left it",
+                u.from_version, u.to_version
+            ),
+        );
+    }
+    let message = format!(
+        "the upgrade to {} and its rollback failed: DHIS2 stays stopped whatever spec.version says, because its database may be half-migrated. Restore the pre-upgrade backup {} (`dhis2ctl restore {} --from {i} --to {i} --confirm-overwrite {i} --approved-by WHO`), or accept the database as it is (`dhis2ctl upgrade {i} --accept-migrated-database`)",
+        u.to_version,
+        u.backup_id.as_deref().unwrap_or("-"),
+        u.backup_id.as_deref().unwrap_or("ID"),
+        i = o.instance
+    );
+    if same_version(o.spec_version, &u.to_version) || u.message.as_deref() == Some(&message) {
+        return Decision::keep(Some(u));
+    }
+    let mut held = u.clone();
+    held.message = Some(message.clone());
+    Decision::keep(Some(&held)).with_event(true, "UpgradeRollbackFailed", message)
 }
 
 #[cfg(test)]
@@ -794,6 +1053,10 @@ mod tests {
         reported: Option<String>,
         backup: Option<BackupSeen>,
         restore: Option<RestoreSeen>,
+        safeguards: Safeguards,
+        answering: bool,
+        recovery_restore: Option<String>,
+        accepted: Option<String>,
         actions: Vec<Action>,
         events: Vec<&'static str>,
     }
@@ -820,6 +1083,13 @@ mod tests {
                 reported: Some("2.42.4".into()),
                 backup: None,
                 restore: None,
+                safeguards: Safeguards {
+                    confirmation: Confirmation::Confirmed,
+                    way_back: Ok(()),
+                },
+                answering: true,
+                recovery_restore: None,
+                accepted: None,
                 actions: vec![],
                 events: vec![],
             }
@@ -845,6 +1115,11 @@ mod tests {
                 reported_version: self.reported.as_deref(),
                 backup: self.backup.as_ref(),
                 restore: self.restore.as_ref(),
+                safeguards: Some(&self.safeguards),
+                dhis2_answering: self.answering,
+                recovery_restore: self.recovery_restore.as_deref(),
+                accepted_migrated_database: self.accepted.as_deref(),
+                job_deadline_seconds: 6 * 3600,
             });
             self.actions.extend(d.action.clone());
             self.events.extend(d.event.as_ref().map(|e| e.reason));
@@ -900,6 +1175,7 @@ mod tests {
             assert_eq!(self.phase(), Some(UpgradePhase::Migrating));
             self.pods = 1;
             self.reported = None;
+            self.answering = false;
         }
     }
 
@@ -1142,6 +1418,7 @@ mod tests {
         w.restore = Some(RestoreSeen {
             phase: RestorePhase::Restoring,
             message: None,
+            replaced_database: None,
         });
         w.step();
         assert_eq!(w.actions.len(), actions, "one restore");
@@ -1149,12 +1426,14 @@ mod tests {
         w.restore = Some(RestoreSeen {
             phase: RestorePhase::Starting,
             message: None,
+            replaced_database: None,
         });
         w.step();
         assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
         w.restore = Some(RestoreSeen {
             phase: RestorePhase::Completed,
             message: None,
+            replaced_database: None,
         });
         w.step();
         let u = w.upgrade.clone().unwrap();
@@ -1186,6 +1465,7 @@ mod tests {
         w.restore = Some(RestoreSeen {
             phase: RestorePhase::Failed,
             message: Some("the backup is unreadable".into()),
+            replaced_database: None,
         });
         w.step();
         let u = w.upgrade.clone().unwrap();
@@ -1237,5 +1517,229 @@ mod tests {
         assert!(name.ends_with("-pre-upgrade-20261206t051209"));
         let name = rollback_restore_name("hmis", "2026-12-06T05:12:09Z");
         assert_eq!(name, "hmis-rollback-20261206t051209");
+    }
+
+    #[test]
+    fn an_upgrade_whose_success_the_operator_cannot_confirm_is_refused_before_dhis2_stops() {
+        for why in [
+            "spec.adminSecretRef is not set",
+            "DHIS2 refused the account in Secret dhis2-admin (HTTP 401)",
+        ] {
+            let mut w = World::new("2.43.1");
+            w.safeguards.confirmation = Confirmation::Unusable(why.into());
+            w.step();
+            w.step();
+            let u = w.upgrade.clone().unwrap();
+            assert_eq!(u.phase, UpgradePhase::Refused);
+            let message = u.message.unwrap();
+            assert!(message.contains(why), "{message}");
+            assert!(message.contains("nothing was changed"), "{message}");
+            assert!(w.actions.is_empty());
+            assert_eq!(
+                w.plan(),
+                plan("dhis2/core:2.42.4", 3),
+                "DHIS2 keeps running"
+            );
+        }
+    }
+
+    #[test]
+    fn an_upgrade_without_a_way_back_is_refused_before_dhis2_stops() {
+        let mut w = World::new("2.43.1");
+        w.safeguards.way_back = Err("no private key in the cluster".into());
+        w.step();
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert_eq!(u.phase, UpgradePhase::Refused);
+        assert!(
+            u.message
+                .unwrap()
+                .contains("could not roll this upgrade back")
+        );
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
+    }
+
+    #[test]
+    fn checking_waits_for_dhis2_to_answer_at_most_its_deadline_then_refuses() {
+        let mut w = World::new("2.43.1");
+        w.safeguards.confirmation = Confirmation::NoAnswer("no DHIS2 pod is ready".into());
+        w.step();
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::Checking));
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
+        w.now = at("05:15:00");
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert_eq!(u.phase, UpgradePhase::Refused);
+        assert!(
+            u.message
+                .unwrap()
+                .contains("could not be checked within 15 min")
+        );
+    }
+
+    #[test]
+    fn dhis2_that_never_stops_ends_the_upgrade_with_dhis2_started_again() {
+        let mut w = World::new("2.43.1");
+        w.step();
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::Stopping));
+        w.now = at("05:14:59");
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::Stopping));
+        w.now = at("05:15:00");
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert_eq!(u.outcome, Some(UpgradeOutcome::TimedOut));
+        assert!(u.message.unwrap().contains("did not stop within 15 min"));
+        assert!(w.actions.is_empty(), "no backup");
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
+    }
+
+    #[test]
+    fn a_backup_or_a_rollback_that_never_ends_ends_the_upgrade_at_its_deadline() {
+        let mut w = World::new("2.43.1");
+        w.run_until_backing_up();
+        w.backup = Some(BackupSeen {
+            phase: Some(RunPhase::Running),
+            ..Default::default()
+        });
+        w.now = at("11:29:59");
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::BackingUp));
+        w.now = at("11:30:00");
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert_eq!(u.outcome, Some(UpgradeOutcome::BackupFailed));
+        assert!(
+            u.message
+                .unwrap()
+                .contains("recorded no end within 390 min")
+        );
+        assert_eq!(
+            w.plan(),
+            plan("dhis2/core:2.42.4", 3),
+            "the database is untouched"
+        );
+
+        let mut w = World::new("2.43.1");
+        w.run_until_migrating();
+        w.restarts = CRASH_LOOP_RESTARTS;
+        w.step();
+        assert_eq!(w.phase(), Some(UpgradePhase::RollingBack));
+        let started = w.now;
+        w.restore = Some(RestoreSeen {
+            phase: RestorePhase::Pending,
+            message: Some("waiting".into()),
+            replaced_database: None,
+        });
+        w.now = started + chrono::Duration::seconds(6 * 3600 + 30 * 60);
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert_eq!(u.outcome, Some(UpgradeOutcome::RollbackFailed));
+        assert!(u.message.unwrap().contains("recorded no end within"));
+        assert_eq!(
+            w.plan(),
+            plan("dhis2/core:2.42.4", 0),
+            "half-migrated: stopped"
+        );
+    }
+
+    #[test]
+    fn a_rollback_after_the_new_version_answered_says_where_its_writes_are_kept() {
+        let mut w = World::new("2.43.1");
+        w.run_until_migrating();
+        w.now = at("05:10:00");
+        w.answering = true;
+        w.step();
+        assert_eq!(
+            w.upgrade
+                .as_ref()
+                .unwrap()
+                .new_version_answered_at
+                .as_deref(),
+            Some("2026-12-06T05:10:00Z")
+        );
+        w.now = at("06:10:00");
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert_eq!(u.phase, UpgradePhase::RollingBack);
+        let message = u.message.unwrap();
+        assert!(
+            message.contains("answered users since 2026-12-06T05:10:00Z"),
+            "{message}"
+        );
+        assert_eq!(
+            w.plan().replicas,
+            0,
+            "writes stop as the rollback is decided"
+        );
+        w.restore = Some(RestoreSeen {
+            phase: RestorePhase::Completed,
+            message: None,
+            replaced_database: Some("hmis__replaced_20261206T061500Z".into()),
+        });
+        w.step();
+        let message = w.upgrade.clone().unwrap().message.unwrap();
+        assert!(
+            message.contains("since 2026-12-06T05:10:00Z is in the migrated database, kept as hmis__replaced_20261206T061500Z"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn after_a_failed_rollback_dhis2_stays_stopped_until_a_restore_or_an_acceptance() {
+        let failed = || {
+            let mut w = World::new("2.43.1");
+            w.run_until_migrating();
+            w.restarts = CRASH_LOOP_RESTARTS;
+            w.step();
+            w.restore = Some(RestoreSeen {
+                phase: RestorePhase::Failed,
+                message: Some("the backup is unreadable".into()),
+                replaced_database: None,
+            });
+            w.step();
+            assert_eq!(
+                w.upgrade.as_ref().unwrap().outcome,
+                Some(UpgradeOutcome::RollbackFailed)
+            );
+            w
+        };
+        // Setting spec.version back does not start the old version on the migrated database.
+        let mut w = failed();
+        w.spec_version = "2.42.4".into();
+        w.spec_image = "dhis2/core:2.42.4".into();
+        w.step();
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert!(
+            u.message
+                .unwrap()
+                .contains("stays stopped whatever spec.version says")
+        );
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 0));
+        // A restore over the instance lets it run (and lets that restore start DHIS2).
+        w.recovery_restore = Some("manual-restore".into());
+        w.step();
+        assert_eq!(
+            w.upgrade.as_ref().unwrap().recovered_by.as_deref(),
+            Some("Dhis2Restore manual-restore")
+        );
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
+        assert!(w.events.contains(&"UpgradeRecovered"));
+        // Then spec.version at the running version clears it as any finished upgrade.
+        w.step();
+        assert_eq!(w.upgrade, None);
+
+        // An acceptance counts only for this very upgrade.
+        let mut w = failed();
+        w.accepted = Some("2026-01-01T00:00:00Z".into());
+        w.step();
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 0));
+        w.accepted = Some(w.upgrade.as_ref().unwrap().started_at.clone());
+        w.step();
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
+        assert!(w.events.contains(&"MigratedDatabaseAccepted"));
     }
 }

@@ -468,7 +468,7 @@ pub enum Dhis2State {
 }
 
 /// A fake DHIS2: `/api/system/ping` → `pong`, `/api/system/info` → version and revision
-/// (only with the admin account; stripped otherwise, as DHIS2 does for non-superusers),
+/// (only with the admin account; 401 otherwise, as DHIS2 answers an unauthenticated request),
 /// `POST /api/resourceTables/analytics` → starts the analytics job (only with the admin
 /// account; 401 otherwise), each request recorded in `analytics_requests`.
 pub struct FakeDhis2 {
@@ -553,7 +553,12 @@ impl FakeDhis2 {
                                     "databaseInfo": {"name": "dhis2", "spatialSupport": true},
                                     "readOnlyMode": false, "nodeId": "node-1"})),
                             ),
-                            Dhis2State::Up { version, .. } => (StatusCode::OK, axum::Json(json!({"version": version}))),
+                            // DHIS2 answers /api/system/info only to an authenticated user.
+                            Dhis2State::Up { .. } => (
+                                StatusCode::UNAUTHORIZED,
+                                axum::Json(json!({"httpStatus": "Unauthorized", "httpStatusCode": 401,
+                                    "status": "ERROR", "message": "Unauthorized"})),
+                            ),
                             Dhis2State::Migrating => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({}))),
                         }
                     },

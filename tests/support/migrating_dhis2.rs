@@ -23,8 +23,8 @@
 //!
 //! HTTP: while no DHIS2 pod runs, nothing listens on the port (connection refused, as a Service
 //! without endpoints); while pods run but none is up, 503 (Tomcat answers, DHIS2 starting or
-//! broken); once one is up, `pong`, and /api/system/info with its version (the whole answer only
-//! with the admin account `kube_env::ADMIN`, as FakeDhis2), and `POST /api/resourceTables/analytics`
+//! broken); once one is up, `pong`, and /api/system/info with its version (only to the admin account
+//! `kube_env::ADMIN`, 401 otherwise, as DHIS2 and FakeDhis2), and `POST /api/resourceTables/analytics`
 //! recorded with the authenticated user.
 
 use std::cmp::Ordering as CmpOrdering;
@@ -763,7 +763,12 @@ fn router(shared: Arc<Shared>) -> Router {
                     }
                 }
                 if admin_user(&headers).is_none() {
-                    return (StatusCode::OK, axum::Json(json!({"version": version})));
+                    // DHIS2 answers /api/system/info only to an authenticated user.
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        axum::Json(json!({"httpStatus": "Unauthorized", "httpStatusCode": 401,
+                            "status": "ERROR", "message": "Unauthorized"})),
+                    );
                 }
                 (
                     StatusCode::OK,

@@ -290,3 +290,95 @@ async fn a_promotion_waits_for_every_gate_then_upgrades_production() {
         .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", w.db))
         .await;
 }
+
+/// The shipped examples keep staging (`hmis-staging`) and production (`hmis`) in namespaces of
+/// their own: a promotion in production's namespace reads staging in its own
+/// (`spec.fromNamespace`, `dhis2ctl promote --from-namespace`), once the operator may read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_reads_staging_in_its_own_namespace_once_the_operator_may() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let client = client().await;
+    let ns = namespace(&client, "promo-xns").await;
+    let staging_ns = namespace(&client, "promo-xns-stg").await;
+    let _operator = Operator::start(&client, &ns).await;
+    for (namespace, name, version, environment) in [
+        (&staging_ns, "hmis-staging", "2.43.0", "staging"),
+        (&ns, "hmis", "2.42.4", "production"),
+    ] {
+        create::<Dhis2Instance>(
+            &client,
+            namespace,
+            json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
+                "metadata": {"name": name},
+                "spec": {"version": version, "environment": environment, "replicas": 1}}),
+        )
+        .await;
+    }
+    // Staging as its own operator reports it: Ready on 2.43.0.
+    Api::<Dhis2Instance>::namespaced(client.clone(), &staging_ns)
+        .patch_status(
+            "hmis-staging",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Ready", "version": "2.43.0",
+                "deployedVersion": "2.43.0",
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
+                    "message": "DHIS2 answers", "lastTransitionTime": "2026-12-01T00:00:00Z"}]}})),
+        )
+        .await
+        .unwrap();
+    let out = support::dhis2ctl(&[
+        "promote",
+        "hmis-staging",
+        "--from-namespace",
+        &staging_ns,
+        "--to",
+        "hmis",
+        "--version",
+        "2.43.0",
+        "--min-soak",
+        "1h",
+        "-n",
+        &ns,
+    ])
+    .await;
+    support::assert_success(&out, "dhis2ctl promote --from-namespace");
+    let promotions: Api<Dhis2Promotion> = Api::namespaced(client.clone(), &ns);
+    let staging_gate = |want: &'static str, passed: bool| {
+        let promotions = promotions.clone();
+        async move {
+            wait_for(60, want, || async {
+                let s = promotions.get("hmis-staging-to-hmis").await.ok()?.status?;
+                let g = s.gates.iter().find(|g| g.name == "StagingReady")?;
+                (g.passed == passed && g.message.contains(want)).then(|| g.message.clone())
+            })
+            .await
+        }
+    };
+    // The operator, installed for its own namespace, may not read staging's: it says so.
+    let message = staging_gate(
+        "may not read Dhis2Instance hmis-staging in namespace",
+        false,
+    )
+    .await;
+    assert!(message.contains(&staging_ns), "{message}");
+    // Granted read access there, it judges staging.
+    create::<Role>(
+        &client,
+        &staging_ns,
+        json!({"metadata": {"name": "dhis2-operator-promotion-reader"},
+            "rules": [{"apiGroups": ["dhis2operator.io"], "resources": ["dhis2instances"],
+                "verbs": ["get"]}]}),
+    )
+    .await;
+    create::<RoleBinding>(
+        &client,
+        &staging_ns,
+        json!({"metadata": {"name": "dhis2-operator-promotion-reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                "name": "dhis2-operator-promotion-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SERVICE_ACCOUNT,
+                "namespace": ns}]}),
+    )
+    .await;
+    staging_gate("hmis-staging is Ready on 2.43.0", true).await;
+}

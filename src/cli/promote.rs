@@ -23,9 +23,12 @@ pub struct PromoteArgs {
     /// The staging Dhis2Instance that proved the version.
     #[arg(value_name = "STAGING")]
     pub staging: String,
-    /// The production Dhis2Instance to upgrade.
+    /// The production Dhis2Instance to upgrade (in -n, where the promotion is made).
     #[arg(long = "to", value_name = "PRODUCTION")]
     pub to: String,
+    /// The namespace of STAGING, when it is not production's (-n).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub from_namespace: Option<String>,
     /// Approve taking the version to production, as WHO (recorded on production's upgrade).
     #[arg(long, value_name = "WHO")]
     pub approve: Option<String>,
@@ -63,7 +66,7 @@ fn check_arguments(args: &PromoteArgs) -> Result<(), ClusterError> {
             "--approve: give the name of the person who approves".into(),
         ));
     }
-    if args.staging == args.to {
+    if args.staging == args.to && args.from_namespace.is_none() {
         return Err(ClusterError::Refused(format!(
             "--to {}: production must be another instance than staging",
             args.to
@@ -75,12 +78,13 @@ fn check_arguments(args: &PromoteArgs) -> Result<(), ClusterError> {
 pub async fn promote(args: PromoteArgs, output: OutputFormat) -> Result<ExitCode, ClusterError> {
     check_arguments(&args)?;
     let (client, ns) = connect(&args.kube).await?;
-    let instances: Api<Dhis2Instance> = Api::namespaced(client.clone(), &ns);
-    for name in [&args.staging, &args.to] {
+    let staging_ns = args.from_namespace.clone().unwrap_or(ns.clone());
+    for (name, namespace) in [(&args.staging, &staging_ns), (&args.to, &ns)] {
+        let instances: Api<Dhis2Instance> = Api::namespaced(client.clone(), namespace);
         if instances.get_opt(name).await.map_err(api_error)?.is_none() {
             return Err(ClusterError::NotFound {
                 name: name.clone(),
-                namespace: ns.clone(),
+                namespace: namespace.clone(),
             });
         }
     }
@@ -100,6 +104,7 @@ pub async fn promote(args: PromoteArgs, output: OutputFormat) -> Result<ExitCode
     }
     let spec = Dhis2PromotionSpec {
         from: args.staging.clone(),
+        from_namespace: args.from_namespace.clone(),
         to: args.to.clone(),
         version: args.version.clone(),
         min_soak: args.min_soak.clone(),

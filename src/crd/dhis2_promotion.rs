@@ -28,6 +28,12 @@ pub struct Dhis2PromotionSpec {
     /// The staging `Dhis2Instance` that proved the version.
     #[schemars(length(min = 1, max = 63))]
     pub from: String,
+    /// The namespace of `from` (default: this promotion's). The operator only reads staging's
+    /// status there; an operator installed for one namespace needs `get` on `dhis2instances` in
+    /// it (a Role and RoleBinding for its ServiceAccount).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub from_namespace: Option<String>,
     /// The production `Dhis2Instance` to upgrade.
     #[schemars(length(min = 1, max = 63))]
     pub to: String,

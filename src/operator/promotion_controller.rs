@@ -21,6 +21,10 @@ use super::promotion_steps::{PromotionObserved, PromotionStep, next_step};
 
 pub const KIND: &str = "Dhis2Promotion";
 
+fn is_forbidden(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(a) if a.code == 403)
+}
+
 pub async fn reconcile(promotion: Arc<Dhis2Promotion>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started(KIND);
     if promotion.metadata.deletion_timestamp.is_some() {
@@ -51,7 +55,19 @@ async fn reconcile_promotion(
     ns: &str,
 ) -> Result<Action> {
     let name = promotion.name_any();
-    let staging = instance(ctx, ns, &promotion.spec.from).await?;
+    let staging_ns = promotion.spec.from_namespace.as_deref().unwrap_or(ns);
+    let (staging, staging_unreadable) = match instance(ctx, staging_ns, &promotion.spec.from).await
+    {
+        Ok(found) => (found, None),
+        Err(Error::Kube { source, .. }) if is_forbidden(&source) => (
+            None,
+            Some(format!(
+                "the operator may not read Dhis2Instance {} in namespace {staging_ns} (spec.fromNamespace): an operator installed for its own namespace needs get on dhis2instances there (a Role and RoleBinding for its ServiceAccount), or run staging in namespace {ns}",
+                promotion.spec.from
+            )),
+        ),
+        Err(e) => return Err(e),
+    };
     let production = instance(ctx, ns, &promotion.spec.to).await?;
     let old = promotion.status.clone().unwrap_or_default();
     let now = ctx.clock.now();
@@ -59,6 +75,7 @@ async fn reconcile_promotion(
         spec: &promotion.spec,
         status: &old,
         staging: staging.as_ref(),
+        staging_unreadable: staging_unreadable.as_deref(),
         production: production.as_ref(),
         now,
     });

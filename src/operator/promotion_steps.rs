@@ -50,6 +50,8 @@ pub struct PromotionObserved<'a> {
     pub spec: &'a Dhis2PromotionSpec,
     pub status: &'a Dhis2PromotionStatus,
     pub staging: Option<&'a Dhis2Instance>,
+    /// Why staging could not be read (another namespace the operator may not read).
+    pub staging_unreadable: Option<&'a str>,
     pub production: Option<&'a Dhis2Instance>,
     pub now: DateTime<Utc>,
 }
@@ -121,7 +123,13 @@ pub fn evaluate_gates(o: &PromotionObserved, version: &str) -> Vec<PromotionGate
         None => gate(
             "StagingReady",
             false,
-            format!("Dhis2Instance {from} (spec.from) does not exist"),
+            match (o.staging_unreadable, &o.spec.from_namespace) {
+                (Some(why), _) => why.to_string(),
+                (None, Some(ns)) => {
+                    format!("Dhis2Instance {from} (spec.from) does not exist in namespace {ns}")
+                }
+                (None, None) => format!("Dhis2Instance {from} (spec.from) does not exist"),
+            },
         ),
         Some(s) => {
             let status = s.status.clone().unwrap_or_default();
@@ -327,10 +335,13 @@ pub fn next_step(o: &PromotionObserved) -> PromotionStep {
         return PromotionStep::Blocked {
             version: None,
             gates: Vec::new(),
-            message: format!(
-                "the version to promote is not known: {} reports none yet (or set spec.version)",
-                o.spec.from
-            ),
+            message: match o.staging_unreadable {
+                Some(why) => format!("the version to promote is not known: {why}"),
+                None => format!(
+                    "the version to promote is not known: {} reports none yet (or set spec.version)",
+                    o.spec.from
+                ),
+            },
         };
     };
     if let Err(e) = Dhis2Version::parse(&version) {
@@ -537,6 +548,7 @@ mod tests {
             spec,
             status,
             staging: Some(staging),
+            staging_unreadable: None,
             production: Some(production),
             now,
         })
@@ -608,6 +620,7 @@ mod tests {
                         spec: &approved,
                         status: &status,
                         staging: Some(&staging()),
+                        staging_unreadable: None,
                         production: Some(&production()),
                         now
                     },

@@ -699,3 +699,75 @@ async fn refresh_restores_productions_latest_backup_over_staging_and_never_over_
     assert!(spec.regenerate_analytics);
     assert!(stdout(&out).contains(&made[0].metadata.name.clone().unwrap()));
 }
+
+/// The shipped examples keep staging in namespace hmis-staging and production in hmis: refresh
+/// reads production's repository there, and says which Secrets staging's namespace still needs.
+#[tokio::test]
+async fn refresh_reads_production_in_its_own_namespace_with_the_secrets_copied() {
+    let production = Cluster::new("cli-refresh-prod").await;
+    production
+        .instance("hmis", "2.42.0", "2.42.0", Value::Null)
+        .await;
+    let staging = Cluster::new("cli-refresh-stg").await;
+    create::<Dhis2Instance>(
+        &staging.client,
+        &staging.ns,
+        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
+            "metadata": {"name": "hmis-staging"},
+            "spec": {"version": "2.43.0", "environment": "staging", "replicas": 1}}),
+    )
+    .await;
+    let restores = || Api::<Dhis2Restore>::namespaced(staging.client.clone(), &staging.ns);
+    let refresh_args = [
+        "refresh",
+        "hmis-staging",
+        "--from",
+        "hmis",
+        "--from-namespace",
+        production.ns.as_str(),
+    ];
+    let refresh = || staging.ctl(&refresh_args);
+
+    // Production's repository is read with its Secret's name: it must exist here too.
+    let out = refresh().await;
+    assert_code(
+        &out,
+        2,
+        "the repository's Secret is missing in staging's namespace",
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("backup-s3 is not in") && err.contains("kubectl -n"),
+        "{err}"
+    );
+    assert!(
+        restores()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    create::<k8s_openapi::api::core::v1::Secret>(
+        &staging.client,
+        &staging.ns,
+        json!({"metadata": {"name": "backup-s3"},
+            "stringData": {"accessKey": "a", "secretKey": "b"}}),
+    )
+    .await;
+    let out = refresh().await;
+    assert_code(&out, 0, "refreshing staging from production's namespace");
+    let made = restores().list(&Default::default()).await.unwrap().items;
+    assert_eq!(made.len(), 1);
+    let spec = &made[0].spec;
+    assert_eq!(spec.source.instance, "hmis");
+    assert_eq!(spec.source.backup_id.as_deref(), Some("latest"));
+    assert_eq!(
+        serde_json::to_value(&spec.source.repository).unwrap(),
+        s3_repository(BUCKET),
+        "production's repository"
+    );
+    assert_eq!(spec.target.instance, "hmis-staging");
+    assert_eq!(spec.confirm_overwrite.as_deref(), Some("hmis-staging"));
+}

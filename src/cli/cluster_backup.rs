@@ -9,7 +9,9 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::crd::backup_common::RunPhase;
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::crd::backup_common::{RepositorySpec, RunPhase};
 use crate::crd::dhis2_backup::Dhis2BackupStatus;
 use crate::crd::dhis2_drill::Dhis2DrillStatus;
 use crate::crd::dhis2_restore::{NewInstanceOverrides, RestoreSource, RestoreTarget};
@@ -64,6 +66,10 @@ pub struct ClusterRestoreArgs {
     /// The instance the backup was made of.
     #[arg(long = "from", value_name = "INSTANCE")]
     pub from: String,
+    /// The namespace of --from, when it is not this one (-n): the restore reads that
+    /// instance's repository, with Secrets of the same names in this namespace.
+    #[arg(long, value_name = "NAMESPACE", conflicts_with_all = ["point_in_time", "database"])]
+    pub from_namespace: Option<String>,
     /// The instance to restore into: a new name creates a new instance from the source's spec.
     #[arg(long = "to", value_name = "NAME")]
     pub to: String,
@@ -119,6 +125,94 @@ async fn instance_exists(client: &Client, ns: &str, name: &str) -> Result<(), Cl
             name: name.to_string(),
             namespace: ns.to_string(),
         })
+}
+
+/// The backup id and repository of `from` in namespace `other`, for a restore made in `ns`
+/// (refresh of staging from production kept in a namespace of its own). The restore reads the
+/// repository with the Secrets it names, which must exist in `ns` too.
+async fn other_namespace_source(
+    client: &Client,
+    ns: &str,
+    other: &str,
+    from: &str,
+    to: &str,
+    backup: &str,
+    target_exists: bool,
+) -> Result<(String, RepositorySpec), ClusterError> {
+    if !target_exists {
+        return Err(ClusterError::Refused(format!(
+            "--from-namespace restores over an instance of namespace {ns}, and Dhis2Instance {to} does not exist there: create it first (its spec is not copied from another namespace)"
+        )));
+    }
+    let source = Api::<Dhis2Instance>::namespaced(client.clone(), other)
+        .get_opt(from)
+        .await
+        .map_err(api_error)?
+        .ok_or_else(|| ClusterError::NotFound {
+            name: from.to_string(),
+            namespace: other.to_string(),
+        })?;
+    let Some(repository) = source.spec.backup.and_then(|b| b.repository) else {
+        return Err(ClusterError::Refused(format!(
+            "Dhis2Instance {from} in namespace {other} has no spec.backup.repository to restore from"
+        )));
+    };
+    if repository.volume.is_some() {
+        return Err(ClusterError::Refused(format!(
+            "the repository of {from} is a volume claim of namespace {other}, which a restore in namespace {ns} cannot mount: use an S3 repository to restore across namespaces"
+        )));
+    }
+    let id = match Api::<Dhis2Backup>::namespaced(client.clone(), other)
+        .get_opt(backup)
+        .await
+        .map_err(api_error)?
+    {
+        Some(b) => {
+            let status = b.status.unwrap_or_default();
+            match (status.phase, status.backup_id) {
+                (Some(RunPhase::Completed), Some(id)) => id,
+                _ => {
+                    return Err(ClusterError::Refused(format!(
+                        "Dhis2Backup {backup} in namespace {other} has not completed; name a completed one, a backup id or latest"
+                    )));
+                }
+            }
+        }
+        None => backup.to_string(),
+    };
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let mut missing = Vec::new();
+    for name in repository_secrets(&repository) {
+        if secrets.get_opt(&name).await.map_err(api_error)?.is_none() {
+            missing.push(name);
+        }
+    }
+    if !missing.is_empty() {
+        let copy = missing
+            .iter()
+            .map(|s| format!("kubectl -n {other} get secret {s} -o json | jq 'del(.metadata | .namespace, .uid, .resourceVersion, .creationTimestamp, .ownerReferences, .managedFields)' | kubectl -n {ns} apply -f -"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(ClusterError::Refused(format!(
+            "the restore in namespace {ns} reads the repository of {from} with the Secrets it names, and {} not in {ns}: copy them (`{copy}`), then run this again; nothing was created",
+            missing.join(", ") + if missing.len() == 1 { " is" } else { " are" }
+        )));
+    }
+    Ok((id, repository))
+}
+
+/// The Secrets a restore needs to read `repository`: its keys and what decrypts it.
+fn repository_secrets(repository: &RepositorySpec) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(s3) = &repository.s3 {
+        names.push(s3.credentials_secret_ref.clone());
+    }
+    if let Some(e) = &repository.encryption {
+        names.extend(e.identity_secret_ref.clone());
+        names.extend(e.passphrase_secret_ref.clone());
+    }
+    names.dedup();
+    names
 }
 
 async fn create<K>(api: &Api<K>, obj: &K) -> Result<K, ClusterError>
@@ -333,7 +427,10 @@ pub async fn restore(
     output: OutputFormat,
 ) -> Result<ExitCode, ClusterError> {
     let (client, ns) = connect(&args.kube).await?;
-    instance_exists(&client, &ns, &args.from).await?;
+    let elsewhere = args.from_namespace.clone().filter(|other| *other != ns);
+    if elsewhere.is_none() {
+        instance_exists(&client, &ns, &args.from).await?;
+    }
     let target = Api::<Dhis2Instance>::namespaced(client.clone(), &ns)
         .get_opt(&args.to)
         .await
@@ -342,15 +439,28 @@ pub async fn restore(
         return Err(ClusterError::Refused(format!("--point-in-time {why}")));
     }
     // A Dhis2Backup of that name is meant; otherwise an id (or `latest`) in the repository.
-    let (backup_ref, backup_id) = match &args.backup {
-        None => (None, None),
-        Some(backup) => match Api::<Dhis2Backup>::namespaced(client.clone(), &ns)
+    let (backup_ref, backup_id, repository) = match (&args.backup, &elsewhere) {
+        (None, _) => (None, None, None),
+        (Some(backup), Some(other)) => {
+            let (id, repository) = other_namespace_source(
+                &client,
+                &ns,
+                other,
+                &args.from,
+                &args.to,
+                backup,
+                target.is_some(),
+            )
+            .await?;
+            (None, Some(id), Some(repository))
+        }
+        (Some(backup), None) => match Api::<Dhis2Backup>::namespaced(client.clone(), &ns)
             .get_opt(backup)
             .await
             .map_err(api_error)?
         {
-            Some(b) => (Some(b.name_any()), None),
-            None => (None, Some(backup.clone())),
+            Some(b) => (Some(b.name_any()), None, None),
+            None => (None, Some(backup.clone()), None),
         },
     };
     let api: Api<Dhis2Restore> = Api::namespaced(client, &ns);
@@ -361,7 +471,7 @@ pub async fn restore(
                 instance: args.from.clone(),
                 backup_ref,
                 backup_id,
-                repository: None,
+                repository,
             },
             target: RestoreTarget {
                 instance: args.to.clone(),

@@ -22,6 +22,10 @@ pub struct RefreshArgs {
     /// The instance whose backup it gets (usually production).
     #[arg(long = "from", value_name = "INSTANCE")]
     pub from: String,
+    /// The namespace of --from, when it is not this one (-n); the repository's Secrets must
+    /// exist in this namespace too.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub from_namespace: Option<String>,
     /// Which backup: a Dhis2Backup's name, a backup id, or `latest`.
     #[arg(long, default_value = "latest")]
     pub backup: String,
@@ -39,9 +43,10 @@ pub struct RefreshArgs {
 pub fn refresh_refusal(
     instance: &str,
     from: &str,
+    same_namespace: bool,
     environment: Option<Environment>,
 ) -> Option<String> {
-    if instance == from {
+    if instance == from && same_namespace {
         return Some(format!(
             "{instance} cannot be refreshed from itself: name the instance whose backup it gets in --from"
         ));
@@ -63,9 +68,14 @@ pub async fn refresh(args: RefreshArgs, output: OutputFormat) -> Result<ExitCode
         .get_opt(&args.instance)
         .await
         .map_err(api_error)?;
+    let same_namespace = args
+        .from_namespace
+        .as_ref()
+        .is_none_or(|other| *other == ns);
     if let Some(why) = refresh_refusal(
         &args.instance,
         &args.from,
+        same_namespace,
         target.map(|t| t.spec.environment),
     ) {
         return Err(ClusterError::Refused(why));
@@ -75,6 +85,7 @@ pub async fn refresh(args: RefreshArgs, output: OutputFormat) -> Result<ExitCode
             backup: Some(args.backup),
             point_in_time: None,
             from: args.from,
+            from_namespace: args.from_namespace,
             to: args.instance.clone(),
             database: None,
             confirm_overwrite: Some(args.instance),
@@ -95,24 +106,30 @@ mod tests {
     #[test]
     fn only_an_existing_instance_other_than_production_and_the_source_is_refreshed() {
         assert_eq!(
-            refresh_refusal("hmis-staging", "hmis", Some(Environment::Staging)),
+            refresh_refusal("hmis-staging", "hmis", true, Some(Environment::Staging)),
             None
         );
         assert_eq!(
-            refresh_refusal("hmis-training", "hmis", Some(Environment::Training)),
+            refresh_refusal("hmis-training", "hmis", true, Some(Environment::Training)),
             None
         );
-        let why = refresh_refusal("hmis", "hmis-staging", Some(Environment::Production)).unwrap();
+        let why =
+            refresh_refusal("hmis", "hmis-staging", true, Some(Environment::Production)).unwrap();
         assert!(
             why.contains("production") && why.contains("--approved-by"),
             "{why}"
         );
-        let why = refresh_refusal("hmis-staging", "hmis", None).unwrap();
+        let why = refresh_refusal("hmis-staging", "hmis", true, None).unwrap();
         assert!(
             why.contains("does not exist") && why.contains("--to hmis-staging"),
             "{why}"
         );
-        let why = refresh_refusal("hmis", "hmis", Some(Environment::Staging)).unwrap();
+        let why = refresh_refusal("hmis", "hmis", true, Some(Environment::Staging)).unwrap();
         assert!(why.contains("--from"), "{why}");
+        // The same name in another namespace is another instance.
+        assert_eq!(
+            refresh_refusal("hmis", "hmis", false, Some(Environment::Staging)),
+            None
+        );
     }
 }

@@ -332,43 +332,36 @@ async fn a_downgrade_and_an_upgrade_in_progress_are_refused_before_any_change() 
     }
     assert_eq!(c.get("hmis").await.metadata.resource_version, before);
 
-    // No repository: the pre-upgrade backup would fail after DHIS2 was stopped.
-    create::<Dhis2Instance>(
-        &c.client,
-        &c.ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
-            "metadata": {"name": "bare"},
-            "spec": {"version": "2.41.3", "environment": "training", "replicas": 1,
-                "adminSecretRef": "dhis2-admin"}}),
-    )
-    .await;
-    let out = c.ctl(&["upgrade", "bare", "--to", "2.42.0"]).await;
-    assert_code(&out, 1, "no repository");
-    assert!(
-        stderr(&out).contains("spec.backup.repository"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(c.get("bare").await.spec.version, "2.41.3");
-
-    // No admin account: the operator could never see the new version run, and would roll back.
-    create::<Dhis2Instance>(
-        &c.client,
-        &c.ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
-            "metadata": {"name": "anonymous"},
-            "spec": {"version": "2.41.3", "environment": "training", "replicas": 1,
-                "backup": {"repository": s3_repository(BUCKET)}}}),
-    )
-    .await;
-    let out = c.ctl(&["upgrade", "anonymous", "--to", "2.42.0"]).await;
-    assert_code(&out, 1, "no admin account");
-    assert!(
-        stderr(&out).contains("spec.adminSecretRef"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(c.get("anonymous").await.spec.version, "2.41.3");
+    // No repository: the pre-upgrade backup would fail after DHIS2 was stopped. No admin
+    // account: the operator could never see the new version run, and would roll back.
+    for (name, missing, setting) in [
+        (
+            "bare",
+            "spec.backup.repository",
+            json!({"adminSecretRef": "dhis2-admin"}),
+        ),
+        (
+            "anonymous",
+            "spec.adminSecretRef",
+            json!({"backup": {"repository": s3_repository(BUCKET)}}),
+        ),
+    ] {
+        let mut spec = json!({"version": "2.41.3", "environment": "training", "replicas": 1});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(setting.as_object().unwrap().clone());
+        create::<Dhis2Instance>(
+            &c.client,
+            &c.ns,
+            json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
+                "metadata": {"name": name}, "spec": spec}),
+        )
+        .await;
+        let out = c.ctl(&["upgrade", name, "--to", "2.42.0"]).await;
+        assert_code(&out, 1, missing);
+        assert!(stderr(&out).contains(missing), "{}", stderr(&out));
+        assert_eq!(c.get(name).await.spec.version, "2.41.3");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

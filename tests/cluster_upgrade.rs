@@ -277,14 +277,7 @@ async fn a_migration_that_never_finishes_is_rolled_back_by_restoring_the_backup(
     write_before_upgrade(&w).await;
     w.set_version("2.43.0").await;
     w.upgrade_phase(UpgradePhase::Migrating, 180).await;
-    wait_for(60, "the migration to start", || async {
-        w.dhis2
-            .observed()
-            .iter()
-            .any(|o| format!("{o:?}").starts_with("MigrationStarted"))
-            .then_some(())
-    })
-    .await;
+    w.migration_started().await;
     // Within the timeout it waits; past it, it rolls back.
     w.clock.advance(300);
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -600,6 +593,18 @@ async fn an_operator_killed_at_every_step_of_an_upgrade_resumes_it_with_one_back
 }
 
 impl World {
+    /// Waits until the new version has begun migrating the database.
+    async fn migration_started(&self) {
+        wait_for(60, "the migration to start", || async {
+            self.dhis2
+                .observed()
+                .iter()
+                .any(|o| format!("{o:?}").starts_with("MigrationStarted"))
+                .then_some(())
+        })
+        .await;
+    }
+
     /// Sets one key of a Secret of the namespace.
     async fn set_secret(&self, name: &str, key: &str, value: &str) {
         Api::<Secret>::namespaced(self.client.clone(), &self.ns)
@@ -700,14 +705,7 @@ async fn after_a_failed_rollback_dhis2_stays_stopped_until_a_restore_brings_it_b
     w.set_version("2.43.0").await;
     let i = w.upgrade_phase(UpgradePhase::Migrating, 180).await;
     let backup = i.status.unwrap().upgrade.unwrap().backup_name.unwrap();
-    wait_for(60, "the migration to start", || async {
-        w.dhis2
-            .observed()
-            .iter()
-            .any(|o| format!("{o:?}").starts_with("MigrationStarted"))
-            .then_some(())
-    })
-    .await;
+    w.migration_started().await;
     // The rollback's restore cannot read the repository: it fails.
     w.set_secret("backup-s3", "secretKey", "wrong-secret-key")
         .await;

@@ -463,6 +463,18 @@ fn approved(settings: &UpgradeSpec, to: &str) -> Option<String> {
     (!who.is_empty() && same_version(version, to)).then(|| who.to_string())
 }
 
+/// Ends the upgrade Failed with `outcome`, said in an Event `reason`.
+fn ended(
+    o: &UpgradeObserved,
+    u: &UpgradeStatus,
+    outcome: UpgradeOutcome,
+    reason: &'static str,
+    message: String,
+) -> Decision {
+    finish(u, UpgradePhase::Failed, outcome, message.clone(), o.now)
+        .with_event(true, reason, message)
+}
+
 /// Refuses the upgrade: nothing was changed and DHIS2 keeps running.
 fn refuse(o: &UpgradeObserved, u: &UpgradeStatus, why: &str) -> Decision {
     let message = format!(
@@ -592,14 +604,7 @@ fn stopping(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
             u.from_version,
             u.to_version
         );
-        return finish(
-            u,
-            UpgradePhase::Failed,
-            UpgradeOutcome::TimedOut,
-            message.clone(),
-            o.now,
-        )
-        .with_event(true, "UpgradeFailed", message);
+        return ended(o, u, UpgradeOutcome::TimedOut, "UpgradeFailed", message);
     }
     if o.dhis2_pods > 0 {
         return Decision::waiting(
@@ -637,14 +642,7 @@ fn backing_up(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
                 "the pre-upgrade backup {name} completed but was not verified (its status.verified is not true); nothing was changed: DHIS2 {} is started again. Set spec.version: {} and again {} to retry",
                 u.from_version, u.from_version, u.to_version
             );
-            finish(
-                u,
-                UpgradePhase::Failed,
-                UpgradeOutcome::BackupFailed,
-                message.clone(),
-                o.now,
-            )
-            .with_event(true, "UpgradeFailed", message)
+            ended(o, u, UpgradeOutcome::BackupFailed, "UpgradeFailed", message)
         }
         Some(RunPhase::Completed) => {
             let mut next = phase(u, UpgradePhase::Preparing, o.now);
@@ -666,14 +664,7 @@ fn backing_up(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
                 u.from_version,
                 u.to_version
             );
-            finish(
-                u,
-                UpgradePhase::Failed,
-                UpgradeOutcome::BackupFailed,
-                message.clone(),
-                o.now,
-            )
-            .with_event(true, "UpgradeFailed", message)
+            ended(o, u, UpgradeOutcome::BackupFailed, "UpgradeFailed", message)
         }
         _ if seconds_in_phase(u, o.now) >= o.job_deadline_seconds + DEADLINE_MARGIN_SECONDS => {
             let message = format!(
@@ -684,14 +675,7 @@ fn backing_up(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
                 u.from_version,
                 u.to_version
             );
-            finish(
-                u,
-                UpgradePhase::Failed,
-                UpgradeOutcome::BackupFailed,
-                message.clone(),
-                o.now,
-            )
-            .with_event(true, "UpgradeFailed", message)
+            ended(o, u, UpgradeOutcome::BackupFailed, "UpgradeFailed", message)
         }
         _ => Decision::waiting(
             u,
@@ -860,14 +844,7 @@ fn rolling_back(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
                 u.from_version,
                 u.from_version
             );
-            finish(
-                u,
-                UpgradePhase::Failed,
-                UpgradeOutcome::RolledBack,
-                message.clone(),
-                o.now,
-            )
-            .with_event(true, "UpgradeFailed", message)
+            ended(o, u, UpgradeOutcome::RolledBack, "UpgradeFailed", message)
         }
         RestorePhase::Failed => {
             let message = format!(
@@ -879,14 +856,13 @@ fn rolling_back(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
                     .unwrap_or("see kubectl describe d2restore"),
                 u.backup_id.as_deref().unwrap_or("-")
             );
-            finish(
+            ended(
+                o,
                 u,
-                UpgradePhase::Failed,
                 UpgradeOutcome::RollbackFailed,
-                message.clone(),
-                o.now,
+                "UpgradeRollbackFailed",
+                message,
             )
-            .with_event(true, "UpgradeRollbackFailed", message)
         }
         RestorePhase::Starting if overdue => {
             let message = format!(
@@ -896,14 +872,7 @@ fn rolling_back(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
                 u.from_version,
                 (o.job_deadline_seconds + DEADLINE_MARGIN_SECONDS) / 60
             );
-            finish(
-                u,
-                UpgradePhase::Failed,
-                UpgradeOutcome::RolledBack,
-                message.clone(),
-                o.now,
-            )
-            .with_event(true, "UpgradeFailed", message)
+            ended(o, u, UpgradeOutcome::RolledBack, "UpgradeFailed", message)
         }
         _ if overdue => {
             let message = format!(
@@ -913,14 +882,13 @@ fn rolling_back(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
                 DEADLINE_MARGIN_SECONDS / 60,
                 restore.phase.as_str()
             );
-            finish(
+            ended(
+                o,
                 u,
-                UpgradePhase::Failed,
                 UpgradeOutcome::RollbackFailed,
-                message.clone(),
-                o.now,
+                "UpgradeRollbackFailed",
+                message,
             )
-            .with_event(true, "UpgradeRollbackFailed", message)
         }
         _ => Decision::waiting(
             u,

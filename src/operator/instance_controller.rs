@@ -205,7 +205,7 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
         advance_upgrade(instance, ctx, ns, &connection, reported_version.as_deref()).await?;
 
     let copy =
-        advance_read_only_copy(instance, ctx, ns, &connection, progress.upgrade.as_ref()).await?;
+        advance_read_only_copy(instance, ctx, ns, &connection, progress.upgrade.as_ref()).await;
     let serving_copy = copy
         .status
         .as_ref()

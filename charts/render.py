@@ -128,8 +128,10 @@ def committed_renderings() -> dict[str, str]:
     namespaced = render({"namespace": {"create": True},
                          "rbac": {"mode": "namespaced", "namespaces": [WATCHED]}})
     watched = [(p, d) for p, d in namespaced if p.endswith("/rbac-namespaced.yaml")]
-    own = [(p, d) for p, d in namespaced if not p.endswith("/rbac-namespaced.yaml")]
-    if not watched or len(watched) + len(own) != len(namespaced):
+    people = [(p, d) for p, d in namespaced if p.endswith("/rbac-users.yaml")]
+    own = [(p, d) for p, d in namespaced
+           if not p.endswith("/rbac-namespaced.yaml") and not p.endswith("/rbac-users.yaml")]
+    if not watched or len(watched) + len(people) + len(own) != len(namespaced):
         sys.exit("render.py: the namespaced rendering has no Role for the watched namespace")
     return {
         "manifests/install.yaml": (
@@ -166,6 +168,14 @@ def committed_renderings() -> dict[str, str]:
             + f"# The chart puts them into `{WATCHED}`; here the namespace is left to kubectl:\n"
             + f"#   kubectl apply -n {WATCHED} -f manifests/operator/namespaced/role.yaml\n"
             + "# The operator's integration tests run under exactly this Role (tests/support/kube_env.rs).\n",
+        ),
+        "manifests/operator/namespaced/user-roles.yaml": stream(
+            [(p, without_namespace(d)) for p, d in people],
+            GENERATED
+            + "# Namespaced mode, part 3: roles for people in the namespace the operator manages (viewer,\n"
+            + "# backup operator, restore approver; README \"Who may do what\"). Bind them with RoleBindings:\n"
+            + f"#   kubectl apply -n {WATCHED} -f manifests/operator/namespaced/user-roles.yaml\n"
+            + f"#   kubectl create rolebinding hmis-backups -n {WATCHED} --role=dhis2-operator-backup-operator --user=...\n",
         ),
     }
 

@@ -173,16 +173,45 @@ async fn encrypted_cluster_backups_need_the_private_key_only_to_restore() {
         "a Job ran without the key"
     );
 
-    // An Object Lock on a bucket without object lock: the backup fails before writing, saying
-    // how to enable it; nothing of it is left in the bucket.
+    // A Dhis2Backup may not send the data elsewhere, not even to the same bucket unencrypted:
+    // only an instance's repository is accepted (the operator runs without
+    // --allow-any-repository), and no Job runs.
     let before = env.s3_keys(&bucket).await;
-    let mut locked = s3_repository(&bucket);
-    locked["s3"]["objectLock"] = json!({"days": 30});
     create::<Dhis2Backup>(
         &client,
         &ns,
         json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Backup",
-            "metadata": {"name": "locked"}, "spec": {"instanceRef": "hmis", "repository": locked}}),
+            "metadata": {"name": "elsewhere"},
+            "spec": {"instanceRef": "hmis", "repository": s3_repository(&bucket)}}),
+    )
+    .await;
+    let refused = finished_backup(&backups, "elsewhere").await.status.unwrap();
+    assert_eq!(refused.phase, Some(RunPhase::Failed), "{refused:?}");
+    let reason = refused.failure_reason.unwrap_or_default();
+    assert!(
+        reason.contains("is not the backup repository of an instance of this namespace")
+            && reason.contains("--allow-any-repository"),
+        "{reason}"
+    );
+    assert!(!kubelet.runs().iter().any(|r| r.job == "elsewhere-backup"));
+    assert_eq!(env.s3_keys(&bucket).await, before);
+
+    // An Object Lock on a bucket without object lock: the backup fails before writing, saying
+    // how to enable it; nothing of it is left in the bucket.
+    Api::<Dhis2Instance>::namespaced(client.clone(), &ns)
+        .patch(
+            "hmis",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"backup": {"repository": {"s3":
+                {"objectLock": {"days": 30}}}}}})),
+        )
+        .await
+        .unwrap();
+    create::<Dhis2Backup>(
+        &client,
+        &ns,
+        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Backup",
+            "metadata": {"name": "locked"}, "spec": {"instanceRef": "hmis"}}),
     )
     .await;
     let failed = finished_backup(&backups, "locked").await.status.unwrap();

@@ -472,6 +472,89 @@ async fn while_the_new_version_migrates_a_read_only_copy_serves_users_until_the_
     w.drop_database().await;
 }
 
+/// A database account without CREATEDB (as CloudNativePG's application role, or a ministry's
+/// least-privilege account) cannot hold a read-only copy: the copy is reported with the fix and
+/// the upgrade goes on to the new version without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_copy_that_cannot_be_made_is_reported_and_the_upgrade_goes_on() {
+    let w = world_with(
+        "upg-ro-nocreatedb",
+        Migration::Slow(std::time::Duration::from_secs(20)),
+        json!({"timeoutSeconds": 600, "readOnlyDuringUpgrade": true}),
+    )
+    .await;
+    let role = format!("{}_app", w.db);
+    w.env
+        .client("postgres")
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'app-password' NOCREATEDB NOSUPERUSER IN ROLE pg_read_all_data"
+        ))
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(w.client.clone(), &w.ns)
+        .patch(
+            "hmis-db-pg",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"username": role, "password": "app-password"}})),
+        )
+        .await
+        .unwrap();
+    let secret = Api::<Secret>::namespaced(w.client.clone(), &w.ns);
+    wait_for(
+        60,
+        "dhis.conf to use the account without CREATEDB",
+        || async {
+            let conf = secret.get("hmis-dhis-conf").await.ok()?;
+            let conf = String::from_utf8(conf.data?.get("dhis.conf")?.0.clone()).ok()?;
+            conf.contains(&role).then_some(())
+        },
+    )
+    .await;
+    w.set_version("2.43.0").await;
+    let i = wait_for(240, "the copy reported as not made", || async {
+        let i = w.instances().get("hmis").await.ok()?;
+        let copy = i.status.as_ref()?.read_only_copy.clone()?;
+        copy.failure.is_some().then_some(i)
+    })
+    .await;
+    let status = i.status.unwrap();
+    let copy = status.read_only_copy.unwrap();
+    let failure = copy.failure.unwrap();
+    assert!(
+        failure.contains(&format!("ALTER ROLE {role} CREATEDB")),
+        "{failure}"
+    );
+    assert!(!copy.serving);
+    assert!(!failure.contains("app-password"), "{failure}");
+    assert!(
+        w.instances()
+            .get_opt("hmis-readonly")
+            .await
+            .unwrap()
+            .is_none(),
+        "no copy half made"
+    );
+    let i = w.runs("2.43.0").await;
+    let status = i.status.unwrap();
+    assert_eq!(
+        status.upgrade_history[0].outcome,
+        UpgradeOutcome::Succeeded,
+        "{:?}",
+        status.upgrade_history
+    );
+    assert_eq!(status.read_only_copy, None, "nothing left of the copy");
+    assert_eq!(w.events("ReadOnlyCopyFailed").await.len(), 1);
+    service_sends_users_to(&w, "hmis").await;
+    w.drop_database().await;
+    let _ = w
+        .env
+        .client("postgres")
+        .await
+        .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_downgrade_and_a_blocked_preflight_check_are_refused_and_dhis2_keeps_running() {
     let w = world("upg-no", Migration::Quick).await;

@@ -298,6 +298,7 @@ async fn a_production_instance_runs_on_a_three_instance_cnpg_cluster_archiving_w
         &db,
         &ClusterPlan {
             instances: 3,
+            superuser_access: false,
             archive: Some(&archive),
             recovery: None,
         },
@@ -499,8 +500,19 @@ async fn logical_backups_and_drills_work_against_a_cnpg_database_as_against_any_
     assert_eq!(s.passed, Some(true), "{s:?}");
     assert_eq!(s.backup_id.as_deref(), Some(id.as_str()));
 
+    // No superuser on the cluster while nothing needs it: whoever may create a Dhis2Backup or
+    // a Dhis2Drill gets no way to run SQL as superuser.
+    let superuser_off = || async {
+        let cluster = w.api::<Cluster>().get("moh-db").await.ok()?;
+        let secret = w.api::<Secret>().get_opt("moh-db-superuser").await.ok()?;
+        (cluster.spec.enable_superuser_access == Some(false) && secret.is_none()).then_some(())
+    };
+    assert!(superuser_off().await.is_some(), "superuser access off");
+    assert!(w.cnpg.superuser_log.lock().unwrap().is_empty());
+
     // A restore over the instance: the Job logs in as CloudNativePG's superuser (the app role
-    // may not create or rename databases) and DHIS2's role still owns everything after.
+    // may not create or rename databases), turned on for it alone, and DHIS2's role still owns
+    // everything after.
     let admin = w.env.client(&fake.database).await;
     admin
         .batch_execute("DELETE FROM datavalue WHERE ctid IN (SELECT ctid FROM datavalue LIMIT 5)")
@@ -549,6 +561,19 @@ async fn logical_backups_and_drills_work_against_a_cnpg_database_as_against_any_
         .find(|r| r.args.iter().any(|a| a == "restore"))
         .expect("a restore Job ran");
     assert!(!restore_job.output.contains(&fake.password));
+    wait_for(
+        60,
+        "superuser access turned off after the restore",
+        superuser_off,
+    )
+    .await;
+    assert_eq!(
+        *w.cnpg.superuser_log.lock().unwrap(),
+        vec![("moh-db".to_string(), true), ("moh-db".to_string(), false)],
+        "on for the restore, then off"
+    );
+    let db = w.api::<Dhis2Database>().get("moh-db").await.unwrap();
+    assert_eq!(db.status.unwrap().cnpg.unwrap().superuser_for, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -689,13 +714,38 @@ async fn a_point_in_time_restore_recovers_a_new_cluster_to_the_moment_and_moves_
         recovered.database
     )));
     assert_eq!(count(&w.env, &recovered.database, "datavalue").await, rows);
-    assert!(
-        w.api::<Cluster>()
-            .get_opt("hmis-db")
-            .await
-            .unwrap()
-            .is_some()
-    );
+    // Kept as it was although no instance uses it any more: its replicas, its archive and its
+    // base backups (the database is reconciled every 15 s; watch it for three rounds).
+    let kept = |c: &Cluster| {
+        let spec = spec_of(c);
+        spec["instances"] == 3
+            && spec["plugins"][0]["parameters"]["barmanObjectName"] == "hmis-db-archive"
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(50);
+    while tokio::time::Instant::now() < deadline {
+        let old = w.api::<Cluster>().get("hmis-db").await.unwrap();
+        assert!(kept(&old), "{:?}", spec_of(&old));
+        assert!(
+            w.api::<ObjectStore>()
+                .get_opt("hmis-db-archive")
+                .await
+                .unwrap()
+                .is_some(),
+            "the old cluster's archive"
+        );
+        assert!(
+            w.api::<ScheduledBackup>()
+                .get_opt("hmis-db-base-backup")
+                .await
+                .unwrap()
+                .is_some(),
+            "the old cluster's base backups"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    let old = w.api::<Dhis2Database>().get("hmis-db").await.unwrap();
+    let inherited = old.status.unwrap().cnpg.unwrap().inherited.unwrap();
+    assert!(inherited.production);
     assert!(!w.dhis2.analytics_requests.lock().unwrap().is_empty());
     assert!(w.operator.kubeconfig.exists());
 }

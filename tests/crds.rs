@@ -186,4 +186,23 @@ fn the_namespaced_mode_manifests_are_accepted_by_the_apiserver() {
     ] {
         assert!(text.contains(object), "{object} missing: {text}");
     }
+    let (ok, text) = kubectl(
+        &[
+            "apply",
+            "--validate=false",
+            "--dry-run=server",
+            "-n",
+            "dhis2-operator",
+            "-f",
+            "-",
+        ],
+        Some(include_str!(
+            "../manifests/operator/namespaced/user-roles.yaml"
+        )),
+    );
+    assert!(ok, "{text}");
+    for role in ["viewer", "backup-operator", "restore-approver"] {
+        let object = format!("role.rbac.authorization.k8s.io/dhis2-operator-{role}");
+        assert!(text.contains(&object), "{object} missing: {text}");
+    }
 }

@@ -76,6 +76,9 @@ fn default_values_two_replicas_with_leader_election_accepted_by_the_apiserver() 
         [
             "ServiceAccount",
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",
@@ -84,6 +87,40 @@ fn default_values_two_replicas_with_leader_election_accepted_by_the_apiserver() 
         ],
         "the default rendering, in install order"
     );
+
+    // Roles for people: a backup operator backs up and drills, a restore approver restores and
+    // promotes; neither edits an instance (its repositories) nor reads a Secret.
+    let may = |role: &str, verb: &str, resource: &str| {
+        find(&objects, "ClusterRole", role)["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .any(|r| {
+                r["apiGroups"] == json!(["dhis2operator.io"])
+                    && r["verbs"].as_array().unwrap().contains(&json!(verb))
+                    && r["resources"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&json!(resource))
+            })
+    };
+    let backup_operator = "dhis2-operator-backup-operator";
+    let restore_approver = "dhis2-operator-restore-approver";
+    assert!(may(backup_operator, "create", "dhis2backups"));
+    assert!(may(backup_operator, "create", "dhis2drills"));
+    assert!(!may(backup_operator, "create", "dhis2restores"));
+    assert!(may(restore_approver, "create", "dhis2restores"));
+    assert!(may(restore_approver, "create", "dhis2promotions"));
+    assert!(!may(restore_approver, "create", "dhis2backups"));
+    for role in [backup_operator, restore_approver, "dhis2-operator-viewer"] {
+        assert!(may(role, "list", "dhis2instances"), "{role}");
+        for verb in ["create", "update", "patch", "delete"] {
+            assert!(!may(role, verb, "dhis2instances"), "{role} {verb}");
+            assert!(!may(role, verb, "dhis2databases"), "{role} {verb}");
+        }
+        let rules = &find(&objects, "ClusterRole", role)["rules"];
+        assert!(!rules.to_string().contains("secrets"), "{role}: {rules}");
+    }
 
     let deployment = find(&objects, "Deployment", RELEASE);
     assert_eq!(deployment["spec"]["replicas"], 2);
@@ -197,6 +234,9 @@ fn namespaced_mode_with_monitoring_and_one_replica() {
         [
             "ServiceAccount",
             "ConfigMap",
+            "Role",
+            "Role",
+            "Role",
             "Role",
             "RoleBinding",
             "Service",

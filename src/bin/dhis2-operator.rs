@@ -37,6 +37,12 @@ struct RunArgs {
     /// annotation is ignored with a warning Event.
     #[arg(long)]
     allow_endpoint_override: bool,
+    /// Let a Dhis2Backup or Dhis2Restore name any backup repository. Off by default: they may
+    /// name only the spec.backup.repository of an instance of their own namespace, so that who
+    /// may create them cannot send health data to, or restore a dump from, a store of their
+    /// choosing.
+    #[arg(long, env = "ALLOW_ANY_REPOSITORY")]
+    allow_any_repository: bool,
     /// Log format on stderr.
     #[arg(long, value_parser = ["text", "json"], default_value = "json")]
     log_format: String,
@@ -75,6 +81,7 @@ fn main() -> ExitCode {
                 namespace,
                 metrics_addr,
                 allow_endpoint_override,
+                allow_any_repository,
                 log_format,
                 engine_image,
                 leader_elect,
@@ -126,6 +133,7 @@ fn main() -> ExitCode {
                     namespace,
                     metrics_addr,
                     allow_endpoint_override,
+                    allow_any_repository,
                     clock_file,
                     engine_image,
                     leader_election,

@@ -204,4 +204,28 @@ pub struct CnpgStatus {
     /// When the newest base backup succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_backup: Option<String>,
+    /// The `Dhis2Restore` for which the operator turned the cluster's superuser access
+    /// (`enableSuperuserAccess`) on; it is off when none needs it. Written as null when off,
+    /// so that the status merge patch clears it.
+    #[serde(default)]
+    pub superuser_for: Option<String>,
+    /// What the cluster took from the instances using it, kept so that it stays as it was when
+    /// none uses it any more (after a point-in-time restore moved its instance to a new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherited: Option<CnpgInherited>,
+}
+
+/// `status.cnpg.inherited`: the settings a cnpg cluster takes from the instances using it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CnpgInherited {
+    /// A production instance used it: three PostgreSQL instances unless `spec.cnpg.instances`.
+    #[serde(default)]
+    pub production: bool,
+    /// The backup repository its WAL archive goes to unless `spec.cnpg.backup.repository`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<crate::crd::backup_common::RepositorySpec>,
+    /// Where the repository was named, e.g. `spec.backup.repository of Dhis2Instance hmis`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_from: Option<String>,
 }

@@ -220,6 +220,11 @@ pub struct ReadOnlyCopyStatus {
     /// What the copy is doing, in one line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Why the copy could not be made or restored, and what to do; the upgrade goes on without
+    /// it (users wait for the new version) and the copy is not tried again in this upgrade.
+    /// Written as null when there is none, so that the status merge patch clears it.
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

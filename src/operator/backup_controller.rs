@@ -38,6 +38,7 @@ use super::error::{Error, Result};
 use super::instance_build::dhis2_pod_selector;
 use super::job_outcome::job_outcome;
 use super::labels::{INSTANCE_LABEL, dhis_conf_secret_name, file_store_claim_name};
+use super::repository_scope::{check_repository_scope, namespace_instances};
 
 pub const KIND: &str = "Dhis2Backup";
 
@@ -246,6 +247,16 @@ async fn gather(
         Ok(r) => r.clone(),
         Err(why) => return Ok(Err(Readiness::Invalid(why))),
     };
+    if let Some(named) = &backup.spec.repository
+        && let Err(why) = check_repository_scope(
+            named,
+            "spec.repository",
+            &namespace_instances(ctx, ns).await?,
+            ctx.allow_any_repository,
+        )
+    {
+        return Ok(Err(Readiness::Invalid(why)));
+    }
     if let Some(s3) = &repository.s3
         && !secret_exists(ctx, ns, &s3.credentials_secret_ref).await?
     {

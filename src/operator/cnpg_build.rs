@@ -72,8 +72,9 @@ pub fn app_secret_name(cluster: &str) -> String {
 }
 
 /// CloudNativePG's Secret with the `postgres` superuser's credentials (with
-/// `enableSuperuserAccess`): only our restore Jobs use it, because an atomic restore creates and
-/// renames databases and creates PostGIS, which DHIS2's own role may not.
+/// `enableSuperuserAccess`, turned on only while a restore needs it): only our restore Jobs use
+/// it, because an atomic restore creates and renames databases and creates PostGIS, which
+/// DHIS2's own role may not.
 pub fn superuser_secret_name(cluster: &str) -> String {
     format!("{cluster}-superuser")
 }
@@ -97,6 +98,8 @@ pub struct RecoveryPlan<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterPlan<'a> {
     pub instances: i32,
+    /// `enableSuperuserAccess`: only while a restore needs it (`cnpg_superuser`).
+    pub superuser_access: bool,
     pub archive: Option<&'a Archive>,
     pub recovery: Option<RecoveryPlan<'a>>,
 }
@@ -279,8 +282,9 @@ pub fn build_cnpg_children(db: &Dhis2Database, plan: &ClusterPlan) -> CnpgChildr
                 ..Default::default()
             }),
             bootstrap: Some(bootstrap),
-            // For our restore Jobs alone (see superuser_secret_name); DHIS2 uses the app role.
-            enable_superuser_access: Some(true),
+            // For our restore Jobs alone, while one runs (see superuser_secret_name); DHIS2
+            // uses the app role.
+            enable_superuser_access: Some(plan.superuser_access),
             external_clusters,
             storage: Some(ClusterStorage {
                 size: Some(

@@ -9,7 +9,8 @@ use kube::{Resource, ResourceExt};
 
 use crate::cnpg::{Cluster, ObjectStore, ScheduledBackup};
 use crate::crd::dhis2_database::{Dhis2Database, Dhis2DatabaseStatus};
-use crate::crd::dhis2_instance::{Dhis2Instance, Environment};
+use crate::crd::dhis2_instance::Dhis2Instance;
+use crate::crd::dhis2_restore::Dhis2Restore;
 
 use super::apply::{Ownership, Parent, apply_owned, ownership};
 use super::cnpg_archive::{Archive, NoArchive, resolve_archive};
@@ -17,7 +18,9 @@ use super::cnpg_build::{
     ClusterPlan, RecoveryPlan, app_secret_name, build_cnpg_children, default_instances,
     object_store_name, read_write_service_name, recovery_object_store_name, scheduled_backup_name,
 };
+use super::cnpg_inherited::inherited_settings;
 use super::cnpg_status::{CnpgHealth, cnpg_health, cnpg_status_summary};
+use super::cnpg_superuser::restore_needing_superuser;
 use super::context::Context;
 use super::database_connection::instance_database_name;
 use super::error::{Error, Result};
@@ -101,19 +104,18 @@ pub async fn apply_cnpg(
     let plugin = serves(ctx, BARMAN_CLOUD_API, "objectstores").await?;
     let users = instances_using(ctx, ns, &name).await?;
     let spec = db.spec.cnpg.clone().unwrap_or_default();
-    let instance_repository = users.iter().find_map(|i| {
-        i.spec
-            .backup
+    // Taken from the instances using it, or kept from when one did (status.cnpg.inherited).
+    let inherited = inherited_settings(
+        &users,
+        db.status
             .as_ref()
-            .and_then(|b| b.repository.as_ref())
-            .map(|r| {
-                (
-                    r,
-                    format!("spec.backup.repository of Dhis2Instance {}", i.name_any()),
-                )
-            })
-    });
-    let instance_repository = instance_repository.as_ref().map(|(r, f)| (*r, f.as_str()));
+            .and_then(|s| s.cnpg.as_ref())
+            .and_then(|c| c.inherited.as_ref()),
+    );
+    let instance_repository = inherited
+        .repository
+        .as_ref()
+        .zip(inherited.repository_from.as_deref());
     let mut problem = None;
     let archive = match resolve_archive(spec.backup.as_ref(), instance_repository, plugin) {
         Ok(a) => Some(a),
@@ -157,12 +159,19 @@ pub async fn apply_cnpg(
             }
         }
     };
-    let production = users
-        .iter()
-        .any(|i| i.spec.environment == Environment::Production);
-    let instances = spec.instances.unwrap_or(default_instances(production));
+    let instances = spec
+        .instances
+        .unwrap_or(default_instances(inherited.production));
+    let restores = ctx
+        .api::<Dhis2Restore>(ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| Error::kube("listing Dhis2Restores".to_string(), e))?
+        .items;
+    let superuser_for = restore_needing_superuser(&name, &restores, &users);
     let plan = ClusterPlan {
         instances,
+        superuser_access: superuser_for.is_some(),
         archive: archive.as_ref(),
         recovery: recovery_archive.as_ref().map(|(source, a)| RecoveryPlan {
             source_cluster: source,
@@ -244,6 +253,8 @@ pub async fn apply_cnpg(
     summary.archive = archive
         .as_ref()
         .map(|a| format!("{}/{name}", a.destination_path));
+    summary.inherited = Some(inherited);
+    summary.superuser_for = superuser_for;
     status.cnpg = Some(summary);
     let secret_name = app_secret_name(&name);
     status.credentials_secret = Some(secret_name.clone());

@@ -26,6 +26,9 @@ pub struct Context {
     pub namespace: Option<String>,
     /// Honour the endpoint-override annotation (`--allow-endpoint-override`, development only).
     pub allow_endpoint_override: bool,
+    /// A Dhis2Backup or Dhis2Restore may name any repository, not only one of its namespace's
+    /// instances' (`--allow-any-repository`; see `repository_scope`).
+    pub allow_any_repository: bool,
     /// Failed reconciles in a row per object, for the retry backoff.
     pub failures: FailureCounts,
     /// "Now" for schedules and deadlines.
@@ -60,6 +63,7 @@ impl Context {
                 .unwrap_or_default(),
             namespace,
             allow_endpoint_override,
+            allow_any_repository: false,
             failures: FailureCounts::default(),
             clock,
             engine_image,

@@ -198,7 +198,7 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
         advance_upgrade(instance, ctx, ns, &connection, health.as_ref(), &account).await?;
 
     let copy =
-        advance_read_only_copy(instance, ctx, ns, &connection, progress.upgrade.as_ref()).await?;
+        advance_read_only_copy(instance, ctx, ns, &connection, progress.upgrade.as_ref()).await;
     let serving_copy = copy
         .status
         .as_ref()

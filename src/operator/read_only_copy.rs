@@ -124,14 +124,76 @@ impl CopyPlan {
     }
 }
 
+/// Why no copy can be made on the instance's database server, with the fix, or `None`.
+/// CloudNativePG's application role (the instance's account) may not create databases, and the
+/// operator does not use the cluster's superuser for a copy.
+pub fn copy_impossible(provider: DatabaseProvider, database: &str) -> Option<String> {
+    (provider == DatabaseProvider::Cnpg).then(|| {
+        format!(
+            "spec.upgrade.readOnlyDuringUpgrade is not supported on a cnpg database ({database}): CloudNativePG's application role may not create the copy's database; set it to false (users wait for the new version during the migration)"
+        )
+    })
+}
+
+/// The status of a copy that could not be made: the upgrade goes on without it.
+pub fn copy_failed(names: &CopyNames, why: &str) -> ReadOnlyCopyStatus {
+    ReadOnlyCopyStatus {
+        instance: names.instance.clone(),
+        database: names.database.clone(),
+        serving: false,
+        message: Some(
+            "no read-only copy: the upgrade goes on without it and DHIS2 is unavailable until it ends"
+                .into(),
+        ),
+        failure: Some(why.to_string()),
+    }
+}
+
+/// Why `CREATE DATABASE` of the copy failed and what to do: a missing `CREATEDB` is named with
+/// the statement that grants it.
+pub fn create_database_failure(
+    database: &str,
+    username: &str,
+    error: &str,
+    insufficient_privilege: bool,
+) -> String {
+    if insufficient_privilege {
+        format!(
+            "the database account {username} may not create the copy's database {database} ({error}): grant it CREATEDB (ALTER ROLE {username} CREATEDB), or set spec.upgrade.readOnlyDuringUpgrade: false"
+        )
+    } else {
+        format!("creating the copy's database {database}: {error}")
+    }
+}
+
+/// The statements that drop a database its sessions may still use: `WITH (FORCE)` from
+/// PostgreSQL 13, before it the sessions are ended first (`server_version_num`, e.g. 120015).
+pub fn drop_database_statements(database: &str, server_version_num: u32) -> Vec<String> {
+    let name = crate::postgres::quote_ident(database);
+    if server_version_num >= 130000 {
+        vec![format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")]
+    } else {
+        vec![
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()",
+                format_args!("'{}'", database.replace('\'', "''"))
+            ),
+            format!("DROP DATABASE IF EXISTS {name}"),
+        ]
+    }
+}
+
 /// The copy's next step. `wanted` is `copy_wanted` with the copy's names; `recorded` what the
-/// status holds. Users are sent to the copy only while it is ready, and back to the instance
-/// (recorded, so applied) before anything of the copy is deleted.
+/// status holds; `impossible` why no copy can be made on this server (`copy_impossible`).
+/// Users are sent to the copy only while it is ready, and back to the instance (recorded, so
+/// applied) before anything of the copy is deleted. A copy that failed is not tried again in
+/// the same upgrade: it never holds the upgrade up.
 pub fn plan_copy(
     wanted: Option<&CopyNames>,
     recorded: Option<&ReadOnlyCopyStatus>,
     seen: &CopySeen,
     from_version: &str,
+    impossible: Option<&str>,
 ) -> CopyPlan {
     let Some(names) = wanted else {
         return match recorded {
@@ -161,11 +223,27 @@ pub fn plan_copy(
             },
         };
     };
+    if let Some(why) = impossible {
+        return CopyPlan {
+            action: None,
+            status: Some(copy_failed(names, why)),
+        };
+    }
+    if let Some(failed) = recorded.filter(|r| r.failure.is_some() && r.instance == names.instance) {
+        return CopyPlan {
+            action: None,
+            status: Some(ReadOnlyCopyStatus {
+                serving: false,
+                ..failed.clone()
+            }),
+        };
+    }
     let status = |serving: bool, message: String| ReadOnlyCopyStatus {
         instance: names.instance.clone(),
         database: names.database.clone(),
         serving,
         message: Some(message),
+        failure: None,
     };
     let Some((phase, why)) = seen.restore.as_ref().filter(|_| seen.instance_exists) else {
         return CopyPlan {
@@ -180,13 +258,19 @@ pub fn plan_copy(
         };
     };
     let (serving, message) = match phase {
-        RestorePhase::Failed => (
-            false,
-            format!(
-                "the read-only copy could not be restored: {}; DHIS2 is unavailable until the upgrade ends",
-                why.as_deref().unwrap_or("see its Dhis2Restore")
-            ),
-        ),
+        RestorePhase::Failed => {
+            return CopyPlan {
+                action: None,
+                status: Some(copy_failed(
+                    names,
+                    &format!(
+                        "the read-only copy could not be restored: {} (see Dhis2Restore {})",
+                        why.as_deref().unwrap_or("no reason given"),
+                        names.instance
+                    ),
+                )),
+            };
+        }
         _ if seen.ready => (
             true,
             format!("serving users read-only (DHIS2 {from_version}) while the database migrates"),
@@ -343,6 +427,7 @@ mod tests {
             database: "dhis2_readonly".into(),
             serving,
             message: None,
+            failure: None,
         }
     }
 
@@ -404,7 +489,7 @@ mod tests {
     #[test]
     fn the_copy_is_made_then_serves_once_ready() {
         let n = names();
-        let p = plan_copy(Some(&n), None, &seen(None, false), "2.41.3");
+        let p = plan_copy(Some(&n), None, &seen(None, false), "2.41.3", None);
         assert_eq!(p.action, Some(CopyAction::Create));
         assert_eq!(p.serving(), None);
         let p = plan_copy(
@@ -412,6 +497,7 @@ mod tests {
             p.status.as_ref(),
             &seen(Some(RestorePhase::Restoring), false),
             "2.41.3",
+            None,
         );
         assert_eq!(p.action, None);
         assert_eq!(p.serving(), None);
@@ -420,6 +506,7 @@ mod tests {
             p.status.as_ref(),
             &seen(Some(RestorePhase::Completed), true),
             "2.41.3",
+            None,
         );
         assert_eq!(p.serving(), Some("hmis-readonly"));
         // The copy going down sends nobody to it.
@@ -428,6 +515,7 @@ mod tests {
             p.status.as_ref(),
             &seen(Some(RestorePhase::Completed), false),
             "2.41.3",
+            None,
         );
         assert_eq!(p.serving(), None);
     }
@@ -439,28 +527,79 @@ mod tests {
             Some(&recorded(false)),
             &seen(Some(RestorePhase::Failed), true),
             "2.41.3",
+            None,
         );
         assert_eq!(p.action, None);
         assert_eq!(p.serving(), None);
-        let message = p.status.unwrap().message.unwrap();
-        assert!(message.contains("no space left on device"), "{message}");
+        let failure = p.status.unwrap().failure.unwrap();
+        assert!(failure.contains("no space left on device"), "{failure}");
+    }
+
+    #[test]
+    fn a_copy_that_could_not_be_made_is_reported_once_and_not_tried_again_in_this_upgrade() {
+        let n = names();
+        let why = create_database_failure(
+            "dhis2_readonly",
+            "dhis",
+            "permission denied to create database",
+            true,
+        );
+        assert!(why.contains("ALTER ROLE dhis CREATEDB"), "{why}");
+        let failed = copy_failed(&n, &why);
+        let p = plan_copy(Some(&n), Some(&failed), &seen(None, false), "2.41.3", None);
+        assert_eq!(p.action, None, "no second attempt");
+        assert_eq!(p.status.as_ref(), Some(&failed));
+        // Once the upgrade ends, whatever was made is removed and the failure forgotten.
+        let p = plan_copy(None, Some(&failed), &seen(None, false), "2.41.3", None);
+        assert_eq!(p.action, Some(CopyAction::DropDatabases));
+        assert_eq!(p.status, None);
+    }
+
+    #[test]
+    fn on_cnpg_no_copy_is_made_and_status_says_to_turn_it_off() {
+        let why = copy_impossible(DatabaseProvider::Cnpg, "hmis-db").unwrap();
+        assert!(why.contains("readOnlyDuringUpgrade"), "{why}");
+        assert_eq!(copy_impossible(DatabaseProvider::External, "hmis-db"), None);
+        assert_eq!(copy_impossible(DatabaseProvider::Managed, "hmis-db"), None);
+        let p = plan_copy(
+            Some(&names()),
+            None,
+            &seen(None, false),
+            "2.41.3",
+            Some(&why),
+        );
+        assert_eq!(p.action, None);
+        assert_eq!(p.serving(), None);
+        assert_eq!(p.status.unwrap().failure.as_deref(), Some(why.as_str()));
+    }
+
+    #[test]
+    fn a_database_in_use_is_dropped_on_every_postgresql_version() {
+        assert_eq!(
+            drop_database_statements("dhis2_readonly", 150004),
+            vec![r#"DROP DATABASE IF EXISTS "dhis2_readonly" WITH (FORCE)"#]
+        );
+        let old = drop_database_statements("dhis2_readonly", 120015);
+        assert!(old[0].contains("pg_terminate_backend") && old[0].contains("'dhis2_readonly'"));
+        assert_eq!(old[1], r#"DROP DATABASE IF EXISTS "dhis2_readonly""#);
+        assert!(old.iter().all(|s| !s.contains("FORCE")));
     }
 
     #[test]
     fn after_the_upgrade_users_go_back_first_then_the_copy_goes_then_its_database() {
         let existing = seen(Some(RestorePhase::Completed), true);
-        let p = plan_copy(None, Some(&recorded(true)), &existing, "2.41.3");
+        let p = plan_copy(None, Some(&recorded(true)), &existing, "2.41.3", None);
         assert_eq!(
             p.action, None,
             "nothing is removed while users may be on it"
         );
         assert_eq!(p.serving(), None);
-        let p = plan_copy(None, p.status.as_ref(), &existing, "2.41.3");
+        let p = plan_copy(None, p.status.as_ref(), &existing, "2.41.3", None);
         assert_eq!(p.action, Some(CopyAction::Remove));
-        let p = plan_copy(None, p.status.as_ref(), &seen(None, false), "2.41.3");
+        let p = plan_copy(None, p.status.as_ref(), &seen(None, false), "2.41.3", None);
         assert_eq!(p.action, Some(CopyAction::DropDatabases));
         assert_eq!(p.status, None);
-        let p = plan_copy(None, None, &seen(None, false), "2.41.3");
+        let p = plan_copy(None, None, &seen(None, false), "2.41.3", None);
         assert_eq!(
             p,
             CopyPlan {

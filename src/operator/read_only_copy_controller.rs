@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio_postgres::error::SqlState;
 
 use crate::crd::dhis2_instance::{Dhis2Instance, ReadOnlyCopyStatus};
 use crate::crd::upgrade::UpgradeStatus;
@@ -22,9 +23,11 @@ use super::context::Context;
 use super::database_connection::database_target;
 use super::dhis_conf::DatabaseConnection;
 use super::error::{Error, Result};
+use super::labels::dedicated_database_name;
 use super::read_only_copy::{
-    CopyAction, CopyNames, CopySeen, copy_connection_secret, copy_database, copy_instance,
-    copy_restore, copy_wanted, plan_copy,
+    CopyAction, CopyNames, CopySeen, copy_connection_secret, copy_database, copy_failed,
+    copy_impossible, copy_instance, copy_restore, copy_wanted, create_database_failure,
+    drop_database_statements, plan_copy,
 };
 use super::restore_steps::Phase as RestorePhase;
 use super::scheduled_objects::create_once;
@@ -61,22 +64,47 @@ async fn seen(ctx: &Context, ns: &str, name: &str) -> Result<CopySeen> {
     })
 }
 
-/// The copy's step for the instance's upgrade as this reconcile left it.
+/// The copy's step for the instance's upgrade as this reconcile left it. Never fails the
+/// reconcile: a copy that cannot be made is reported in its status and the upgrade goes on; a
+/// failure to read or remove it is logged and looked at again.
 pub async fn advance_read_only_copy(
     instance: &Dhis2Instance,
     ctx: &Context,
     ns: &str,
     connection: &DatabaseConnection,
     upgrade: Option<&UpgradeStatus>,
-) -> Result<CopyProgress> {
-    let settings = instance.spec.upgrade.clone().unwrap_or_default();
+) -> CopyProgress {
     let recorded = instance
         .status
         .as_ref()
         .and_then(|s| s.read_only_copy.clone());
+    match step(instance, ctx, ns, connection, upgrade, recorded.as_ref()).await {
+        Ok(progress) => progress,
+        Err(e) => {
+            tracing::warn!(instance = %instance.name_any(), error = %e, "read-only copy: looking again shortly");
+            CopyProgress {
+                status: recorded.map(|r| ReadOnlyCopyStatus {
+                    message: Some(format!("{e}; trying again")),
+                    ..r
+                }),
+                requeue: Some(Duration::from_secs(30)),
+            }
+        }
+    }
+}
+
+async fn step(
+    instance: &Dhis2Instance,
+    ctx: &Context,
+    ns: &str,
+    connection: &DatabaseConnection,
+    upgrade: Option<&UpgradeStatus>,
+    recorded: Option<&ReadOnlyCopyStatus>,
+) -> Result<CopyProgress> {
+    let settings = instance.spec.upgrade.clone().unwrap_or_default();
     let wanted = copy_wanted(&settings, upgrade)
         .then(|| CopyNames::of(&instance.name_any(), &connection.database));
-    let names = match (&wanted, &recorded) {
+    let names = match (&wanted, recorded) {
         (Some(n), _) => n.clone(),
         (None, Some(r)) => CopyNames {
             instance: r.instance.clone(),
@@ -89,55 +117,36 @@ pub async fn advance_read_only_copy(
             });
         }
     };
+    let impossible = match &wanted {
+        Some(_) => impossible_on_server(instance, ctx, ns).await?,
+        None => None,
+    };
     let from_version = upgrade.map(|u| u.from_version.as_str()).unwrap_or_default();
     let plan = plan_copy(
         wanted.as_ref(),
-        recorded.as_ref(),
+        recorded,
         &seen(ctx, ns, &names.instance).await?,
         from_version,
+        impossible.as_deref(),
     );
     let parent = Parent::of(instance);
+    let mut status = plan.status.clone();
     match plan.action {
         None => {}
         Some(CopyAction::Create) => {
-            let u = upgrade
-                .ok_or_else(|| Error::Upgrade("read-only copy without an upgrade".into()))?;
-            let backup = u.backup_name.as_deref().ok_or_else(|| {
-                Error::Upgrade("read-only copy before the pre-upgrade backup".into())
-            })?;
-            create_copy_database(connection, &names.database).await?;
-            create_once(
-                &ctx.api::<Secret>(ns),
-                "Secret",
-                &copy_connection_secret(instance, &names, connection),
-                &parent,
-            )
-            .await?;
-            create_once(
-                &ctx.api::<Dhis2Database>(ns),
-                "Dhis2Database",
-                &copy_database(instance, &names),
-                &parent,
-            )
-            .await?;
-            let copy = copy_instance(instance, &names, &u.from_version, u.from_image.as_deref());
-            if create_once(
-                &ctx.api::<Dhis2Instance>(ns),
-                "Dhis2Instance",
-                &copy,
-                &parent,
-            )
-            .await?
-            {
-                tracing::info!(instance = %instance.name_any(), copy = %names.instance, "read-only copy created");
+            if let Err(why) = create_copy(instance, ctx, ns, connection, upgrade, &names).await {
+                let failed = copy_failed(&names, &why);
+                tracing::warn!(instance = %instance.name_any(), copy = %names.instance, failure = %why, "read-only copy could not be made; the upgrade goes on without it");
+                ctx.event(
+                    instance,
+                    true,
+                    "ReadOnlyCopyFailed",
+                    "ReadOnlyCopy",
+                    format!("{why}; the upgrade goes on without a read-only copy"),
+                )
+                .await;
+                status = Some(failed);
             }
-            create_once(
-                &ctx.api::<Dhis2Restore>(ns),
-                "Dhis2Restore",
-                &copy_restore(instance, &names, backup, &u.to_version),
-                &parent,
-            )
-            .await?;
         }
         Some(CopyAction::Remove) => {
             delete_ours(&ctx.api::<Dhis2Restore>(ns), &names.instance, &parent).await?;
@@ -146,16 +155,109 @@ pub async fn advance_read_only_copy(
             delete_ours(&ctx.api::<Secret>(ns), &names.secret(), &parent).await?;
             tracing::info!(instance = %instance.name_any(), copy = %names.instance, "read-only copy removed");
         }
-        Some(CopyAction::DropDatabases) => {
-            let dropped = drop_copy_databases(connection, &names).await?;
-            tracing::info!(instance = %instance.name_any(), databases = ?dropped, "read-only copy's databases dropped");
-        }
+        Some(CopyAction::DropDatabases) => match drop_copy_databases(connection, &names).await {
+            Ok(dropped) => {
+                tracing::info!(instance = %instance.name_any(), databases = ?dropped, "read-only copy's databases dropped");
+            }
+            Err(e) => {
+                // Kept in status (and tried again) so the leftover is not forgotten; it holds
+                // nothing up.
+                tracing::warn!(instance = %instance.name_any(), error = %e, "read-only copy's databases not dropped");
+                return Ok(CopyProgress {
+                    status: recorded.map(|r| ReadOnlyCopyStatus {
+                        serving: false,
+                        failure: None,
+                        message: Some(format!(
+                            "{e}; trying again (or drop the databases {}* yourself)",
+                            names.database
+                        )),
+                        ..r.clone()
+                    }),
+                    requeue: Some(Duration::from_secs(300)),
+                });
+            }
+        },
     }
-    let requeue = plan.status.as_ref().map(|_| Duration::from_secs(3));
-    Ok(CopyProgress {
-        status: plan.status,
-        requeue,
-    })
+    let requeue = status
+        .as_ref()
+        .filter(|s| s.failure.is_none())
+        .map(|_| Duration::from_secs(3));
+    Ok(CopyProgress { status, requeue })
+}
+
+/// Why the instance's database server cannot hold a copy (`copy_impossible`), or `None`.
+async fn impossible_on_server(
+    instance: &Dhis2Instance,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Option<String>> {
+    let name = instance
+        .spec
+        .database_ref
+        .clone()
+        .unwrap_or_else(|| dedicated_database_name(&instance.name_any()));
+    let db = ctx
+        .api::<Dhis2Database>(ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Dhis2Database {name}"), e))?;
+    Ok(db.and_then(|db| copy_impossible(db.spec.provider, &name)))
+}
+
+/// Creates the copy's database, connection, `Dhis2Database`, instance and restore; why not, in
+/// one line with the fix.
+async fn create_copy(
+    instance: &Dhis2Instance,
+    ctx: &Context,
+    ns: &str,
+    connection: &DatabaseConnection,
+    upgrade: Option<&UpgradeStatus>,
+    names: &CopyNames,
+) -> std::result::Result<(), String> {
+    let parent = Parent::of(instance);
+    let u = upgrade.ok_or("read-only copy without an upgrade")?;
+    let backup = u
+        .backup_name
+        .as_deref()
+        .ok_or("read-only copy before the pre-upgrade backup")?;
+    create_copy_database(connection, &names.database).await?;
+    let made = async {
+        create_once(
+            &ctx.api::<Secret>(ns),
+            "Secret",
+            &copy_connection_secret(instance, names, connection),
+            &parent,
+        )
+        .await?;
+        create_once(
+            &ctx.api::<Dhis2Database>(ns),
+            "Dhis2Database",
+            &copy_database(instance, names),
+            &parent,
+        )
+        .await?;
+        let copy = copy_instance(instance, names, &u.from_version, u.from_image.as_deref());
+        if create_once(
+            &ctx.api::<Dhis2Instance>(ns),
+            "Dhis2Instance",
+            &copy,
+            &parent,
+        )
+        .await?
+        {
+            tracing::info!(instance = %instance.name_any(), copy = %names.instance, "read-only copy created");
+        }
+        create_once(
+            &ctx.api::<Dhis2Restore>(ns),
+            "Dhis2Restore",
+            &copy_restore(instance, names, backup, &u.to_version),
+            &parent,
+        )
+        .await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    made.map_err(|e| e.to_string())
 }
 
 /// Deletes the object when it exists and is the instance's.
@@ -191,13 +293,16 @@ async fn admin_client(connection: &DatabaseConnection) -> Result<tokio_postgres:
 }
 
 /// The copy's empty database, owned by the instance's account (its `Dhis2Database` is ready
-/// only once it can connect; the restore then swaps the restored one in).
-async fn create_copy_database(connection: &DatabaseConnection, database: &str) -> Result<()> {
-    let client = admin_client(connection).await?;
+/// only once it can connect; the restore then swaps the restored one in); why not, with the fix.
+async fn create_copy_database(
+    connection: &DatabaseConnection,
+    database: &str,
+) -> std::result::Result<(), String> {
+    let client = admin_client(connection).await.map_err(|e| e.to_string())?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
         .await
-        .map_err(|e| Error::Upgrade(format!("looking for the database {database}: {e}")))?
+        .map_err(|e| format!("looking for the database {database}: {e}"))?
         .is_some();
     if !exists {
         client
@@ -208,9 +313,11 @@ async fn create_copy_database(connection: &DatabaseConnection, database: &str) -
             ))
             .await
             .map_err(|e| {
-                Error::Upgrade(format!(
-                    "creating the read-only copy's database {database} (the database account needs CREATEDB, as restores do): {e}"
-                ))
+                let denied = e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE);
+                let error = e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string());
+                create_database_failure(database, &connection.username, &error, denied)
             })?;
     }
     Ok(())
@@ -227,22 +334,23 @@ async fn drop_copy_databases(
         .await
         .map_err(|e| Error::Upgrade(format!("listing databases: {e}")))?;
     let mut dropped = Vec::new();
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| Error::Upgrade(format!("reading the server's version: {e}")))?
+        .get(0);
     for name in rows
         .iter()
         .map(|r| r.get::<_, String>(0))
         .filter(|n| names.owns_database(n) && *n != connection.database)
     {
-        client
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                quote_ident(&name)
-            ))
-            .await
-            .map_err(|e| {
+        for statement in drop_database_statements(&name, u32::try_from(version).unwrap_or(0)) {
+            client.batch_execute(&statement).await.map_err(|e| {
                 Error::Upgrade(format!(
                     "dropping the read-only copy's database {name}: {e}"
                 ))
             })?;
+        }
         dropped.push(name);
     }
     Ok(dropped)

@@ -33,6 +33,7 @@ use super::job_outcome::{JobOutcome, job_outcome};
 use super::labels::{
     FINALIZER, RESTORE_IN_PROGRESS_ANNOTATION, dedicated_database_name, file_store_claim_name,
 };
+use super::repository_scope::{check_repository_scope, namespace_instances};
 use super::restore_job::{RestoreJobPlan, build_restore_job, restore_job_name};
 use super::restore_point_in_time::{
     check_point_in_time, recovery_database, recovery_database_name,
@@ -351,6 +352,14 @@ async fn start(
                 return Ok(Action::await_change());
             }
         };
+        if let Err(why) = check_repository_scope(
+            &source.repository,
+            "the restore's repository",
+            &namespace_instances(ctx, ns).await?,
+            ctx.allow_any_repository,
+        ) {
+            return pending(restore, ctx, ns, why, Some("RepositoryNotAllowed")).await;
+        }
         let location = repository_location(&source.repository);
         let what = format!(
             "restoring backup {} of {} from {location}",
@@ -716,7 +725,7 @@ async fn target_database(
             owner,
         })),
         _ => Ok(Err(format!(
-            "waiting for CloudNativePG's superuser Secret {superuser} (the Cluster has enableSuperuserAccess: true)"
+            "waiting for CloudNativePG's superuser Secret {superuser} (the operator turns the Cluster's superuser access on for this restore, and off after)"
         ))),
     }
 }

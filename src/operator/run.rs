@@ -68,6 +68,9 @@ pub struct RunOptions {
     /// it lets whoever can annotate a Dhis2Instance point the operator's HTTP client (and the
     /// admin password it sends) at any address.
     pub allow_endpoint_override: bool,
+    /// A Dhis2Backup or Dhis2Restore may name any repository (`--allow-any-repository`), not
+    /// only one of its namespace's instances'.
+    pub allow_any_repository: bool,
     /// Read "now" from this file (tests only); the system clock otherwise.
     pub clock_file: Option<std::path::PathBuf>,
     /// The image of the engine's Jobs.
@@ -84,6 +87,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         namespace,
         metrics_addr,
         allow_endpoint_override,
+        allow_any_repository,
         clock_file,
         engine_image,
         leader_election,
@@ -178,7 +182,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         drills: drill_watch.store(),
         schedules: schedule_watch.store(),
     };
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         metrics,
         namespace.clone(),
@@ -192,7 +196,14 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         },
         engine_image,
         backups.clone(),
-    ));
+    );
+    ctx.allow_any_repository = allow_any_repository;
+    if allow_any_repository {
+        tracing::warn!(
+            "--allow-any-repository: a Dhis2Backup or Dhis2Restore may name any repository, not only its namespace's instances'"
+        );
+    }
+    let ctx = Arc::new(ctx);
     let databases =
         Controller::for_shared_stream(database_watch.subscribe(), database_watch.store())
             .owns_stream(

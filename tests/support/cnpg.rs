@@ -11,8 +11,9 @@
 //!   moment: the test checks the recovery target the operator asked for), logged in to by the
 //!   source's role, as in a real recovery, where the roles come with the data;
 //! - the `-rw` Service, the `<cluster>-app` Secret (`username`, `password`, `host` = the `-rw`
-//!   Service, `port`, `dbname`, `uri`, `jdbc-uri`), with `enableSuperuserAccess` the
-//!   `<cluster>-superuser` Secret (the local server's superuser, as `postgres` is CloudNativePG's),
+//!   Service, `port`, `dbname`, `uri`, `jdbc-uri`), while `enableSuperuserAccess` is on the
+//!   `<cluster>-superuser` Secret (the local server's superuser, as `postgres` is CloudNativePG's;
+//!   deleted when it is turned off, as CloudNativePG does),
 //!   the `-rw` name mapped to the local PostgreSQL for the engine's Jobs, and a healthy `status`.
 
 use std::collections::HashMap;
@@ -127,6 +128,8 @@ pub struct FakeCnpg {
     pub clusters: Arc<Mutex<HashMap<String, FakeCluster>>>,
     /// Clusters whose new database gets DHIS2-shaped data (`dhis2ctl demo seed`).
     pub seed: Arc<Mutex<Vec<String>>>,
+    /// The superuser Secrets made (`true`) and deleted (`false`), by cluster, in order.
+    pub superuser_log: Arc<Mutex<Vec<(String, bool)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -135,7 +138,8 @@ impl FakeCnpg {
         let clusters: Arc<Mutex<HashMap<String, FakeCluster>>> = Arc::default();
         let seed: Arc<Mutex<Vec<String>>> = Arc::default();
         let ns = namespace.to_string();
-        let (made, to_seed) = (clusters.clone(), seed.clone());
+        let superuser_log: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+        let (made, to_seed, superuser) = (clusters.clone(), seed.clone(), superuser_log.clone());
         let task = tokio::spawn(async move {
             let api: Api<Cluster> = Api::namespaced(client.clone(), &ns);
             loop {
@@ -143,6 +147,7 @@ impl FakeCnpg {
                     for cluster in list {
                         let name = cluster.name_any();
                         if made.lock().unwrap().contains_key(&name) {
+                            superuser_secret(&client, &ns, &cluster, &env, &superuser).await;
                             continue;
                         }
                         let seeded = to_seed.lock().unwrap().contains(&name);
@@ -157,6 +162,7 @@ impl FakeCnpg {
         Self {
             clusters,
             seed,
+            superuser_log,
             task,
         }
     }
@@ -303,20 +309,6 @@ async fn publish(
         .unwrap()
         .0
         .to_string();
-    if cluster.spec.enable_superuser_access == Some(true) {
-        let rest = env.pg_url.trim_start_matches("postgresql://");
-        let (user, password) = rest.split_once('@').unwrap().0.split_once(':').unwrap();
-        let superuser: Secret = serde_json::from_value(json!({
-            "metadata": {"name": format!("{name}-superuser"), "labels": {"cnpg.io/cluster": name}},
-            "type": "kubernetes.io/basic-auth",
-            "stringData": {"username": user, "password": password}
-        }))
-        .unwrap();
-        Api::<Secret>::namespaced(client.clone(), ns)
-            .create(&PostParams::default(), &superuser)
-            .await
-            .expect("create the superuser Secret");
-    }
     map_host(&rw, &target);
     let instances = cluster.spec.instances;
     set_status(
@@ -330,6 +322,45 @@ async fn publish(
         }),
     )
     .await;
+}
+
+/// With `enableSuperuserAccess` the `<cluster>-superuser` Secret; without, none (CloudNativePG
+/// deletes the Secret it made, and the `postgres` role's password, when the access is turned off).
+async fn superuser_secret(
+    client: &Client,
+    ns: &str,
+    cluster: &Cluster,
+    env: &Env,
+    log: &Mutex<Vec<(String, bool)>>,
+) {
+    let name = cluster.name_any();
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let secret_name = format!("{name}-superuser");
+    let Ok(existing) = secrets.get_opt(&secret_name).await else {
+        return;
+    };
+    let wanted = cluster.spec.enable_superuser_access == Some(true);
+    if wanted && existing.is_none() {
+        let rest = env.pg_url.trim_start_matches("postgresql://");
+        let (user, password) = rest.split_once('@').unwrap().0.split_once(':').unwrap();
+        let superuser: Secret = serde_json::from_value(json!({
+            "metadata": {"name": secret_name, "labels": {"cnpg.io/cluster": name}},
+            "type": "kubernetes.io/basic-auth",
+            "stringData": {"username": user, "password": password}
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &superuser)
+            .await
+            .expect("create the superuser Secret");
+        log.lock().unwrap().push((name, true));
+    } else if !wanted && existing.is_some() {
+        secrets
+            .delete(&secret_name, &Default::default())
+            .await
+            .expect("delete the superuser Secret");
+        log.lock().unwrap().push((name, false));
+    }
 }
 
 /// Sets fields of a Cluster's status, as CloudNativePG reports them (a failover, say).

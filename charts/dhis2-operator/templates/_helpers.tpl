@@ -98,3 +98,8 @@ exactly what the controllers use (tests/crds.rs checks both are identical and le
     resources: ["objectstores"]
     verbs: ["get", "create", "patch", "delete"]
 {{- end -}}
+
+{{/* The kind of the roles for people: cluster-wide only in cluster mode. */}}
+{{- define "dhis2-operator.userRoleKind" -}}
+{{- if eq .Values.rbac.mode "cluster" }}ClusterRole{{ else }}Role{{ end }}
+{{- end }}

@@ -17,6 +17,8 @@ pub enum JobReport {
     Backup(BackupJobReport),
     Restore(RestoreJobReport),
     Drill(DrillJobReport),
+    /// `backup restore --resolve-only`: which backup an id (or `latest`) names.
+    Resolved(ResolvedBackupReport),
     /// The command failed before it could report anything else.
     Failed {
         error: String,
@@ -65,6 +67,14 @@ pub struct RestoreJobReport {
     pub files_dir: Option<String>,
 }
 
+/// The backup a restore will restore, found before anything is stopped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedBackupReport {
+    pub instance: String,
+    pub id: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DrillJobReport {
@@ -101,7 +111,7 @@ impl JobReport {
             JobReport::Drill(d) => shorten(d.failures.first_mut()),
             JobReport::Failed { error } => shorten(Some(error)),
             JobReport::Backup(b) => shorten(b.retention.as_mut()),
-            JobReport::Restore(_) => false,
+            JobReport::Restore(_) | JobReport::Resolved(_) => false,
         }
     }
 

@@ -51,6 +51,7 @@ pub mod repository_protection;
 pub mod restore_controller;
 pub mod restore_job;
 pub mod restore_point_in_time;
+pub mod restore_status;
 pub mod restore_steps;
 pub mod run;
 pub mod run_history;

@@ -337,6 +337,34 @@ pub struct RecoveryFacts {
     pub overdue: bool,
 }
 
+/// What the Job that looks for `latest` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Still looking (or not started yet).
+    Looking,
+    /// The concrete backup id to record before anything is stopped.
+    Found(String),
+    /// No backup can be restored: why.
+    NotFound(String),
+}
+
+/// The outcome of the resolve Job of `instance`'s backup (`None`: not created yet).
+pub fn resolution(outcome: Option<&JobOutcome>, instance: &str) -> Resolution {
+    use crate::job_report::JobReport;
+    match outcome {
+        None | Some(JobOutcome::Running) | Some(JobOutcome::Missing) => Resolution::Looking,
+        Some(JobOutcome::Succeeded(Some(JobReport::Resolved(r))))
+            if r.instance == instance && !r.id.is_empty() =>
+        {
+            Resolution::Found(r.id.clone())
+        }
+        Some(JobOutcome::Succeeded(_)) => Resolution::NotFound(
+            "the Job that looks for the newest backup ended without saying which one".into(),
+        ),
+        Some(JobOutcome::Failed { reason, .. }) => Resolution::NotFound(reason.clone()),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Check again later; the reason goes into `status.message`.
@@ -981,6 +1009,37 @@ mod tests {
         assert!(matches!(
             next_step(&observed(Phase::Starting, Some(stopped))),
             Step::Complete(m) if m.contains("spec.replicas: 0")
+        ));
+    }
+
+    #[test]
+    fn latest_is_found_before_anything_is_stopped() {
+        use crate::job_report::ResolvedBackupReport;
+        assert_eq!(resolution(None, "hmis"), Resolution::Looking);
+        assert_eq!(
+            resolution(Some(&JobOutcome::Running), "hmis"),
+            Resolution::Looking
+        );
+        let found = JobOutcome::Succeeded(Some(JobReport::Resolved(ResolvedBackupReport {
+            instance: "hmis".into(),
+            id: "20261125T020000Z-1a2b3c4d".into(),
+        })));
+        assert_eq!(
+            resolution(Some(&found), "hmis"),
+            Resolution::Found("20261125T020000Z-1a2b3c4d".into())
+        );
+        // An answer about another instance is no answer.
+        assert!(matches!(
+            resolution(Some(&found), "hmis-old"),
+            Resolution::NotFound(_)
+        ));
+        let none = JobOutcome::Failed {
+            reason: "no complete backup of hmis in s3://moh/hmis".into(),
+            report: None,
+        };
+        assert!(matches!(
+            resolution(Some(&none), "hmis"),
+            Resolution::NotFound(m) if m.contains("no complete backup")
         ));
     }
 

@@ -11,6 +11,7 @@ use std::time::Instant;
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::job_report::{JobReport, RestoreJobReport};
 use crate::postgres::DatabaseTarget;
 use crate::progress::Progress;
 
@@ -218,6 +219,7 @@ pub async fn restore_backup(
         kept_aside: Vec::new(),
         next_steps: Vec::new(),
     };
+    let mut files_restored = None;
     for step in &plan.steps[commit..] {
         match step {
             RestoreStep::TerminateConnections { database } => {
@@ -249,6 +251,13 @@ pub async fn restore_backup(
                 }
                 done.side_created = None;
                 report.replaced_database = replaced.clone();
+                // Should the engine die from here on, its report still says the database was
+                // swapped in (the kubelet reads the report file however the container ended).
+                record_after_swap(
+                    &report,
+                    None,
+                    "the restore ended after the restored database was swapped in, before the file store and dhis.conf were restored",
+                );
             }
             RestoreStep::DropReplaced { name } => match admin.drop_database(name).await {
                 Ok(()) => {
@@ -261,9 +270,10 @@ pub async fn restore_backup(
             RestoreStep::SwapFileStoreContents => {
                 if let Some(staged) = done.staged.take() {
                     let swapped = run_blocking(move || staged.swap_in()).await;
-                    if let Some(aside) = swapped.map_err(|e| after_swap(&report, e))? {
+                    if let Some(aside) = swapped.map_err(|e| after_swap(&report, None, e))? {
                         report.kept_aside.push(aside.display().to_string());
                     }
+                    files_restored = report.files_dir.clone();
                 }
             }
             RestoreStep::WriteDhisConf => {
@@ -272,7 +282,9 @@ pub async fn restore_backup(
                     let path = path.clone();
                     let written =
                         run_blocking(move || write_dhis_conf(&path, &content, recorded)).await;
-                    if let Some(aside) = written.map_err(|e| after_swap(&report, e))? {
+                    if let Some(aside) =
+                        written.map_err(|e| after_swap(&report, files_restored.clone(), e))?
+                    {
                         report.kept_aside.push(aside.display().to_string());
                     }
                 }
@@ -289,17 +301,53 @@ pub async fn restore_backup(
     Ok(report)
 }
 
-/// A failure once the database was swapped in must not read as if nothing happened.
-fn after_swap(report: &RestoreReport, e: BackupError) -> BackupError {
+/// A failure once the database was swapped in must not read as if nothing happened: the error
+/// says so, and so does the job report (a restore report with `failure`, never overwritten).
+fn after_swap(
+    report: &RestoreReport,
+    files_restored: Option<String>,
+    e: BackupError,
+) -> BackupError {
     let kept = report
         .replaced_database
         .as_deref()
         .map(|r| format!(" (the previous one is kept as {r})"))
         .unwrap_or_default();
-    BackupError::Input(format!(
-        "the database was restored into {}{kept}, but the files were not: {e}",
+    let files = match &files_restored {
+        Some(dir) => format!("the file store was restored into {dir}, but dhis.conf was not"),
+        None => "the file store was not restored (the files are as they were)".to_string(),
+    };
+    let error = BackupError::Input(format!(
+        "the database was restored into {}{kept}, but {files}: {e}",
         report.target
-    ))
+    ));
+    crate::job_report::record_final(&after_swap_report(
+        report,
+        files_restored,
+        &error.to_string(),
+    ));
+    error
+}
+
+/// What the operator reads of a restore whose database is swapped in but which did not finish.
+fn after_swap_report(
+    report: &RestoreReport,
+    files_restored: Option<String>,
+    failure: &str,
+) -> JobReport {
+    JobReport::Restore(RestoreJobReport {
+        id: report.id.clone(),
+        target: report.target.clone(),
+        duration_seconds: report.duration_seconds,
+        replaced_database: report.replaced_database.clone(),
+        dhis2_schema_version: report.dhis2_schema_version.clone(),
+        files_dir: files_restored,
+        failure: Some(failure.to_string()),
+    })
+}
+
+fn record_after_swap(report: &RestoreReport, files_restored: Option<String>, failure: &str) {
+    crate::job_report::record(&after_swap_report(report, files_restored, failure));
 }
 
 fn next_steps(

@@ -814,6 +814,7 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
         replaced_database: report.replaced_database.clone(),
         dhis2_schema_version: report.dhis2_schema_version.clone(),
         files_dir: report.files_dir.clone(),
+        failure: None,
     }));
     emit(output, &report, || {
         let mut text = format!(

@@ -140,6 +140,13 @@ pub struct Dhis2RestoreStatus {
     /// point-in-time recovery: the `Dhis2Database` the target used before, kept as it was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced_database: Option<String>,
+    /// Whether the restored database was swapped in (true also when a later step failed: then
+    /// the target holds the restored database, and `replacedDatabase` the one it had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_swapped: Option<bool>,
+    /// Whether the file store was restored (false: the files are as they were before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_store_restored: Option<bool>,
     /// Point-in-time recovery: the new cnpg `Dhis2Database` the target now uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_database: Option<String>,

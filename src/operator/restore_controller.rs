@@ -207,6 +207,8 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
                     next.backup_id = Some(r.id.clone());
                     next.duration_seconds = Some(r.duration_seconds);
                     next.replaced_database = r.replaced_database.clone();
+                    next.database_swapped = Some(true);
+                    next.file_store_restored = Some(r.files_dir.is_some());
                     let mut m = format!(
                         "restored backup {} of {} into {target_name} in {:.1}s",
                         r.id, spec.source.instance, r.duration_seconds
@@ -276,7 +278,39 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
         }
         Step::JobFailed(reason) => {
             // Released next time (or first stopped, when this restore created the target).
-            fail(restore, ctx, ns, &status, &reason, true).await?;
+            let mut next = status.clone();
+            next.database_swapped = Some(false);
+            next.file_store_restored = Some(false);
+            fail(restore, ctx, ns, &next, &reason, true).await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Step::JobFailedAfterSwap(r) => {
+            let mut next = status.clone();
+            next.backup_id = Some(r.id.clone());
+            next.replaced_database = r.replaced_database.clone();
+            next.database_swapped = Some(true);
+            next.file_store_restored = Some(r.files_dir.is_some());
+            let reason = r.failure.clone().unwrap_or_default();
+            next.phase = Some(Phase::Failed.as_str().into());
+            next.failure_reason = Some(reason.clone());
+            next.completed_at = Some(ctx.clock.now().to_rfc3339());
+            let kept = match &r.replaced_database {
+                Some(db) => format!("the database it had is kept as {db}"),
+                None => "it had no database before".into(),
+            };
+            let files = if r.files_dir.is_some() {
+                "its file store was restored"
+            } else {
+                "its file store was NOT restored (the files are as they were before)"
+            };
+            let message = format!(
+                "the restore failed after the database was swapped: {target_name} now holds the database of backup {} ({kept}); {files}; DHIS2 starts again on the restored database: {reason}",
+                r.id
+            );
+            next.message = Some(message.clone());
+            write_status(restore, ctx, ns, next).await?;
+            ctx.event(restore, true, "FailedAfterSwap", "Restore", message)
+                .await;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::StopCreatedTarget => {

@@ -385,6 +385,9 @@ pub enum Step {
     RecoveryFinished,
     /// The Job failed (the engine left the target untouched): record why, start DHIS2 again.
     JobFailed(String),
+    /// The Job failed after it swapped the restored database in (its report says so, and
+    /// whether the file store was restored): record what was swapped, start DHIS2 again.
+    JobFailedAfterSwap(RestoreJobReport),
     /// Take the restore's name off the target: DHIS2 starts again.
     ReleaseTarget,
     /// The restore failed into an instance it created: set that instance's `spec.replicas` to 0
@@ -500,6 +503,10 @@ pub fn next_step(o: &Observed) -> Step {
                 };
                 Step::JobSucceeded(report)
             }
+            Some(JobOutcome::Failed {
+                report: Some(crate::job_report::JobReport::Restore(r)),
+                ..
+            }) => Step::JobFailedAfterSwap(r.clone()),
             Some(JobOutcome::Failed { reason, .. }) => Step::JobFailed(reason.clone()),
             Some(JobOutcome::Missing) => Step::JobFailed(format!(
                 "the restore Job {} vanished before it finished (deleted by someone?)",
@@ -946,7 +953,7 @@ mod tests {
         o.job = Some(JobOutcome::Succeeded(Some(JobReport::Restore(
             report.clone(),
         ))));
-        assert_eq!(next_step(&o), Step::JobSucceeded(Some(report)));
+        assert_eq!(next_step(&o), Step::JobSucceeded(Some(report.clone())));
         o.job = Some(JobOutcome::Failed {
             reason: "backup latest of hmis: no such backup".into(),
             report: None,
@@ -954,6 +961,17 @@ mod tests {
         assert!(matches!(next_step(&o), Step::JobFailed(m) if m.contains("no such backup")));
         o.job = Some(JobOutcome::Missing);
         assert!(matches!(next_step(&o), Step::JobFailed(m) if m.contains("vanished")));
+        // Failed after the swap: the report says what was swapped, never "left as it was".
+        let swapped = RestoreJobReport {
+            failure: Some("writing /opt/dhis2/dhis.conf: Not a directory".into()),
+            files_dir: None,
+            ..report.clone()
+        };
+        o.job = Some(JobOutcome::Failed {
+            reason: "writing /opt/dhis2/dhis.conf: Not a directory".into(),
+            report: Some(JobReport::Restore(swapped.clone())),
+        });
+        assert_eq!(next_step(&o), Step::JobFailedAfterSwap(swapped));
 
         // Failed or completed: the hold comes off, then nothing ever runs again.
         let failed = observed(Phase::Failed, Some(held(Some("refresh"))));

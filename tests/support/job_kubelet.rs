@@ -373,7 +373,11 @@ async fn sync(shared: &Arc<Shared>, pods: Vec<Pod>) {
                                 .cloned()
                                 .unwrap_or_default(),
                             args,
-                            state: RunState::Held,
+                            state: if hold {
+                                RunState::Held
+                            } else {
+                                RunState::Running
+                            },
                             output: String::new(),
                         });
                         set_running(shared, &prepared).await;

@@ -642,3 +642,35 @@ async fn a_failure_after_the_swap_is_reported_as_swapped_not_as_left_as_it_was()
         "new report"
     );
 }
+
+#[tokio::test]
+async fn the_next_restore_drops_what_a_killed_restore_left_behind() {
+    let env = env();
+    let (_src, src_url) = env.seeded_database("lo_src").await;
+    let repo = tempfile::tempdir().unwrap();
+    let repo_path = repo.path().to_str().unwrap();
+    assert_success(
+        &backup_run(&src_url, repo_path, "hmis", &[]).await,
+        "backup",
+    );
+    let (dst, dst_url) = env.create_database("lo_dst").await;
+    // What a restore killed mid-way leaves: its half-filled side database.
+    let leftover = format!("{dst}__restoring_20200101t000000z_dead");
+    env.client("postgres")
+        .await
+        .batch_execute(&format!("CREATE DATABASE \"{leftover}\""))
+        .await
+        .unwrap();
+    let out = dhis2ctl(&restore_args(repo_path, &dst_url, &["-o", "json"])).await;
+    assert_success(&out, "restore");
+    assert_eq!(
+        json(&out)["droppedLeftovers"],
+        serde_json::json!([leftover.clone()])
+    );
+    assert!(databases_like(&env, &leftover).await.is_empty());
+    assert!(
+        databases_like(&env, &format!("{dst}__restoring_%"))
+            .await
+            .is_empty()
+    );
+}

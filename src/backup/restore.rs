@@ -23,7 +23,8 @@ use super::manifest::{BackupManifest, ObjectKind, StoredObject};
 use super::pg_tools::{PgTools, dbname_conninfo};
 use super::repo::Repository;
 use super::restore_plan::{
-    PathState, RestoreFacts, RestoreOptions, RestorePlan, RestoreStep, resolve_owner,
+    PathState, RestoreFacts, RestoreOptions, RestorePlan, RestoreStep, leftover_side_databases,
+    resolve_owner,
 };
 use super::side_database::{Maintenance, count_rows, hand_over_ownership};
 use super::stream::{HashingReader, ProgressReader};
@@ -59,6 +60,8 @@ pub struct RestoreReport {
     /// The previous database, renamed aside (None when there was none or it was dropped).
     pub replaced_database: Option<String>,
     pub dropped_replaced_database: bool,
+    /// Side databases of earlier restores that were killed before they could drop them.
+    pub dropped_leftovers: Vec<String>,
     pub files_dir: Option<String>,
     pub dhis_conf: Option<String>,
     /// Where replaced files were moved, so nothing is lost.
@@ -176,6 +179,7 @@ pub async fn restore_backup(
     // Before any connection: a wrong key leaves the target and the server untouched.
     check_key_opens(repo, manifest, &req.key).await?;
     let admin = Maintenance::connect(&req.database).await?;
+    let dropped_leftovers = drop_leftovers(&admin, req.database.dbname()).await?;
     let facts = gather_facts(&admin, manifest, req).await?;
     let options = RestoreOptions {
         force: req.force,
@@ -214,6 +218,7 @@ pub async fn restore_backup(
         closed_connections: 0,
         replaced_database: None,
         dropped_replaced_database: false,
+        dropped_leftovers,
         files_dir: req.files_dir.as_ref().map(|d| d.display().to_string()),
         dhis_conf: req.dhis_conf.as_ref().map(|d| d.display().to_string()),
         kept_aside: Vec::new(),
@@ -299,6 +304,28 @@ pub async fn restore_backup(
     report.duration_seconds = started.elapsed().as_secs_f64();
     report.next_steps = next_steps(manifest, req, &report);
     Ok(report)
+}
+
+/// Drops what earlier restores into this target left when they were killed (their side
+/// databases fill the volume, and the retry would pick yet another name). One with a session
+/// belongs to a restore still running: left alone.
+async fn drop_leftovers(admin: &Maintenance, target: &str) -> Result<Vec<String>, BackupError> {
+    let names = admin.databases_starting_with(target).await?;
+    let mut dropped = Vec::new();
+    for name in leftover_side_databases(target, &names) {
+        if admin.sessions_on(&name).await? > 0 {
+            tracing::warn!(
+                "{name} is in use (another restore into {target} is running?): left alone"
+            );
+            continue;
+        }
+        admin.drop_database(&name).await?;
+        tracing::warn!(
+            "dropped {name}, left behind by an earlier restore into {target} that was killed"
+        );
+        dropped.push(name);
+    }
+    Ok(dropped)
 }
 
 /// A failure once the database was swapped in must not read as if nothing happened: the error

@@ -827,6 +827,11 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
                 report.closed_connections
             ));
         }
+        for leftover in &report.dropped_leftovers {
+            text.push_str(&format!(
+                "\n  dropped {leftover}, left behind by an earlier restore that was killed"
+            ));
+        }
         if let Some(r) = &report.replaced_database {
             text.push_str(&format!("\n  previous database kept as {r}"));
         }

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,8 @@ pub enum JobReport {
     Backup(BackupJobReport),
     Restore(RestoreJobReport),
     Drill(DrillJobReport),
+    /// `backup restore --resolve-only`: which backup an id (or `latest`) names.
+    Resolved(ResolvedBackupReport),
     /// The command failed before it could report anything else.
     Failed {
         error: String,
@@ -60,9 +63,24 @@ pub struct RestoreJobReport {
     pub replaced_database: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhis2_schema_version: Option<String>,
-    /// Where the file store was restored; absent when the database alone was.
+    /// Where the file store was restored; absent when the database alone was (or the file
+    /// store was not restored: see `failure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files_dir: Option<String>,
+    /// A restore report is written only once the restored database is swapped in. Set when a
+    /// later step failed, or the engine ended before finishing them: the target holds the
+    /// restored database (the one it replaced is `replacedDatabase`), `filesDir` says whether
+    /// the file store was restored too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// The backup a restore will restore, found before anything is stopped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedBackupReport {
+    pub instance: String,
+    pub id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -101,7 +119,7 @@ impl JobReport {
             JobReport::Drill(d) => shorten(d.failures.first_mut()),
             JobReport::Failed { error } => shorten(Some(error)),
             JobReport::Backup(b) => shorten(b.retention.as_mut()),
-            JobReport::Restore(_) => false,
+            JobReport::Restore(_) | JobReport::Resolved(_) => false,
         }
     }
 
@@ -126,6 +144,9 @@ fn shorten(text: Option<&mut String>) -> bool {
 }
 
 static REPORT_FILE: OnceLock<PathBuf> = OnceLock::new();
+/// Set once a report says how the command failed: the generic failure report must not
+/// overwrite it.
+static FINAL: AtomicBool = AtomicBool::new(false);
 
 /// Where reports go (`--report-file`); set once at start-up.
 pub fn set_report_file(path: PathBuf) {
@@ -135,9 +156,19 @@ pub fn set_report_file(path: PathBuf) {
 /// Writes the report when `--report-file` was given. Failing to write it is logged, not fatal:
 /// the operator then falls back to the Job's exit code and log.
 pub fn record(report: &JobReport) {
+    if FINAL.load(Ordering::SeqCst) {
+        return;
+    }
     if let Some(path) = REPORT_FILE.get() {
         write_report(path, report);
     }
+}
+
+/// Writes the report, and nothing after it: it says how the command failed better than the
+/// error alone would.
+pub fn record_final(report: &JobReport) {
+    record(report);
+    FINAL.store(true, Ordering::SeqCst);
 }
 
 fn write_report(path: &Path, report: &JobReport) {

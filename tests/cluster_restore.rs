@@ -239,6 +239,15 @@ impl World {
         .await;
     }
 
+    /// The engine's restores (not the Jobs that only find which backup `latest` is).
+    fn restore_runs(&self) -> Vec<support::job_kubelet::JobRun> {
+        self.jobs
+            .runs()
+            .into_iter()
+            .filter(|r| !r.args.iter().any(|a| a == "--resolve-only"))
+            .collect()
+    }
+
     async fn events(&self, reason: &str) -> Vec<String> {
         event_messages(&self.client, &self.ns, reason).await
     }
@@ -398,7 +407,7 @@ async fn a_backup_is_restored_into_a_new_instance_made_from_the_sources_spec() {
     assert!(note.contains("ANALYTICS_TABLE"), "{note}");
 
     // The engine ran once: a new target is never forced, the replaced database never dropped.
-    let runs = w.jobs.runs();
+    let runs = w.restore_runs();
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0].state, RunState::Exited(0), "{}", runs[0].output);
     assert!(!runs[0].args.contains(&"--force".to_string()));
@@ -664,7 +673,7 @@ async fn an_operator_killed_mid_restore_finishes_it_once_after_its_restart() {
     w.operator.restart();
     let done = w.phase("refresh-staging", "Completed", 180).await;
     assert!(done.status.unwrap().replaced_database.is_some());
-    assert_eq!(w.jobs.runs().len(), 1, "the engine ran once");
+    assert_eq!(w.restore_runs().len(), 1, "the engine ran once");
     assert_eq!(
         count(&w.env, &staging_db, "datavalue").await,
         count(&w.env, &w.source_db, "datavalue").await
@@ -703,7 +712,7 @@ async fn deleting_a_restore_mid_run_stops_its_job_and_starts_dhis2_again() {
     // The harness notices the pod's deletion at its next poll, which may come after the
     // restore is gone: wait for it rather than race it.
     wait_for(10, "the held command to be killed with its pod", || async {
-        let runs = w.jobs.runs();
+        let runs = w.restore_runs();
         (runs.len() == 1 && runs[0].state == RunState::Killed).then_some(())
     })
     .await;
@@ -712,4 +721,133 @@ async fn deleting_a_restore_mid_run_stops_its_job_and_starts_dhis2_again() {
     assert!(!staging.annotations().contains_key(RESTORE_IN_PROGRESS));
     assert_eq!(w.tables(&staging_db).await, vec!["before_restore"]);
     assert!(staging_dhis2.analytics_requests.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spec_changed_mid_restore_is_refused_and_the_restore_carries_on_with_its_target() {
+    let w = world("rs-edit").await;
+    let (staging_db, staging_dhis2) = existing_target(&w, "staging", "staging").await;
+    let (national_db, national_dhis2) = existing_target(&w, "national", "staging").await;
+    w.jobs.pause();
+    w.restore(
+        "refresh-staging",
+        json!({"source": {"instance": "hmis"}, "target": {"instance": "staging"},
+            "confirmOverwrite": "staging"}),
+    )
+    .await;
+    held_with_dhis2_stopped(&w, "staging").await;
+    // Someone re-points the running restore at another instance, consent and all.
+    w.patch_restore(
+        "refresh-staging",
+        json!({"target": {"instance": "national"}, "confirmOverwrite": "national"}),
+    )
+    .await;
+    let refused = wait_for(30, "the change to be refused in status", || async {
+        let r = w.restores().get("refresh-staging").await.ok()?;
+        let status = r.status?;
+        (status.observed_generation == r.metadata.generation)
+            .then_some(())
+            .and(
+                status
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "SpecChangeRefused" && c.status == "True"),
+            )
+    })
+    .await;
+    assert!(
+        refused
+            .message
+            .contains("spec.target.instance (staging → national)"),
+        "{}",
+        refused.message
+    );
+    assert!(
+        refused.message.contains("create a new Dhis2Restore"),
+        "{}",
+        refused.message
+    );
+    w.event("SpecChangeRefused", "spec.target.instance").await;
+    w.jobs.resume();
+
+    let done = w.phase("refresh-staging", "Completed", 180).await;
+    let status = done.status.unwrap();
+    assert_eq!(
+        status.started_with.as_ref().unwrap().target.instance,
+        "staging"
+    );
+    // The target it started with was restored and is released: DHIS2 runs again.
+    assert_eq!(
+        count(&w.env, &staging_db, "datavalue").await,
+        count(&w.env, &w.source_db, "datavalue").await
+    );
+    w.running_again("staging", 1).await;
+    let staging = w.instances().get("staging").await.unwrap();
+    assert!(!staging.annotations().contains_key(RESTORE_IN_PROGRESS));
+    assert_eq!(staging_dhis2.analytics_requests.lock().unwrap().len(), 1);
+    // The instance named afterwards was never touched.
+    assert_eq!(w.tables(&national_db).await, vec!["before_restore"]);
+    assert_eq!(w.deployment_replicas("national").await, Some(1));
+    let national = w.instances().get("national").await.unwrap();
+    assert!(!national.annotations().contains_key(RESTORE_IN_PROGRESS));
+    assert!(national_dhis2.analytics_requests.lock().unwrap().is_empty());
+    assert_eq!(w.restore_runs().len(), 1);
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("a Ready condition");
+    assert_eq!(ready.status, "True", "{ready:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latest_is_resolved_before_dhis2_stops_and_a_newer_backup_changes_nothing() {
+    let w = world("rs-latest").await;
+    let (staging_db, _staging_dhis2) = existing_target(&w, "staging", "staging").await;
+    w.jobs.pause();
+    w.restore(
+        "refresh-staging",
+        json!({"source": {"instance": "hmis", "backupId": "latest"},
+            "target": {"instance": "staging"}, "confirmOverwrite": "staging"}),
+    )
+    .await;
+    // The first status that leaves Pending (DHIS2 is stopped only from then on) names the
+    // backup itself, not `latest`.
+    let restores = w.restores();
+    let started = wait_for(120, "the restore to leave Pending", || async {
+        let status = restores.get("refresh-staging").await.ok()?.status?;
+        (status.phase.as_deref()? != "Pending").then_some(status)
+    })
+    .await;
+    assert_eq!(
+        started.backup_id.as_deref(),
+        Some(w.backup_id.as_str()),
+        "{started:?}"
+    );
+    held_with_dhis2_stopped(&w, "staging").await;
+    // A newer backup of hmis completes while DHIS2 of staging is stopping.
+    let out = backup_run(
+        &w.env.url_for(&w.source_db),
+        &format!("s3://{}/dhis2", w.bucket),
+        "hmis",
+        &["-o", "json"],
+    )
+    .await;
+    assert_success(&out, "a newer backup");
+    let newer = json(&out)["id"].as_str().unwrap().to_string();
+    assert_ne!(newer, w.backup_id);
+    w.jobs.resume();
+    let done = w.phase("refresh-staging", "Completed", 180).await;
+    assert_eq!(
+        done.status.unwrap().backup_id.as_deref(),
+        Some(w.backup_id.as_str())
+    );
+    let runs = w.restore_runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(runs[0].args.contains(&w.backup_id), "{:?}", runs[0].args);
+    assert!(!runs[0].args.contains(&"latest".to_string()));
+    assert_eq!(
+        count(&w.env, &staging_db, "datavalue").await,
+        count(&w.env, &w.source_db, "datavalue").await
+    );
 }

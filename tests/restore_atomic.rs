@@ -547,3 +547,130 @@ async fn a_network_cut_mid_restore_leaves_the_target_as_it_was() {
         "no side or replaced database is left"
     );
 }
+
+#[tokio::test]
+async fn a_failure_after_the_swap_is_reported_as_swapped_not_as_left_as_it_was() {
+    let env = env();
+    let (src, src_url) = env.seeded_database("as_src").await;
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("report.pdf"), "new report").unwrap();
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("dhis.conf");
+    std::fs::write(&conf, "encryption.password = abc\n").unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let repo_path = repo.path().to_str().unwrap();
+    let out = backup_run(
+        &src_url,
+        repo_path,
+        "hmis",
+        &[
+            "--files-dir",
+            files.path().to_str().unwrap(),
+            "--dhis-conf",
+            conf.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_success(&out, "backup");
+
+    let (dst, dst_url) = env.create_database("as_dst").await;
+    env.client(&dst)
+        .await
+        .batch_execute("CREATE TABLE before_restore (note text)")
+        .await
+        .unwrap();
+    let target_root = tempfile::tempdir().unwrap();
+    let target_files = target_root.path().join("files");
+    std::fs::create_dir_all(&target_files).unwrap();
+    // dhis.conf cannot be written (its directory is a file), even as root: the last step fails,
+    // after the database and the file store were swapped in.
+    let not_a_dir = target_root.path().join("not-a-dir");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let target_conf = not_a_dir.join("dhis.conf");
+    let report_file = target_root.path().join("report.json");
+    let out = dhis2ctl(&restore_args(
+        repo_path,
+        &dst_url,
+        &[
+            "--files-dir",
+            target_files.to_str().unwrap(),
+            "--dhis-conf",
+            target_conf.to_str().unwrap(),
+            "--force",
+            "--report-file",
+            report_file.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let error = stderr(&out);
+    assert!(
+        error.contains("the database was restored into")
+            && error.contains("the file store was restored into"),
+        "{error}"
+    );
+    // The report the operator reads says what was swapped.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_file).unwrap()).unwrap();
+    assert_eq!(report["kind"], "restore", "{report}");
+    assert!(
+        report["failure"].as_str().unwrap().contains("dhis.conf"),
+        "{report}"
+    );
+    let replaced = report["replacedDatabase"]
+        .as_str()
+        .expect("replacedDatabase");
+    assert!(
+        replaced.starts_with(&format!("{dst}__replaced_")),
+        "{report}"
+    );
+    assert_eq!(
+        report["filesDir"].as_str(),
+        Some(target_files.to_str().unwrap())
+    );
+    // As it says: the target holds the backup, the replaced database its old table.
+    assert_eq!(
+        count(&env, &dst, "datavalue").await,
+        count(&env, &src, "datavalue").await
+    );
+    assert_eq!(
+        databases_like(&env, replaced).await,
+        vec![replaced.to_string()]
+    );
+    assert_eq!(
+        std::fs::read_to_string(target_files.join("report.pdf")).unwrap(),
+        "new report"
+    );
+}
+
+#[tokio::test]
+async fn the_next_restore_drops_what_a_killed_restore_left_behind() {
+    let env = env();
+    let (_src, src_url) = env.seeded_database("lo_src").await;
+    let repo = tempfile::tempdir().unwrap();
+    let repo_path = repo.path().to_str().unwrap();
+    assert_success(
+        &backup_run(&src_url, repo_path, "hmis", &[]).await,
+        "backup",
+    );
+    let (dst, dst_url) = env.create_database("lo_dst").await;
+    // What a restore killed mid-way leaves: its half-filled side database.
+    let leftover = format!("{dst}__restoring_20200101t000000z_dead");
+    env.client("postgres")
+        .await
+        .batch_execute(&format!("CREATE DATABASE \"{leftover}\""))
+        .await
+        .unwrap();
+    let out = dhis2ctl(&restore_args(repo_path, &dst_url, &["-o", "json"])).await;
+    assert_success(&out, "restore");
+    assert_eq!(
+        json(&out)["droppedLeftovers"],
+        serde_json::json!([leftover.clone()])
+    );
+    assert!(databases_like(&env, &leftover).await.is_empty());
+    assert!(
+        databases_like(&env, &format!("{dst}__restoring_%"))
+            .await
+            .is_empty()
+    );
+}

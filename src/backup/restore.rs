@@ -11,6 +11,7 @@ use std::time::Instant;
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::job_report::{JobReport, RestoreJobReport};
 use crate::postgres::DatabaseTarget;
 use crate::progress::Progress;
 
@@ -22,7 +23,8 @@ use super::manifest::{BackupManifest, ObjectKind, StoredObject};
 use super::pg_tools::{PgTools, dbname_conninfo};
 use super::repo::Repository;
 use super::restore_plan::{
-    PathState, RestoreFacts, RestoreOptions, RestorePlan, RestoreStep, resolve_owner,
+    PathState, RestoreFacts, RestoreOptions, RestorePlan, RestoreStep, leftover_side_databases,
+    resolve_owner,
 };
 use super::side_database::{Maintenance, count_rows, hand_over_ownership};
 use super::stream::{HashingReader, ProgressReader};
@@ -58,6 +60,8 @@ pub struct RestoreReport {
     /// The previous database, renamed aside (None when there was none or it was dropped).
     pub replaced_database: Option<String>,
     pub dropped_replaced_database: bool,
+    /// Side databases of earlier restores that were killed before they could drop them.
+    pub dropped_leftovers: Vec<String>,
     pub files_dir: Option<String>,
     pub dhis_conf: Option<String>,
     /// Where replaced files were moved, so nothing is lost.
@@ -175,6 +179,7 @@ pub async fn restore_backup(
     // Before any connection: a wrong key leaves the target and the server untouched.
     check_key_opens(repo, manifest, &req.key).await?;
     let admin = Maintenance::connect(&req.database).await?;
+    let dropped_leftovers = drop_leftovers(&admin, req.database.dbname()).await?;
     let facts = gather_facts(&admin, manifest, req).await?;
     let options = RestoreOptions {
         force: req.force,
@@ -213,11 +218,13 @@ pub async fn restore_backup(
         closed_connections: 0,
         replaced_database: None,
         dropped_replaced_database: false,
+        dropped_leftovers,
         files_dir: req.files_dir.as_ref().map(|d| d.display().to_string()),
         dhis_conf: req.dhis_conf.as_ref().map(|d| d.display().to_string()),
         kept_aside: Vec::new(),
         next_steps: Vec::new(),
     };
+    let mut files_restored = None;
     for step in &plan.steps[commit..] {
         match step {
             RestoreStep::TerminateConnections { database } => {
@@ -249,6 +256,13 @@ pub async fn restore_backup(
                 }
                 done.side_created = None;
                 report.replaced_database = replaced.clone();
+                // Should the engine die from here on, its report still says the database was
+                // swapped in (the kubelet reads the report file however the container ended).
+                record_after_swap(
+                    &report,
+                    None,
+                    "the restore ended after the restored database was swapped in, before the file store and dhis.conf were restored",
+                );
             }
             RestoreStep::DropReplaced { name } => match admin.drop_database(name).await {
                 Ok(()) => {
@@ -261,9 +275,10 @@ pub async fn restore_backup(
             RestoreStep::SwapFileStoreContents => {
                 if let Some(staged) = done.staged.take() {
                     let swapped = run_blocking(move || staged.swap_in()).await;
-                    if let Some(aside) = swapped.map_err(|e| after_swap(&report, e))? {
+                    if let Some(aside) = swapped.map_err(|e| after_swap(&report, None, e))? {
                         report.kept_aside.push(aside.display().to_string());
                     }
+                    files_restored = report.files_dir.clone();
                 }
             }
             RestoreStep::WriteDhisConf => {
@@ -272,7 +287,9 @@ pub async fn restore_backup(
                     let path = path.clone();
                     let written =
                         run_blocking(move || write_dhis_conf(&path, &content, recorded)).await;
-                    if let Some(aside) = written.map_err(|e| after_swap(&report, e))? {
+                    if let Some(aside) =
+                        written.map_err(|e| after_swap(&report, files_restored.clone(), e))?
+                    {
                         report.kept_aside.push(aside.display().to_string());
                     }
                 }
@@ -289,17 +306,75 @@ pub async fn restore_backup(
     Ok(report)
 }
 
-/// A failure once the database was swapped in must not read as if nothing happened.
-fn after_swap(report: &RestoreReport, e: BackupError) -> BackupError {
+/// Drops what earlier restores into this target left when they were killed (their side
+/// databases fill the volume, and the retry would pick yet another name). One with a session
+/// belongs to a restore still running: left alone.
+async fn drop_leftovers(admin: &Maintenance, target: &str) -> Result<Vec<String>, BackupError> {
+    let names = admin.databases_starting_with(target).await?;
+    let mut dropped = Vec::new();
+    for name in leftover_side_databases(target, &names) {
+        if admin.sessions_on(&name).await? > 0 {
+            tracing::warn!(
+                "{name} is in use (another restore into {target} is running?): left alone"
+            );
+            continue;
+        }
+        admin.drop_database(&name).await?;
+        tracing::warn!(
+            "dropped {name}, left behind by an earlier restore into {target} that was killed"
+        );
+        dropped.push(name);
+    }
+    Ok(dropped)
+}
+
+/// A failure once the database was swapped in must not read as if nothing happened: the error
+/// says so, and so does the job report (a restore report with `failure`, never overwritten).
+fn after_swap(
+    report: &RestoreReport,
+    files_restored: Option<String>,
+    e: BackupError,
+) -> BackupError {
     let kept = report
         .replaced_database
         .as_deref()
         .map(|r| format!(" (the previous one is kept as {r})"))
         .unwrap_or_default();
-    BackupError::Input(format!(
-        "the database was restored into {}{kept}, but the files were not: {e}",
+    let files = match &files_restored {
+        Some(dir) => format!("the file store was restored into {dir}, but dhis.conf was not"),
+        None => "the file store was not restored (the files are as they were)".to_string(),
+    };
+    let error = BackupError::Input(format!(
+        "the database was restored into {}{kept}, but {files}: {e}",
         report.target
-    ))
+    ));
+    crate::job_report::record_final(&after_swap_report(
+        report,
+        files_restored,
+        &error.to_string(),
+    ));
+    error
+}
+
+/// What the operator reads of a restore whose database is swapped in but which did not finish.
+fn after_swap_report(
+    report: &RestoreReport,
+    files_restored: Option<String>,
+    failure: &str,
+) -> JobReport {
+    JobReport::Restore(RestoreJobReport {
+        id: report.id.clone(),
+        target: report.target.clone(),
+        duration_seconds: report.duration_seconds,
+        replaced_database: report.replaced_database.clone(),
+        dhis2_schema_version: report.dhis2_schema_version.clone(),
+        files_dir: files_restored,
+        failure: Some(failure.to_string()),
+    })
+}
+
+fn record_after_swap(report: &RestoreReport, files_restored: Option<String>, failure: &str) {
+    crate::job_report::record(&after_swap_report(report, files_restored, failure));
 }
 
 fn next_steps(

@@ -268,6 +268,18 @@ fn check_extensions(facts: &RestoreFacts) -> Result<(), BackupError> {
 
 /// `<target>__<kind>_<stamp>` in lowercase, cut to PostgreSQL's identifier limit
 /// deterministically: the target part is shortened and a hash of the full name keeps it unique.
+/// The side databases an earlier restore into `target` left behind when it was killed before
+/// it could drop them (`<target>__restoring_*`; a target name too long to carry the suffix is
+/// hashed and not recognised).
+pub fn leftover_side_databases(target: &str, names: &[String]) -> Vec<String> {
+    let prefix = format!("{target}__restoring_");
+    names
+        .iter()
+        .filter(|n| n.starts_with(&prefix))
+        .cloned()
+        .collect()
+}
+
 pub fn side_database_name(target: &str, kind: &str, stamp: &str) -> String {
     let stamp: String = stamp
         .chars()
@@ -509,6 +521,24 @@ mod tests {
         );
         let huge_stamp = "x".repeat(80);
         assert!(side_database_name("db", "restoring", &huge_stamp).len() <= MAX_IDENTIFIER_BYTES);
+    }
+
+    #[test]
+    fn leftovers_are_the_targets_own_side_databases_only() {
+        let names: Vec<String> = [
+            "dhis2",
+            "dhis2__restoring_20261125t101500z_3f9a",
+            "dhis2__replaced_20261125t101500z",
+            "dhis2_old__restoring_20261125t101500z_3f9a",
+            "dhis2x__restoring_1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            leftover_side_databases("dhis2", &names),
+            vec!["dhis2__restoring_20261125t101500z_3f9a".to_string()]
+        );
     }
 
     #[test]

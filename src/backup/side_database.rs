@@ -79,6 +79,19 @@ impl Maintenance {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// How many sessions are connected to `database` (a side database being filled has one).
+    pub async fn sessions_on(&self, database: &str) -> Result<i64, BackupError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                &[&database],
+            )
+            .await
+            .map_err(|e| self.err("counting the sessions on a database", e))?;
+        Ok(row.get(0))
+    }
+
     pub async fn role_exists(&self, role: &str) -> Result<bool, BackupError> {
         let row = self
             .client

@@ -21,7 +21,9 @@ use crate::backup::restore::{RestoreRequest, restore_backup};
 use crate::backup::retention::RetentionPolicy;
 use crate::backup::run::{BackupPurpose, BackupRequest, run_backup};
 use crate::backup::verify::{VerifyReport, verify_backup, verify_written_backup};
-use crate::job_report::{self, BackupJobReport, DrillJobReport, JobReport, RestoreJobReport};
+use crate::job_report::{
+    self, BackupJobReport, DrillJobReport, JobReport, ResolvedBackupReport, RestoreJobReport,
+};
 use crate::metrics_textfile::{BackupOutcome, DrillOutcome};
 use crate::output::{OutputFormat, human_bytes, human_duration, render_table};
 use crate::postgres::DatabaseTarget;
@@ -255,6 +257,10 @@ pub struct RestoreArgs {
     /// Drop the replaced database at once instead of keeping it as <target>__replaced_<time>.
     #[arg(long)]
     pub drop_replaced: bool,
+    /// Only say which backup ID names (`latest`: the newest that may be restored) and touch no
+    /// database: the operator records it before it stops DHIS2.
+    #[arg(long)]
+    pub resolve_only: bool,
     #[command(flatten)]
     pub key: DecryptArgs,
     #[command(flatten)]
@@ -734,6 +740,29 @@ pub async fn verify(args: VerifyArgs, output: OutputFormat) -> Result<ExitCode, 
     Ok(ExitCode::SUCCESS)
 }
 
+/// `backup restore --resolve-only`: the backup `ID|latest` names, reported; nothing restored.
+async fn resolve(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
+    validate_instance_name(&args.instance)?;
+    let repo = args.repo.open().await?;
+    let catalog = load_catalog(&repo, Some(&args.instance)).await?;
+    let manifest = find_backup(&catalog, &repo, &args.instance, &args.id)?;
+    let resolved = ResolvedBackupReport {
+        instance: manifest.instance.clone(),
+        id: manifest.id.clone(),
+    };
+    job_report::record(&JobReport::Resolved(resolved.clone()));
+    emit(output, &resolved, || {
+        format!(
+            "{} of {} in {} is backup {}",
+            args.id,
+            args.instance,
+            repo.describe(),
+            resolved.id
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
 /// A usage error, reported like clap's own: one line on stderr, exit code 2.
 fn usage_error(message: &str) -> ! {
     clap::Error::raw(
@@ -744,6 +773,9 @@ fn usage_error(message: &str) -> ! {
 }
 
 pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {
+    if args.resolve_only {
+        return resolve(args, output).await;
+    }
     let Some(url) = args.database_url.as_deref() else {
         usage_error(
             "--database-url: name the database to restore into, with --database-url or DHIS2_RESTORE_DATABASE_URL (DHIS2_DATABASE_URL, the backup source, is never used as a restore target)",
@@ -782,6 +814,7 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
         replaced_database: report.replaced_database.clone(),
         dhis2_schema_version: report.dhis2_schema_version.clone(),
         files_dir: report.files_dir.clone(),
+        failure: None,
     }));
     emit(output, &report, || {
         let mut text = format!(
@@ -792,6 +825,11 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
             text.push_str(&format!(
                 "\n  closed {} connections to the database to swap it",
                 report.closed_connections
+            ));
+        }
+        for leftover in &report.dropped_leftovers {
+            text.push_str(&format!(
+                "\n  dropped {leftover}, left behind by an earlier restore that was killed"
             ));
         }
         if let Some(r) = &report.replaced_database {

@@ -105,11 +105,22 @@ pub struct Dhis2RestoreStatus {
     /// `Pending`, `ScalingDown`, `Restoring`, `Starting`, `Completed`, `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// The backup restored: always a concrete id once the restore has started (`latest` is
+    /// resolved while still Pending, before DHIS2 is stopped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<String>,
     /// The repository restored from (no credentials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
+    /// The spec as it was when the restore started (its target, source and consent): the
+    /// restore acts only on this. A spec changed afterwards is refused (condition
+    /// `SpecChangeRefused`); create a new `Dhis2Restore` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_with: Option<Dhis2RestoreSpec>,
+    /// The repository the backup is read from, as resolved when the restore started (a Secret's
+    /// name, never credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_repository: Option<RepositorySpec>,
     /// True when the operator created the target instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_created: Option<bool>,
@@ -129,6 +140,13 @@ pub struct Dhis2RestoreStatus {
     /// point-in-time recovery: the `Dhis2Database` the target used before, kept as it was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced_database: Option<String>,
+    /// Whether the restored database was swapped in (true also when a later step failed: then
+    /// the target holds the restored database, and `replacedDatabase` the one it had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_swapped: Option<bool>,
+    /// Whether the file store was restored (false: the files are as they were before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_store_restored: Option<bool>,
     /// Point-in-time recovery: the new cnpg `Dhis2Database` the target now uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_database: Option<String>,

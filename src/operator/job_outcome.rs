@@ -100,6 +100,9 @@ pub fn job_outcome(job: Option<&Job>, pods: &[Pod]) -> JobOutcome {
     if let Some(failed) = condition(job, "Failed") {
         let reason = match (&report, failed.reason.as_deref()) {
             (Some(JobReport::Failed { error }), _) => error.clone(),
+            (Some(JobReport::Restore(r)), _) if r.failure.is_some() => {
+                r.failure.clone().unwrap_or_default()
+            }
             (_, Some("DeadlineExceeded")) => format!(
                 "stopped after its deadline of {}s (spec.deadlineSeconds)",
                 job.spec

@@ -54,6 +54,7 @@ pub mod repository_scope;
 pub mod restore_controller;
 pub mod restore_job;
 pub mod restore_point_in_time;
+pub mod restore_status;
 pub mod restore_steps;
 pub mod run;
 pub mod run_history;

@@ -34,14 +34,17 @@ use super::labels::{
     FINALIZER, RESTORE_IN_PROGRESS_ANNOTATION, dedicated_database_name, file_store_claim_name,
 };
 use super::repository_scope::{check_repository_scope, namespace_instances};
-use super::restore_job::{RestoreJobPlan, build_restore_job, restore_job_name};
+use super::restore_job::{
+    RestoreJobPlan, build_resolve_job, build_restore_job, resolve_job_name, restore_job_name,
+};
 use super::restore_point_in_time::{
     check_point_in_time, recovery_database, recovery_database_name,
 };
+use super::restore_status::{acting_spec, refused_change, restore_conditions};
 use super::restore_steps::{
-    Consent, Observed, Phase, RecoveryFacts, ResolvedSource, SourceProblem, Step, TargetFacts,
-    check_consent, new_target_instance, next_step, repository_location, resolve_source,
-    restores_file_store,
+    Consent, Observed, Phase, RecoveryFacts, Resolution, ResolvedSource, SourceProblem, Step,
+    TargetFacts, check_consent, new_target_instance, next_step, repository_location, resolution,
+    resolve_source, restores_file_store,
 };
 
 pub const KIND: &str = "Dhis2Restore";
@@ -78,15 +81,31 @@ fn is_conflict(e: &kube::Error) -> bool {
 async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<Action> {
     let status = restore.status.clone().unwrap_or_default();
     let phase = Phase::parse(status.phase.as_deref());
-    let target_name = restore.spec.target.instance.as_str();
+    if phase == Phase::Pending {
+        let target_name = restore.spec.target.instance.as_str();
+        let target = ctx
+            .api::<Dhis2Instance>(ns)
+            .get_opt(target_name)
+            .await
+            .map_err(|e| Error::kube(format!("reading Dhis2Instance {target_name}"), e))?;
+        return start(restore, ctx, ns, target.as_ref()).await;
+    }
+    // Started: only what it started with counts; a changed spec is refused, once, in status.
+    let spec = acting_spec(&restore.spec, restore.status.as_ref());
+    if status.observed_generation != restore.metadata.generation {
+        if let Some(why) = refused_change(&status, &restore.spec) {
+            ctx.event(restore, true, "SpecChangeRefused", "Restore", why)
+                .await;
+        }
+        write_status(restore, ctx, ns, status.clone()).await?;
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    let target_name = spec.target.instance.as_str();
     let instances: Api<Dhis2Instance> = ctx.api(ns);
     let target = instances
         .get_opt(target_name)
         .await
         .map_err(|e| Error::kube(format!("reading Dhis2Instance {target_name}"), e))?;
-    if phase == Phase::Pending {
-        return start(restore, ctx, ns, target.as_ref()).await;
-    }
     let mut database = None;
     let mut facts = match &target {
         Some(t) if matches!(phase, Phase::ScalingDown | Phase::Starting) => {
@@ -117,7 +136,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .is_some_and(|started| {
                 (ctx.clock.now() - started.with_timezone(&chrono::Utc)).num_seconds()
-                    > restore.spec.deadline_seconds
+                    > spec.deadline_seconds
             });
         let (found, ready) = recovery_facts(ctx, ns, recovery_db, t, overdue).await?;
         point_in_time = Some(found);
@@ -144,7 +163,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
         target: facts,
         job,
         job_name: &job_name,
-        regenerate_analytics: restore.spec.regenerate_analytics,
+        regenerate_analytics: spec.regenerate_analytics,
         point_in_time,
     });
     tracing::debug!(restore = %name, ?phase, ?step, "restore step");
@@ -189,16 +208,18 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
                     next.backup_id = Some(r.id.clone());
                     next.duration_seconds = Some(r.duration_seconds);
                     next.replaced_database = r.replaced_database.clone();
+                    next.database_swapped = Some(true);
+                    next.file_store_restored = Some(r.files_dir.is_some());
                     let mut m = format!(
                         "restored backup {} of {} into {target_name} in {:.1}s",
-                        r.id, restore.spec.source.instance, r.duration_seconds
+                        r.id, spec.source.instance, r.duration_seconds
                     );
                     if let Some(replaced) = &r.replaced_database {
                         m.push_str(&format!("; the previous database is kept as {replaced}"));
                     }
                     let files_expected = target
                         .as_ref()
-                        .is_some_and(|t| restores_file_store(&restore.spec, &t.spec));
+                        .is_some_and(|t| restores_file_store(spec, &t.spec));
                     if files_expected && r.files_dir.is_none() {
                         m.push_str(
                             "; the backup holds no file store, files were left as they were",
@@ -231,7 +252,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
             let recovered = status.recovery_database.clone().unwrap_or_default();
             let mut message = format!(
                 "{target_name} now uses Dhis2Database {recovered}, recovered by CloudNativePG to {}",
-                restore.spec.point_in_time.as_deref().unwrap_or("?")
+                spec.point_in_time.as_deref().unwrap_or("?")
             );
             if let Some(previous) = &status.replaced_database {
                 message.push_str(&format!(
@@ -240,7 +261,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
             }
             if target
                 .as_ref()
-                .is_some_and(|t| restores_file_store(&restore.spec, &t.spec))
+                .is_some_and(|t| restores_file_store(spec, &t.spec))
             {
                 message.push_str(
                     "; uploaded files are not part of point-in-time recovery and were left as they were",
@@ -258,7 +279,39 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
         }
         Step::JobFailed(reason) => {
             // Released next time (or first stopped, when this restore created the target).
-            fail(restore, ctx, ns, &status, &reason, true).await?;
+            let mut next = status.clone();
+            next.database_swapped = Some(false);
+            next.file_store_restored = Some(false);
+            fail(restore, ctx, ns, &next, &reason, true).await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Step::JobFailedAfterSwap(r) => {
+            let mut next = status.clone();
+            next.backup_id = Some(r.id.clone());
+            next.replaced_database = r.replaced_database.clone();
+            next.database_swapped = Some(true);
+            next.file_store_restored = Some(r.files_dir.is_some());
+            let reason = r.failure.clone().unwrap_or_default();
+            next.phase = Some(Phase::Failed.as_str().into());
+            next.failure_reason = Some(reason.clone());
+            next.completed_at = Some(ctx.clock.now().to_rfc3339());
+            let kept = match &r.replaced_database {
+                Some(db) => format!("the database it had is kept as {db}"),
+                None => "it had no database before".into(),
+            };
+            let files = if r.files_dir.is_some() {
+                "its file store was restored"
+            } else {
+                "its file store was NOT restored (the files are as they were before)"
+            };
+            let message = format!(
+                "the restore failed after the database was swapped: {target_name} now holds the database of backup {} ({kept}); {files}; DHIS2 starts again on the restored database: {reason}",
+                r.id
+            );
+            next.message = Some(message.clone());
+            write_status(restore, ctx, ns, next).await?;
+            ctx.event(restore, true, "FailedAfterSwap", "Restore", message)
+                .await;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::StopCreatedTarget => {
@@ -319,7 +372,7 @@ async fn start(
     let spec = &restore.spec;
     let (source_instance, backup) = read_source(restore, ctx, ns).await?;
     // What is restored: a backup (its id) from a repository, or the database at a moment.
-    let (backup_id, location, what) = if spec.point_in_time.is_some() {
+    let (source, location, mut what) = if spec.point_in_time.is_some() {
         let source_db = source_database(ctx, ns, source_instance.as_ref()).await?;
         let point = match check_point_in_time(
             &restore.name_any(),
@@ -365,7 +418,7 @@ async fn start(
             "restoring backup {} of {} from {location}",
             source.backup_id, source.instance
         );
-        (Some(source.backup_id), location, what)
+        (Some(source), location, what)
     };
     let consent = match check_consent(spec, target) {
         Ok(c) => c,
@@ -391,6 +444,57 @@ async fn start(
             .await;
         }
     };
+    // `latest` becomes a concrete backup now, before anything is stopped: a backup finishing
+    // later never changes what is restored.
+    let source = match source {
+        Some(mut s) if s.backup_id == "latest" => {
+            let job_name = resolve_job_name(&restore.name_any(), &s);
+            let outcome = match ctx
+                .api::<Job>(ns)
+                .get_opt(&job_name)
+                .await
+                .map_err(|e| Error::kube(format!("reading Job {job_name}"), e))?
+            {
+                Some(_) => Some(read_job(ctx, ns, &job_name).await?),
+                None => None,
+            };
+            match resolution(outcome.as_ref(), &s.instance) {
+                Resolution::Found(id) => {
+                    what = format!(
+                        "restoring backup {id} (latest) of {} from {location}",
+                        s.instance
+                    );
+                    s.backup_id = id;
+                    Some(s)
+                }
+                Resolution::Looking => {
+                    if outcome.is_none() {
+                        create_resolve_job(restore, ctx, ns, &s).await?;
+                    }
+                    return pending(
+                        restore,
+                        ctx,
+                        ns,
+                        format!(
+                            "finding the newest backup of {} in {location} (Job {job_name}); DHIS2 of {target_name} keeps running meanwhile",
+                            s.instance
+                        ),
+                        None,
+                    )
+                    .await;
+                }
+                Resolution::NotFound(why) => {
+                    let why = format!(
+                        "no backup of {} to restore from {location}: {why}; nothing was stopped",
+                        s.instance
+                    );
+                    fail(restore, ctx, ns, &status, &why, false).await?;
+                    return Ok(Action::await_change());
+                }
+            }
+        }
+        other => other,
+    };
     if !add_finalizer(restore, ctx, ns).await? {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
@@ -400,8 +504,10 @@ async fn start(
         .point_in_time
         .as_ref()
         .map(|_| recovery_database_name(&restore.name_any()));
-    next.backup_id = backup_id;
+    next.backup_id = source.as_ref().map(|s| s.backup_id.clone());
     next.repository = Some(location.clone());
+    next.started_with = Some(spec.clone());
+    next.source_repository = source.map(|s| s.repository);
     next.target_created = Some(consent == Consent::NewInstance);
     next.previous_replicas = Some(previous_replicas);
     next.job_name = spec
@@ -430,12 +536,42 @@ async fn start(
     Ok(Action::requeue(Duration::from_millis(500)))
 }
 
+/// Creates the Job that finds which backup `latest` is (the same Job after a restart: its name
+/// is deterministic).
+async fn create_resolve_job(
+    restore: &Dhis2Restore,
+    ctx: &Context,
+    ns: &str,
+    source: &ResolvedSource,
+) -> Result<()> {
+    let Some(job) = build_resolve_job(
+        &restore.name_any(),
+        ns,
+        restore.controller_owner_ref(&()),
+        &restore.spec.target.instance,
+        source,
+        &ctx.engine_image,
+    ) else {
+        return Ok(());
+    };
+    let job_name = job.name_any();
+    match ctx
+        .api::<Job>(ns)
+        .create(&PostParams::default(), &job)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_conflict(&e) => Ok(()),
+        Err(e) => Err(Error::kube(format!("creating Job {job_name}"), e)),
+    }
+}
+
 async fn read_source(
     restore: &Dhis2Restore,
     ctx: &Context,
     ns: &str,
 ) -> Result<(Option<Dhis2Instance>, Option<Dhis2Backup>)> {
-    let source = &restore.spec.source;
+    let source = &acting_spec(&restore.spec, restore.status.as_ref()).source;
     let source_instance = ctx
         .api::<Dhis2Instance>(ns)
         .get_opt(&source.instance)
@@ -490,7 +626,7 @@ async fn fail(
     next.phase = Some(Phase::Failed.as_str().into());
     next.failure_reason = Some(reason.to_string());
     next.completed_at = Some(ctx.clock.now().to_rfc3339());
-    let target = &restore.spec.target.instance;
+    let target = &acting_spec(&restore.spec, Some(status)).target.instance;
     next.message = Some(if after_job {
         format!("the restore failed and {target} was left as it was; DHIS2 starts again: {reason}")
     } else {
@@ -509,11 +645,12 @@ async fn complete(
     status: &Dhis2RestoreStatus,
     analytics: String,
 ) -> Result<Action> {
-    let target = &restore.spec.target.instance;
+    let spec = acting_spec(&restore.spec, Some(status));
+    let target = &spec.target.instance;
     let mut next = status.clone();
     next.phase = Some(Phase::Completed.as_str().into());
     next.completed_at = Some(ctx.clock.now().to_rfc3339());
-    let what = match (&restore.spec.point_in_time, &status.recovery_database) {
+    let what = match (&spec.point_in_time, &status.recovery_database) {
         (Some(time), Some(db)) => {
             format!("the database as it was at {time} (Dhis2Database {db}) restored")
         }
@@ -547,6 +684,18 @@ async fn write_status(
 ) -> Result<()> {
     let name = restore.name_any();
     status.observed_generation = restore.metadata.generation;
+    let old = restore
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let refused = refused_change(&status, &restore.spec);
+    status.conditions = restore_conditions(
+        &old,
+        &status,
+        refused.as_deref(),
+        restore.metadata.generation,
+    );
     ctx.api::<Dhis2Restore>(ns)
         .patch_status(
             &name,
@@ -621,7 +770,8 @@ async fn target_facts(
     } else {
         (Ok(()), None)
     };
-    let file_store_claim = if restores_file_store(&restore.spec, &target.spec) {
+    let spec = acting_spec(&restore.spec, restore.status.as_ref());
+    let file_store_claim = if restores_file_store(spec, &target.spec) {
         let claim = file_store_claim_name(&name);
         let exists = ctx
             .api::<PersistentVolumeClaim>(ns)
@@ -745,7 +895,7 @@ async fn read_job(ctx: &Context, ns: &str, job_name: &str) -> Result<JobOutcome>
 }
 
 async fn create_target(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<Action> {
-    let spec = &restore.spec;
+    let spec = acting_spec(&restore.spec, restore.status.as_ref());
     let Some(source) = ctx
         .api::<Dhis2Instance>(ns)
         .get_opt(&spec.source.instance)
@@ -916,12 +1066,25 @@ async fn start_job(
     target_database: TargetDatabase,
     status: &Dhis2RestoreStatus,
 ) -> Result<Action> {
-    let (source_instance, backup) = read_source(restore, ctx, ns).await?;
-    let mut source: ResolvedSource = match resolve_source(
-        &restore.spec.source,
-        backup.as_ref(),
-        source_instance.as_ref(),
-    ) {
+    let spec = acting_spec(&restore.spec, Some(status));
+    // The backup and repository chosen when the restore began (resolved again only for a
+    // restore started before they were recorded).
+    let recorded = match (&status.source_repository, &status.backup_id) {
+        (Some(repository), Some(id)) => Some(ResolvedSource {
+            instance: spec.source.instance.clone(),
+            backup_id: id.clone(),
+            repository: repository.clone(),
+        }),
+        _ => None,
+    };
+    let resolved = match recorded {
+        Some(source) => Ok(source),
+        None => {
+            let (source_instance, backup) = read_source(restore, ctx, ns).await?;
+            resolve_source(&spec.source, backup.as_ref(), source_instance.as_ref())
+        }
+    };
+    let mut source: ResolvedSource = match resolved {
         Ok(s) => s,
         Err(SourceProblem::Blocked(why)) => {
             let mut next = status.clone();
@@ -940,8 +1103,8 @@ async fn start_job(
     }
     let name = restore.name_any();
     let target_name = target.name_any();
-    let file_store_claim = restores_file_store(&restore.spec, &target.spec)
-        .then(|| file_store_claim_name(&target_name));
+    let file_store_claim =
+        restores_file_store(spec, &target.spec).then(|| file_store_claim_name(&target_name));
     let Some(job) = build_restore_job(&RestoreJobPlan {
         restore_name: &name,
         namespace: ns,
@@ -953,7 +1116,7 @@ async fn start_job(
         restored_owner: &target_database.owner,
         overwrite: !status.target_created.unwrap_or(false),
         file_store_claim,
-        deadline_seconds: restore.spec.deadline_seconds,
+        deadline_seconds: spec.deadline_seconds,
         image: &ctx.engine_image,
     }) else {
         fail(
@@ -1089,7 +1252,9 @@ async fn cleanup(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<Acti
         return Ok(Action::await_change());
     }
     let name = restore.name_any();
-    let target_name = &restore.spec.target.instance;
+    let target_name = &acting_spec(&restore.spec, restore.status.as_ref())
+        .target
+        .instance;
     let target = ctx
         .api::<Dhis2Instance>(ns)
         .get_opt(target_name)
@@ -1207,7 +1372,7 @@ async fn create_recovery_database(
     let source_db = source_database(ctx, ns, source_instance.as_ref()).await?;
     let point = match check_point_in_time(
         &restore.name_any(),
-        &restore.spec,
+        acting_spec(&restore.spec, Some(&status)),
         source_instance.as_ref(),
         source_db.as_ref(),
         ctx.clock.now(),

@@ -54,6 +54,56 @@ pub fn restore_job_name(restore_name: &str) -> String {
     format!("{}-{}-restore", head.trim_end_matches('-'), &hash[..8])
 }
 
+/// `<restore>-find-<hash>`: the Job that finds which backup `latest` is, one per source (a
+/// source edited while Pending gets its own Job, never the answer for another).
+pub fn resolve_job_name(restore_name: &str, source: &ResolvedSource) -> String {
+    let key = format!(
+        "{}\n{}\n{}",
+        source.instance,
+        source.backup_id,
+        super::restore_steps::repository_location(&source.repository)
+    );
+    let hash = hex::encode(Sha256::digest(key.as_bytes()));
+    let head: String = restore_name.chars().take(45).collect();
+    format!("{}-find-{}", head.trim_end_matches('-'), &hash[..8])
+}
+
+/// The Job that only finds the backup `source.backup_id` names (`backup restore
+/// --resolve-only`): it reads the repository, touches no database, needs DHIS2 running or not.
+pub fn build_resolve_job(
+    restore_name: &str,
+    namespace: &str,
+    owner: Option<OwnerReference>,
+    target: &str,
+    source: &ResolvedSource,
+    image: &str,
+) -> Option<Job> {
+    let args = [
+        "backup",
+        "restore",
+        "--instance",
+        &source.instance,
+        &source.backup_id,
+        "--resolve-only",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut job_labels: BTreeMap<String, String> = labels(ENGINE_APP, target, "restore");
+    job_labels.insert(INSTANCE_LABEL.into(), target.into());
+    Some(build_engine_job(&EngineJob {
+        name: resolve_job_name(restore_name, source),
+        namespace: namespace.into(),
+        owner,
+        labels: job_labels,
+        args,
+        inputs: repository_inputs(&source.repository, true)?,
+        deadline_seconds: 600,
+        affinity: None,
+        image: image.into(),
+    }))
+}
+
 pub fn build_restore_job(plan: &RestoreJobPlan) -> Option<Job> {
     let source = plan.source;
     let mut args: Vec<String> = [

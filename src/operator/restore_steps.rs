@@ -337,6 +337,34 @@ pub struct RecoveryFacts {
     pub overdue: bool,
 }
 
+/// What the Job that looks for `latest` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Still looking (or not started yet).
+    Looking,
+    /// The concrete backup id to record before anything is stopped.
+    Found(String),
+    /// No backup can be restored: why.
+    NotFound(String),
+}
+
+/// The outcome of the resolve Job of `instance`'s backup (`None`: not created yet).
+pub fn resolution(outcome: Option<&JobOutcome>, instance: &str) -> Resolution {
+    use crate::job_report::JobReport;
+    match outcome {
+        None | Some(JobOutcome::Running) | Some(JobOutcome::Missing) => Resolution::Looking,
+        Some(JobOutcome::Succeeded(Some(JobReport::Resolved(r))))
+            if r.instance == instance && !r.id.is_empty() =>
+        {
+            Resolution::Found(r.id.clone())
+        }
+        Some(JobOutcome::Succeeded(_)) => Resolution::NotFound(
+            "the Job that looks for the newest backup ended without saying which one".into(),
+        ),
+        Some(JobOutcome::Failed { reason, .. }) => Resolution::NotFound(reason.clone()),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Check again later; the reason goes into `status.message`.
@@ -357,6 +385,9 @@ pub enum Step {
     RecoveryFinished,
     /// The Job failed (the engine left the target untouched): record why, start DHIS2 again.
     JobFailed(String),
+    /// The Job failed after it swapped the restored database in (its report says so, and
+    /// whether the file store was restored): record what was swapped, start DHIS2 again.
+    JobFailedAfterSwap(RestoreJobReport),
     /// Take the restore's name off the target: DHIS2 starts again.
     ReleaseTarget,
     /// The restore failed into an instance it created: set that instance's `spec.replicas` to 0
@@ -472,6 +503,10 @@ pub fn next_step(o: &Observed) -> Step {
                 };
                 Step::JobSucceeded(report)
             }
+            Some(JobOutcome::Failed {
+                report: Some(crate::job_report::JobReport::Restore(r)),
+                ..
+            }) => Step::JobFailedAfterSwap(r.clone()),
             Some(JobOutcome::Failed { reason, .. }) => Step::JobFailed(reason.clone()),
             Some(JobOutcome::Missing) => Step::JobFailed(format!(
                 "the restore Job {} vanished before it finished (deleted by someone?)",
@@ -918,7 +953,7 @@ mod tests {
         o.job = Some(JobOutcome::Succeeded(Some(JobReport::Restore(
             report.clone(),
         ))));
-        assert_eq!(next_step(&o), Step::JobSucceeded(Some(report)));
+        assert_eq!(next_step(&o), Step::JobSucceeded(Some(report.clone())));
         o.job = Some(JobOutcome::Failed {
             reason: "backup latest of hmis: no such backup".into(),
             report: None,
@@ -926,6 +961,17 @@ mod tests {
         assert!(matches!(next_step(&o), Step::JobFailed(m) if m.contains("no such backup")));
         o.job = Some(JobOutcome::Missing);
         assert!(matches!(next_step(&o), Step::JobFailed(m) if m.contains("vanished")));
+        // Failed after the swap: the report says what was swapped, never "left as it was".
+        let swapped = RestoreJobReport {
+            failure: Some("writing /opt/dhis2/dhis.conf: Not a directory".into()),
+            files_dir: None,
+            ..report.clone()
+        };
+        o.job = Some(JobOutcome::Failed {
+            reason: "writing /opt/dhis2/dhis.conf: Not a directory".into(),
+            report: Some(JobReport::Restore(swapped.clone())),
+        });
+        assert_eq!(next_step(&o), Step::JobFailedAfterSwap(swapped));
 
         // Failed or completed: the hold comes off, then nothing ever runs again.
         let failed = observed(Phase::Failed, Some(held(Some("refresh"))));
@@ -981,6 +1027,37 @@ mod tests {
         assert!(matches!(
             next_step(&observed(Phase::Starting, Some(stopped))),
             Step::Complete(m) if m.contains("spec.replicas: 0")
+        ));
+    }
+
+    #[test]
+    fn latest_is_found_before_anything_is_stopped() {
+        use crate::job_report::ResolvedBackupReport;
+        assert_eq!(resolution(None, "hmis"), Resolution::Looking);
+        assert_eq!(
+            resolution(Some(&JobOutcome::Running), "hmis"),
+            Resolution::Looking
+        );
+        let found = JobOutcome::Succeeded(Some(JobReport::Resolved(ResolvedBackupReport {
+            instance: "hmis".into(),
+            id: "20261125T020000Z-1a2b3c4d".into(),
+        })));
+        assert_eq!(
+            resolution(Some(&found), "hmis"),
+            Resolution::Found("20261125T020000Z-1a2b3c4d".into())
+        );
+        // An answer about another instance is no answer.
+        assert!(matches!(
+            resolution(Some(&found), "hmis-old"),
+            Resolution::NotFound(_)
+        ));
+        let none = JobOutcome::Failed {
+            reason: "no complete backup of hmis in s3://moh/hmis".into(),
+            report: None,
+        };
+        assert!(matches!(
+            resolution(Some(&none), "hmis"),
+            Resolution::NotFound(m) if m.contains("no complete backup")
         ));
     }
 

@@ -30,7 +30,7 @@
 //! - A pod deleted while its command runs (Job deleted, deadline passed) gets its process group
 //!   killed, as the kubelet stops the container.
 //! - [`JobKubelet::pause`] holds new commands: their pods show Running but nothing starts until
-//!   [`JobKubelet::resume`]. [`JobKubelet::runs`] tells what ran, for assertions.
+//!   [`JobKubelet::resume`] (never `--resolve-only`, which only reads the repository). [`JobKubelet::runs`] tells what ran, for assertions.
 //! - A drill's throw-away database pod (component `drill-database`) gets a real PostgreSQL 15 +
 //!   PostGIS server on a free loopback port, with its Services' names mapped to it for the Jobs
 //!   and unmapped when the pod goes (tests/support/drill_server.rs; [`JobKubelet::drill_servers`]).
@@ -360,6 +360,11 @@ async fn sync(shared: &Arc<Shared>, pods: Vec<Pod>) {
                 }
                 match prepare(shared, &pod).await {
                     Ok(prepared) => {
+                        let args = first_container(&pod)
+                            .and_then(|c| c.args.clone())
+                            .unwrap_or_default();
+                        // Finding which backup `latest` is only reads the repository.
+                        let hold = paused && !args.iter().any(|a| a == "--resolve-only");
                         shared.runs.lock().unwrap().push(JobRun {
                             pod: prepared.pod.clone(),
                             job: pod
@@ -367,14 +372,16 @@ async fn sync(shared: &Arc<Shared>, pods: Vec<Pod>) {
                                 .get(JOB_NAME_LABEL)
                                 .cloned()
                                 .unwrap_or_default(),
-                            args: first_container(&pod)
-                                .and_then(|c| c.args.clone())
-                                .unwrap_or_default(),
-                            state: RunState::Held,
+                            args,
+                            state: if hold {
+                                RunState::Held
+                            } else {
+                                RunState::Running
+                            },
                             output: String::new(),
                         });
                         set_running(shared, &prepared).await;
-                        if paused {
+                        if hold {
                             shared
                                 .pods
                                 .lock()

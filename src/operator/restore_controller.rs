@@ -126,18 +126,18 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
         }),
         None => None,
     };
+    let overdue = status
+        .started_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|started| {
+            (ctx.clock.now() - started.with_timezone(&chrono::Utc)).num_seconds()
+                > spec.deadline_seconds
+        });
     let mut point_in_time = None;
     if let (Some(recovery_db), Some(t)) = (&status.recovery_database, &target)
         && phase == Phase::ScalingDown
     {
-        let overdue = status
-            .started_at
-            .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .is_some_and(|started| {
-                (ctx.clock.now() - started.with_timezone(&chrono::Utc)).num_seconds()
-                    > spec.deadline_seconds
-            });
         let (found, ready) = recovery_facts(ctx, ns, recovery_db, t, overdue).await?;
         point_in_time = Some(found);
         if let Some(f) = facts.as_mut() {
@@ -165,6 +165,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
         job_name: &job_name,
         regenerate_analytics: spec.regenerate_analytics,
         point_in_time,
+        overdue,
     });
     tracing::debug!(restore = %name, ?phase, ?step, "restore step");
     match step {
@@ -1293,6 +1294,32 @@ async fn cleanup(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<Acti
         if still.is_some_and(|t| held_by(&t).as_deref() == Some(name.as_str())) {
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
+    }
+    // Its other Jobs (the one that looked for `latest`) go with it, not later by the garbage
+    // collector: a deleted restore leaves nothing running.
+    let jobs = ctx.api::<Job>(ns);
+    let owned: Vec<Job> = jobs
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| Error::kube("listing Jobs".to_string(), e))?
+        .items
+        .into_iter()
+        .filter(|j| {
+            j.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == restore.metadata.uid.as_ref())
+        })
+        .collect();
+    if !owned.is_empty() {
+        for job in owned.iter().filter(|j| j.metadata.deletion_timestamp.is_none()) {
+            let job_name = job.name_any();
+            match jobs.delete(&job_name, &DeleteParams::foreground()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(Error::kube(format!("deleting Job {job_name}"), e)),
+            }
+        }
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     if !remove_finalizer(restore, ctx, ns).await? {
         return Ok(Action::requeue(Duration::from_millis(500)));

@@ -323,6 +323,8 @@ pub struct Observed<'a> {
     pub regenerate_analytics: bool,
     /// A point-in-time recovery: its new database, instead of a Job.
     pub point_in_time: Option<RecoveryFacts>,
+    /// `spec.deadlineSeconds` have passed since the restore started (left Pending).
+    pub overdue: bool,
 }
 
 /// The new database of a point-in-time recovery, as the cluster shows it.
@@ -408,6 +410,30 @@ pub enum Step {
 /// The next step of a started restore (Pending is decided by [`check_consent`] and
 /// [`resolve_source`]).
 pub fn next_step(o: &Observed) -> Step {
+    let step = step_now(o);
+    match step {
+        // No wait lasts for ever: DHIS2 must not stay down, nor a restore hang unfinished.
+        Step::Wait(why) if o.overdue => overdue(o, &why),
+        step => step,
+    }
+}
+
+/// What ends a restore that still waits once `spec.deadlineSeconds` have passed.
+fn overdue(o: &Observed, why: &str) -> Step {
+    let target = o.target_name;
+    match o.phase {
+        Phase::ScalingDown => Step::Fail(format!(
+            "the restore did not begin within spec.deadlineSeconds ({why}); nothing was restored: {target} was left as it was and DHIS2 starts again"
+        )),
+        Phase::Starting => Step::Fail(format!(
+            "the database of {target} was restored, but DHIS2 did not become ready on it within spec.deadlineSeconds ({why}); the restored database stays in place: see kubectl describe d2 {target}"
+        )),
+        // The Job's own deadline (activeDeadlineSeconds) ends Restoring; Pending stops nothing.
+        _ => Step::Wait(why.to_string()),
+    }
+}
+
+fn step_now(o: &Observed) -> Step {
     let target = o.target_name;
     let held_by_us = o
         .target
@@ -818,7 +844,37 @@ mod tests {
             job_name: "refresh-restore",
             regenerate_analytics: true,
             point_in_time: None,
+            overdue: false,
         }
+    }
+
+    #[test]
+    fn no_wait_outlasts_the_deadline() {
+        let mut stopping = held(Some("refresh"));
+        stopping.deployment_stopped = false;
+        stopping.dhis2_pods = 1;
+        let mut o = observed(Phase::ScalingDown, Some(stopping));
+        assert!(matches!(next_step(&o), Step::Wait(_)));
+        o.overdue = true;
+        let Step::Fail(why) = next_step(&o) else {
+            panic!("fails at the deadline");
+        };
+        assert!(
+            why.contains("nothing was restored") && why.contains("1 pod(s) left"),
+            "{why}"
+        );
+
+        let mut o = observed(Phase::Starting, Some(held(None)));
+        assert!(matches!(next_step(&o), Step::Wait(_)));
+        o.overdue = true;
+        let Step::Fail(why) = next_step(&o) else {
+            panic!("fails at the deadline");
+        };
+        assert!(
+            why.contains("was restored, but DHIS2 did not become ready"),
+            "{why}"
+        );
+        assert!(why.contains("0/1 replicas ready"), "{why}");
     }
 
     #[test]

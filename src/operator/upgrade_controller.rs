@@ -115,6 +115,7 @@ async fn restore_seen(ctx: &Context, ns: &str, name: &str) -> Result<Option<Rest
             phase: RestorePhase::parse(s.phase.as_deref()),
             message: s.failure_reason.or(s.message),
             replaced_database: s.replaced_database,
+            database_swapped: s.database_swapped == Some(true),
         }
     }))
 }

@@ -48,6 +48,8 @@ pub struct RestoreSeen {
     pub message: Option<String>,
     /// The database the restore put aside (the migrated one, with whatever was written to it).
     pub replaced_database: Option<String>,
+    /// The backup's database is in place (also when the restore failed after the swap).
+    pub database_swapped: bool,
 }
 
 /// Whether the operator will be able to tell that the new version runs: DHIS2 reports its
@@ -846,6 +848,16 @@ fn rolling_back(o: &UpgradeObserved, u: &UpgradeStatus) -> Decision {
             );
             ended(o, u, UpgradeOutcome::RolledBack, "UpgradeFailed", message)
         }
+        // The pre-upgrade database is back: not half-migrated, whatever failed after the swap.
+        RestorePhase::Failed if restore.database_swapped => {
+            let message = format!(
+                "upgrade to {} rolled back: {why}; the pre-upgrade backup {} was restored{put_aside}, but the restore {name} then failed ({}): see kubectl describe d2restore {name}",
+                u.to_version,
+                u.backup_id.as_deref().unwrap_or("-"),
+                restore.message.as_deref().unwrap_or("no reason recorded")
+            );
+            ended(o, u, UpgradeOutcome::RolledBack, "UpgradeFailed", message)
+        }
         RestorePhase::Failed => {
             let message = format!(
                 "upgrade to {} failed ({why}) and its rollback failed too: the restore {name} did not complete ({}). DHIS2 is left stopped because its database may be half-migrated; restore the pre-upgrade backup {} with a new Dhis2Restore",
@@ -1387,6 +1399,7 @@ mod tests {
             phase: RestorePhase::Restoring,
             message: None,
             replaced_database: None,
+            database_swapped: false,
         });
         w.step();
         assert_eq!(w.actions.len(), actions, "one restore");
@@ -1395,6 +1408,7 @@ mod tests {
             phase: RestorePhase::Starting,
             message: None,
             replaced_database: None,
+            database_swapped: false,
         });
         w.step();
         assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
@@ -1402,6 +1416,7 @@ mod tests {
             phase: RestorePhase::Completed,
             message: None,
             replaced_database: None,
+            database_swapped: false,
         });
         w.step();
         let u = w.upgrade.clone().unwrap();
@@ -1434,6 +1449,7 @@ mod tests {
             phase: RestorePhase::Failed,
             message: Some("the backup is unreadable".into()),
             replaced_database: None,
+            database_swapped: false,
         });
         w.step();
         let u = w.upgrade.clone().unwrap();
@@ -1600,6 +1616,7 @@ mod tests {
             phase: RestorePhase::Pending,
             message: Some("waiting".into()),
             replaced_database: None,
+            database_swapped: false,
         });
         w.now = started + chrono::Duration::seconds(6 * 3600 + 30 * 60);
         w.step();
@@ -1611,6 +1628,25 @@ mod tests {
             plan("dhis2/core:2.42.4", 0),
             "half-migrated: stopped"
         );
+    }
+
+    #[test]
+    fn a_rollback_that_failed_after_restoring_the_database_lets_the_old_version_run() {
+        let mut w = World::new("2.43.1");
+        w.run_until_migrating();
+        w.restarts = CRASH_LOOP_RESTARTS;
+        w.step();
+        w.restore = Some(RestoreSeen {
+            phase: RestorePhase::Failed,
+            message: Some("DHIS2 did not become ready on it within spec.deadlineSeconds".into()),
+            replaced_database: Some("hmis__replaced_20261206T061500Z".into()),
+            database_swapped: true,
+        });
+        w.step();
+        let u = w.upgrade.clone().unwrap();
+        assert_eq!(u.outcome, Some(UpgradeOutcome::RolledBack));
+        assert!(u.message.unwrap().contains("was restored"));
+        assert_eq!(w.plan(), plan("dhis2/core:2.42.4", 3));
     }
 
     #[test]
@@ -1646,6 +1682,7 @@ mod tests {
             phase: RestorePhase::Completed,
             message: None,
             replaced_database: Some("hmis__replaced_20261206T061500Z".into()),
+            database_swapped: false,
         });
         w.step();
         let message = w.upgrade.clone().unwrap().message.unwrap();
@@ -1666,6 +1703,7 @@ mod tests {
                 phase: RestorePhase::Failed,
                 message: Some("the backup is unreadable".into()),
                 replaced_database: None,
+                database_swapped: false,
             });
             w.step();
             assert_eq!(

@@ -851,3 +851,59 @@ async fn latest_is_resolved_before_dhis2_stops_and_a_newer_backup_changes_nothin
         count(&w.env, &w.source_db, "datavalue").await
     );
 }
+
+/// Each restore keeps what the instance held as `<database>__replaced_<time>` and nothing
+/// dropped them: a few refreshes filled the database volume. The operator drops those older
+/// than `spec.keepReplacedDatabasesDays` (default 7) and keeps the recent ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_databases_are_dropped_once_older_than_the_days_kept() {
+    let env = support::env();
+    let client = client().await;
+    let ns = namespace(&client, "rs-replaced").await;
+    let _operator = Operator::start(&client, &ns).await;
+    let (db, _) = env.create_database("rs_replaced").await;
+    external_database(&env, &client, &ns, "hmis-db", &db).await;
+    let recent = chrono::Utc::now() - chrono::Duration::days(2);
+    let old = format!("{db}__replaced_20260101t000000z");
+    let kept = format!("{db}__replaced_{}", recent.format("%Y%m%dt%H%M%Sz"));
+    let other = format!("{db}x__replaced_20260101t000000z");
+    let admin = env.client("postgres").await;
+    for name in [&old, &kept, &other] {
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
+    }
+    create::<Dhis2Instance>(
+        &client,
+        &ns,
+        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
+            "metadata": {"name": "hmis"},
+            "spec": {"version": "2.42.4", "environment": "staging", "replicas": 1,
+                "databaseRef": "hmis-db"}}),
+    )
+    .await;
+    let exists = |name: String| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    wait_for(90, "the expired replaced database dropped", || async {
+        (!exists(old.clone()).await).then_some(())
+    })
+    .await;
+    assert!(exists(kept.clone()).await, "two days old: kept");
+    assert!(exists(other.clone()).await, "another database's: untouched");
+    let events = event_messages(&client, &ns, "ReplacedDatabaseDropped").await;
+    assert!(events.iter().any(|e| e.contains(&old)), "{events:?}");
+    for name in [&kept, &other] {
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+            .await;
+    }
+}

@@ -280,6 +280,28 @@ pub fn leftover_side_databases(target: &str, names: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The databases restores into `target` replaced (`<target>__replaced_<UTC time>[_N]`) that
+/// are older than `keep` at `now`: the room they hold can be given back.
+pub fn expired_replaced_databases(
+    target: &str,
+    names: &[String],
+    now: chrono::DateTime<chrono::Utc>,
+    keep: chrono::Duration,
+) -> Vec<String> {
+    let prefix = format!("{target}__replaced_");
+    names
+        .iter()
+        .filter(|name| {
+            let Some(stamp) = name.strip_prefix(&prefix).and_then(|rest| rest.get(..16)) else {
+                return false;
+            };
+            chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dt%H%M%Sz")
+                .is_ok_and(|replaced| now - replaced.and_utc() > keep)
+        })
+        .cloned()
+        .collect()
+}
+
 pub fn side_database_name(target: &str, kind: &str, stamp: &str) -> String {
     let stamp: String = stamp
         .chars()
@@ -521,6 +543,35 @@ mod tests {
         );
         let huge_stamp = "x".repeat(80);
         assert!(side_database_name("db", "restoring", &huge_stamp).len() <= MAX_IDENTIFIER_BYTES);
+    }
+
+    #[test]
+    fn replaced_databases_expire_after_the_days_kept_and_only_the_targets() {
+        let names: Vec<String> = [
+            "dhis2__replaced_20261125t101500z",
+            "dhis2__replaced_20261201t101500z_2",
+            "dhis2__replaced_20261206t101500z",
+            "dhis2_old__replaced_20261101t101500z",
+            "dhis2__restoring_20261101t101500z_3f9a",
+            "dhis2__replaced_garbage",
+            "dhis2",
+        ]
+        .map(String::from)
+        .to_vec();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-07T10:15:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            expired_replaced_databases("dhis2", &names, now, chrono::Duration::days(5)),
+            vec![
+                "dhis2__replaced_20261125t101500z",
+                "dhis2__replaced_20261201t101500z_2"
+            ]
+        );
+        assert_eq!(
+            expired_replaced_databases("dhis2", &names, now, chrono::Duration::days(7)),
+            vec!["dhis2__replaced_20261125t101500z"]
+        );
     }
 
     #[test]

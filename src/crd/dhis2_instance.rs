@@ -74,6 +74,13 @@ pub struct Dhis2InstanceSpec {
     pub admin_secret_ref: Option<String>,
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Days a database that a restore replaced (`<database>__replaced_<time>`: what the instance
+    /// held before the restore, and after an upgrade's rollback what users wrote to the failed
+    /// new version) stays on the database server before the operator drops it to give its room
+    /// back.
+    #[serde(default = "default_keep_replaced_databases_days")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub keep_replaced_databases_days: u32,
     /// Backup defaults for this instance: the repository every backup, schedule, restore and
     /// drill of it uses unless they name another, and the restore-drill schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,4 +260,8 @@ pub struct InstanceBackupStatus {
     /// The earliest next scheduled drill.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_drill_time: Option<String>,
+}
+
+pub fn default_keep_replaced_databases_days() -> u32 {
+    7
 }

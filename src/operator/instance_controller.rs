@@ -32,8 +32,9 @@ use super::health::{Dhis2Health, probe};
 use super::instance_build::{
     APP, DHIS2_HTTP_PORT, build_dedicated_database, build_instance_children, dhis2_pod_selector,
 };
-use super::labels::ENDPOINT_OVERRIDE_ANNOTATION;
+use super::labels::{ENDPOINT_OVERRIDE_ANNOTATION, RESTORE_IN_PROGRESS_ANNOTATION};
 use super::read_only_copy_controller::advance_read_only_copy;
+use super::replaced_databases::drop_expired_replaced_databases;
 use super::schedule_plan::Schedule;
 use super::secret_values::secret_value;
 use super::status::{InstanceObservation, instance_phase_and_conditions};
@@ -247,6 +248,14 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
 
     let ready_replicas = ready_replicas_of(Some(&deployment));
     let requeue = [progress.requeue, copy.requeue].into_iter().flatten().min();
+    // Never while a restore holds the instance or an upgrade (its rollback) may still need them.
+    let settled = progress
+        .upgrade
+        .as_ref()
+        .is_none_or(|u| u.phase.is_finished())
+        && !instance
+            .annotations()
+            .contains_key(RESTORE_IN_PROGRESS_ANNOTATION);
     write_status(
         instance,
         ctx,
@@ -261,6 +270,9 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
         }),
     )
     .await?;
+    if settled {
+        drop_expired_replaced_databases(instance, ctx, &connection).await;
+    }
     let ready =
         matches!(health, Some(Dhis2Health::Up { .. })) && ready_replicas >= instance.spec.replicas;
     // Probe DHIS2 every 30 s while healthy, sooner while it is coming up or upgrading.

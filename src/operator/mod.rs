@@ -49,6 +49,7 @@ pub mod promotion_steps;
 pub mod quantity;
 pub mod read_only_copy;
 pub mod read_only_copy_controller;
+pub mod replaced_databases;
 pub mod repository_protection;
 pub mod repository_scope;
 pub mod restore_controller;

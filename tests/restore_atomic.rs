@@ -674,3 +674,103 @@ async fn the_next_restore_drops_what_a_killed_restore_left_behind() {
             .is_empty()
     );
 }
+
+/// A proxy in front of S3 that forwards the first `stall_after` bytes of answers, then holds
+/// every connection open without sending more: a restore stuck half-way.
+async fn stalling_proxy(upstream: String, stall_after: u64) -> String {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let received = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                return;
+            };
+            let received = received.clone();
+            tokio::spawn(async move {
+                let (mut client_r, mut client_w) = client.into_split();
+                let (mut server_r, mut server_w) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_r, &mut server_w).await;
+                });
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match server_r.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if received.fetch_add(n as u64, Ordering::SeqCst) + n as u64 >= stall_after {
+                        std::future::pending::<()>().await;
+                    }
+                    if client_w.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    endpoint
+}
+
+/// Stopped half-way (an operator at the terminal pressing Ctrl-C, a Job's pod deleted), a
+/// restore drops its half-filled side database and leaves the target as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_stopped_by_sigterm_or_sigint_drops_its_side_database() {
+    let env = env();
+    let (_src, src_url) = env.seeded_database("sig_src").await;
+    let (_bucket, repo) = env.create_bucket("restoresig").await;
+    let out = backup_run(&src_url, &repo, "hmis", &["-o", "json"]).await;
+    assert_success(&out, "backup");
+    let dump_size = json(&out)["objects"][0]["sizeBytes"].as_u64().unwrap();
+    for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        let (dst, dst_url) = env.seeded_database("sig_dst").await;
+        let before = fingerprint(&env, &dst).await;
+        let upstream = env.s3_endpoint.trim_start_matches("http://").to_string();
+        let proxy = stalling_proxy(upstream, dump_size / 2).await;
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dhis2ctl"))
+            .args(restore_args(
+                &repo,
+                &dst_url,
+                &["--force", "--s3-endpoint", &proxy],
+            ))
+            .env_remove("DHIS2_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let side = format!("{dst}\\_\\_restoring\\_%");
+        support::kube_env::wait_for(60, "the side database to be filled", || async {
+            (!databases_like(&env, &side).await.is_empty()).then_some(())
+        })
+        .await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let pid = i32::try_from(child.id().unwrap()).unwrap();
+        // SAFETY: kill(2) of the child this test started.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+                .await
+                .expect("dhis2ctl ends after the signal")
+                .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert!(err.contains("interrupted by SIG"), "{err}");
+        assert!(err.contains("dropped the side database"), "{err}");
+        assert!(
+            databases_like(&env, &side).await.is_empty(),
+            "no side database is left"
+        );
+        assert_eq!(
+            fingerprint(&env, &dst).await,
+            before,
+            "the target is unchanged"
+        );
+    }
+}

@@ -21,6 +21,12 @@ pub enum BackupError {
     Key(#[from] super::encryption::KeyMismatch),
     #[error("{tool} failed: {reason}")]
     Tool { tool: String, reason: String },
+    /// SIGINT/SIGTERM stopped the command; `undone` says what was put back (exit 130 / 143).
+    #[error("interrupted by {signal}: {undone}")]
+    Interrupted {
+        signal: &'static str,
+        undone: String,
+    },
     #[error(
         "no complete backup '{id}' of instance '{instance}' in {repo}; `dhis2ctl backup list --repo {repo} --instance {instance}` shows the backups there"
     )]

@@ -74,6 +74,7 @@ impl PgTools {
                 text
             })
         });
+        running().insert(child.id());
         Ok(RunningTool {
             name: tool.to_string(),
             child,
@@ -99,9 +100,31 @@ pub struct RunningTool {
     stderr: Option<JoinHandle<String>>,
 }
 
+/// The tools started and not yet waited for: what an interrupted restore must stop first.
+fn running() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<u32>> {
+    static RUNNING: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Asks every tool still running to stop (SIGTERM): on an interrupt, `pg_restore` would go on
+/// writing into a side database that is about to be dropped.
+pub fn terminate_running_tools() {
+    for pid in running().iter() {
+        if let Ok(pid) = i32::try_from(*pid) {
+            // SAFETY: kill(2) with a pid of our own child and a valid signal number.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+}
+
 impl RunningTool {
     pub fn finish(mut self) -> Result<String, BackupError> {
-        let status = self.child.wait().map_err(|e| BackupError::Tool {
+        let waited = self.child.wait();
+        running().remove(&self.child.id());
+        let status = waited.map_err(|e| BackupError::Tool {
             tool: self.name.clone(),
             reason: e.to_string(),
         })?;
@@ -124,6 +147,7 @@ impl RunningTool {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        running().remove(&self.child.id());
     }
 }
 

@@ -328,6 +328,31 @@ async fn drop_leftovers(admin: &Maintenance, target: &str) -> Result<Vec<String>
     Ok(dropped)
 }
 
+/// After SIGINT/SIGTERM: stops the tools the abandoned restore started and drops its side
+/// database, once no session uses it any more (the killed `pg_restore`'s goes within moments).
+/// The names dropped; none when the restore had not made one yet, or had swapped it in.
+pub async fn undo_interrupted(database: &DatabaseTarget) -> Result<Vec<String>, BackupError> {
+    super::pg_tools::terminate_running_tools();
+    let admin = Maintenance::connect(database).await?;
+    let target = database.dbname();
+    let mut dropped = Vec::new();
+    for _ in 0..50 {
+        let names = admin.databases_starting_with(target).await?;
+        let left = leftover_side_databases(target, &names);
+        if left.is_empty() {
+            break;
+        }
+        for name in left {
+            if admin.sessions_on(&name).await? == 0 {
+                admin.drop_database(&name).await?;
+                dropped.push(name);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(dropped)
+}
+
 /// A failure once the database was swapped in must not read as if nothing happened: the error
 /// says so, and so does the job report (a restore report with `failure`, never overwritten).
 fn after_swap(

@@ -17,7 +17,7 @@ use crate::backup::manifest::{BackupManifest, BackupSummary, EncryptionRecord, O
 use crate::backup::object_lock::{LockMode, ObjectLock};
 use crate::backup::prune::{check_policy, prune_backups};
 use crate::backup::repo::{LOCAL_CANNOT_LOCK, RepoLocation, Repository};
-use crate::backup::restore::{RestoreRequest, restore_backup};
+use crate::backup::restore::{RestoreRequest, restore_backup, undo_interrupted};
 use crate::backup::retention::RetentionPolicy;
 use crate::backup::run::{BackupPurpose, BackupRequest, run_backup};
 use crate::backup::verify::{VerifyReport, verify_backup, verify_written_backup};
@@ -800,13 +800,29 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
         pg_bin_dir: args.pg.pg_bin_dir,
         key,
     };
-    let report = restore_backup(
-        &repo,
-        manifest,
-        &request,
-        Progress::new(output.is_machine()),
-    )
-    .await?;
+    // An interrupted restore must not leave a half-filled side database on the server.
+    let report = tokio::select! {
+        report = restore_backup(&repo, manifest, &request, Progress::new(output.is_machine())) => report?,
+        signal = interrupted() => {
+            let undone = match undo_interrupted(&request.database).await {
+                Ok(dropped) if dropped.is_empty() => format!(
+                    "no side database was left to drop; {} is as it was, unless the restore had already swapped the restored database in (its previous one is then kept as {}__replaced_<time>)",
+                    request.database.dbname(),
+                    request.database.dbname()
+                ),
+                Ok(dropped) => format!(
+                    "dropped the side database {}; {} is as it was",
+                    dropped.join(", "),
+                    request.database.dbname()
+                ),
+                Err(e) => format!(
+                    "the side database could not be dropped ({e}); the next restore into {} drops it",
+                    request.database.dbname()
+                ),
+            };
+            return Err(BackupError::Interrupted { signal, undone });
+        }
+    };
     job_report::record(&JobReport::Restore(RestoreJobReport {
         id: report.id.clone(),
         target: report.target.clone(),
@@ -853,6 +869,21 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
         text
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first SIGINT or SIGTERM, by name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 pub async fn prune(args: PruneArgs, output: OutputFormat) -> Result<ExitCode, BackupError> {

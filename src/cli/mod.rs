@@ -345,6 +345,14 @@ impl CliError {
                     PostgresError::BadUrl { .. } | PostgresError::NoDatabase { .. },
                 ),
             ) => EXIT_USAGE,
+            // 128 + the signal's number, as a shell reports a command it stopped.
+            Self::Backup(BackupError::Interrupted { signal, .. }) => {
+                if *signal == "SIGINT" {
+                    130
+                } else {
+                    143
+                }
+            }
             _ => EXIT_FAILURE,
         }
     }

@@ -1311,7 +1311,10 @@ async fn cleanup(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<Acti
         })
         .collect();
     if !owned.is_empty() {
-        for job in owned.iter().filter(|j| j.metadata.deletion_timestamp.is_none()) {
+        for job in owned
+            .iter()
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+        {
             let job_name = job.name_any();
             match jobs.delete(&job_name, &DeleteParams::foreground()).await {
                 Ok(_) => {}

@@ -271,13 +271,19 @@ async fn an_upgrade_stops_dhis2_backs_up_migrates_and_runs_the_new_version() {
     w.drop_database().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_migration_that_never_finishes_is_rolled_back_by_restoring_the_backup() {
-    let w = world("upg-rb", Migration::Never).await;
+/// `hmis` with data written before, asked for 2.43.0, whose migration has begun and never ends.
+async fn stuck_migrating(prefix: &str) -> (World, Dhis2Instance) {
+    let w = world(prefix, Migration::Never).await;
     write_before_upgrade(&w).await;
     w.set_version("2.43.0").await;
-    w.upgrade_phase(UpgradePhase::Migrating, 180).await;
+    let i = w.upgrade_phase(UpgradePhase::Migrating, 180).await;
     w.migration_started().await;
+    (w, i)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_that_never_finishes_is_rolled_back_by_restoring_the_backup() {
+    let (w, _) = stuck_migrating("upg-rb").await;
     // Within the timeout it waits; past it, it rolls back.
     w.clock.advance(300);
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -783,12 +789,8 @@ async fn an_upgrade_the_operator_could_not_confirm_or_roll_back_is_refused_befor
 /// of the pre-upgrade backup over the instance) must get DHIS2 running again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_failed_rollback_dhis2_stays_stopped_until_a_restore_brings_it_back() {
-    let w = world("upg-rbf", Migration::Never).await;
-    write_before_upgrade(&w).await;
-    w.set_version("2.43.0").await;
-    let i = w.upgrade_phase(UpgradePhase::Migrating, 180).await;
+    let (w, i) = stuck_migrating("upg-rbf").await;
     let backup = i.status.unwrap().upgrade.unwrap().backup_name.unwrap();
-    w.migration_started().await;
     // The rollback's restore cannot read the repository: it fails.
     w.set_secret("backup-s3", "secretKey", "wrong-secret-key")
         .await;

@@ -461,9 +461,18 @@ fn support_is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// A TCP proxy to S3 that, after `cut_after` bytes from the server, closes every connection and
-/// stops answering: the network going away in the middle of a restore's download.
-async fn downstream_cut_proxy(upstream: String, cut_after: u64) -> String {
+/// What a proxy in front of S3 does once `after` bytes of answers went through.
+#[derive(Clone, Copy)]
+enum Trouble {
+    /// Closes that connection and refuses new ones: the network is cut.
+    Cut,
+    /// Holds every connection open without sending more: the restore is stuck half-way.
+    Stall,
+}
+
+/// A TCP proxy to S3 that passes answers until `after` bytes came from the server, then cuts or
+/// stalls as `trouble` says: the network going away, or hanging, in the middle of a download.
+async fn troubled_proxy(upstream: String, after: u64, trouble: Trouble) -> String {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -472,7 +481,7 @@ async fn downstream_cut_proxy(upstream: String, cut_after: u64) -> String {
     let received = Arc::new(AtomicU64::new(0));
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            if received.load(Ordering::SeqCst) >= cut_after {
+            if matches!(trouble, Trouble::Cut) && received.load(Ordering::SeqCst) >= after {
                 return; // listener dropped: connection refused from now on
             }
             let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
@@ -491,8 +500,11 @@ async fn downstream_cut_proxy(upstream: String, cut_after: u64) -> String {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    if received.fetch_add(n as u64, Ordering::SeqCst) + n as u64 >= cut_after {
-                        break;
+                    if received.fetch_add(n as u64, Ordering::SeqCst) + n as u64 >= after {
+                        match trouble {
+                            Trouble::Cut => break,
+                            Trouble::Stall => std::future::pending::<()>().await,
+                        }
                     }
                     if client_w.write_all(&buf[..n]).await.is_err() {
                         break;
@@ -523,7 +535,7 @@ async fn a_network_cut_mid_restore_leaves_the_target_as_it_was() {
         .unwrap();
     let before = fingerprint(&env, &dst).await;
     let upstream = env.s3_endpoint.trim_start_matches("http://").to_string();
-    let proxy = downstream_cut_proxy(upstream, dump_size / 2).await;
+    let proxy = troubled_proxy(upstream, dump_size / 2, Trouble::Cut).await;
     let out = dhis2ctl(&restore_args(
         &repo,
         &dst_url,
@@ -675,47 +687,6 @@ async fn the_next_restore_drops_what_a_killed_restore_left_behind() {
     );
 }
 
-/// A proxy in front of S3 that forwards the first `stall_after` bytes of answers, then holds
-/// every connection open without sending more: a restore stuck half-way.
-async fn stalling_proxy(upstream: String, stall_after: u64) -> String {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let received = Arc::new(AtomicU64::new(0));
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
-                return;
-            };
-            let received = received.clone();
-            tokio::spawn(async move {
-                let (mut client_r, mut client_w) = client.into_split();
-                let (mut server_r, mut server_w) = server.into_split();
-                let up = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut client_r, &mut server_w).await;
-                });
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    let n = match server_r.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if received.fetch_add(n as u64, Ordering::SeqCst) + n as u64 >= stall_after {
-                        std::future::pending::<()>().await;
-                    }
-                    if client_w.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-                up.abort();
-            });
-        }
-    });
-    endpoint
-}
-
 /// Stopped half-way (an operator at the terminal pressing Ctrl-C, a Job's pod deleted), a
 /// restore drops its half-filled side database and leaves the target as it was.
 #[tokio::test(flavor = "multi_thread")]
@@ -730,7 +701,7 @@ async fn a_restore_stopped_by_sigterm_or_sigint_drops_its_side_database() {
         let (dst, dst_url) = env.seeded_database("sig_dst").await;
         let before = fingerprint(&env, &dst).await;
         let upstream = env.s3_endpoint.trim_start_matches("http://").to_string();
-        let proxy = stalling_proxy(upstream, dump_size / 2).await;
+        let proxy = troubled_proxy(upstream, dump_size / 2, Trouble::Stall).await;
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dhis2ctl"))
             .args(restore_args(
                 &repo,

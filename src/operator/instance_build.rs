@@ -112,12 +112,20 @@ fn owner(instance: &Dhis2Instance) -> Option<Vec<OwnerReference>> {
 /// DHIS2's replicas: as the upgrade plans them, none while a restore holds the instance (two
 /// writers never).
 pub fn running_replicas(instance: &Dhis2Instance, planned: i32) -> i32 {
-    let held = instance
+    if held_by_restore(instance) {
+        0
+    } else {
+        planned
+    }
+}
+
+/// A restore holds the instance (its `restore-in-progress` annotation).
+pub fn held_by_restore(instance: &Dhis2Instance) -> bool {
+    instance
         .metadata
         .annotations
         .as_ref()
-        .is_some_and(|a| a.contains_key(RESTORE_IN_PROGRESS_ANNOTATION));
-    if held { 0 } else { planned }
+        .is_some_and(|a| a.contains_key(RESTORE_IN_PROGRESS_ANNOTATION))
 }
 
 /// The managed database an instance without `databaseRef` gets; it follows the instance's

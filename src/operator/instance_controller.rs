@@ -31,8 +31,9 @@ use super::error::{Error, Result};
 use super::health::{Dhis2Health, probe};
 use super::instance_build::{
     APP, DHIS2_HTTP_PORT, build_dedicated_database, build_instance_children, dhis2_pod_selector,
+    held_by_restore,
 };
-use super::labels::{ENDPOINT_OVERRIDE_ANNOTATION, RESTORE_IN_PROGRESS_ANNOTATION};
+use super::labels::ENDPOINT_OVERRIDE_ANNOTATION;
 use super::read_only_copy_controller::advance_read_only_copy;
 use super::replaced_databases::drop_expired_replaced_databases;
 use super::schedule_plan::Schedule;
@@ -253,9 +254,7 @@ async fn reconcile_instance(instance: &Dhis2Instance, ctx: &Context, ns: &str) -
         .upgrade
         .as_ref()
         .is_none_or(|u| u.phase.is_finished())
-        && !instance
-            .annotations()
-            .contains_key(RESTORE_IN_PROGRESS_ANNOTATION);
+        && !held_by_restore(instance);
     write_status(
         instance,
         ctx,

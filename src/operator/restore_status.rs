@@ -19,81 +19,37 @@ pub fn acting_spec<'a>(
 
 /// The fields changed since the restore started, each as `spec.field (was → now)`.
 pub fn changes_after_start(started: &Dhis2RestoreSpec, now: &Dhis2RestoreSpec) -> Vec<String> {
-    fn show<T: serde::Serialize>(value: &T) -> String {
-        match serde_json::to_value(value) {
-            Ok(serde_json::Value::String(s)) => s,
-            Ok(serde_json::Value::Null) => "unset".into(),
-            Ok(other) => other.to_string(),
-            Err(_) => "?".into(),
-        }
-    }
-    let mut changes = Vec::new();
-    let mut compare = |field: &str, was: String, is: String| {
-        if was != is {
-            changes.push(format!("{field} ({was} → {is})"));
-        }
+    const FIELDS: [&str; 12] = [
+        "/target/instance",
+        "/target/newInstance",
+        "/source/instance",
+        "/source/backupRef",
+        "/source/backupId",
+        "/source/repository",
+        "/confirmOverwrite",
+        "/approvedBy",
+        "/pointInTime",
+        "/includeFileStore",
+        "/regenerateAnalytics",
+        "/deadlineSeconds",
+    ];
+    let (started, now) = (serde_json::to_value(started), serde_json::to_value(now));
+    let show = |spec: &Result<serde_json::Value, serde_json::Error>, field: &str| match spec
+        .as_ref()
+        .map(|s| s.pointer(field))
+    {
+        Ok(Some(serde_json::Value::String(s))) => s.clone(),
+        Ok(None | Some(serde_json::Value::Null)) => "unset".into(),
+        Ok(Some(other)) => other.to_string(),
+        Err(_) => "?".into(),
     };
-    compare(
-        "spec.target.instance",
-        show(&started.target.instance),
-        show(&now.target.instance),
-    );
-    compare(
-        "spec.target.newInstance",
-        show(&started.target.new_instance),
-        show(&now.target.new_instance),
-    );
-    compare(
-        "spec.source.instance",
-        show(&started.source.instance),
-        show(&now.source.instance),
-    );
-    compare(
-        "spec.source.backupRef",
-        show(&started.source.backup_ref),
-        show(&now.source.backup_ref),
-    );
-    compare(
-        "spec.source.backupId",
-        show(&started.source.backup_id),
-        show(&now.source.backup_id),
-    );
-    compare(
-        "spec.source.repository",
-        show(&started.source.repository),
-        show(&now.source.repository),
-    );
-    compare(
-        "spec.confirmOverwrite",
-        show(&started.confirm_overwrite),
-        show(&now.confirm_overwrite),
-    );
-    compare(
-        "spec.approvedBy",
-        show(&started.approved_by),
-        show(&now.approved_by),
-    );
-    compare(
-        "spec.pointInTime",
-        show(&started.point_in_time),
-        show(&now.point_in_time),
-    );
-    compare(
-        "spec.includeFileStore",
-        show(&started.include_file_store),
-        show(&now.include_file_store),
-    );
-    compare(
-        "spec.regenerateAnalytics",
-        show(&started.regenerate_analytics),
-        show(&now.regenerate_analytics),
-    );
-    compare(
-        "spec.deadlineSeconds",
-        show(&started.deadline_seconds),
-        show(&now.deadline_seconds),
-    );
-    changes
+    FIELDS
+        .iter()
+        .filter_map(|field| {
+            let (was, is) = (show(&started, field), show(&now, field));
+            (was != is).then(|| format!("spec{} ({was} → {is})", field.replace('/', ".")))
+        })
+        .collect()
 }
 
 /// Why a changed spec is not acted on, naming the fields and what to do instead; `None` when

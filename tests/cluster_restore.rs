@@ -8,7 +8,7 @@ mod support;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -663,8 +663,7 @@ async fn an_operator_killed_mid_restore_finishes_it_once_after_its_restart() {
     w.operator.kill().await;
     w.jobs.resume();
     let run = wait_for(120, "the restore command to finish", || async {
-        w.jobs
-            .runs()
+        w.restore_runs()
             .into_iter()
             .find(|r| matches!(r.state, RunState::Exited(_)))
     })
@@ -680,6 +679,64 @@ async fn an_operator_killed_mid_restore_finishes_it_once_after_its_restart() {
     );
     w.running_again("staging", 1).await;
     assert_eq!(staging_dhis2.analytics_requests.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_job_deleted_after_the_swap_is_reported_as_swapped_never_as_left_as_it_was() {
+    let mut w = world("rs-gone").await;
+    let (staging_db, _staging_dhis2) = existing_target(&w, "staging", "staging").await;
+    w.jobs.pause();
+    w.restore(
+        "refresh-staging",
+        json!({"source": {"instance": "hmis"}, "target": {"instance": "staging"},
+            "confirmOverwrite": "staging"}),
+    )
+    .await;
+    held_with_dhis2_stopped(&w, "staging").await;
+    // While the operator is away the engine swaps the restored database in, and someone
+    // deletes the Job outright: no report (termination message) survives to say so.
+    w.operator.kill().await;
+    w.jobs.resume();
+    let run = wait_for(120, "the restore command to finish", || async {
+        w.restore_runs()
+            .into_iter()
+            .find(|r| matches!(r.state, RunState::Exited(_)))
+    })
+    .await;
+    assert_eq!(run.state, RunState::Exited(0), "{}", run.output);
+    let jobs: Api<Job> = Api::namespaced(w.client.clone(), &w.ns);
+    jobs.delete("refresh-staging-restore", &DeleteParams::background())
+        .await
+        .unwrap();
+    wait_for(60, "the Job to be gone", || async {
+        jobs.get_opt("refresh-staging-restore")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    w.operator.restart();
+    let failed = w.phase("refresh-staging", "Failed", 180).await;
+    let status = failed.status.unwrap();
+    let message = status.message.clone().unwrap_or_default();
+    assert!(!message.contains("left as it was"), "{message}");
+    assert!(message.contains("swapped"), "{message}");
+    assert_eq!(status.database_swapped, Some(true), "{status:?}");
+    assert_eq!(status.file_store_restored, None, "unknown: {status:?}");
+    let replaced = status.replaced_database.clone().unwrap_or_default();
+    assert!(
+        replaced.starts_with(&format!("{staging_db}__replaced_")),
+        "{status:?}"
+    );
+    // What status says is what the server holds: the restored data in, the old kept aside.
+    assert_eq!(
+        count(&w.env, &staging_db, "datavalue").await,
+        count(&w.env, &w.source_db, "datavalue").await
+    );
+    assert_eq!(w.tables(&replaced).await, vec!["before_restore"]);
+    w.event("FailedAfterSwap", &replaced).await;
+    w.running_again("staging", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

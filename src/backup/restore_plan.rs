@@ -302,6 +302,29 @@ pub fn expired_replaced_databases(
         .collect()
 }
 
+/// The databases a restore into `target` replaced at or after `since` (their names carry the
+/// moment of the swap): what a restore that started at `since` and ended without a report did.
+pub fn replaced_since(
+    target: &str,
+    names: &[String],
+    since: chrono::DateTime<chrono::Utc>,
+) -> Vec<String> {
+    let prefix = format!("{target}__replaced_");
+    let since =
+        chrono::Timelike::with_nanosecond(&since.naive_utc(), 0).unwrap_or(since.naive_utc());
+    names
+        .iter()
+        .filter(|name| {
+            let Some(stamp) = name.strip_prefix(&prefix).and_then(|rest| rest.get(..16)) else {
+                return false;
+            };
+            chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dt%H%M%Sz")
+                .is_ok_and(|replaced| replaced >= since)
+        })
+        .cloned()
+        .collect()
+}
+
 pub fn side_database_name(target: &str, kind: &str, stamp: &str) -> String {
     let stamp: String = stamp
         .chars()
@@ -571,6 +594,30 @@ mod tests {
         assert_eq!(
             expired_replaced_databases("dhis2", &names, now, chrono::Duration::days(7)),
             vec!["dhis2__replaced_20261125t101500z"]
+        );
+    }
+
+    #[test]
+    fn a_restore_that_started_at_a_moment_replaced_the_databases_stamped_since() {
+        let names: Vec<String> = [
+            "dhis2__replaced_20261207t101459z",
+            "dhis2__replaced_20261207t101500z",
+            "dhis2__replaced_20261207t102000z_2",
+            "dhis2_old__replaced_20261207t103000z",
+            "dhis2__restoring_20261207t103000z_3f9a",
+            "dhis2__replaced_garbage",
+        ]
+        .map(String::from)
+        .to_vec();
+        let started = chrono::DateTime::parse_from_rfc3339("2026-12-07T10:15:00.730Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            replaced_since("dhis2", &names, started),
+            vec![
+                "dhis2__replaced_20261207t101500z",
+                "dhis2__replaced_20261207t102000z_2"
+            ]
         );
     }
 

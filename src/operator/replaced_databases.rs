@@ -85,6 +85,22 @@ async fn drop_expired(
     now: chrono::DateTime<chrono::Utc>,
     keep: chrono::Duration,
 ) -> Result<Vec<(String, Result<(), String>)>, String> {
+    let (client, names) = databases_on_server(connection).await?;
+    let mut dropped = Vec::new();
+    for name in expired_replaced_databases(&connection.database, &names, now, keep) {
+        let result = client
+            .batch_execute(&format!("DROP DATABASE {}", quote_ident(&name)))
+            .await
+            .map_err(|e| e.to_string());
+        dropped.push((name, result));
+    }
+    Ok(dropped)
+}
+
+/// Every database on the server `connection` reaches (and the connection that listed them).
+pub async fn databases_on_server(
+    connection: &DatabaseConnection,
+) -> Result<(tokio_postgres::Client, Vec<String>), String> {
     let target = database_target(connection, "the database's connection Secret")?;
     let client = tokio::time::timeout(Duration::from_secs(30), target.connect())
         .await
@@ -97,13 +113,5 @@ async fn drop_expired(
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let mut dropped = Vec::new();
-    for name in expired_replaced_databases(&connection.database, &names, now, keep) {
-        let result = client
-            .batch_execute(&format!("DROP DATABASE {}", quote_ident(&name)))
-            .await
-            .map_err(|e| e.to_string());
-        dropped.push((name, result));
-    }
-    Ok(dropped)
+    Ok((client, names))
 }

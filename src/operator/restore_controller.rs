@@ -15,6 +15,8 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use crate::backup::restore_plan::replaced_since;
+use crate::backup::room_check::SpaceCheck;
 use crate::crd::dhis2_backup::Dhis2Backup;
 use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database};
 use crate::crd::dhis2_instance::Dhis2Instance;
@@ -25,6 +27,7 @@ use super::cnpg_archive::archive_destination;
 use super::cnpg_build::superuser_secret_name;
 use super::conditions::is_true;
 use super::context::Context;
+use super::database_build::data_volume_bytes;
 use super::database_connection::{DatabaseSecret, instance_database_name, read_database_secret};
 use super::dhis_conf::DatabaseConnection;
 use super::error::{Error, Result};
@@ -33,6 +36,7 @@ use super::job_outcome::{JobOutcome, job_outcome};
 use super::labels::{
     FINALIZER, RESTORE_IN_PROGRESS_ANNOTATION, dedicated_database_name, file_store_claim_name,
 };
+use super::replaced_databases::databases_on_server;
 use super::repository_scope::{check_repository_scope, namespace_instances};
 use super::restore_job::{
     RestoreJobPlan, build_resolve_job, build_restore_job, resolve_job_name, restore_job_name,
@@ -43,8 +47,8 @@ use super::restore_point_in_time::{
 use super::restore_status::{acting_spec, refused_change, restore_conditions};
 use super::restore_steps::{
     Consent, Observed, Phase, RecoveryFacts, Resolution, ResolvedSource, SourceProblem, Step,
-    TargetFacts, check_consent, new_target_instance, next_step, repository_location, resolution,
-    resolve_source, restores_file_store,
+    SwapEvidence, TargetFacts, check_consent, ended_without_report, new_target_instance, next_step,
+    repository_location, resolution, resolve_source, restores_file_store,
 };
 
 pub const KIND: &str = "Dhis2Restore";
@@ -154,6 +158,12 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
     } else {
         None
     };
+    let swap_evidence = match &target {
+        Some(t) if ended_without_report(job.as_ref()) => {
+            Some(swap_evidence(ctx, ns, t, status.started_at.as_deref()).await?)
+        }
+        _ => None,
+    };
     let name = restore.name_any();
     let step = next_step(&Observed {
         phase,
@@ -166,6 +176,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
         regenerate_analytics: spec.regenerate_analytics,
         point_in_time,
         overdue,
+        swap_evidence,
     });
     tracing::debug!(restore = %name, ?phase, ?step, "restore step");
     match step {
@@ -312,6 +323,53 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
             next.message = Some(message.clone());
             write_status(restore, ctx, ns, next).await?;
             ctx.event(restore, true, "FailedAfterSwap", "Restore", message)
+                .await;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Step::JobEndedUnreported { reason, evidence } => {
+            let mut next = status.clone();
+            let database = target
+                .as_ref()
+                .and_then(|t| t.spec.database_ref.clone())
+                .unwrap_or_else(|| dedicated_database_name(target_name));
+            let (reason_code, message) = match &evidence {
+                SwapEvidence::Swapped { replaced } => {
+                    next.replaced_database = Some(replaced.clone());
+                    next.database_swapped = Some(true);
+                    next.file_store_restored = None;
+                    (
+                        "FailedAfterSwap",
+                        format!(
+                            "the restore Job ended without a report after the database was swapped: {target_name} now holds the database of backup {} (the database it had is kept as {replaced}); whether its file store was restored too is unknown; DHIS2 starts again on the restored database: {reason}",
+                            status.backup_id.as_deref().unwrap_or("?")
+                        ),
+                    )
+                }
+                _ => {
+                    next.database_swapped = None;
+                    next.file_store_restored = None;
+                    let why = match &evidence {
+                        SwapEvidence::Unknown(why) => why.as_str(),
+                        _ => "",
+                    };
+                    (
+                        "FailedUnknownSwap",
+                        format!(
+                            "the restore Job ended without a report and whether it swapped the restored database in could not be checked ({why}): if the server of Dhis2Database {database} holds a database named <database>__replaced_<time> stamped after {}, {target_name} holds the restored database; DHIS2 starts again: {reason}",
+                            status
+                                .started_at
+                                .as_deref()
+                                .unwrap_or("the restore's start")
+                        ),
+                    )
+                }
+            };
+            next.phase = Some(Phase::Failed.as_str().into());
+            next.failure_reason = Some(reason.clone());
+            next.completed_at = Some(ctx.clock.now().to_rfc3339());
+            next.message = Some(message.clone());
+            write_status(restore, ctx, ns, next).await?;
+            ctx.event(restore, true, reason_code, "Restore", message)
                 .await;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
@@ -806,6 +864,9 @@ pub struct TargetDatabase {
     pub password_secret: String,
     /// The role DHIS2 connects as: everything restored is its (the login may be another).
     pub owner: String,
+    /// The size of the volume the database server keeps its data on, where the operator made
+    /// it (a managed or cnpg database: `spec.storage.size`).
+    pub volume_bytes: Option<u64>,
 }
 
 /// The target's database connection and the Secret with its password, or why not yet.
@@ -842,11 +903,13 @@ async fn target_database(
         Err(why) => return Ok(Err(why)),
     };
     let owner = connection.username.clone();
+    let volume_bytes = data_volume_bytes(&db);
     if db.spec.provider != DatabaseProvider::Cnpg {
         return Ok(Ok(TargetDatabase {
             connection,
             password_secret: secret_name,
             owner,
+            volume_bytes,
         }));
     }
     // CloudNativePG's application role cannot create or rename databases: the restore logs in
@@ -874,11 +937,45 @@ async fn target_database(
             },
             password_secret: superuser,
             owner,
+            volume_bytes,
         })),
         _ => Ok(Err(format!(
             "waiting for CloudNativePG's superuser Secret {superuser} (the operator turns the Cluster's superuser access on for this restore, and off after)"
         ))),
     }
+}
+
+/// Whether the target's database was swapped for the restored one since the restore started,
+/// as its database server shows (`<database>__replaced_<time>`): asked when the Job ended
+/// without the report that would say so.
+async fn swap_evidence(
+    ctx: &Context,
+    ns: &str,
+    target: &Dhis2Instance,
+    started_at: Option<&str>,
+) -> Result<SwapEvidence> {
+    let Some(since) = started_at.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
+        return Ok(SwapEvidence::Unknown(
+            "the restore's start (status.startedAt) is not recorded".into(),
+        ));
+    };
+    let db = match target_database(ctx, ns, target).await? {
+        Ok(db) => db,
+        Err(why) => return Ok(SwapEvidence::Unknown(why)),
+    };
+    let names = match databases_on_server(&db.connection).await {
+        Ok((_, names)) => names,
+        Err(why) => return Ok(SwapEvidence::Unknown(why)),
+    };
+    let replaced = replaced_since(
+        &db.connection.database,
+        &names,
+        since.with_timezone(&chrono::Utc),
+    );
+    Ok(match replaced.into_iter().next() {
+        Some(replaced) => SwapEvidence::Swapped { replaced },
+        None => SwapEvidence::NotSwapped,
+    })
 }
 
 async fn read_job(ctx: &Context, ns: &str, job_name: &str) -> Result<JobOutcome> {
@@ -1119,6 +1216,15 @@ async fn start_job(
         file_store_claim,
         deadline_seconds: spec.deadline_seconds,
         image: &ctx.engine_image,
+        space: if spec.skip_space_check {
+            SpaceCheck::Skip
+        } else {
+            target_database
+                .volume_bytes
+                .map_or(SpaceCheck::Measure, |capacity_bytes| SpaceCheck::Volume {
+                    capacity_bytes,
+                })
+        },
     }) else {
         fail(
             restore,

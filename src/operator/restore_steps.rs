@@ -325,6 +325,29 @@ pub struct Observed<'a> {
     pub point_in_time: Option<RecoveryFacts>,
     /// `spec.deadlineSeconds` have passed since the restore started (left Pending).
     pub overdue: bool,
+    /// Asked of the target's database server when the Job ended without a report (deleted, or
+    /// its termination message lost): whether the restored database was swapped in.
+    pub swap_evidence: Option<SwapEvidence>,
+}
+
+/// What the target's database server shows of a restore Job that ended without a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapEvidence {
+    /// A `<database>__replaced_<time>` made since the restore started: the Job swapped the
+    /// restored database in, and that is the database the target had.
+    Swapped { replaced: String },
+    /// None: the target still holds its own database.
+    NotSwapped,
+    /// The server could not be asked: why.
+    Unknown(String),
+}
+
+/// The Job ended without the report the engine writes once it has swapped the database in.
+pub fn ended_without_report(job: Option<&JobOutcome>) -> bool {
+    matches!(
+        job,
+        Some(JobOutcome::Missing) | Some(JobOutcome::Failed { report: None, .. })
+    )
 }
 
 /// The new database of a point-in-time recovery, as the cluster shows it.
@@ -390,6 +413,12 @@ pub enum Step {
     /// The Job failed after it swapped the restored database in (its report says so, and
     /// whether the file store was restored): record what was swapped, start DHIS2 again.
     JobFailedAfterSwap(RestoreJobReport),
+    /// The Job ended without a report, and the database server shows it swapped the restored
+    /// database in (`Swapped`) or cannot say (`Unknown`): record that, never "left as it was".
+    JobEndedUnreported {
+        reason: String,
+        evidence: SwapEvidence,
+    },
     /// Take the restore's name off the target: DHIS2 starts again.
     ReleaseTarget,
     /// The restore failed into an instance it created: set that instance's `spec.replicas` to 0
@@ -533,11 +562,22 @@ fn step_now(o: &Observed) -> Step {
                 report: Some(crate::job_report::JobReport::Restore(r)),
                 ..
             }) => Step::JobFailedAfterSwap(r.clone()),
-            Some(JobOutcome::Failed { reason, .. }) => Step::JobFailed(reason.clone()),
-            Some(JobOutcome::Missing) => Step::JobFailed(format!(
-                "the restore Job {} vanished before it finished (deleted by someone?)",
-                o.job_name
-            )),
+            Some(outcome @ (JobOutcome::Failed { .. } | JobOutcome::Missing)) => {
+                let reason = match outcome {
+                    JobOutcome::Failed { reason, .. } => reason.clone(),
+                    _ => format!(
+                        "the restore Job {} vanished before it finished (deleted by someone?)",
+                        o.job_name
+                    ),
+                };
+                match &o.swap_evidence {
+                    None | Some(SwapEvidence::NotSwapped) => Step::JobFailed(reason),
+                    Some(evidence) => Step::JobEndedUnreported {
+                        reason,
+                        evidence: evidence.clone(),
+                    },
+                }
+            }
         },
         Phase::Starting => {
             let Some(t) = &o.target else {
@@ -845,6 +885,7 @@ mod tests {
             regenerate_analytics: true,
             point_in_time: None,
             overdue: false,
+            swap_evidence: None,
         }
     }
 
@@ -1028,6 +1069,32 @@ mod tests {
             report: Some(JobReport::Restore(swapped.clone())),
         });
         assert_eq!(next_step(&o), Step::JobFailedAfterSwap(swapped));
+
+        // Ended without a report (the Job deleted, its termination message lost): what the
+        // database server shows decides, never "left as it was" on a swapped database.
+        assert!(!ended_without_report(o.job.as_ref()));
+        o.job = Some(JobOutcome::Missing);
+        assert!(ended_without_report(o.job.as_ref()));
+        o.swap_evidence = Some(SwapEvidence::NotSwapped);
+        assert!(matches!(next_step(&o), Step::JobFailed(m) if m.contains("vanished")));
+        o.swap_evidence = Some(SwapEvidence::Swapped {
+            replaced: "copy__replaced_20261125t030000z".into(),
+        });
+        assert!(matches!(
+            next_step(&o),
+            Step::JobEndedUnreported { reason, evidence: SwapEvidence::Swapped { replaced } }
+                if reason.contains("vanished") && replaced == "copy__replaced_20261125t030000z"
+        ));
+        o.job = Some(JobOutcome::Failed {
+            reason: "OOMKilled".into(),
+            report: None,
+        });
+        o.swap_evidence = Some(SwapEvidence::Unknown("no answer within 30 s".into()));
+        assert!(matches!(
+            next_step(&o),
+            Step::JobEndedUnreported { reason, evidence: SwapEvidence::Unknown(_) } if reason == "OOMKilled"
+        ));
+        o.swap_evidence = None;
 
         // Failed or completed: the hold comes off, then nothing ever runs again.
         let failed = observed(Phase::Failed, Some(held(Some("refresh"))));

@@ -114,6 +114,18 @@ impl DatabaseTarget {
         })
     }
 
+    /// The server runs on this machine (a Unix socket or a loopback address): what it says of
+    /// its data directory can be measured here.
+    pub fn is_local(&self) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host.is_empty()
+            || host.starts_with('/')
+            || host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     pub fn dbname(&self) -> &str {
         &self.dbname
     }

@@ -656,6 +656,76 @@ async fn a_failure_after_the_swap_is_reported_as_swapped_not_as_left_as_it_was()
 }
 
 #[tokio::test]
+async fn a_restore_the_server_has_no_room_for_is_refused_before_anything_is_built() {
+    let env = env();
+    let (_src, src_url) = env.seeded_database("room_src").await;
+    let repo = tempfile::tempdir().unwrap();
+    let repo_path = repo.path().to_str().unwrap();
+    assert_success(
+        &backup_run(&src_url, repo_path, "hmis", &[]).await,
+        "backup",
+    );
+    // The manifest records what a restore of it takes.
+    let listed = json(&dhis2ctl(&["backup", "list", "--repo", repo_path, "-o", "json"]).await);
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo.path().join(format!("hmis/{id}/manifest.json"))).unwrap(),
+    )
+    .unwrap();
+    let restored_size = manifest["restoredSizeBytes"].as_u64().unwrap();
+    assert!(restored_size > 1024 * 1024, "{manifest}");
+
+    let (dst, dst_url) = env.create_database("room_dst").await;
+    env.client(&dst)
+        .await
+        .batch_execute("CREATE TABLE precious (id int); INSERT INTO precious VALUES (1), (2);")
+        .await
+        .unwrap();
+    // An earlier restore's replaced database: room that could be given back.
+    let replaced = format!("{dst}__replaced_20200101t000000z");
+    let admin = env.client("postgres").await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{replaced}\""))
+        .await
+        .unwrap();
+    let before = fingerprint(&env, &dst).await;
+    // A data volume that the databases already fill but for a megabyte.
+    let used: i64 = admin
+        .query_one("SELECT pg_tablespace_size('pg_default')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let volume = (used as u64 + 1024 * 1024).to_string();
+    let out = dhis2ctl(&restore_args(
+        repo_path,
+        &dst_url,
+        &["--force", "--database-volume-bytes", &volume],
+    ))
+    .await;
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("not enough room"), "{err}");
+    assert!(err.contains(&replaced), "names what can be dropped: {err}");
+    assert!(err.contains("--skip-space-check"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(
+        fingerprint(&env, &dst).await,
+        before,
+        "the target is untouched"
+    );
+    assert!(
+        databases_like(&env, &format!("{dst}__restoring_%"))
+            .await
+            .is_empty(),
+        "no side database was begun"
+    );
+    // Measured on this machine (the server's data directory), there is room.
+    let out = dhis2ctl(&restore_args(repo_path, &dst_url, &["--force"])).await;
+    assert_success(&out, "restore with room");
+    assert_eq!(count(&env, &dst, "datavalue").await, 150_000);
+}
+
+#[tokio::test]
 async fn the_next_restore_drops_what_a_killed_restore_left_behind() {
     let env = env();
     let (_src, src_url) = env.seeded_database("lo_src").await;

@@ -71,6 +71,29 @@ pub async fn user_tables(
         .collect())
 }
 
+/// What restoring the database without the data of `skipped` takes, roughly: its size less
+/// those tables (with their indexes and TOAST).
+pub async fn restored_size(
+    db: &DatabaseTarget,
+    client: &Client,
+    skipped: &[TableName],
+) -> Result<u64, PostgresError> {
+    let schemas: Vec<&str> = skipped.iter().map(|t| t.schema.as_str()).collect();
+    let names: Vec<&str> = skipped.iter().map(|t| t.name.as_str()).collect();
+    let row = client
+        .query_one(
+            "SELECT (pg_database_size(current_database()) - coalesce((
+                 SELECT sum(pg_total_relation_size(c.oid))
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE (n.nspname::text, c.relname::text) IN
+                       (SELECT * FROM unnest($1::text[], $2::text[]))), 0))::bigint",
+            &[&schemas, &names],
+        )
+        .await
+        .map_err(|e| db.query_error("measuring the database", e))?;
+    Ok(row.get::<_, i64>(0).max(0) as u64)
+}
+
 /// How many user relations (tables, views, sequences, …) exist, with a few names as examples.
 pub async fn user_relations(
     db: &DatabaseTarget,

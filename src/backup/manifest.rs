@@ -137,6 +137,11 @@ pub struct BackupManifest {
     /// Why it was taken; absent for routine backups (and in older manifests).
     #[serde(default, skip_serializing_if = "BackupPurpose::is_routine")]
     pub purpose: BackupPurpose,
+    /// Roughly what restoring it takes on a server: the database's size when it was backed up,
+    /// less the tables whose data was skipped (a restore checks it has that room); absent in
+    /// manifests of older dhis2ctl versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_size_bytes: Option<u64>,
 }
 
 /// Why a backup was taken. A backup that keeps what was there just before a restore (step 2 of

@@ -21,6 +21,7 @@ pub mod repo;
 pub mod restore;
 pub mod restore_plan;
 pub mod retention;
+pub mod room_check;
 pub mod run;
 pub mod schema_version;
 pub mod side_database;

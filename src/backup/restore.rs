@@ -12,6 +12,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::job_report::{JobReport, RestoreJobReport};
+use crate::output::human_bytes;
 use crate::postgres::DatabaseTarget;
 use crate::progress::Progress;
 
@@ -26,6 +27,7 @@ use super::restore_plan::{
     PathState, RestoreFacts, RestoreOptions, RestorePlan, RestoreStep, leftover_side_databases,
     resolve_owner,
 };
+use super::room_check::{Room, SpaceCheck, check_room, free_on_volume, needed_for};
 use super::side_database::{Maintenance, count_rows, hand_over_ownership};
 use super::stream::{HashingReader, ProgressReader};
 use super::table_rules::TableName;
@@ -44,6 +46,8 @@ pub struct RestoreRequest {
     pub pg_bin_dir: Option<PathBuf>,
     /// What opens an encrypted backup (empty for unencrypted ones).
     pub key: DecryptWith,
+    /// Whether and how the room for the restored database is checked first.
+    pub space: SpaceCheck,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,6 +192,7 @@ pub async fn restore_backup(
         restore_conf: req.dhis_conf.is_some(),
     };
     let plan = RestorePlan::for_request(&facts, &options, &manifest.id, Utc::now())?;
+    check_space(&admin, manifest, req, &facts.taken_names).await?;
     tracing::info!(side = %plan.side, owner = %plan.owner, "restoring into a side database");
 
     let mut done = Progressed::default();
@@ -304,6 +309,82 @@ pub async fn restore_backup(
     report.duration_seconds = started.elapsed().as_secs_f64();
     report.next_steps = next_steps(manifest, req, &report);
     Ok(report)
+}
+
+/// Refuses, before anything is built, a restore the server has no room for (a volume that fills
+/// half-way stops the server for every database on it); says so when it cannot measure.
+async fn check_space(
+    admin: &Maintenance,
+    manifest: &BackupManifest,
+    req: &RestoreRequest,
+    taken_names: &[String],
+) -> Result<(), BackupError> {
+    let (free_bytes, free_from) = match req.space {
+        SpaceCheck::Skip => {
+            tracing::info!("free space on the database server not checked (--skip-space-check)");
+            return Ok(());
+        }
+        SpaceCheck::Volume { capacity_bytes } => {
+            let used =
+                admin.default_tablespace_bytes().await? + admin.wal_bytes().await.unwrap_or(0);
+            (
+                free_on_volume(capacity_bytes, used),
+                format!(
+                    "its data volume ({}, of which its databases and WAL take {})",
+                    human_bytes(capacity_bytes),
+                    human_bytes(used)
+                ),
+            )
+        }
+        SpaceCheck::Measure => match local_free_space(admin, &req.database).await {
+            Ok(found) => found,
+            Err(why) => {
+                tracing::warn!("free space on the database server not checked: {why}");
+                return Ok(());
+            }
+        },
+    };
+    let target = req.database.dbname();
+    let prefix = format!("{target}__replaced_");
+    let replaced_names: Vec<String> = taken_names
+        .iter()
+        .filter(|n| n.starts_with(&prefix))
+        .cloned()
+        .collect();
+    let (needed_bytes, needed_from) = needed_for(manifest);
+    let room = Room {
+        needed_bytes,
+        needed_from,
+        free_bytes,
+        free_from,
+        replaced: admin.database_sizes(&replaced_names).await?,
+    };
+    check_room(&room, target).map_err(BackupError::Input)?;
+    tracing::info!(
+        needed = %human_bytes(room.needed_bytes),
+        free = %human_bytes(room.free_bytes),
+        "room for the restored database on {}",
+        room.free_from
+    );
+    Ok(())
+}
+
+/// The free room where a server on this machine keeps its data.
+async fn local_free_space(
+    admin: &Maintenance,
+    database: &DatabaseTarget,
+) -> Result<(u64, String), String> {
+    if !database.is_local() {
+        return Err("the server is not on this machine (--database-volume-bytes with the size of its data volume checks it)".into());
+    }
+    let Some(dir) = admin.data_directory().await else {
+        return Err("the role may not read the server's data_directory (a superuser or a member of pg_read_all_settings may)".into());
+    };
+    let stat = rustix::fs::statvfs(dir.as_str()).map_err(|e| format!("measuring {dir}: {e}"))?;
+    Ok((
+        stat.f_bavail.saturating_mul(stat.f_frsize),
+        format!("the file system of the server's data directory {dir}"),
+    ))
 }
 
 /// Drops what earlier restores into this target left when they were killed (their side

@@ -202,6 +202,7 @@ async fn write_backup(
     }
     let dhis2_schema_version = inventory::dhis2_schema_version(db, &client).await?;
     let skipped = tables_with_skipped_data(&tables, req.include_analytics);
+    let restored_size_bytes = Some(inventory::restored_size(db, &client, &skipped).await?);
     let included: Vec<_> = tables
         .iter()
         .filter(|t| !skipped.contains(t))
@@ -354,6 +355,7 @@ async fn write_backup(
         },
         object_lock: repo.object_lock(),
         purpose: req.purpose,
+        restored_size_bytes,
     };
     let body = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| BackupError::io("encoding the manifest", io::Error::other(e)))?;

@@ -66,6 +66,60 @@ impl Maintenance {
         Ok(row.map(|r| r.get(0)))
     }
 
+    /// What the databases in the default tablespace take (allowed to every role: it is the
+    /// default tablespace of the database this session is on).
+    pub async fn default_tablespace_bytes(&self) -> Result<u64, BackupError> {
+        let row = self
+            .client
+            .query_one("SELECT pg_tablespace_size('pg_default')", &[])
+            .await
+            .map_err(|e| self.err("measuring the default tablespace", e))?;
+        Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
+
+    /// What the WAL takes, where the role may see it (a superuser or `pg_monitor`).
+    pub async fn wal_bytes(&self) -> Option<u64> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()",
+                &[],
+            )
+            .await
+            .ok()?;
+        Some(row.get::<_, i64>(0).max(0) as u64)
+    }
+
+    /// The server's data directory, where the role may read it (a superuser or
+    /// `pg_read_all_settings`).
+    pub async fn data_directory(&self) -> Option<String> {
+        let row = self
+            .client
+            .query_one("SELECT current_setting('data_directory')", &[])
+            .await
+            .ok()?;
+        Some(row.get(0))
+    }
+
+    /// The size of each of `names` that exists.
+    pub async fn database_sizes(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, u64)>, BackupError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT datname::text, pg_database_size(oid) FROM pg_database WHERE datname = ANY($1) ORDER BY 1",
+                &[&names],
+            )
+            .await
+            .map_err(|e| self.err("measuring replaced databases", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64))
+            .collect())
+    }
+
     /// Names of databases that start with `prefix`.
     pub async fn databases_starting_with(&self, prefix: &str) -> Result<Vec<String>, BackupError> {
         let rows = self

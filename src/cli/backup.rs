@@ -19,6 +19,7 @@ use crate::backup::prune::{check_policy, prune_backups};
 use crate::backup::repo::{LOCAL_CANNOT_LOCK, RepoLocation, Repository};
 use crate::backup::restore::{RestoreRequest, restore_backup, undo_interrupted};
 use crate::backup::retention::RetentionPolicy;
+use crate::backup::room_check::SpaceCheck;
 use crate::backup::run::{BackupPurpose, BackupRequest, run_backup};
 use crate::backup::verify::{VerifyReport, verify_backup, verify_written_backup};
 use crate::job_report::{
@@ -257,6 +258,14 @@ pub struct RestoreArgs {
     /// Drop the replaced database at once instead of keeping it as <target>__replaced_<time>.
     #[arg(long)]
     pub drop_replaced: bool,
+    /// The size in bytes of the volume the database server keeps its data on: the restore
+    /// checks the restored database fits beside what is there (without it, only a server on
+    /// this machine is measured, through its data directory).
+    #[arg(long, value_name = "BYTES", conflicts_with = "skip_space_check")]
+    pub database_volume_bytes: Option<u64>,
+    /// Restore without checking that the server has room for the restored database.
+    #[arg(long)]
+    pub skip_space_check: bool,
     /// Only say which backup ID names (`latest`: the newest that may be restored) and touch no
     /// database: the operator records it before it stops DHIS2.
     #[arg(long)]
@@ -799,6 +808,11 @@ pub async fn restore(args: RestoreArgs, output: OutputFormat) -> Result<ExitCode
         drop_replaced: args.drop_replaced,
         pg_bin_dir: args.pg.pg_bin_dir,
         key,
+        space: match (args.skip_space_check, args.database_volume_bytes) {
+            (true, _) => SpaceCheck::Skip,
+            (false, Some(capacity_bytes)) => SpaceCheck::Volume { capacity_bytes },
+            (false, None) => SpaceCheck::Measure,
+        },
     };
     // An interrupted restore must not leave a half-filled side database on the server.
     let report = tokio::select! {

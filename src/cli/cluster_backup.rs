@@ -85,6 +85,10 @@ pub struct ClusterRestoreArgs {
     /// Do not ask DHIS2 to regenerate analytics tables afterwards.
     #[arg(long)]
     pub no_analytics: bool,
+    /// Restore without first checking that the database server has room for the restored
+    /// database beside the current one (spec.skipSpaceCheck).
+    #[arg(long)]
+    pub skip_space_check: bool,
     #[command(flatten)]
     pub kube: KubeArgs,
     /// Follow the restore until it completes or fails.
@@ -486,6 +490,7 @@ pub async fn restore(
             include_file_store: true,
             point_in_time: args.point_in_time.clone(),
             deadline_seconds: crate::crd::backup_common::DEFAULT_DEADLINE_SECONDS,
+            skip_space_check: args.skip_space_check,
         },
     );
     restore.metadata.labels =

@@ -32,6 +32,10 @@ pub struct RefreshArgs {
     /// Do not ask DHIS2 to regenerate analytics tables afterwards.
     #[arg(long)]
     pub no_analytics: bool,
+    /// Refresh without first checking that the database server has room for the restored
+    /// database beside the current one (spec.skipSpaceCheck).
+    #[arg(long)]
+    pub skip_space_check: bool,
     #[command(flatten)]
     pub kube: KubeArgs,
     /// Follow the restore until it completes or fails.
@@ -91,6 +95,7 @@ pub async fn refresh(args: RefreshArgs, output: OutputFormat) -> Result<ExitCode
             confirm_overwrite: Some(args.instance),
             approved_by: None,
             no_analytics: args.no_analytics,
+            skip_space_check: args.skip_space_check,
             kube: args.kube,
             wait: args.wait,
         },

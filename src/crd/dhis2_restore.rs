@@ -51,6 +51,12 @@ pub struct Dhis2RestoreSpec {
     #[serde(default = "default_deadline_seconds")]
     #[schemars(range(min = 60))]
     pub deadline_seconds: i64,
+    /// Restore without first checking that the database server has room for the restored
+    /// database beside the current one (which is kept as `<database>__replaced_<time>`): for
+    /// when the check's estimate is known to be wrong. The check reads a managed or cnpg
+    /// database's `spec.storage.size`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_space_check: bool,
 }
 
 /// Which backup: of which instance, which one, from which repository.

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
 use crate::crd::common::{DeletionPolicy, Resources, VolumeSpec};
-use crate::crd::dhis2_database::{DEFAULT_POSTGIS_IMAGE, Dhis2Database};
+use crate::crd::dhis2_database::{DEFAULT_POSTGIS_IMAGE, DatabaseProvider, Dhis2Database};
 
 use super::labels::{child_meta, credentials_secret_name, database_service_name, labels, selector};
 use super::quantity::{memory_bytes, postgres_mb};
@@ -125,6 +125,20 @@ pub fn resource_requirements(
         ),
         ..Default::default()
     }
+}
+
+/// The size of the volume a database the operator runs keeps its data on (a managed or cnpg
+/// database: `spec.storage.size`, else the default); `None` for an external one.
+pub fn data_volume_bytes(db: &Dhis2Database) -> Option<u64> {
+    if db.spec.provider == DatabaseProvider::External {
+        return None;
+    }
+    let size = db
+        .spec
+        .storage
+        .as_ref()
+        .map_or(DEFAULT_STORAGE, |s| s.size.as_str());
+    memory_bytes(size)
 }
 
 /// A ReadWriteOnce claim of the requested size and class, or `default_size` in the default class.

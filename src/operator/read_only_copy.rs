@@ -407,6 +407,7 @@ pub fn copy_restore(
             include_file_store: true,
             point_in_time: None,
             deadline_seconds: default_deadline_seconds(),
+            skip_space_check: false,
         },
     );
     restore.metadata = meta_for(source, &names.instance);

@@ -10,6 +10,8 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Volume, Volu
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use sha2::{Digest, Sha256};
 
+use crate::backup::room_check::SpaceCheck;
+
 use super::dhis_conf::DatabaseConnection;
 use super::engine_job::{
     EngineInputs, EngineJob, build_engine_job, database_inputs, repository_inputs,
@@ -40,6 +42,8 @@ pub struct RestoreJobPlan<'a> {
     pub file_store_claim: Option<String>,
     pub deadline_seconds: i64,
     pub image: &'a str,
+    /// How the engine checks the database server has room for the restored database.
+    pub space: SpaceCheck,
 }
 
 /// `<restore>-restore`, shortened with a hash when the name would pass 63 characters (the
@@ -120,6 +124,13 @@ pub fn build_restore_job(plan: &RestoreJobPlan) -> Option<Job> {
     .collect();
     if plan.overwrite {
         args.push("--force".into());
+    }
+    match plan.space {
+        SpaceCheck::Skip => args.push("--skip-space-check".into()),
+        SpaceCheck::Volume { capacity_bytes } => {
+            args.extend(["--database-volume-bytes".into(), capacity_bytes.to_string()])
+        }
+        SpaceCheck::Measure => {}
     }
     let mut inputs = repository_inputs(&source.repository, true)?.merge(database_inputs(
         "DHIS2_RESTORE_DATABASE_URL",
@@ -205,6 +216,10 @@ mod tests {
     }
 
     fn job(overwrite: bool, claim: Option<&str>) -> Job {
+        job_checking(overwrite, claim, SpaceCheck::Measure)
+    }
+
+    fn job_checking(overwrite: bool, claim: Option<&str>, space: SpaceCheck) -> Job {
         let (source, database) = (source(), database());
         build_restore_job(&RestoreJobPlan {
             restore_name: "refresh-staging",
@@ -219,6 +234,7 @@ mod tests {
             file_store_claim: claim.map(str::to_string),
             deadline_seconds: 3600,
             image: "dhis2-operator:0.1.0",
+            space,
         })
         .unwrap()
     }
@@ -256,6 +272,30 @@ mod tests {
             assert!(!a.contains(&"--drop-replaced".to_string()));
             assert!(!a.contains(&"--files-dir".to_string()));
         }
+    }
+
+    #[test]
+    fn the_engine_checks_room_on_the_volume_the_operator_knows_unless_told_not_to() {
+        let volume = args(&job_checking(
+            true,
+            None,
+            SpaceCheck::Volume {
+                capacity_bytes: 107_374_182_400,
+            },
+        ));
+        let at = volume
+            .iter()
+            .position(|a| a == "--database-volume-bytes")
+            .unwrap();
+        assert_eq!(volume[at + 1], "107374182400");
+        let skipped = args(&job_checking(true, None, SpaceCheck::Skip));
+        assert!(skipped.contains(&"--skip-space-check".to_string()));
+        let external = args(&job(true, None));
+        assert!(
+            !external
+                .iter()
+                .any(|a| a.contains("space") || a.contains("volume-bytes"))
+        );
     }
 
     #[test]

@@ -330,6 +330,7 @@ fn rollback_restore(instance: &Dhis2Instance, name: &str, backup: &str, to: &str
             include_file_store: true,
             point_in_time: None,
             deadline_seconds: default_deadline_seconds(),
+            skip_space_check: false,
         },
     );
     restore.metadata = child_meta(

@@ -12,9 +12,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::crd::backup_common::RunPhase;
+use crate::crd::dhis2_database::DatabaseProvider;
 use crate::crd::upgrade::UpgradeRecord;
-use crate::crd::{Dhis2Backup, Dhis2Instance};
-use crate::operator::labels::ACCEPT_MIGRATED_DATABASE_ANNOTATION;
+use crate::crd::{Dhis2Backup, Dhis2Database, Dhis2Instance};
+use crate::operator::labels::{ACCEPT_MIGRATED_DATABASE_ANNOTATION, dedicated_database_name};
 use crate::operator::upgrade_controller::deployed_of;
 use crate::output::{OutputFormat, render_structured};
 use crate::postgres::DatabaseTarget;
@@ -180,6 +181,7 @@ pub async fn upgrade(args: ClusterUpgradeArgs, output: OutputFormat) -> Result<E
         approve: args.approve.as_deref().map(str::trim),
         image: args.image.as_deref().map(str::trim),
         retry: args.retry,
+        database_provider: database_provider(&client, &ns, &instance).await,
     };
     let intent = assess(&instance, &req).map_err(refused)?;
     let mut report = UpgradeReport {
@@ -533,4 +535,24 @@ async fn follow(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// The provider of the instance's Dhis2Database; `None` when it cannot be read (absent, or the
+/// user may not read Dhis2Databases): the plan then says what the copy does where it is made.
+async fn database_provider(
+    client: &Client,
+    ns: &str,
+    instance: &Dhis2Instance,
+) -> Option<DatabaseProvider> {
+    let name = instance
+        .spec
+        .database_ref
+        .clone()
+        .unwrap_or_else(|| dedicated_database_name(&instance.name_any()));
+    Api::<Dhis2Database>::namespaced(client.clone(), ns)
+        .get_opt(&name)
+        .await
+        .ok()
+        .flatten()
+        .map(|db| db.spec.provider)
 }

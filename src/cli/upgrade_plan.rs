@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::crd::Dhis2Instance;
 use crate::crd::dhis2_backup::Dhis2BackupSpec;
+use crate::crd::dhis2_database::DatabaseProvider;
 use crate::crd::upgrade::{
     UpgradeOutcome, UpgradePhase, UpgradePolicy, UpgradeRecord, UpgradeSpec, UpgradeStatus,
 };
@@ -25,6 +26,8 @@ pub struct UpgradeRequest<'a> {
     pub approve: Option<&'a str>,
     pub image: Option<&'a str>,
     pub retry: bool,
+    /// The provider of the instance's Dhis2Database, when it could be read.
+    pub database_provider: Option<DatabaseProvider>,
 }
 
 /// What the command does to the instance, once it may.
@@ -288,6 +291,9 @@ pub struct UpgradePlan {
     pub local_check: Option<UpgradeCheck>,
     pub downtime: DowntimeEstimate,
     pub rollback: String,
+    /// What `spec.upgrade.readOnlyDuringUpgrade` does for this instance, when it is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only_copy: Option<String>,
 }
 
 /// The approval the upgrade will carry: `--approve`, else one already in the spec for `to`.
@@ -397,6 +403,17 @@ pub fn plan(
         "If DHIS2 {to} does not report its version within {} or restarts {CRASH_LOOP_RESTARTS} times, the operator restores the pre-upgrade backup over {name} (a Dhis2Restore) and starts DHIS2 {from} again; the upgrade ends Failed (RolledBack). DHIS2 was stopped before the backup, so the backup holds everything written before the upgrade; what users write to DHIS2 {to} before the rollback is not in it, and stays only in the migrated database the restore puts aside (its name in the Dhis2Restore's status.replacedDatabase). The operator refuses the upgrade up front when it could not confirm {to} runs (spec.adminSecretRef) or could not read the backup back (an encryption key missing in the cluster)",
         human_duration(timeout)
     );
+    let read_only_copy = settings.read_only_during_upgrade.then(|| {
+        if req.database_provider == Some(DatabaseProvider::Cnpg) {
+            format!(
+                "spec.upgrade.readOnlyDuringUpgrade has no effect here: {name}'s database is a cnpg database, on which the operator makes no copy (CloudNativePG's application role may not create the copy's database), so users wait for DHIS2 {to} during the whole downtime; set it to false to say so"
+            )
+        } else {
+            format!(
+                "spec.upgrade.readOnlyDuringUpgrade: while DHIS2 {to} migrates, users read a copy of DHIS2 {from} made from the pre-upgrade backup (the Service points at it; nothing can be written there). It needs room for a second database on the same server and its own file store; a copy that cannot be made is reported in status.readOnlyCopy and the upgrade goes on without it"
+            )
+        }
+    });
     UpgradePlan {
         instance: name,
         namespace: namespace.to_string(),
@@ -412,6 +429,7 @@ pub fn plan(
         local_check,
         downtime: downtime(last_backup, timeout),
         rollback,
+        read_only_copy,
     }
 }
 
@@ -450,6 +468,9 @@ pub fn render_plan(plan: &UpgradePlan) -> String {
         "\nExpected downtime (an estimate): {}\n\nRollback: {}",
         plan.downtime.text, plan.rollback
     ));
+    if let Some(copy) = &plan.read_only_copy {
+        text.push_str(&format!("\n\nRead-only copy: {copy}"));
+    }
     text
 }
 
@@ -608,6 +629,7 @@ mod tests {
             approve,
             image: None,
             retry,
+            database_provider: None,
         }
     }
 
@@ -655,6 +677,30 @@ mod tests {
             !text.contains("backup-s3"),
             "no secret names needed: {text}"
         );
+    }
+
+    #[test]
+    fn the_plan_says_what_the_read_only_copy_does_and_that_it_does_nothing_on_cnpg() {
+        let mut i = instance("2.41.3", "2.41.3", None);
+        let v = Dhis2Version::parse("2.42.0").unwrap();
+        let p = plan(&i, "moh", &ask("2.42.0", &v, false, None), None, None);
+        assert_eq!(p.read_only_copy, None);
+        assert!(!render_plan(&p).contains("Read-only copy"));
+        i.spec.upgrade = Some(UpgradeSpec {
+            read_only_during_upgrade: true,
+            ..Default::default()
+        });
+        let mut req = ask("2.42.0", &v, false, None);
+        req.database_provider = Some(DatabaseProvider::Managed);
+        let text = render_plan(&plan(&i, "moh", &req, None, None));
+        assert!(
+            text.contains("Read-only copy: spec.upgrade.readOnlyDuringUpgrade: while DHIS2 2.42.0 migrates, users read a copy of DHIS2 2.41.3"),
+            "{text}"
+        );
+        req.database_provider = Some(DatabaseProvider::Cnpg);
+        let text = render_plan(&plan(&i, "moh", &req, None, None));
+        assert!(text.contains("has no effect here"), "{text}");
+        assert!(text.contains("set it to false"), "{text}");
     }
 
     #[test]

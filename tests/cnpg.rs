@@ -19,7 +19,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::cluster_objects::{S3_SERVICE, admin_secret, create, s3_credentials, s3_repository};
 use support::cnpg::{FakeCnpg, HEALTHY, install_crds, set_status, uninstall_crds};
-use support::job_kubelet::JobKubelet;
+use support::job_kubelet::{JobKubelet, RunState};
 use support::kube_env::*;
 use support::{Env, count};
 
@@ -431,7 +431,7 @@ async fn a_production_instance_runs_on_a_three_instance_cnpg_cluster_archiving_w
 async fn logical_backups_and_drills_work_against_a_cnpg_database_as_against_any_other() {
     let _crds = CNPG_CRDS.read().await;
     install_crds(true);
-    let w = world("cnpg-logical").await;
+    let mut w = world("cnpg-logical").await;
     w.cnpg.seed("moh-db");
     w.database("moh-db", json!({})).await;
     w.instance("hmis", "staging", "moh-db").await;
@@ -502,9 +502,10 @@ async fn logical_backups_and_drills_work_against_a_cnpg_database_as_against_any_
 
     // No superuser on the cluster while nothing needs it: whoever may create a Dhis2Backup or
     // a Dhis2Drill gets no way to run SQL as superuser.
+    let (clusters, secrets): (Api<Cluster>, Api<Secret>) = (w.api(), w.api());
     let superuser_off = || async {
-        let cluster = w.api::<Cluster>().get("moh-db").await.ok()?;
-        let secret = w.api::<Secret>().get_opt("moh-db-superuser").await.ok()?;
+        let cluster = clusters.get("moh-db").await.ok()?;
+        let secret = secrets.get_opt("moh-db-superuser").await.ok()?;
         (cluster.spec.enable_superuser_access == Some(false) && secret.is_none()).then_some(())
     };
     assert!(superuser_off().await.is_some(), "superuser access off");
@@ -519,7 +520,12 @@ async fn logical_backups_and_drills_work_against_a_cnpg_database_as_against_any_
         .await
         .unwrap();
     drop(admin);
-    let out = support::dhis2ctl(&[
+    // The operator is killed while the restore holds the superuser on, and restarted: it still
+    // turns it off after the restore, once, as it would have.
+    w.jobs.pause();
+    let ns = w.ns.clone();
+    let (jobs, operator) = (&w.jobs, &mut w.operator);
+    let restore_args = [
         "restore",
         "hmis-now",
         "--from",
@@ -530,9 +536,31 @@ async fn logical_backups_and_drills_work_against_a_cnpg_database_as_against_any_
         "hmis",
         "--wait",
         "-n",
-        &w.ns,
-    ])
-    .await;
+        &ns,
+    ];
+    let restore = support::dhis2ctl(&restore_args);
+    let restart_mid_restore = async {
+        wait_for(120, "the restore Job held, superuser access on", || async {
+            let on = clusters
+                .get("moh-db")
+                .await
+                .ok()?
+                .spec
+                .enable_superuser_access;
+            let held = jobs.runs().into_iter().any(|r| {
+                r.args.iter().any(|a| a == "restore")
+                    && !r.args.iter().any(|a| a == "--resolve-only")
+                    && r.state == RunState::Held
+            });
+            (on == Some(true) && held).then_some(())
+        })
+        .await;
+        operator.kill().await;
+        jobs.resume();
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        operator.restart();
+    };
+    let (out, ()) = tokio::join!(restore, restart_mid_restore);
     support::assert_success(&out, "restore over the cnpg database");
     assert_eq!(count(&w.env, &fake.database, "datavalue").await, rows);
     let admin = w.env.client("postgres").await;

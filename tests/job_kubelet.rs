@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use dhis2_operator::crd::backup_common::{RepositorySpec, S3RepositorySpec};
 use dhis2_operator::job_report::JobReport;
-use dhis2_operator::operator::engine_job::{
+use dhis2_operator::operator::jobs::engine_job::{
     EngineInputs, EngineJob, build_engine_job, repository_inputs, secret_env,
 };
-use dhis2_operator::operator::job_outcome::{JobOutcome, job_outcome};
+use dhis2_operator::operator::jobs::outcome::{JobOutcome, job_outcome};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -218,7 +218,7 @@ async fn a_held_or_running_command_dies_with_its_pod() {
     container.command = Some(vec!["sleep".into()]);
     container.args = Some(vec!["$(SECONDS_TO_SLEEP)".into()]);
     container.env = Some(vec![
-        dhis2_operator::operator::engine_job::plain_env("SECONDS_TO_SLEEP", "300"),
+        dhis2_operator::operator::jobs::engine_job::plain_env("SECONDS_TO_SLEEP", "300"),
         secret_env("UNUSED", "present", "key"),
     ]);
     create_secret(&client, &ns, "present", json!({"key": "v"})).await;

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use dhis2_operator::operator::instance_build::APP;
-use dhis2_operator::operator::labels::{labels, selector};
+use dhis2_operator::operator::instance::build::APP;
+use dhis2_operator::operator::kit::labels::{labels, selector};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Entrypoint of the test image localhost/dhis2-test/postgis:15-3.3 (built by images.sh): does
 # what the official postgis/postgis image's docker-entrypoint.sh + initdb-postgis.sh do, for what
-# the operator uses (src/operator/database_build.rs, drill_build.rs):
+# the operator uses (src/operator/database/build.rs, src/operator/drill/build.rs):
 #   POSTGRES_USER (default postgres), POSTGRES_PASSWORD (required for a new cluster),
 #   POSTGRES_DB (default $POSTGRES_USER), PGDATA (default /var/lib/postgresql/data; may be the
 #   mounted volume itself or a directory below it), POSTGRES_INITDB_ARGS; container args that

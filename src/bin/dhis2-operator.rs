@@ -91,7 +91,7 @@ fn main() -> ExitCode {
                 max_concurrent_reconciles,
                 clock_file,
             } = *args;
-            use dhis2_operator::operator::leadership;
+            use dhis2_operator::operator::kit::leadership;
             let leader_election = if leader_elect {
                 let Some(namespace) = leadership::lease_namespace(lease_namespace) else {
                     eprintln!(

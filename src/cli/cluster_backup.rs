@@ -19,7 +19,7 @@ use crate::crd::{
     Dhis2Backup, Dhis2BackupSpec, Dhis2Drill, Dhis2DrillSpec, Dhis2Instance, Dhis2Restore,
     Dhis2RestoreSpec,
 };
-use crate::operator::restore_steps::{Refusal, check_consent};
+use crate::operator::restore::plan::{Refusal, check_consent};
 use crate::output::{OutputFormat, human_duration, render_structured, render_table};
 
 use super::cluster::{ClusterError, KubeArgs, age, api_error, connect};
@@ -48,7 +48,7 @@ pub struct CreateBackupArgs {
     pub before_restore: bool,
 }
 
-use crate::operator::restore_point_in_time::{MAX_RECOVERY_RESTORE_NAME, parse_moment};
+use crate::operator::restore::point_in_time::{MAX_RECOVERY_RESTORE_NAME, parse_moment};
 
 #[derive(Debug, Args)]
 pub struct ClusterRestoreArgs {
@@ -664,7 +664,7 @@ fn schedule_view(
         "spec"
     };
     let (next_runs, problem) =
-        match crate::operator::schedule_plan::Schedule::parse(cron, zone, field) {
+        match crate::operator::schedule::plan::Schedule::parse(cron, zone, field) {
             Ok(schedule) => {
                 let mut runs = Vec::new();
                 let mut t = chrono::Utc::now();

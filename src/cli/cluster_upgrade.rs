@@ -15,8 +15,8 @@ use crate::crd::backup_common::RunPhase;
 use crate::crd::dhis2_database::DatabaseProvider;
 use crate::crd::upgrade::UpgradeRecord;
 use crate::crd::{Dhis2Backup, Dhis2Database, Dhis2Instance};
-use crate::operator::labels::{ACCEPT_MIGRATED_DATABASE_ANNOTATION, dedicated_database_name};
-use crate::operator::upgrade_controller::deployed_of;
+use crate::operator::kit::labels::{ACCEPT_MIGRATED_DATABASE_ANNOTATION, dedicated_database_name};
+use crate::operator::upgrade::reconcile::deployed_of;
 use crate::output::{OutputFormat, render_structured};
 use crate::postgres::DatabaseTarget;
 use crate::upgrade::{
@@ -470,7 +470,7 @@ async fn wait_cleared(
         let still = instance
             .status
             .and_then(|s| s.upgrade)
-            .is_some_and(|u| crate::operator::upgrade_steps::same_version(&u.to_version, to));
+            .is_some_and(|u| crate::operator::upgrade::plan::same_version(&u.to_version, to));
         if !still {
             return Ok(());
         }

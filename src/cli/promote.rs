@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::crd::Dhis2Instance;
 use crate::crd::dhis2_promotion::{Dhis2Promotion, Dhis2PromotionSpec, Dhis2PromotionStatus};
-use crate::operator::promotion_steps::parse_duration;
+use crate::operator::promotion::plan::parse_duration;
 use crate::output::{OutputFormat, render_structured, render_table};
 use crate::upgrade::Dhis2Version;
 

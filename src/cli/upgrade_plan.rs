@@ -10,10 +10,10 @@ use crate::crd::dhis2_database::DatabaseProvider;
 use crate::crd::upgrade::{
     UpgradeOutcome, UpgradePhase, UpgradePolicy, UpgradeRecord, UpgradeSpec, UpgradeStatus,
 };
-use crate::operator::backup_build::{backup_repository, describe_repository};
-use crate::operator::repository_protection::{RepositoryUse, check_protection};
-use crate::operator::upgrade_controller::deployed_of;
-use crate::operator::upgrade_steps::{CRASH_LOOP_RESTARTS, Deployed, same_version};
+use crate::operator::backup::build::{backup_repository, describe_repository};
+use crate::operator::backup::repository_protection::{RepositoryUse, check_protection};
+use crate::operator::upgrade::plan::{CRASH_LOOP_RESTARTS, Deployed, same_version};
+use crate::operator::upgrade::reconcile::deployed_of;
 use crate::output::human_duration;
 use crate::upgrade::{Dhis2Version, UpgradeCheck};
 

@@ -11,11 +11,11 @@ use kube::{Resource, ResourceExt};
 use rand::Rng;
 use serde::de::DeserializeOwned;
 
-use super::backoff::{FailureCounts, backoff_delay};
-use super::backup_index::BackupIndex;
-use super::clock::Clock;
-use super::error::Error;
-use super::metrics::Metrics;
+use crate::operator::error::Error;
+use crate::operator::instance::backup_index::BackupIndex;
+use crate::operator::kit::backoff::{FailureCounts, backoff_delay};
+use crate::operator::kit::clock::Clock;
+use crate::operator::telemetry::metrics::Metrics;
 
 pub struct Context {
     pub client: Client,

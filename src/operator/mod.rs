@@ -1,73 +1,33 @@
-//! The Kubernetes operator: reconciles `Dhis2Database`, `Dhis2Instance` and `Dhis2Backup`
-//! resources. Decisions
-//! (what objects are needed, what is wrong with a spec, what status to report) are pure functions
-//! in their own files; the controllers are the thin I/O shell around them.
+//! The Kubernetes operator. It reconciles seven kinds — `Dhis2Database`, `Dhis2Instance` (and
+//! its upgrades), `Dhis2Backup`, `Dhis2BackupSchedule` (and an instance's drill schedule),
+//! `Dhis2Drill`, `Dhis2Restore`, `Dhis2Promotion` — one folder each. In a folder, `reconcile.rs`
+//! is the thin I/O shell; `plan.rs` decides what happens next, `build.rs` builds the objects and
+//! `status.rs` computes phase and conditions, all pure.
+//!
+//! - `database/`  — `Dhis2Database`: managed StatefulSet, external server, CloudNativePG (`cnpg/`)
+//! - `instance/`  — `Dhis2Instance`: DHIS2 on Tomcat, `dhis.conf`, health, backup summary
+//! - `upgrade/`   — an instance's upgrade, rollback and read-only copy
+//! - `backup/`    — `Dhis2Backup`, and which repositories a backup or restore may name
+//! - `schedule/`  — `Dhis2BackupSchedule` and an instance's drill schedule
+//! - `drill/`     — `Dhis2Drill`
+//! - `restore/`   — `Dhis2Restore`: logical restore or point-in-time recovery
+//! - `promotion/` — `Dhis2Promotion`
+//! - `kit/`       — Kubernetes plumbing that knows no DHIS2 kind
+//! - `jobs/`      — the engine's Jobs and their outcome
+//! - `telemetry/` — metrics and the HTTP endpoints
+//! - `context.rs`, `error.rs` — what every reconcile shares; `run.rs` — starts them all
 
-pub mod analytics;
-pub mod api_client;
-pub mod apply;
-pub mod backoff;
-pub mod backup_build;
-pub mod backup_controller;
-pub mod backup_index;
-pub mod backup_schedule_controller;
-pub mod backup_status;
-pub mod backup_step;
-pub mod backup_summary;
-pub mod clock;
-pub mod cnpg_archive;
-pub mod cnpg_build;
-pub mod cnpg_database;
-pub mod cnpg_inherited;
-pub mod cnpg_status;
-pub mod cnpg_superuser;
-pub mod conditions;
+pub mod backup;
 pub mod context;
-pub mod credentials;
-pub mod database_build;
-pub mod database_connection;
-pub mod database_controller;
-pub mod dhis_conf;
-pub mod drill_build;
-pub mod drill_controller;
-pub mod drill_plan;
-pub mod drill_schedule_controller;
-pub mod engine_job;
+pub mod database;
+pub mod drill;
 pub mod error;
-pub mod fleet_collector;
-pub mod fleet_metrics;
-pub mod health;
-pub mod instance_build;
-pub mod instance_controller;
-pub mod job_outcome;
-pub mod labels;
-pub mod leadership;
-pub mod metrics;
-pub mod metrics_format;
-pub mod promotion_controller;
-pub mod promotion_steps;
-pub mod quantity;
-pub mod read_only_copy;
-pub mod read_only_copy_controller;
-pub mod replaced_databases;
-pub mod repository_protection;
-pub mod repository_scope;
-pub mod restore_controller;
-pub mod restore_job;
-pub mod restore_point_in_time;
-pub mod restore_status;
-pub mod restore_steps;
+pub mod instance;
+pub mod jobs;
+pub mod kit;
+pub mod promotion;
+pub mod restore;
 pub mod run;
-pub mod run_history;
-pub mod schedule_build;
-pub mod schedule_plan;
-pub mod schedule_status;
-pub mod scheduled_objects;
-pub mod secret_values;
-pub mod server;
-pub mod shared_watch;
-pub mod status;
-pub mod storage;
-pub mod upgrade_controller;
-pub mod upgrade_steps;
-pub mod validate;
+pub mod schedule;
+pub mod telemetry;
+pub mod upgrade;

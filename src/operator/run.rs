@@ -23,20 +23,18 @@ use crate::crd::{
     Dhis2Restore,
 };
 
-use super::backup_index::BackupIndex;
-use super::clock::{FileClock, SystemClock};
-use super::context::{Context, scoped_api as api};
-use super::database_connection::instance_database_name;
-use super::fleet_collector::FleetCollector;
-use super::labels::MANAGED_BY;
-use super::leadership::{self, LeaderElection, LeadershipError};
-use super::metrics::Metrics;
-use super::shared_watch::SharedWatch;
-use super::{
-    api_client, backup_controller, backup_schedule_controller, database_controller,
-    drill_controller, drill_schedule_controller, instance_controller, promotion_controller,
-    restore_controller, server,
-};
+use crate::operator::context::{Context, scoped_api as api};
+use crate::operator::database::connection::instance_database_name;
+use crate::operator::instance::backup_index::BackupIndex;
+use crate::operator::kit::client as api_client;
+use crate::operator::kit::clock::{FileClock, SystemClock};
+use crate::operator::kit::labels::MANAGED_BY;
+use crate::operator::kit::leadership::{self, LeaderElection, LeadershipError};
+use crate::operator::kit::shared_watch::SharedWatch;
+use crate::operator::telemetry::fleet_collector::FleetCollector;
+use crate::operator::telemetry::metrics::Metrics;
+use crate::operator::telemetry::server;
+use crate::operator::{backup, database, drill, instance, promotion, restore, schedule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -156,7 +154,7 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             "--allow-endpoint-override: the dhis2operator.io/endpoint-override annotation is honoured (development only)"
         );
     }
-    // One watch per kind, shared (shared_watch.rs). Only our children wake the controllers, and
+    // One watch per kind, shared (src/operator/kit/shared_watch.rs). Only our children wake the controllers, and
     // only their metadata is watched: fewer watches, fewer events, less memory. Secrets are not
     // watched at all: the operator reads only the Secrets its resources name, by name, so it
     // needs no right to list or watch them (a deleted Secret is noticed at the next requeue).
@@ -222,8 +220,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             .with_config(controller_config.clone())
             .shutdown_on_signal()
             .run(
-                database_controller::reconcile,
-                database_controller::error_policy,
+                database::reconcile::reconcile,
+                database::reconcile::error_policy,
                 ctx.clone(),
             )
             .for_each(|_| futures::future::ready(()));
@@ -262,8 +260,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             .with_config(controller_config.clone())
             .shutdown_on_signal()
             .run(
-                instance_controller::reconcile,
-                instance_controller::error_policy,
+                instance::reconcile::reconcile,
+                instance::reconcile::error_policy,
                 ctx.clone(),
             )
             .for_each(|_| futures::future::ready(()));
@@ -275,8 +273,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             .with_config(controller_config.clone())
             .shutdown_on_signal()
             .run(
-                backup_schedule_controller::reconcile,
-                backup_schedule_controller::error_policy,
+                schedule::reconcile::reconcile,
+                schedule::reconcile::error_policy,
                 ctx.clone(),
             )
             .for_each(|_| futures::future::ready(()));
@@ -286,8 +284,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
             .with_config(controller_config.clone())
             .shutdown_on_signal()
             .run(
-                drill_schedule_controller::reconcile,
-                drill_schedule_controller::error_policy,
+                schedule::drill_reconcile::reconcile,
+                schedule::drill_reconcile::error_policy,
                 ctx.clone(),
             )
             .for_each(|_| futures::future::ready(()));
@@ -297,8 +295,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         .with_config(controller_config.clone())
         .shutdown_on_signal()
         .run(
-            backup_controller::reconcile,
-            backup_controller::error_policy,
+            backup::reconcile::reconcile,
+            backup::reconcile::error_policy,
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
@@ -311,8 +309,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         .with_config(controller_config.clone())
         .shutdown_on_signal()
         .run(
-            drill_controller::reconcile,
-            drill_controller::error_policy,
+            drill::reconcile::reconcile,
+            drill::reconcile::error_policy,
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
@@ -336,8 +334,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         .with_config(controller_config.clone())
         .shutdown_on_signal()
         .run(
-            promotion_controller::reconcile,
-            promotion_controller::error_policy,
+            promotion::reconcile::reconcile,
+            promotion::reconcile::error_policy,
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
@@ -346,8 +344,8 @@ pub async fn run(options: RunOptions) -> Result<(), StartError> {
         .with_config(controller_config.clone())
         .shutdown_on_signal()
         .run(
-            restore_controller::reconcile,
-            restore_controller::error_policy,
+            restore::reconcile::reconcile,
+            restore::reconcile::error_policy,
             ctx,
         )
         .for_each(|_| futures::future::ready(()));

@@ -1,0 +1,4 @@
+//! `Dhis2Promotion`: staging's version promoted to production after a soak.
+
+pub mod plan;
+pub mod reconcile;

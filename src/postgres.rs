@@ -23,12 +23,34 @@ pub enum PostgresError {
     Tls(String),
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
     Connect { target: String, reason: String },
+    /// Nothing listens there (yet): a server starting or restarting, a Service with no ready
+    /// endpoint, or a wrong port.
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Refused { target: String, reason: String },
     #[error("query on {target} failed ({what}): {reason}")]
     Query {
         target: String,
         what: &'static str,
         reason: String,
     },
+}
+
+impl PostgresError {
+    pub fn is_connection_refused(&self) -> bool {
+        matches!(self, PostgresError::Refused { .. })
+    }
+}
+
+/// The connection was refused (no listener), as the socket said.
+fn refused(e: &tokio_postgres::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Connection settings for one database. `Display` never shows the password.
@@ -165,6 +187,12 @@ impl DatabaseTarget {
 
     pub async fn connect(&self) -> Result<Client, PostgresError> {
         let connect_error = |e: tokio_postgres::Error| {
+            if refused(&e) {
+                return PostgresError::Refused {
+                    target: self.to_string(),
+                    reason: describe_pg_error(&e),
+                };
+            }
             let mut reason = describe_pg_error(&e);
             if reason.contains("invalid peer certificate") {
                 reason.push_str(

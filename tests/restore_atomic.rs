@@ -720,8 +720,69 @@ async fn a_restore_the_server_has_no_room_for_is_refused_before_anything_is_buil
         "no side database was begun"
     );
     // Measured on this machine (the server's data directory), there is room.
-    let out = dhis2ctl(&restore_args(repo_path, &dst_url, &["--force"])).await;
+    let out = dhis2ctl(&restore_args(
+        repo_path,
+        &dst_url,
+        &["--force", "-o", "json"],
+    ))
+    .await;
     assert_success(&out, "restore with room");
+    let checked = json(&out)["spaceCheck"].as_str().unwrap().to_string();
+    assert!(
+        checked.starts_with("room for about") && checked.contains("data directory"),
+        "{checked}"
+    );
+    assert_eq!(count(&env, &dst, "datavalue").await, 150_000);
+}
+
+/// A restore (an upgrade's rollback above all) whose server refuses connections for a moment —
+/// starting, restarting, or behind a Service with no ready endpoint — waits for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_waits_for_a_server_that_refuses_connections_for_a_moment() {
+    let env = env();
+    let (_src, src_url) = env.seeded_database("refused_src").await;
+    let repo = tempfile::tempdir().unwrap();
+    let repo_path = repo.path().to_str().unwrap().to_string();
+    assert_success(
+        &backup_run(&src_url, &repo_path, "hmis", &[]).await,
+        "backup",
+    );
+    let (dst, dst_url) = env.create_database("refused_dst").await;
+    // A port nobody listens on yet, which will forward to the server in a few seconds.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let rest = dst_url.trim_start_matches("postgresql://");
+    let (userinfo, hostpart) = rest.split_once('@').unwrap();
+    let (server, path) = hostpart.split_once('/').unwrap();
+    let late_url = format!("postgresql://{userinfo}@127.0.0.1:{port}/{path}");
+    let upstream = server.to_string();
+    let restore = tokio::spawn(async move {
+        dhis2ctl(&restore_args(&repo_path, &late_url, &["-o", "json"])).await
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    let out = restore.await.unwrap();
+    assert_success(&out, "restore once the server answers");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("trying again"),
+        "says it waits: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(count(&env, &dst, "datavalue").await, 150_000);
 }
 

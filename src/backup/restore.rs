@@ -66,6 +66,8 @@ pub struct RestoreReport {
     pub dropped_replaced_database: bool,
     /// Side databases of earlier restores that were killed before they could drop them.
     pub dropped_leftovers: Vec<String>,
+    /// Whether the server had room for the restored database, or why that was not checked.
+    pub space_check: String,
     pub files_dir: Option<String>,
     pub dhis_conf: Option<String>,
     /// Where replaced files were moved, so nothing is lost.
@@ -192,7 +194,7 @@ pub async fn restore_backup(
         restore_conf: req.dhis_conf.is_some(),
     };
     let plan = RestorePlan::for_request(&facts, &options, &manifest.id, Utc::now())?;
-    check_space(&admin, manifest, req, &facts.taken_names).await?;
+    let space_check = check_space(&admin, manifest, req, &facts.taken_names).await?;
     tracing::info!(side = %plan.side, owner = %plan.owner, "restoring into a side database");
 
     let mut done = Progressed::default();
@@ -224,6 +226,7 @@ pub async fn restore_backup(
         replaced_database: None,
         dropped_replaced_database: false,
         dropped_leftovers,
+        space_check,
         files_dir: req.files_dir.as_ref().map(|d| d.display().to_string()),
         dhis_conf: req.dhis_conf.as_ref().map(|d| d.display().to_string()),
         kept_aside: Vec::new(),
@@ -312,18 +315,16 @@ pub async fn restore_backup(
 }
 
 /// Refuses, before anything is built, a restore the server has no room for (a volume that fills
-/// half-way stops the server for every database on it); says so when it cannot measure.
+/// half-way stops the server for every database on it); otherwise says what it found, or why it
+/// could not measure (the report's `spaceCheck`).
 async fn check_space(
     admin: &Maintenance,
     manifest: &BackupManifest,
     req: &RestoreRequest,
     taken_names: &[String],
-) -> Result<(), BackupError> {
+) -> Result<String, BackupError> {
     let (free_bytes, free_from) = match req.space {
-        SpaceCheck::Skip => {
-            tracing::info!("free space on the database server not checked (--skip-space-check)");
-            return Ok(());
-        }
+        SpaceCheck::Skip => return Ok("not checked (--skip-space-check)".into()),
         SpaceCheck::Volume { capacity_bytes } => {
             let used =
                 admin.default_tablespace_bytes().await? + admin.wal_bytes().await.unwrap_or(0);
@@ -339,8 +340,8 @@ async fn check_space(
         SpaceCheck::Measure => match local_free_space(admin, &req.database).await {
             Ok(found) => found,
             Err(why) => {
-                tracing::warn!("free space on the database server not checked: {why}");
-                return Ok(());
+                tracing::info!("free space on the database server not checked: {why}");
+                return Ok(format!("not checked: {why}"));
             }
         },
     };
@@ -360,13 +361,13 @@ async fn check_space(
         replaced: admin.database_sizes(&replaced_names).await?,
     };
     check_room(&room, target).map_err(BackupError::Input)?;
-    tracing::info!(
-        needed = %human_bytes(room.needed_bytes),
-        free = %human_bytes(room.free_bytes),
-        "room for the restored database on {}",
+    Ok(format!(
+        "room for about {} ({}): {} free on {}",
+        human_bytes(room.needed_bytes),
+        room.needed_from,
+        human_bytes(room.free_bytes),
         room.free_from
-    );
-    Ok(())
+    ))
 }
 
 /// The free room where a server on this machine keeps its data.

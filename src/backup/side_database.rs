@@ -12,6 +12,9 @@ use crate::postgres::{DatabaseTarget, PostgresError, describe_pg_error, quote_id
 use super::error::BackupError;
 use super::restore_plan::{ExtensionFacts, RoleFacts};
 
+/// How long a restore waits for a server that refuses connections.
+pub const REFUSED_PATIENCE: Duration = Duration::from_secs(90);
+
 /// A session on the server's maintenance database.
 pub struct Maintenance {
     pub db: DatabaseTarget,
@@ -19,7 +22,27 @@ pub struct Maintenance {
 }
 
 impl Maintenance {
+    /// A server that refuses connections is starting, restarting, or (behind a Kubernetes
+    /// Service) briefly not ready: a restore — an upgrade's rollback above all — waits up to
+    /// [`REFUSED_PATIENCE`] for it instead of failing at once.
     pub async fn connect(any: &DatabaseTarget) -> Result<Self, BackupError> {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_secs(1);
+        loop {
+            match Self::connect_once(any).await {
+                Err(BackupError::Postgres(e))
+                    if e.is_connection_refused() && started.elapsed() < REFUSED_PATIENCE =>
+                {
+                    tracing::warn!("{e}; trying again for up to {REFUSED_PATIENCE:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn connect_once(any: &DatabaseTarget) -> Result<Self, BackupError> {
         let mut last = None;
         for name in ["postgres", "template1"] {
             let db = any.with_dbname(name);

@@ -208,9 +208,11 @@ cmd_import() {
 stop_pid() {
   local f=$D/$1.pid p
   [ -f "$f" ] || return 0
-  p=$(cat "$f"); kill "$p" 2>/dev/null
+  # A process that already exited is not an error: under `set -e` a failed kill would end the
+  # stop half-way, leaving containerd, the relays and dnsmasq (on the node's address) running.
+  p=$(cat "$f"); kill "$p" 2>/dev/null || true
   for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || { rm -f "$f"; return 0; }; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null; rm -f "$f"
+  kill -9 "$p" 2>/dev/null || true; rm -f "$f"
 }
 
 cmd_stop() {
@@ -236,7 +238,7 @@ cmd_stop() {
   awk -v d="$D" 'index($5, d) == 1 || $5 ~ "^/run/netns/cni-" {print $5}' /proc/self/mountinfo | sort -r |
     while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
   rm -f /run/netns/cni-*
-  ip netns del $NS 2>/dev/null
+  ip netns del $NS 2>/dev/null || true
   if mountpoint -q /run/netns && [ -z "$(ls -A /run/netns)" ]; then umount /run/netns 2>/dev/null && rmdir /run/netns; fi
   for h in /sys/fs/cgroup/*/; do
     for c in kubepods k8s.io; do [ -d "$h$c" ] && find "$h$c" -depth -type d -exec rmdir {} + 2>/dev/null; done

@@ -280,47 +280,45 @@ pub fn leftover_side_databases(target: &str, names: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The databases restores into `target` replaced (`<target>__replaced_<UTC time>[_N]`) that
-/// are older than `keep` at `now`: the room they hold can be given back.
+/// When a restore into `target` replaced the database `name`, read from its name
+/// (`<target>__replaced_<UTC time>[_N]`); `None` for any other database.
+fn replaced_at(target: &str, name: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let stamp = name
+        .strip_prefix(target)?
+        .strip_prefix("__replaced_")?
+        .get(..16)?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dt%H%M%Sz")
+        .ok()
+        .map(|replaced| replaced.and_utc())
+}
+
+/// The databases restores into `target` replaced that are older than `keep` at `now`: the room
+/// they hold can be given back.
 pub fn expired_replaced_databases(
     target: &str,
     names: &[String],
     now: chrono::DateTime<chrono::Utc>,
     keep: chrono::Duration,
 ) -> Vec<String> {
-    let prefix = format!("{target}__replaced_");
     names
         .iter()
-        .filter(|name| {
-            let Some(stamp) = name.strip_prefix(&prefix).and_then(|rest| rest.get(..16)) else {
-                return false;
-            };
-            chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dt%H%M%Sz")
-                .is_ok_and(|replaced| now - replaced.and_utc() > keep)
-        })
+        .filter(|name| replaced_at(target, name).is_some_and(|replaced| now - replaced > keep))
         .cloned()
         .collect()
 }
 
 /// The databases a restore into `target` replaced at or after `since` (their names carry the
-/// moment of the swap): what a restore that started at `since` and ended without a report did.
+/// moment of the swap, to the second): what a restore that started at `since` and ended without
+/// a report did.
 pub fn replaced_since(
     target: &str,
     names: &[String],
     since: chrono::DateTime<chrono::Utc>,
 ) -> Vec<String> {
-    let prefix = format!("{target}__replaced_");
-    let since =
-        chrono::Timelike::with_nanosecond(&since.naive_utc(), 0).unwrap_or(since.naive_utc());
+    let since = chrono::Timelike::with_nanosecond(&since, 0).unwrap_or(since);
     names
         .iter()
-        .filter(|name| {
-            let Some(stamp) = name.strip_prefix(&prefix).and_then(|rest| rest.get(..16)) else {
-                return false;
-            };
-            chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dt%H%M%Sz")
-                .is_ok_and(|replaced| replaced >= since)
-        })
+        .filter(|name| replaced_at(target, name).is_some_and(|replaced| replaced >= since))
         .cloned()
         .collect()
 }

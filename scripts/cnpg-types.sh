@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerates src/cnpg/{cluster,scheduled_backup,object_store}.rs from CloudNativePG's CRDs with
+# Regenerates src/cnpg/generated/{cluster,scheduled_backup,object_store}.rs from CloudNativePG's CRDs with
 # kopium (`cargo install kopium --version 0.24.1 --locked`). The CRDs are the unmodified ones in
 # ../shared/testdata/cnpg/ (CloudNativePG v1.30.0, Barman Cloud plugin v0.14.0); pass another
 # directory holding cnpg-1.30-crds.yaml and barman-cloud-objectstore-crd.yaml to use other copies.
@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 check=false
 if [ "${1:-}" = "--check" ]; then check=true; shift; fi
 crds=${1:-$here/../shared/testdata/cnpg}
-out=$here/src/cnpg
+out=$here/src/cnpg/generated
 if $check; then out=$(mktemp -d); fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -36,8 +36,8 @@ for pair in Cluster:cluster ScheduledBackup:scheduled_backup ObjectStore:object_
 done
 if $check; then
   for f in cluster scheduled_backup object_store; do
-    cmp -s "$out/$f.rs" "$here/src/cnpg/$f.rs" || { echo "src/cnpg/$f.rs differs from kopium's output: run scripts/cnpg-types.sh" >&2; exit 1; }
+    cmp -s "$out/$f.rs" "$here/src/cnpg/generated/$f.rs" || { echo "src/cnpg/generated/$f.rs differs from kopium's output: run scripts/cnpg-types.sh" >&2; exit 1; }
   done
   rm -rf "$out"
-  echo "src/cnpg matches kopium's output"
+  echo "src/cnpg/generated matches kopium's output"
 fi

@@ -24,6 +24,8 @@ scripts/testenv/up.sh "$ENV_DIR" --with-node
 # shellcheck disable=SC1091
 source "$ENV_DIR/env"
 
+echo "== module graph (no import cycles; cli/ and rules/ never import operator/)"
+python3 scripts/module_cycles.py
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

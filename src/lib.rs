@@ -14,6 +14,7 @@ pub mod output;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod progress;
+pub mod rules;
 pub mod upgrade;
 
 /// kube (ring) and the AWS SDK (aws-lc-rs) both enable a rustls crypto backend, so rustls cannot

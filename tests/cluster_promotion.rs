@@ -152,7 +152,7 @@ async fn a_promotion_waits_for_every_gate_then_upgrades_production() {
     ])
     .await;
     assert_eq!(out.status.code(), Some(2), "{}", support::stderr(&out));
-    assert!(support::stderr(&out).contains("--min-soak 'soon' is not a duration"));
+    assert!(support::stderr(&out).contains("--min-soak: 'soon' is not a duration"));
     let instances: Api<Dhis2Instance> = Api::namespaced(w.client.clone(), &w.ns);
     wait_for(90, "staging and production Ready", || async {
         for name in ["staging", "hmis"] {

@@ -167,7 +167,7 @@ impl World {
             &format!("Dhis2Restore {name} to be {want}"),
             || async {
                 let r = restores.get(name).await.ok()?;
-                let phase = r.status.as_ref()?.phase.clone()?;
+                let phase = r.status.as_ref()?.phase?.as_str();
                 if phase != want && (phase == "Completed" || phase == "Failed") {
                     panic!(
                         "Dhis2Restore {name} ended {phase}, not {want}: {:?}",
@@ -440,7 +440,10 @@ async fn overwriting_needs_confirmation_and_for_production_an_approver() {
     let refused = w
         .message("rollback", "set spec.confirmOverwrite: national")
         .await;
-    assert_eq!(refused.status.unwrap().phase.as_deref(), Some("Pending"));
+    assert_eq!(
+        refused.status.unwrap().phase.map(|p| p.as_str()),
+        Some("Pending")
+    );
     w.event(
         "OverwriteNotConfirmed",
         "set spec.confirmOverwrite: national",
@@ -481,7 +484,7 @@ async fn overwriting_needs_confirmation_and_for_production_an_approver() {
         "no DHIS2 pod while restoring"
     );
     let restoring = w.restores().get("rollback").await.unwrap().status.unwrap();
-    assert_eq!(restoring.phase.as_deref(), Some("Restoring"));
+    assert_eq!(restoring.phase.map(|p| p.as_str()), Some("Restoring"));
     assert_eq!(restoring.previous_replicas, Some(1));
     assert_eq!(restoring.target_created, Some(false));
     w.event("Started", "approved by Dr. Sok Chea").await;
@@ -602,7 +605,7 @@ async fn a_failed_restore_leaves_the_target_as_it_was_and_starts_dhis2_again() {
             .status
             .unwrap()
             .phase
-            .as_deref(),
+            .map(|p| p.as_str()),
         Some("Failed")
     );
 }
@@ -873,7 +876,7 @@ async fn latest_is_resolved_before_dhis2_stops_and_a_newer_backup_changes_nothin
     let restores = w.restores();
     let started = wait_for(120, "the restore to leave Pending", || async {
         let status = restores.get("refresh-staging").await.ok()?.status?;
-        (status.phase.as_deref()? != "Pending").then_some(status)
+        (status.phase?.as_str() != "Pending").then_some(status)
     })
     .await;
     assert_eq!(

@@ -14,6 +14,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use serde_json::json;
 
+use dhis2_operator::crd::dhis2_restore::RestorePhase;
 use dhis2_operator::crd::upgrade::{UpgradeOutcome, UpgradePhase};
 use dhis2_operator::crd::{Dhis2Backup, Dhis2Instance, Dhis2Restore};
 use support::Env;
@@ -833,7 +834,7 @@ async fn after_a_failed_rollback_dhis2_stays_stopped_until_a_restore_brings_it_b
     let restores: Api<Dhis2Restore> = Api::namespaced(w.client.clone(), &w.ns);
     wait_for(300, "the restore to complete", || async {
         let r = restores.get("after-failed-rollback").await.ok()?;
-        (r.status?.phase.as_deref() == Some("Completed")).then_some(())
+        (r.status?.phase? == RestorePhase::Completed).then_some(())
     })
     .await;
     let i = w.runs("2.42.4").await;

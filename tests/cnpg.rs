@@ -708,7 +708,7 @@ async fn a_point_in_time_restore_recovers_a_new_cluster_to_the_moment_and_moves_
 
     let restore = wait_for(180, "the restore to complete", || async {
         let r = w.api::<Dhis2Restore>().get("hmis-1013").await.ok()?;
-        let phase = r.status.as_ref()?.phase.clone()?;
+        let phase = r.status.as_ref()?.phase?.as_str();
         assert_ne!(phase, "Failed", "{:?}", r.status);
         (phase == "Completed").then_some(r)
     })
@@ -930,7 +930,7 @@ async fn dhis2ctl_recovers_a_moment_into_a_new_instance_and_leaves_the_source_al
     assert_eq!(cluster.spec.instances, 1, "staging, like the source");
     let done = wait_for(180, "the restore to complete", || async {
         let r = w.api::<Dhis2Restore>().get(&name).await.ok()?;
-        let phase = r.status.as_ref()?.phase.clone()?;
+        let phase = r.status.as_ref()?.phase?.as_str();
         assert_ne!(phase, "Failed", "{:?}", r.status);
         (phase == "Completed").then_some(r)
     })

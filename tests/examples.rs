@@ -7,9 +7,9 @@ mod install_support;
 
 use clap::Parser;
 use dhis2_operator::crd::{Dhis2BackupSchedule, Dhis2Database, Dhis2Instance};
-use dhis2_operator::operator::backup::repository_protection::{RepositoryUse, check_protection};
 use dhis2_operator::operator::instance::validate::{validate_database, validate_instance};
-use dhis2_operator::operator::schedule::plan::Schedule;
+use dhis2_operator::rules::cron_schedule::Schedule;
+use dhis2_operator::rules::repository_protection::{RepositoryUse, check_protection};
 use install_support::{docs, ensure_namespace, install_crds, kubernetes_validate, read};
 use serde_json::Value;
 

@@ -21,9 +21,10 @@ use crate::progress::Progress;
 use super::catalog::{Catalog, Incompleteness, completeness, load_catalog};
 use super::error::BackupError;
 use super::lease::Lease;
+use super::manifest::object_key;
 use super::manifest::{BackupManifest, LEASE_FILE, MANIFEST_FILE, StoredObject};
 use super::repo::{ObjectSink, RepoError, Repository};
-use super::run::{heartbeat, lease_body, object_key};
+use super::run::{heartbeat, lease_body};
 use super::stream::{HashingReader, ProgressReader};
 
 /// Which of an instance's complete sets to copy.

@@ -11,13 +11,10 @@ use std::str::FromStr;
 use age::secrecy::SecretString;
 use age::x25519;
 
-use super::error::BackupError;
-use super::manifest::{BackupManifest, EncryptionRecord, StoredObject};
+use super::error::{BackupError, KeyMismatch};
+use super::manifest::{AGE_SUFFIX, BackupManifest, EncryptionRecord, StoredObject};
+use super::object_reader::blocking_reader;
 use super::repo::Repository;
-use super::verify::blocking_reader;
-
-/// Appended to the name of every encrypted object: `database.pgdump.zst.age`.
-pub const AGE_SUFFIX: &str = ".age";
 
 /// age's own default (about a second on a current CPU, 256 MiB of memory). Fixed rather than
 /// measured, so a backup taken on a fast server still opens on a slow laptop.
@@ -145,32 +142,6 @@ impl DecryptWith {
             }
         }
     }
-}
-
-/// The key given does not open the backup. Checked before a restore or drill touches anything.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyMismatch {
-    #[error(
-        "backup {backup} is encrypted to {recipients}: give the private key of one of them with --identity FILE or DHIS2_BACKUP_IDENTITY_FILE"
-    )]
-    IdentityMissing { backup: String, recipients: String },
-    #[error(
-        "backup {backup} is encrypted to {recipients}, but {origin} holds the private key of {given}, none of them: give the private key of one of the backup's recipients"
-    )]
-    WrongIdentity {
-        backup: String,
-        recipients: String,
-        origin: String,
-        given: String,
-    },
-    #[error(
-        "backup {backup} is encrypted with a passphrase: give it with --passphrase-file FILE, DHIS2_BACKUP_PASSPHRASE_FILE or DHIS2_BACKUP_PASSPHRASE"
-    )]
-    PassphraseMissing { backup: String },
-    #[error(
-        "the passphrase given does not open backup {backup}: it was encrypted with another passphrase"
-    )]
-    WrongPassphrase { backup: String },
 }
 
 fn backup_name(manifest: &BackupManifest) -> String {

@@ -18,7 +18,7 @@ pub enum BackupError {
     Postgres(#[from] PostgresError),
     /// The key given does not open an encrypted backup.
     #[error(transparent)]
-    Key(#[from] super::encryption::KeyMismatch),
+    Key(#[from] KeyMismatch),
     #[error("{tool} failed: {reason}")]
     Tool { tool: String, reason: String },
     /// SIGINT/SIGTERM stopped the command; `undone` says what was put back (exit 130 / 143).
@@ -100,6 +100,32 @@ pub fn validate_instance_name(name: &str) -> Result<(), BackupError> {
             "--instance: '{name}' is not a valid instance name; use 1-63 lowercase letters, digits and '-' (e.g. hmis-production)"
         )))
     }
+}
+
+/// The key given does not open the backup. Checked before a restore or drill touches anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyMismatch {
+    #[error(
+        "backup {backup} is encrypted to {recipients}: give the private key of one of them with --identity FILE or DHIS2_BACKUP_IDENTITY_FILE"
+    )]
+    IdentityMissing { backup: String, recipients: String },
+    #[error(
+        "backup {backup} is encrypted to {recipients}, but {origin} holds the private key of {given}, none of them: give the private key of one of the backup's recipients"
+    )]
+    WrongIdentity {
+        backup: String,
+        recipients: String,
+        origin: String,
+        given: String,
+    },
+    #[error(
+        "backup {backup} is encrypted with a passphrase: give it with --passphrase-file FILE, DHIS2_BACKUP_PASSPHRASE_FILE or DHIS2_BACKUP_PASSPHRASE"
+    )]
+    PassphraseMissing { backup: String },
+    #[error(
+        "the passphrase given does not open backup {backup}: it was encrypted with another passphrase"
+    )]
+    WrongPassphrase { backup: String },
 }
 
 #[cfg(test)]

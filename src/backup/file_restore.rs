@@ -12,9 +12,10 @@ use chrono::Utc;
 use super::encryption::{DecryptWith, open_compressed};
 use super::error::BackupError;
 use super::manifest::{BackupManifest, PosixMetadata, StoredObject};
+use super::object_reader::blocking_reader;
 use super::repo::Repository;
 use super::stream::HashingReader;
-use super::verify::{blocking_reader, check_digest};
+use super::verify::check_digest;
 
 /// Never restored: setuid and setgid.
 const FORBIDDEN_MODE_BITS: u32 = 0o6000;

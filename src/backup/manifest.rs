@@ -8,6 +8,14 @@ use super::object_lock::ObjectLock;
 use super::schema_version::release_line;
 use super::table_rules::TableName;
 
+/// Appended to the name of every encrypted object: `database.pgdump.zst.age`.
+pub const AGE_SUFFIX: &str = ".age";
+
+/// Where an object of a backup is stored: `<instance>/<backup id>/<object name>`.
+pub fn object_key(instance: &str, id: &str, object: &str) -> String {
+    format!("{instance}/{id}/{object}")
+}
+
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// Present only while a backup runs; see `lease.rs`.
@@ -221,7 +229,7 @@ impl BackupManifest {
             if !seen.insert(o.name.as_str()) {
                 return Err(format!("manifest names object {} twice", o.name));
             }
-            if o.is_encrypted() != o.name.ends_with(super::encryption::AGE_SUFFIX) {
+            if o.is_encrypted() != o.name.ends_with(AGE_SUFFIX) {
                 return Err(format!(
                     "manifest names object {} with an encryption that does not match its name",
                     o.name

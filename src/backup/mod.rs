@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod lease;
 pub mod manifest;
 pub mod object_lock;
+pub mod object_reader;
 pub mod pg_tools;
 pub mod prune;
 pub mod repo;

@@ -21,6 +21,7 @@ use super::error::BackupError;
 use super::file_restore::{StagedFileStore, read_dhis_conf, stage_file_store, write_dhis_conf};
 use super::inventory;
 use super::manifest::{BackupManifest, ObjectKind, StoredObject};
+use super::object_reader::blocking_reader;
 use super::pg_tools::{PgTools, dbname_conninfo};
 use super::repo::Repository;
 use super::restore_plan::{
@@ -31,7 +32,7 @@ use super::room_check::{Room, SpaceCheck, check_room, free_on_volume, needed_for
 use super::side_database::{Maintenance, count_rows, hand_over_ownership};
 use super::stream::{HashingReader, ProgressReader};
 use super::table_rules::TableName;
-use super::verify::{blocking_reader, check_digest, dump_major};
+use super::verify::{check_digest, dump_major};
 
 #[derive(Debug, Clone)]
 pub struct RestoreRequest {

@@ -19,7 +19,8 @@ use super::lease::{HEARTBEAT_INTERVAL_SECONDS, Lease};
 pub use super::manifest::BackupPurpose;
 use super::manifest::{
     BackupManifest, DATABASE_OBJECT, DHIS_CONF_OBJECT, FILESTORE_OBJECT, LEASE_FILE, MANIFEST_FILE,
-    MANIFEST_FORMAT_VERSION, ObjectKind, TableRecord, ToolRecord, new_backup_id, skipped_names,
+    MANIFEST_FORMAT_VERSION, ObjectKind, TableRecord, ToolRecord, new_backup_id, object_key,
+    skipped_names,
 };
 use super::pg_tools::PgTools;
 use super::repo::{RepoError, Repository};
@@ -41,10 +42,6 @@ pub struct BackupRequest {
     pub encrypt_to: Option<EncryptTo>,
     /// Recorded in the manifest: `BeforeRestore` keeps it out of `latest`.
     pub purpose: BackupPurpose,
-}
-
-pub fn object_key(instance: &str, id: &str, object: &str) -> String {
-    format!("{instance}/{id}/{object}")
 }
 
 /// Checks the inputs that need no network, so a typo fails in milliseconds.

@@ -1,29 +1,8 @@
 //! DHIS2's schema version: the highest successful version in `flyway_schema_history`, such as
-//! `2.41.38`. Versions compare as numbers (`2.41.38` > `2.41.9`), never as strings.
+//! `2.41.38`. Versions compare as numbers (`2.41.38` > `2.41.9`), never as strings: they are read
+//! by [`Dhis2Version`], the one version parser.
 
-use std::cmp::Ordering;
-
-/// Compares dotted version strings part by part, numerically where both parts are numbers.
-pub fn compare_versions(a: &str, b: &str) -> Ordering {
-    let mut left = a.split(['.', '_']);
-    let mut right = b.split(['.', '_']);
-    loop {
-        match (left.next(), right.next()) {
-            (None, None) => return Ordering::Equal,
-            (Some(_), None) => return Ordering::Greater,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(x), Some(y)) => {
-                let order = match (x.parse::<u64>(), y.parse::<u64>()) {
-                    (Ok(x), Ok(y)) => x.cmp(&y),
-                    _ => x.cmp(y),
-                };
-                if order != Ordering::Equal {
-                    return order;
-                }
-            }
-        }
-    }
-}
+use crate::upgrade::version::Dhis2Version;
 
 /// The highest version among Flyway's applied migrations (repeatable migrations have none).
 pub fn highest_schema_version<I, S>(versions: I) -> Option<String>
@@ -35,29 +14,20 @@ where
         .into_iter()
         .map(|v| v.as_ref().trim().to_string())
         .filter(|v| !v.is_empty())
-        .max_by(|a, b| compare_versions(a, b))
+        .max_by_key(|v| Dhis2Version::parse(v).ok())
 }
 
-/// The DHIS2 release line a schema version belongs to: `2.41.38` → `2.41`.
+/// The DHIS2 release line a schema version belongs to: `2.41.38` → `2.41` (as written when it is
+/// not a DHIS2 version).
 pub fn release_line(schema_version: &str) -> String {
-    schema_version
-        .split('.')
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(".")
+    Dhis2Version::parse(schema_version)
+        .map(|v| v.major().to_string())
+        .unwrap_or_else(|_| schema_version.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_compare_as_numbers() {
-        assert_eq!(compare_versions("2.41.38", "2.41.9"), Ordering::Greater);
-        assert_eq!(compare_versions("2.9", "2.10"), Ordering::Less);
-        assert_eq!(compare_versions("2.40.1.1", "2.40.1"), Ordering::Greater);
-        assert_eq!(compare_versions("2.41", "2.41"), Ordering::Equal);
-    }
 
     #[test]
     fn highest_is_numeric_not_lexicographic() {

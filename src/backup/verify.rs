@@ -9,16 +9,15 @@ use std::path::Path;
 use std::process::Stdio;
 
 use serde::Serialize;
-use tokio_util::io::SyncIoBridge;
 
 use crate::progress::Progress;
 
 use super::encryption::{DecryptWith, check_age_header, check_key_opens, open_compressed};
 use super::error::BackupError;
 use super::manifest::{BackupManifest, ObjectKind, StoredObject};
+use super::object_reader::blocking_reader;
 use super::pg_tools::PgTools;
-use super::repo::{ObjectReader, Repository};
-use super::run::object_key;
+use super::repo::Repository;
 use super::stream::{HashingReader, ProgressReader};
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,16 +41,6 @@ pub struct VerifiedObject {
     /// False for an encrypted object checked without its key: only its size, checksum and
     /// age header were.
     pub contents_checked: bool,
-}
-
-/// A blocking `Read` over a stored object, for use on a blocking thread.
-pub async fn blocking_reader(
-    repo: &Repository,
-    manifest: &BackupManifest,
-    object: &StoredObject,
-) -> Result<SyncIoBridge<ObjectReader>, BackupError> {
-    let key = object_key(&manifest.instance, &manifest.id, &object.name);
-    Ok(SyncIoBridge::new(repo.open_reader(&key).await?))
 }
 
 /// Compares what was read with what the manifest promises.

@@ -202,7 +202,7 @@ pub struct ListArgs {
     #[arg(value_name = "INSTANCE")]
     pub cluster_instance: Option<String>,
     #[command(flatten)]
-    pub kube: super::cluster::KubeArgs,
+    pub kube: super::kube_access::KubeArgs,
     #[command(flatten)]
     pub repos: ReposArgs,
     /// Only this instance's backups (with --repo).

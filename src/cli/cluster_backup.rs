@@ -14,15 +14,16 @@ use k8s_openapi::api::core::v1::Secret;
 use crate::crd::backup_common::{RepositorySpec, RunPhase};
 use crate::crd::dhis2_backup::Dhis2BackupStatus;
 use crate::crd::dhis2_drill::Dhis2DrillStatus;
+use crate::crd::dhis2_restore::RestorePhase;
 use crate::crd::dhis2_restore::{NewInstanceOverrides, RestoreSource, RestoreTarget};
 use crate::crd::{
     Dhis2Backup, Dhis2BackupSpec, Dhis2Drill, Dhis2DrillSpec, Dhis2Instance, Dhis2Restore,
     Dhis2RestoreSpec,
 };
-use crate::operator::restore::plan::{Refusal, check_consent};
 use crate::output::{OutputFormat, human_duration, render_structured, render_table};
+use crate::rules::restore_consent::{Refusal, check_consent};
 
-use super::cluster::{ClusterError, KubeArgs, age, api_error, connect};
+use super::kube_access::{ClusterError, KubeArgs, age, api_error, connect};
 
 #[derive(Debug, Args)]
 pub struct CreateBackupArgs {
@@ -48,7 +49,8 @@ pub struct CreateBackupArgs {
     pub before_restore: bool,
 }
 
-use crate::operator::restore::point_in_time::{MAX_RECOVERY_RESTORE_NAME, parse_moment};
+use crate::rules::moment::parse_moment;
+use crate::rules::names::MAX_RECOVERY_RESTORE_NAME;
 
 #[derive(Debug, Args)]
 pub struct ClusterRestoreArgs {
@@ -508,10 +510,7 @@ pub async fn restore(
     let to = args.to.clone();
     let describe = move |name: &str, r: &Dhis2Restore| {
         let st = r.status.clone().unwrap_or_default();
-        let mut line = format!(
-            "restore {name} into {to}: {}",
-            st.phase.clone().unwrap_or_else(|| "Pending".into())
-        );
+        let mut line = format!("restore {name} into {to}: {}", st.phase.unwrap_or_default());
         if let Some(m) = st.failure_reason.or(st.message) {
             line.push_str(&format!(" — {m}"));
         }
@@ -540,20 +539,16 @@ pub async fn restore(
         args.wait,
         describe,
         |r| {
-            matches!(
-                r.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Completed" | "Failed")
-            )
+            r.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(RestorePhase::is_finished)
         },
     )
     .await?;
     Ok(
-        match finished
-            .and_then(|r| r.status)
-            .and_then(|s| s.phase)
-            .as_deref()
-        {
-            Some("Failed") => ExitCode::FAILURE,
+        match finished.and_then(|r| r.status).and_then(|s| s.phase) {
+            Some(RestorePhase::Failed) => ExitCode::FAILURE,
             _ => ExitCode::SUCCESS,
         },
     )
@@ -663,25 +658,25 @@ fn schedule_view(
     } else {
         "spec"
     };
-    let (next_runs, problem) =
-        match crate::operator::schedule::plan::Schedule::parse(cron, zone, field) {
-            Ok(schedule) => {
-                let mut runs = Vec::new();
-                let mut t = chrono::Utc::now();
-                while !suspended && runs.len() < count {
-                    let Some(next) = schedule.next_after(t) else {
-                        break;
-                    };
-                    runs.push(
-                        next.with_timezone(&schedule.zone())
-                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    );
-                    t = next;
-                }
-                (runs, None)
+    let (next_runs, problem) = match crate::rules::cron_schedule::Schedule::parse(cron, zone, field)
+    {
+        Ok(schedule) => {
+            let mut runs = Vec::new();
+            let mut t = chrono::Utc::now();
+            while !suspended && runs.len() < count {
+                let Some(next) = schedule.next_after(t) else {
+                    break;
+                };
+                runs.push(
+                    next.with_timezone(&schedule.zone())
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                );
+                t = next;
             }
-            Err(e) => (Vec::new(), Some(e.to_string())),
-        };
+            (runs, None)
+        }
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
     ScheduleView {
         kind,
         name,

@@ -15,19 +15,20 @@ use crate::crd::backup_common::RunPhase;
 use crate::crd::dhis2_database::DatabaseProvider;
 use crate::crd::upgrade::UpgradeRecord;
 use crate::crd::{Dhis2Backup, Dhis2Database, Dhis2Instance};
-use crate::operator::kit::labels::{ACCEPT_MIGRATED_DATABASE_ANNOTATION, dedicated_database_name};
-use crate::operator::upgrade::reconcile::deployed_of;
 use crate::output::{OutputFormat, render_structured};
 use crate::postgres::DatabaseTarget;
+use crate::rules::deployed_version::deployed_of;
+use crate::rules::duration::parse_duration;
+use crate::rules::names::{ACCEPT_MIGRATED_DATABASE_ANNOTATION, dedicated_database_name};
 use crate::upgrade::{
     CurrentVersion, Dhis2Version, UpgradeCheck, UpgradeError, check_upgrade, read_database_facts,
 };
 
 use super::CliError;
-use super::cluster::{ClusterError, KubeArgs, api_error, connect};
+use super::kube_access::{ClusterError, KubeArgs, api_error, connect};
 use super::upgrade_plan::{
     Intent, LastBackup, Progress, Refusal, UpgradePlan, UpgradeRequest, accept_target, assess,
-    parse_timeout, plan, progress, render_plan,
+    plan, progress, render_plan,
 };
 
 /// How long `--retry` waits for the operator to clear the finished upgrade.
@@ -69,8 +70,8 @@ pub struct ClusterUpgradeArgs {
     /// Follow the upgrade until it ends (exit 1 unless it succeeded).
     #[arg(long)]
     pub wait: bool,
-    /// With --wait: give up waiting after this long (90s, 30m, 2h); the upgrade goes on.
-    #[arg(long, requires = "wait", value_parser = parse_timeout)]
+    /// With --wait: give up waiting after this long (90s, 30m, 2h, 1d); the upgrade goes on.
+    #[arg(long, requires = "wait", value_parser = |text: &str| parse_duration(text, "--timeout"))]
     pub timeout: Option<Duration>,
     /// Also run the operator's database checks here, against this database
     /// (postgresql://USER@HOST:PORT/DATABASE; PGPASSWORD for the password). Only reads.
@@ -470,7 +471,7 @@ async fn wait_cleared(
         let still = instance
             .status
             .and_then(|s| s.upgrade)
-            .is_some_and(|u| crate::operator::upgrade::plan::same_version(&u.to_version, to));
+            .is_some_and(|u| crate::rules::deployed_version::same_version(&u.to_version, to));
         if !still {
             return Ok(());
         }

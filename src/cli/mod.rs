@@ -2,11 +2,13 @@
 
 mod backup;
 mod backup_freshness;
+mod check_render;
 mod cluster;
 mod cluster_backup;
 mod cluster_upgrade;
 mod demo;
 mod encryption;
+mod kube_access;
 mod man;
 mod metrics_textfile;
 mod promote;
@@ -74,7 +76,7 @@ pub enum Command {
         /// The Dhis2Instance.
         instance: String,
         #[command(flatten)]
-        kube: cluster::KubeArgs,
+        kube: kube_access::KubeArgs,
         /// How many next runs to show.
         #[arg(long, default_value_t = 3)]
         next: usize,
@@ -227,7 +229,7 @@ pub struct DrillArgs {
     #[arg(value_name = "INSTANCE")]
     pub cluster_instance: Option<String>,
     #[command(flatten)]
-    pub kube: cluster::KubeArgs,
+    pub kube: kube_access::KubeArgs,
     /// Follow the cluster drill until it finishes (exit 1 when it does not pass).
     #[arg(long)]
     pub wait: bool,
@@ -320,7 +322,7 @@ enum CliError {
     #[error(transparent)]
     Backup(#[from] BackupError),
     #[error(transparent)]
-    Cluster(#[from] cluster::ClusterError),
+    Cluster(#[from] kube_access::ClusterError),
     #[error(transparent)]
     Upgrade(#[from] crate::upgrade::UpgradeError),
 }
@@ -338,7 +340,7 @@ impl CliError {
                 )
                 | BackupError::Repo(RepoError::BadLocation(_)),
             )
-            | Self::Cluster(cluster::ClusterError::Refused(_))
+            | Self::Cluster(kube_access::ClusterError::Refused(_))
             | Self::Upgrade(
                 UpgradeError::Usage(_)
                 | UpgradeError::Postgres(
@@ -467,9 +469,9 @@ mod tests {
             target: "postgresql://dhis@db:5432/x".into(),
         });
         assert_eq!(not_dhis2.exit_code(), 1);
-        let downgrade = CliError::Cluster(cluster::ClusterError::Refused("--to 2.41".into()));
+        let downgrade = CliError::Cluster(kube_access::ClusterError::Refused("--to 2.41".into()));
         assert_eq!(downgrade.exit_code(), 2);
-        let in_progress = CliError::Cluster(cluster::ClusterError::NotNow("Migrating".into()));
+        let in_progress = CliError::Cluster(kube_access::ClusterError::NotNow("Migrating".into()));
         assert_eq!(in_progress.exit_code(), 1);
     }
 }

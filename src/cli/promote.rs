@@ -12,11 +12,11 @@ use serde_json::json;
 
 use crate::crd::Dhis2Instance;
 use crate::crd::dhis2_promotion::{Dhis2Promotion, Dhis2PromotionSpec, Dhis2PromotionStatus};
-use crate::operator::promotion::plan::parse_duration;
 use crate::output::{OutputFormat, render_structured, render_table};
+use crate::rules::duration::parse_duration;
 use crate::upgrade::Dhis2Version;
 
-use super::cluster::{ClusterError, KubeArgs, api_error, connect};
+use super::kube_access::{ClusterError, KubeArgs, api_error, connect};
 
 #[derive(Debug, Args)]
 pub struct PromoteArgs {

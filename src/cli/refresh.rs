@@ -12,8 +12,8 @@ use crate::crd::Dhis2Instance;
 use crate::crd::dhis2_instance::Environment;
 
 use super::OutputFormat;
-use super::cluster::{ClusterError, KubeArgs, api_error, connect};
 use super::cluster_backup::{ClusterRestoreArgs, restore};
+use super::kube_access::{ClusterError, KubeArgs, api_error, connect};
 
 #[derive(Debug, Args)]
 pub struct RefreshArgs {

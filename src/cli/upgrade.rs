@@ -5,13 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::output::{OutputFormat, render_table};
+use crate::output::OutputFormat;
 use crate::postgres::DatabaseTarget;
 use crate::upgrade::{
-    CheckOutcome, CurrentVersion, Dhis2Version, UpgradeCheck, UpgradeError, Verdict, check_upgrade,
-    read_database_facts,
+    CurrentVersion, Dhis2Version, UpgradeError, check_upgrade, read_database_facts,
 };
 
+use super::check_render::render_check;
 use super::{EXIT_FAILURE, emit};
 
 /// `dhis2ctl upgrade INSTANCE --to VERSION …` (in the cluster), or `dhis2ctl upgrade check …`.
@@ -76,39 +76,4 @@ pub async fn check(args: CheckArgs, output: OutputFormat) -> Result<ExitCode, Up
     } else {
         ExitCode::SUCCESS
     })
-}
-
-pub(super) fn render_check(result: &UpgradeCheck) -> String {
-    let from = match result.from_source {
-        "schema" => format!("{} (schema {})", result.from.major(), result.from),
-        _ => result.from.to_string(),
-    };
-    let rows = result
-        .checks
-        .iter()
-        .map(|c| {
-            let outcome = match c.outcome {
-                CheckOutcome::Passed => "passed",
-                CheckOutcome::Warning => "warning",
-                CheckOutcome::Blocked => "blocked",
-            };
-            vec![c.check.clone(), outcome.to_string(), c.detail.clone()]
-        })
-        .collect();
-    let verdict = match result.verdict {
-        Verdict::Ready => "ready: nothing blocks the upgrade".to_string(),
-        Verdict::ReadyWithWarnings => {
-            "ready with warnings: nothing blocks the upgrade; read the warnings first".to_string()
-        }
-        Verdict::Blocked => format!(
-            "blocked: fix the {} blocked check(s) before upgrading",
-            result.blocked().count()
-        ),
-        Verdict::NothingToDo => "nothing to do: already on that version".to_string(),
-    };
-    format!(
-        "DHIS2 {from} → {}\n\n{}\n\n{verdict}",
-        result.to,
-        render_table(&["check", "result", "detail"], rows)
-    )
 }

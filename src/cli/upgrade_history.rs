@@ -13,7 +13,7 @@ use crate::crd::dhis2_instance::Dhis2InstanceStatus;
 use crate::crd::upgrade::{UpgradeRecord, UpgradeStatus};
 use crate::output::{OutputFormat, human_duration, render_structured, render_table};
 
-use super::cluster::{ClusterError, KubeArgs, api_error, connect};
+use super::kube_access::{ClusterError, KubeArgs, api_error, connect};
 
 /// The MESSAGE column's width in the table (`-o wide` prints it whole).
 const MESSAGE_WIDTH: usize = 60;

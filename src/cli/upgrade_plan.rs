@@ -10,11 +10,11 @@ use crate::crd::dhis2_database::DatabaseProvider;
 use crate::crd::upgrade::{
     UpgradeOutcome, UpgradePhase, UpgradePolicy, UpgradeRecord, UpgradeSpec, UpgradeStatus,
 };
-use crate::operator::backup::build::{backup_repository, describe_repository};
-use crate::operator::backup::repository_protection::{RepositoryUse, check_protection};
-use crate::operator::upgrade::plan::{CRASH_LOOP_RESTARTS, Deployed, same_version};
-use crate::operator::upgrade::reconcile::deployed_of;
 use crate::output::human_duration;
+use crate::rules::deployed_version::deployed_of;
+use crate::rules::deployed_version::{CRASH_LOOP_RESTARTS, Deployed, same_version};
+use crate::rules::repository::{backup_repository, describe_repository};
+use crate::rules::repository_protection::{RepositoryUse, check_protection};
 use crate::upgrade::{Dhis2Version, UpgradeCheck};
 
 /// What the command line asks for.
@@ -459,7 +459,7 @@ pub fn render_plan(plan: &UpgradePlan) -> String {
     match &plan.local_check {
         Some(check) => {
             text.push_str("\nThe same checks, run here (--database-url):\n");
-            text.push_str(&super::upgrade::render_check(check));
+            text.push_str(&super::check_render::render_check(check));
             text.push('\n');
         }
         None => text.push_str("  (give --database-url to run them here now)\n"),
@@ -528,42 +528,6 @@ pub fn progress(
             "waiting for the operator to start the upgrade to {to}"
         )),
     }
-}
-
-/// `--timeout`: `90`, `90s`, `30m`, `2h`, `1h30m`.
-pub fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
-    let bad = || {
-        format!(
-            "'{text}' is not a duration: give seconds or a number with s, m or h, e.g. 90s, 30m, 2h, 1h30m"
-        )
-    };
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Ok(std::time::Duration::from_secs(seconds));
-    }
-    let (mut total, mut number) = (0u64, String::new());
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => return Err(bad()),
-        };
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        total = total.saturating_add(n.saturating_mul(unit));
-        number.clear();
-    }
-    if !number.is_empty() {
-        return Err(bad());
-    }
-    Ok(std::time::Duration::from_secs(total))
 }
 
 #[cfg(test)]
@@ -957,15 +921,5 @@ mod tests {
             progress(Some(&other), &[], None, "2.42.0"),
             Progress::Running(_)
         ));
-    }
-
-    #[test]
-    fn timeouts() {
-        assert_eq!(parse_timeout("90").unwrap().as_secs(), 90);
-        assert_eq!(parse_timeout("30m").unwrap().as_secs(), 1800);
-        assert_eq!(parse_timeout("1h30m").unwrap().as_secs(), 5400);
-        assert!(parse_timeout("soon").is_err());
-        assert!(parse_timeout("5x").is_err());
-        assert!(parse_timeout("12m3").is_err());
     }
 }

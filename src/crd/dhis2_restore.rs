@@ -110,7 +110,8 @@ pub struct Dhis2RestoreStatus {
     pub observed_generation: Option<i64>,
     /// `Pending`, `ScalingDown`, `Restoring`, `Starting`, `Completed`, `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub phase: Option<RestorePhase>,
     /// The backup restored: always a concrete id once the restore has started (`latest` is
     /// resolved while still Pending, before DHIS2 is stopped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,4 +167,88 @@ pub struct Dhis2RestoreStatus {
     pub failure_reason: Option<String>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+/// Where a restore is. Written to `status.phase` as its name; a name this operator does not know
+/// (written by a newer one) reads as `Pending`, so an object is never unreadable for its phase.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(from = "String", into = "String")]
+pub enum RestorePhase {
+    /// Not started: waiting for consent, a backup, or a repository.
+    #[default]
+    Pending,
+    /// Holding the target: DHIS2 is being stopped.
+    ScalingDown,
+    /// The engine's Job restores into the target's database.
+    Restoring,
+    /// DHIS2 is starting again on the restored database.
+    Starting,
+    Completed,
+    Failed,
+}
+
+impl RestorePhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestorePhase::Pending => "Pending",
+            RestorePhase::ScalingDown => "ScalingDown",
+            RestorePhase::Restoring => "Restoring",
+            RestorePhase::Starting => "Starting",
+            RestorePhase::Completed => "Completed",
+            RestorePhase::Failed => "Failed",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, RestorePhase::Completed | RestorePhase::Failed)
+    }
+}
+
+impl From<String> for RestorePhase {
+    fn from(name: String) -> Self {
+        match name.as_str() {
+            "ScalingDown" => RestorePhase::ScalingDown,
+            "Restoring" => RestorePhase::Restoring,
+            "Starting" => RestorePhase::Starting,
+            "Completed" => RestorePhase::Completed,
+            "Failed" => RestorePhase::Failed,
+            _ => RestorePhase::Pending,
+        }
+    }
+}
+
+impl From<RestorePhase> for String {
+    fn from(phase: RestorePhase) -> Self {
+        phase.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for RestorePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_is_written_as_its_name_and_an_unknown_name_reads_as_pending() {
+        for phase in [
+            RestorePhase::Pending,
+            RestorePhase::ScalingDown,
+            RestorePhase::Restoring,
+            RestorePhase::Starting,
+            RestorePhase::Completed,
+            RestorePhase::Failed,
+        ] {
+            let json = serde_json::to_value(phase).unwrap();
+            assert_eq!(json, serde_json::json!(phase.as_str()));
+            assert_eq!(serde_json::from_value::<RestorePhase>(json).unwrap(), phase);
+        }
+        let status: Dhis2RestoreStatus =
+            serde_json::from_value(serde_json::json!({"phase": "Verifying"})).unwrap();
+        assert_eq!(status.phase, Some(RestorePhase::Pending));
+    }
 }

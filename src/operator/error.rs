@@ -11,9 +11,7 @@ pub enum Error {
     #[error(
         "{kind} {name} exists and is not managed by dhis2-operator for this resource (its controller owner reference is not this resource's UID); rename or delete it, the operator will not overwrite it"
     )]
-    Conflict { kind: &'static str, name: String },
-    #[error("finalizer: {0}")]
-    Finalizer(String),
+    Conflict { kind: String, name: String },
     /// A step of an upgrade that failed and is retried (e.g. the database did not answer).
     #[error("upgrade: {0}")]
     Upgrade(String),
@@ -32,7 +30,6 @@ impl Error {
         match self {
             Self::Kube { .. } => "kube",
             Self::Conflict { .. } => "conflict",
-            Self::Finalizer(_) => "finalizer",
             Self::Upgrade(_) => "upgrade",
         }
     }

@@ -12,10 +12,15 @@
 //! - `drill/`     — `Dhis2Drill`
 //! - `restore/`   — `Dhis2Restore`: logical restore or point-in-time recovery
 //! - `promotion/` — `Dhis2Promotion`
-//! - `kit/`       — Kubernetes plumbing that knows no DHIS2 kind
+//! - `kit/`       — Kubernetes plumbing that knows no DHIS2 kind: labels, server-side apply and
+//!   pruning, one `patch_status`, one `create_once`, finalizers, conditions, client, clock
 //! - `jobs/`      — the engine's Jobs and their outcome
 //! - `telemetry/` — metrics and the HTTP endpoints
 //! - `context.rs`, `error.rs` — what every reconcile shares; `run.rs` — starts them all
+//!
+//! A folder may use another's pure files, never its `reconcile.rs`. What `dhis2ctl` must agree on
+//! with the operator (names, consent, durations, cron in a zone, what DHIS2 runs) is in
+//! `crate::rules`, which `cli/` reads instead of this module (scripts/module_cycles.py checks).
 
 pub mod backup;
 pub mod context;

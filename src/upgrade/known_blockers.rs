@@ -1,7 +1,7 @@
 //! Data that makes a DHIS2 migration fail, found before the upgrade instead of by a failed
 //! Flyway run. Each rule comes from DHIS2's own migration notes.
 
-use super::check::{CheckOutcome, CheckResult};
+use super::check_result::{CheckOutcome, CheckResult};
 use super::facts::DatabaseFacts;
 use super::version::{Dhis2Version, Major};
 

@@ -3,6 +3,7 @@
 //! needs from the database; `requirements` is the one table of what each release line needs.
 
 pub mod check;
+pub mod check_result;
 pub mod error;
 pub mod facts;
 pub mod known_blockers;
@@ -10,7 +11,8 @@ pub mod preflight;
 pub mod requirements;
 pub mod version;
 
-pub use check::{CheckOutcome, CheckResult, CurrentVersion, UpgradeCheck, Verdict, check_upgrade};
+pub use check::{CurrentVersion, UpgradeCheck, Verdict, check_upgrade};
+pub use check_result::{CheckOutcome, CheckResult};
 pub use error::UpgradeError;
 pub use facts::DatabaseFacts;
 pub use preflight::read_database_facts;

@@ -15,16 +15,15 @@ use crate::crd::backup_common::{RepositorySpec, RetentionSpec};
 use crate::crd::dhis2_backup::{BackupPurpose, Dhis2Backup, Dhis2BackupSpec};
 use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceSpec};
 
-use crate::operator::backup::repository_protection::{RepositoryUse, check_protection};
 use crate::operator::database::connection::DatabaseSecret;
 use crate::operator::instance::build::{DHIS_CONF_MODE, dhis2_pod_labels};
 use crate::operator::jobs::engine_job::{
     EngineInputs, EngineJob, build_engine_job, database_inputs, repository_inputs,
     secret_file_inputs,
 };
-use crate::operator::kit::labels::{
+use crate::operator::kit::labels::labels;
+use crate::rules::names::{
     ENGINE_APP, INSTANCE_LABEL, SCHEDULE_LABEL, dhis_conf_secret_name, file_store_claim_name,
-    labels,
 };
 
 /// Where the Job sees DHIS2's file store (the path DHIS2 itself uses).
@@ -49,52 +48,6 @@ pub fn backup_job_name(backup: &str) -> String {
         head.pop();
     }
     format!("{head}{suffix}")
-}
-
-/// The repository the backup goes to: its own `spec.repository`, else the instance's
-/// `spec.backup.repository`; or why there is none.
-pub fn backup_repository<'a>(
-    backup: &'a Dhis2BackupSpec,
-    instance: &'a Dhis2InstanceSpec,
-) -> Result<&'a RepositorySpec, String> {
-    let (repository, field) = match &backup.repository {
-        Some(r) => (r, "the Dhis2Backup's spec.repository"),
-        None => match instance.backup.as_ref().and_then(|b| b.repository.as_ref()) {
-            Some(r) => (r, "the Dhis2Instance's spec.backup.repository"),
-            None => {
-                return Err(format!(
-                    "no backup repository: set spec.repository on the Dhis2Backup or spec.backup.repository on Dhis2Instance {}",
-                    backup.instance_ref
-                ));
-            }
-        },
-    };
-    match (&repository.s3, &repository.volume) {
-        (Some(_), Some(_)) => Err(format!("{field} names both s3 and volume; keep one")),
-        (None, None) => Err(format!("{field} names neither s3 nor volume")),
-        _ => {
-            check_protection(repository, field, RepositoryUse::Backup)?;
-            Ok(repository)
-        }
-    }
-}
-
-/// The repository as people read it (no credentials): `s3://bucket/prefix`, or the claim and
-/// directory of a volume repository.
-pub fn describe_repository(repository: &RepositorySpec) -> String {
-    if let Some(s3) = &repository.s3 {
-        return match s3.prefix.as_deref().map(|p| p.trim_matches('/')) {
-            Some(p) if !p.is_empty() => format!("s3://{}/{p}", s3.bucket),
-            _ => format!("s3://{}", s3.bucket),
-        };
-    }
-    match &repository.volume {
-        Some(v) => match v.path.as_deref().map(|p| p.trim_matches('/')) {
-            Some(p) if !p.is_empty() => format!("volume {}:/{p}", v.claim_name),
-            _ => format!("volume {}:/", v.claim_name),
-        },
-        None => String::new(),
-    }
 }
 
 /// Whether the Job mounts the file store: asked for, and DHIS2 keeps its files on the volume
@@ -260,9 +213,10 @@ fn beside_dhis2(instance: &str) -> Affinity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operator::database::connection_settings::DatabaseConnection;
     use crate::operator::instance::build::APP;
-    use crate::operator::instance::dhis_conf::DatabaseConnection;
     use crate::operator::kit::labels::selector;
+    use crate::rules::repository::{backup_repository, describe_repository};
     use serde_json::json;
 
     fn instance(extra: serde_json::Value) -> Dhis2Instance {

@@ -3,6 +3,5 @@
 pub mod build;
 pub mod plan;
 pub mod reconcile;
-pub mod repository_protection;
 pub mod repository_scope;
 pub mod status;

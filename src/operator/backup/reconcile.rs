@@ -14,9 +14,8 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
-use serde_json::json;
 
 use crate::crd::backup_common::RunPhase;
 use crate::crd::dhis2_backup::{Dhis2Backup, Dhis2BackupStatus};
@@ -26,8 +25,7 @@ use crate::job_report::BackupJobReport;
 use crate::output::human_bytes;
 
 use crate::operator::backup::build::{
-    BackupJobPlan, COMPONENT, backs_up_file_store, backup_job_name, backup_repository,
-    build_backup_job, describe_repository,
+    BackupJobPlan, COMPONENT, backs_up_file_store, backup_job_name, build_backup_job,
 };
 use crate::operator::backup::plan::{Progress, Readiness, StartStep, job_progress, start_step};
 use crate::operator::backup::repository_scope::{check_repository_scope, namespace_instances};
@@ -42,7 +40,10 @@ use crate::operator::error::{Error, Result};
 use crate::operator::instance::build::dhis2_pod_selector;
 use crate::operator::jobs::outcome::job_outcome;
 use crate::operator::kit::apply::{Ownership, Parent, ownership};
-use crate::operator::kit::labels::{INSTANCE_LABEL, dhis_conf_secret_name, file_store_claim_name};
+use crate::operator::kit::create_once::create_once;
+use crate::operator::kit::status_patch::patch_status;
+use crate::rules::names::{INSTANCE_LABEL, dhis_conf_secret_name, file_store_claim_name};
+use crate::rules::repository::{backup_repository, describe_repository};
 
 pub const KIND: &str = "Dhis2Backup";
 
@@ -186,16 +187,8 @@ async fn start(
                 image: &ctx.engine_image,
                 dhis2_pods,
             });
-            match ctx
-                .api::<Job>(ns)
-                .create(&PostParams::default(), &job)
-                .await
-            {
-                Ok(_) => {}
-                // Made by an earlier reconcile whose status write did not happen: adopt it.
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(e) => return Err(Error::kube(format!("creating Job {job_name}"), e)),
-            }
+            // One made by an earlier reconcile whose status write did not happen is adopted.
+            create_once(&ctx.api::<Job>(ns), &job, None).await?;
             let status = running_status(old, backup.metadata.generation, job_name, repository, now);
             write_status(backup, ctx, ns, old, &status).await?;
             tracing::info!(backup = %backup.name_any(), instance = %instance_name, job = %job_name, "backup started");
@@ -447,13 +440,5 @@ async fn write_status(
         return Ok(());
     }
     let name = backup.name_any();
-    ctx.api::<Dhis2Backup>(ns)
-        .patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await
-        .map_err(|e| Error::kube(format!("writing the status of Dhis2Backup {name}"), e))?;
-    Ok(())
+    patch_status(&ctx.api::<Dhis2Backup>(ns), &name, status, &[]).await
 }

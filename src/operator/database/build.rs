@@ -18,10 +18,9 @@ use kube::Resource;
 use crate::crd::common::{DeletionPolicy, Resources, VolumeSpec};
 use crate::crd::dhis2_database::{DEFAULT_POSTGIS_IMAGE, DatabaseProvider, Dhis2Database};
 
-use crate::operator::kit::labels::{
-    child_meta, credentials_secret_name, database_service_name, labels, selector,
-};
+use crate::operator::kit::labels::{child_meta, labels, selector};
 use crate::operator::kit::quantity::{memory_bytes, postgres_mb};
+use crate::rules::names::{credentials_secret_name, database_service_name};
 
 pub const APP: &str = "postgresql";
 pub const DATABASE_NAME: &str = "dhis2";

@@ -12,10 +12,10 @@ use crate::postgres::DatabaseTarget;
 
 use crate::operator::context::Context;
 use crate::operator::database::cnpg::build::app_secret_name;
-use crate::operator::database::reconcile::connection_from_secret;
+use crate::operator::database::connection_settings::DatabaseConnection;
+use crate::operator::database::connection_settings::connection_from_secret;
 use crate::operator::error::{Error, Result};
-use crate::operator::instance::dhis_conf::DatabaseConnection;
-use crate::operator::kit::labels::{credentials_secret_name, dedicated_database_name};
+use crate::rules::names::{credentials_secret_name, dedicated_database_name};
 
 /// The `Dhis2Database` an instance uses: `spec.databaseRef`, else its dedicated `<instance>-db`.
 pub fn instance_database_name(instance: &Dhis2Instance) -> String {

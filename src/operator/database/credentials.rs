@@ -1,6 +1,9 @@
 //! Whether a managed database may get a new password (pure). Only before its data volume exists:
 //! afterwards PostgreSQL was initialised with the old password, and a new one would lock DHIS2
-//! out of its own data.
+//! out of its own data. And the new password itself.
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
 
 /// What the operator found of the credentials Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +68,15 @@ pub fn credentials_missing_message(
          (the operator re-adds host, port, database and username). If the password is lost, \
          set a new one inside PostgreSQL first (README: \"Changing the database password\")"
     )
+}
+
+/// 32 letters and digits from the thread's cryptographic generator.
+pub(crate) fn random_password() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod cnpg;
 pub mod connection;
+pub mod connection_settings;
 pub mod credentials;
 pub mod reconcile;
 pub mod storage;

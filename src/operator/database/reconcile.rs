@@ -8,10 +8,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use serde_json::json;
 
 use crate::crd::common::DeletionPolicy;
@@ -21,20 +18,22 @@ use crate::operator::context::Context;
 use crate::operator::database::build::{APP, build_database_children};
 use crate::operator::database::cnpg::reconcile::apply_cnpg;
 use crate::operator::database::connection::database_target;
+use crate::operator::database::connection_settings::connection_from_secret;
 use crate::operator::database::credentials::{
-    CredentialsPlan, SecretFound, credentials_missing_message, credentials_plan,
+    CredentialsPlan, SecretFound, credentials_missing_message, credentials_plan, random_password,
 };
 use crate::operator::database::storage::{
     StoragePlan, VolumeShape, expansion_refused_message, storage_plan,
 };
 use crate::operator::error::{Error, Result};
-use crate::operator::instance::dhis_conf::DatabaseConnection;
 use crate::operator::instance::status::{DatabaseObservation, database_phase_and_conditions};
 use crate::operator::instance::validate::{provider_change, validate_database};
 use crate::operator::kit::apply::{Ownership, Parent, apply_owned, ownership};
 use crate::operator::kit::conditions::merge_conditions;
-use crate::operator::kit::labels::{
-    FINALIZER, credentials_secret_name, database_data_claim_name, database_service_name,
+use crate::operator::kit::finalizers::{add_finalizer, has_finalizer, remove_finalizer};
+use crate::operator::kit::status_patch::patch_status;
+use crate::rules::names::{
+    credentials_secret_name, database_data_claim_name, database_service_name,
 };
 
 pub const KIND: &str = "Dhis2Database";
@@ -43,52 +42,40 @@ pub async fn reconcile(db: Arc<Dhis2Database>, ctx: Arc<Context>) -> Result<Acti
     let _timer = ctx.metrics.reconcile_started(KIND);
     let ns = db.namespace().unwrap_or_else(|| "default".into());
     let api: Api<Dhis2Database> = ctx.api(&ns);
-    let result = finalizer(&api, FINALIZER, db.clone(), |event| async {
-        match event {
-            Finalizer::Apply(db) => apply(&db, &ctx, &ns).await,
-            Finalizer::Cleanup(db) => cleanup(&db, &ctx, &ns).await,
-        }
-    })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
+    let result = if db.meta().deletion_timestamp.is_some() {
+        delete(&db, &ctx, &ns, &api).await
+    } else if add_finalizer(&api, &*db).await? {
+        apply(&db, &ctx, &ns).await
+    } else {
+        // Changed since it was read: the change brings it back.
+        Ok(Action::await_change())
+    };
     if result.is_ok() {
         ctx.reconcile_succeeded(KIND, &*db);
     }
     result
 }
 
+/// Being deleted: the data goes as `deletionPolicy` says, then the finalizer.
+async fn delete(
+    db: &Dhis2Database,
+    ctx: &Context,
+    ns: &str,
+    api: &Api<Dhis2Database>,
+) -> Result<Action> {
+    if !has_finalizer(db) {
+        return Ok(Action::await_change());
+    }
+    let action = cleanup(db, ctx, ns).await?;
+    if remove_finalizer(api, db).await? {
+        Ok(action)
+    } else {
+        Ok(Action::requeue(Duration::from_secs(1)))
+    }
+}
+
 pub fn error_policy(db: Arc<Dhis2Database>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.retry_after_failure(KIND, &*db, error)
-}
-
-pub(crate) fn random_password() -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(32)
-        .map(char::from)
-        .collect()
-}
-
-/// Reads host/port/database/username/password from a Secret (CloudNativePG's app Secret names
-/// the database `dbname`).
-pub fn connection_from_secret(secret: &Secret) -> Option<DatabaseConnection> {
-    let get = |k: &str| -> Option<String> {
-        if let Some(v) = secret.data.as_ref().and_then(|d| d.get(k)) {
-            return String::from_utf8(v.0.clone()).ok();
-        }
-        secret.string_data.as_ref().and_then(|d| d.get(k)).cloned()
-    };
-    Some(DatabaseConnection {
-        host: get("host")?,
-        port: get("port").unwrap_or_else(|| "5432".into()),
-        database: get("database").or_else(|| get("dbname"))?,
-        username: get("username")?,
-        password: get("password")?,
-    })
 }
 
 /// The non-empty `password` of a Secret.
@@ -187,14 +174,7 @@ async fn apply(db: &Dhis2Database, ctx: &Context, ns: &str) -> Result<Action> {
     });
     status.phase = Some(phase);
     status.conditions = merge_conditions(&old.conditions, conditions);
-    let api: Api<Dhis2Database> = ctx.api(ns);
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await
-    .map_err(|e| Error::kube(format!("writing the status of Dhis2Database {name}"), e))?;
+    patch_status(&ctx.api::<Dhis2Database>(ns), &name, &status, &[]).await?;
     // CloudNativePG's clusters are not watched (its CRDs may be installed after the operator
     // starts): a failover is noticed at the next look.
     let every = match (db.spec.provider, ready) {
@@ -259,7 +239,7 @@ async fn apply_managed(
         CredentialsPlan::Generate => random_password(),
         CredentialsPlan::Conflict => {
             let err = Error::Conflict {
-                kind: "Secret",
+                kind: "Secret".into(),
                 name: secret_name,
             };
             return Ok(Outcome::blocked("Conflict", err.to_string()));

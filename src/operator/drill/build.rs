@@ -21,7 +21,8 @@ use crate::crd::dhis2_drill::{DEFAULT_DRILL_POSTGIS_IMAGE, Dhis2Drill};
 use crate::operator::jobs::engine_job::{
     EngineInputs, EngineJob, build_engine_job, plain_env, repository_inputs, secret_env,
 };
-use crate::operator::kit::labels::{INSTANCE_LABEL, child_meta, labels};
+use crate::operator::kit::labels::{child_meta, labels};
+use crate::rules::names::INSTANCE_LABEL;
 
 /// `app.kubernetes.io/name` of a drill's objects: not `dhis2` or `postgresql`, so the
 /// instance's and the database's Services never select the throw-away server.

@@ -9,22 +9,19 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::crd::backup_common::RepositorySpec;
 use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database};
 use crate::crd::dhis2_drill::{Dhis2Drill, Dhis2DrillStatus};
 use crate::crd::dhis2_instance::Dhis2Instance;
 
-use crate::operator::backup::repository_protection::{RepositoryUse, check_protection};
 use crate::operator::context::Context;
 use crate::operator::database::connection::instance_database_name;
-use crate::operator::database::reconcile::random_password;
+use crate::operator::database::credentials::random_password;
 use crate::operator::drill::build::{
     build_drill_job, build_server_pod, build_server_secret, build_server_service, drill_names,
 };
@@ -36,6 +33,9 @@ use crate::operator::error::{Error, Result};
 use crate::operator::jobs::engine_job::repository_inputs;
 use crate::operator::jobs::outcome::job_outcome;
 use crate::operator::kit::apply::{Ownership, Parent, ownership};
+use crate::operator::kit::create_once::create_once;
+use crate::operator::kit::status_patch::patch_status;
+use crate::rules::repository_protection::{RepositoryUse, check_protection};
 
 pub const KIND: &str = "Dhis2Drill";
 
@@ -236,16 +236,16 @@ async fn reconcile_drill(cached: &Dhis2Drill, ctx: &Context, ns: &str) -> Result
             }
             if secret.object.is_none() {
                 let s = build_server_secret(&drill, &names, &random_password());
-                create_owned(&secrets, "Secret", &s, &parent).await?;
+                create_once(&secrets, &s, Some(&parent)).await?;
             }
             if service.object.is_none() {
                 let s = build_server_service(&drill, &names);
-                create_owned(&services, "Service", &s, &parent).await?;
+                create_once(&services, &s, Some(&parent)).await?;
             }
             if pod.object.is_none() {
                 let database_image = instance_database_image(ctx, ns, instance.as_ref()).await?;
                 let p = build_server_pod(&drill, &names, database_image.as_deref());
-                create_owned(&pods, "Pod", &p, &parent).await?;
+                create_once(&pods, &p, Some(&parent)).await?;
             }
             Ok(Action::requeue(Duration::from_secs(5)))
         }
@@ -262,7 +262,7 @@ async fn reconcile_drill(cached: &Dhis2Drill, ctx: &Context, ns: &str) -> Result
             let Some(job) = build_drill_job(&drill, &names, &repo, &ctx.engine_image) else {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
-            create_owned(&jobs, "Job", &job, &parent).await?;
+            create_once(&jobs, &job, Some(&parent)).await?;
             let recorded = Dhis2DrillStatus {
                 job_name: Some(names.job.clone()),
                 ..status
@@ -364,45 +364,7 @@ async fn record(
 }
 
 async fn write_status(api: &Api<Dhis2Drill>, name: &str, status: &Dhis2DrillStatus) -> Result<()> {
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await
-    .map_err(|e| Error::kube(format!("writing the status of Dhis2Drill {name}"), e))?;
-    Ok(())
-}
-
-/// Creates `desired` unless it exists already as ours (the operator restarted after making it);
-/// someone else's object of that name is a conflict. Created, not applied: pods and Jobs are
-/// not patched, and the operator's Role does not allow it.
-async fn create_owned<K>(
-    api: &Api<K>,
-    kind: &'static str,
-    desired: &K,
-    parent: &Parent,
-) -> Result<()>
-where
-    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-{
-    let name = desired.name_any();
-    match api.create(&PostParams::default(), desired).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            let existing = api
-                .get_opt(&name)
-                .await
-                .map_err(|e| Error::kube(format!("reading {kind} {name}"), e))?;
-            match existing {
-                Some(o) if ownership(o.meta(), parent) == Ownership::Foreign => {
-                    Err(Error::Conflict { kind, name })
-                }
-                _ => Ok(()),
-            }
-        }
-        Err(e) => Err(Error::kube(format!("creating {kind} {name}"), e)),
-    }
+    patch_status(api, name, status, &[]).await
 }
 
 async fn delete<K>(api: &Api<K>, kind: &str, name: &str, foreground: bool) -> Result<()>

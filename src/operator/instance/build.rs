@@ -26,12 +26,14 @@ use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceSpec};
 use crate::crd::upgrade::UpgradeSpec;
 
 use crate::operator::database::build::{resource_requirements, volume_claim_spec};
-use crate::operator::instance::dhis_conf::{ClusterSecrets, DatabaseConnection, render_dhis_conf};
-use crate::operator::kit::labels::{
-    RESTORE_IN_PROGRESS_ANNOTATION, child_meta, dedicated_database_name, dhis_conf_secret_name,
-    file_store_claim_name, labels, selector,
-};
+use crate::operator::database::connection_settings::DatabaseConnection;
+use crate::operator::instance::dhis_conf::{ClusterSecrets, render_dhis_conf};
+use crate::operator::kit::labels::{child_meta, labels, selector};
 use crate::operator::upgrade::plan::DeploymentPlan;
+use crate::rules::names::{
+    RESTORE_IN_PROGRESS_ANNOTATION, dedicated_database_name, dhis_conf_secret_name,
+    file_store_claim_name,
+};
 
 pub const APP: &str = "dhis2";
 pub const DEFAULT_FILE_STORE: &str = "10Gi";
@@ -78,15 +80,6 @@ pub struct InstanceChildren {
     pub deployment: Deployment,
     pub service: Service,
     pub ingress: Option<Ingress>,
-}
-
-/// `dhis2/core:<version>`; DHIS2 publishes both `2.41.3` and `41.3.0` style tags.
-pub fn dhis2_image(instance: &Dhis2Instance) -> String {
-    instance
-        .spec
-        .image
-        .clone()
-        .unwrap_or_else(|| format!("dhis2/core:{}", instance.spec.version))
 }
 
 /// The labels that select an instance's DHIS2 pods (not its database's, nor its Jobs').
@@ -418,6 +411,7 @@ pub fn build_instance_children(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::deployed_version::dhis2_image;
 
     fn instance(yaml: &str) -> Dhis2Instance {
         let mut i = Dhis2Instance::new("hmis", serde_saphyr::from_str(yaml).expect("fixture"));

@@ -11,16 +11,7 @@
 use std::collections::BTreeMap;
 
 use crate::crd::dhis2_instance::Dhis2InstanceSpec;
-
-/// Connection settings read from the database's credentials Secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DatabaseConnection {
-    pub host: String,
-    pub port: String,
-    pub database: String,
-    pub username: String,
-    pub password: String,
-}
+use crate::operator::database::connection_settings::DatabaseConnection;
 
 /// Secret values the file store and Redis need, read from their Secrets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -10,9 +10,8 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
-use serde_json::json;
 
 use crate::crd::dhis2_database::Dhis2Database;
 use crate::crd::dhis2_instance::{
@@ -23,24 +22,26 @@ use crate::crd::{Dhis2Backup, Dhis2BackupSchedule, Dhis2Drill};
 
 use crate::operator::context::Context;
 use crate::operator::database::connection::read_database_secret;
+use crate::operator::database::connection_settings::DatabaseConnection;
 use crate::operator::error::{Error, Result};
 use crate::operator::instance::backup_summary::{BackupObservation, summarise_backups};
 use crate::operator::instance::build::{
     APP, DHIS2_HTTP_PORT, build_dedicated_database, build_instance_children, dhis2_pod_selector,
     held_by_restore,
 };
-use crate::operator::instance::dhis_conf::{ClusterSecrets, DatabaseConnection};
+use crate::operator::instance::dhis_conf::ClusterSecrets;
 use crate::operator::instance::health::{Dhis2Health, probe};
 use crate::operator::instance::replaced_databases::drop_expired_replaced_databases;
 use crate::operator::instance::status::{InstanceObservation, instance_phase_and_conditions};
 use crate::operator::instance::validate::validate_instance;
 use crate::operator::kit::apply::{Parent, apply_owned, prune_owned};
 use crate::operator::kit::conditions::{condition, is_true, merge_conditions};
-use crate::operator::kit::labels::ENDPOINT_OVERRIDE_ANNOTATION;
 use crate::operator::kit::secret_values::secret_value;
-use crate::operator::schedule::plan::Schedule;
+use crate::operator::kit::status_patch::patch_status;
 use crate::operator::upgrade::read_only_copy_reconcile::advance_read_only_copy;
 use crate::operator::upgrade::reconcile::{UpgradeProgress, advance_upgrade};
+use crate::rules::cron_schedule::Schedule;
+use crate::rules::names::ENDPOINT_OVERRIDE_ANNOTATION;
 
 pub const KIND: &str = "Dhis2Instance";
 
@@ -516,22 +517,14 @@ async fn write_status(
         upgrade_history,
         read_only_copy,
     };
-    let mut status = serde_json::to_value(&status).unwrap_or_default();
-    // A merge patch keeps what it does not name: name what has ended.
-    for cleared in ["upgrade", "upgradeHistory", "readOnlyCopy"] {
-        if status.get(cleared).is_none() {
-            status[cleared] = serde_json::Value::Null;
-        }
-    }
-    let api: Api<Dhis2Instance> = ctx.api(ns);
-    api.patch_status(
+    // What has ended is written as null: a merge patch keeps what it does not name.
+    patch_status(
+        &ctx.api::<Dhis2Instance>(ns),
         &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
+        &status,
+        &["upgrade", "upgradeHistory", "readOnlyCopy"],
     )
     .await
-    .map_err(|e| Error::kube(format!("writing the status of Dhis2Instance {name}"), e))?;
-    Ok(())
 }
 
 /// `Upgrading`: true while an upgrade runs (reason: its phase); false afterwards, with how the

@@ -15,7 +15,7 @@ use crate::postgres::quote_ident;
 
 use crate::operator::context::Context;
 use crate::operator::database::connection::database_target;
-use crate::operator::instance::dhis_conf::DatabaseConnection;
+use crate::operator::database::connection_settings::DatabaseConnection;
 
 const EVERY: Duration = Duration::from_secs(3600);
 

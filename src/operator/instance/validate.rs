@@ -4,9 +4,10 @@
 
 use crate::crd::dhis2_database::{DatabaseProvider, Dhis2DatabaseSpec};
 use crate::crd::dhis2_instance::Dhis2InstanceSpec;
+use crate::upgrade::version::{Dhis2Version, Major};
 
 use crate::operator::instance::dhis_conf::is_valid_key;
-use crate::operator::restore::point_in_time::parse_moment;
+use crate::rules::moment::parse_moment;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -20,28 +21,20 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// The DHIS2 major version (`2.41.3` → 41, `41.3.0` → 41).
-pub fn dhis2_major(version: &str) -> Option<u32> {
-    let mut parts = version.split('.');
-    let first = parts.next()?;
-    let major = if first == "2" { parts.next()? } else { first };
-    major.parse().ok()
-}
-
 pub fn validate_instance(spec: &Dhis2InstanceSpec) -> Vec<Problem> {
     let mut problems = Vec::new();
-    match dhis2_major(&spec.version) {
-        Some(major) if major < 30 => problems.push(Problem {
+    match Dhis2Version::parse(&spec.version) {
+        Ok(version) if version.major() < Major(30) => problems.push(Problem {
             field: "spec.version",
             message: format!(
                 "DHIS2 {} is older than 2.30, which this operator cannot run or upgrade; upgrade to 2.30 or later first",
                 spec.version
             ),
         }),
-        Some(_) => {}
-        None => problems.push(Problem {
+        Ok(_) => {}
+        Err(bad) => problems.push(Problem {
             field: "spec.version",
-            message: format!("'{}' is not a DHIS2 version such as 2.41.3", spec.version),
+            message: bad.to_string(),
         }),
     }
     if spec.replicas > 1 && spec.redis.is_none() {
@@ -170,11 +163,19 @@ mod tests {
     }
 
     #[test]
-    fn versions_parse_both_schemes() {
-        assert_eq!(dhis2_major("2.41.3"), Some(41));
-        assert_eq!(dhis2_major("41.3.0"), Some(41));
-        assert_eq!(dhis2_major("2.29"), Some(29));
-        assert_eq!(dhis2_major("x"), None);
+    fn a_version_is_read_as_everywhere_else_and_too_old_ones_are_refused() {
+        let problem = |version: &str| {
+            validate_instance(&instance(&format!(
+                "version: '{version}'\nenvironment: staging\n"
+            )))
+            .into_iter()
+            .find(|p| p.field == "spec.version")
+            .map(|p| p.message)
+        };
+        assert_eq!(problem("2.41.3"), None);
+        assert_eq!(problem("41.3.0"), None);
+        assert!(problem("2.29").unwrap().contains("older than 2.30"));
+        assert!(problem("x").unwrap().contains("write it like 2.42"));
     }
 
     #[test]

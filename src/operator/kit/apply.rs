@@ -16,10 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::operator::error::{Error, Result};
-use crate::operator::kit::labels::FIELD_MANAGER;
-
-/// On a child kept without an owner (`deletionPolicy: Retain`): `<Kind>/<name>` of its parent.
-pub const RETAINED_FOR_ANNOTATION: &str = "dhis2operator.io/retained-for";
+use crate::operator::kit::labels::{FIELD_MANAGER, RETAINED_FOR_ANNOTATION};
 
 /// The parent a child must belong to: its UID, and `<Kind>/<name>` for retained children.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +84,10 @@ where
         .map_err(|e| Error::kube(format!("reading {kind} {name}"), e))?
         && ownership(existing.meta(), parent) == Ownership::Foreign
     {
-        return Err(Error::Conflict { kind, name });
+        return Err(Error::Conflict {
+            kind: kind.to_string(),
+            name,
+        });
     }
     api.patch(
         &name,

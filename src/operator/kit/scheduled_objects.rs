@@ -1,43 +1,14 @@
-//! I/O shared by the schedule controllers: create an object once per fire time, list the
-//! objects a parent's schedule made, delete those beyond the history limit.
+//! I/O shared by the schedule controllers: list the objects a parent's schedule made, delete
+//! those beyond the history limit.
 
 use std::fmt::Debug;
 
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::{Resource, ResourceExt};
-use serde::Serialize;
+use kube::Resource;
+use kube::api::{Api, DeleteParams, ListParams};
 use serde::de::DeserializeOwned;
 
 use crate::operator::error::{Error, Result};
 use crate::operator::kit::apply::{Ownership, Parent, ownership};
-
-/// Creates `obj`. One that exists already (a restarted operator, a lost status write) was made
-/// for this fire time: nothing to do, provided it is ours. True when it was created now.
-pub async fn create_once<K>(
-    api: &Api<K>,
-    kind: &'static str,
-    obj: &K,
-    parent: &Parent,
-) -> Result<bool>
-where
-    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
-{
-    let name = obj.name_any();
-    match api.create(&PostParams::default(), obj).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            let existing = api
-                .get(&name)
-                .await
-                .map_err(|e| Error::kube(format!("reading {kind} {name}"), e))?;
-            match ownership(existing.meta(), parent) {
-                Ownership::Ours => Ok(false),
-                Ownership::Foreign => Err(Error::Conflict { kind, name }),
-            }
-        }
-        Err(e) => Err(Error::kube(format!("creating {kind} {name}"), e)),
-    }
-}
 
 /// The objects matching `selector` that `parent` controls.
 pub async fn list_owned<K>(

@@ -10,14 +10,15 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crate::crd::dhis2_instance::Dhis2Instance;
 use crate::crd::dhis2_promotion::{Dhis2PromotionSpec, Dhis2PromotionStatus, PromotionGate};
 use crate::crd::upgrade::{UpgradeOutcome, UpgradeRecord};
+use crate::rules::duration::{format_duration, parse_duration};
 use crate::upgrade::Dhis2Version;
 
 use kube::ResourceExt;
 
-use crate::operator::instance::build::dhis2_image;
 use crate::operator::kit::conditions::is_true;
 use crate::operator::schedule::build::creation_time;
-use crate::operator::upgrade::plan::same_version;
+use crate::rules::deployed_version::dhis2_image;
+use crate::rules::deployed_version::same_version;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum PromotionStep {
@@ -74,16 +75,9 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// `72h`, `3d`, `90m` (humantime's notation), naming the field when it is not one.
-pub fn parse_duration(text: &str, field: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("{field} '{text}' is not a duration ({e}): write it like 72h, 3d or 90m")
-    })
-}
-
 fn human(d: chrono::Duration) -> String {
     let d = Duration::from_secs(u64::try_from(d.num_seconds().max(0)).unwrap_or(0));
-    humantime::format_duration(d).to_string()
+    format_duration(d)
 }
 
 /// The version to promote: as asked, else what staging runs.
@@ -678,7 +672,7 @@ mod tests {
         let soak = gates.iter().find(|g| g.name == "Soaked").unwrap();
         assert!(
             soak.message
-                .starts_with("spec.minSoak 'three days' is not a duration"),
+                .starts_with("spec.minSoak: 'three days' is not a duration"),
             "{}",
             soak.message
         );

@@ -17,6 +17,7 @@ use crate::crd::dhis2_promotion::{Dhis2Promotion, Dhis2PromotionStatus};
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
 use crate::operator::kit::conditions::{condition, merge_conditions};
+use crate::operator::kit::status_patch::patch_status;
 use crate::operator::promotion::plan::{PromotionObserved, PromotionStep, next_step};
 
 pub const KIND: &str = "Dhis2Promotion";
@@ -170,14 +171,7 @@ async fn reconcile_promotion(
             condition("Blocked", phase == "Blocked", &phase, message, g),
         ],
     );
-    ctx.api::<Dhis2Promotion>(ns)
-        .patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await
-        .map_err(|e| Error::kube(format!("writing the status of Dhis2Promotion {name}"), e))?;
+    patch_status(&ctx.api::<Dhis2Promotion>(ns), &name, &status, &[]).await?;
     if let Some((warning, reason, message)) = event {
         ctx.event(promotion, warning, reason, "Promote", message)
             .await;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::crd::dhis2_instance::Dhis2Instance;
 
-use crate::operator::kit::labels::ENDPOINT_OVERRIDE_ANNOTATION;
+use crate::rules::names::ENDPOINT_OVERRIDE_ANNOTATION;
 
 /// Where the operator reaches an instance's DHIS2: its Service, or the endpoint-override
 /// annotation when the operator was started to honour it (development and tests).

@@ -12,12 +12,13 @@ use sha2::{Digest, Sha256};
 
 use crate::backup::room_check::SpaceCheck;
 
-use crate::operator::instance::dhis_conf::DatabaseConnection;
+use crate::operator::database::connection_settings::DatabaseConnection;
 use crate::operator::jobs::engine_job::{
     EngineInputs, EngineJob, build_engine_job, database_inputs, repository_inputs,
 };
-use crate::operator::kit::labels::{ENGINE_APP, INSTANCE_LABEL, labels};
+use crate::operator::kit::labels::labels;
 use crate::operator::restore::plan::ResolvedSource;
+use crate::rules::names::{ENGINE_APP, INSTANCE_LABEL};
 
 /// Where DHIS2 keeps its files; the restore writes them to the same path.
 pub const FILES_MOUNT: &str = "/opt/dhis2/files";

@@ -10,116 +10,14 @@ use std::collections::BTreeMap;
 use crate::crd::backup_common::RepositorySpec;
 use crate::crd::backup_common::RunPhase;
 use crate::crd::dhis2_backup::Dhis2Backup;
-use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceSpec, Environment};
+use crate::crd::dhis2_instance::{Dhis2Instance, Dhis2InstanceSpec};
+use crate::crd::dhis2_restore::RestorePhase;
 use crate::crd::dhis2_restore::{Dhis2RestoreSpec, NewInstanceOverrides, RestoreSource};
 use crate::job_report::RestoreJobReport;
 
-use crate::operator::backup::repository_protection::{RepositoryUse, check_protection};
 use crate::operator::jobs::outcome::JobOutcome;
-use crate::operator::kit::labels::RESTORE_IN_PROGRESS_ANNOTATION;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Not started: waiting for consent, a backup, or a repository.
-    Pending,
-    /// Holding the target: DHIS2 is being stopped.
-    ScalingDown,
-    /// The engine's Job restores into the target's database.
-    Restoring,
-    /// DHIS2 is starting again on the restored database.
-    Starting,
-    Completed,
-    Failed,
-}
-
-impl Phase {
-    pub fn parse(phase: Option<&str>) -> Phase {
-        match phase {
-            Some("ScalingDown") => Phase::ScalingDown,
-            Some("Restoring") => Phase::Restoring,
-            Some("Starting") => Phase::Starting,
-            Some("Completed") => Phase::Completed,
-            Some("Failed") => Phase::Failed,
-            _ => Phase::Pending,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::ScalingDown => "ScalingDown",
-            Phase::Restoring => "Restoring",
-            Phase::Starting => "Starting",
-            Phase::Completed => "Completed",
-            Phase::Failed => "Failed",
-        }
-    }
-
-    pub fn is_finished(self) -> bool {
-        matches!(self, Phase::Completed | Phase::Failed)
-    }
-}
-
-/// Whether the restore may write into its target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consent {
-    /// The target does not exist: it is created from the source's spec.
-    NewInstance,
-    /// The target exists and its name was typed again (and, for production, approved).
-    Overwrite,
-}
-
-/// Why a restore may not overwrite its target: a short reason (for Events) and one line that
-/// names the field and the fix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-/// An existing target needs `confirmOverwrite` equal to its name, and a `production` one also
-/// `approvedBy`; a new target needs neither.
-pub fn check_consent(
-    spec: &Dhis2RestoreSpec,
-    target: Option<&Dhis2Instance>,
-) -> Result<Consent, Refusal> {
-    let Some(target) = target else {
-        return Ok(Consent::NewInstance);
-    };
-    let name = &spec.target.instance;
-    match spec.confirm_overwrite.as_deref() {
-        None | Some("") => {
-            return Err(Refusal {
-                reason: "OverwriteNotConfirmed",
-                message: format!(
-                    "Dhis2Instance {name} exists and would be overwritten: set spec.confirmOverwrite: {name} to restore over it (its current database is kept as <database>__replaced_<time>), or name a new instance in spec.target.instance"
-                ),
-            });
-        }
-        Some(typed) if typed != name => {
-            return Err(Refusal {
-                reason: "OverwriteNotConfirmed",
-                message: format!(
-                    "spec.confirmOverwrite is '{typed}', not the target's name: set spec.confirmOverwrite: {name}"
-                ),
-            });
-        }
-        Some(_) => {}
-    }
-    let approved = spec
-        .approved_by
-        .as_deref()
-        .is_some_and(|who| !who.trim().is_empty());
-    if target.spec.environment == Environment::Production && !approved {
-        return Err(Refusal {
-            reason: "ApprovalRequired",
-            message: format!(
-                "Dhis2Instance {name} is a production instance: set spec.approvedBy to the person who approved overwriting it"
-            ),
-        });
-    }
-    Ok(Consent::Overwrite)
-}
+use crate::rules::names::RESTORE_IN_PROGRESS_ANNOTATION;
+use crate::rules::repository_protection::{RepositoryUse, check_protection};
 
 /// The backup to restore: the engine's instance name, the backup id (or `latest`) and the
 /// repository.
@@ -310,7 +208,7 @@ pub struct TargetFacts {
 /// What the status records and the cluster shows (read by the controller).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observed<'a> {
-    pub phase: Phase,
+    pub phase: RestorePhase,
     pub restore_name: &'a str,
     pub target_name: &'a str,
     /// The restore created the target (recorded in status before creating it).
@@ -451,10 +349,10 @@ pub fn next_step(o: &Observed) -> Step {
 fn overdue(o: &Observed, why: &str) -> Step {
     let target = o.target_name;
     match o.phase {
-        Phase::ScalingDown => Step::Fail(format!(
+        RestorePhase::ScalingDown => Step::Fail(format!(
             "the restore did not begin within spec.deadlineSeconds ({why}); nothing was restored: {target} was left as it was and DHIS2 starts again"
         )),
-        Phase::Starting => Step::Fail(format!(
+        RestorePhase::Starting => Step::Fail(format!(
             "the database of {target} was restored, but DHIS2 did not become ready on it within spec.deadlineSeconds ({why}); the restored database stays in place: see kubectl describe d2 {target}"
         )),
         // The Job's own deadline (activeDeadlineSeconds) ends Restoring; Pending stops nothing.
@@ -469,17 +367,17 @@ fn step_now(o: &Observed) -> Step {
         .as_ref()
         .is_some_and(|t| t.held_by.as_deref() == Some(o.restore_name));
     match o.phase {
-        Phase::Pending => Step::Wait("not started".into()),
-        Phase::Failed
+        RestorePhase::Pending => Step::Wait("not started".into()),
+        RestorePhase::Failed
             if held_by_us
                 && o.target_created
                 && o.target.as_ref().is_some_and(|t| t.spec_replicas > 0) =>
         {
             Step::StopCreatedTarget
         }
-        Phase::Completed | Phase::Failed if held_by_us => Step::ReleaseTarget,
-        Phase::Completed | Phase::Failed => Step::Done,
-        Phase::ScalingDown => {
+        RestorePhase::Completed | RestorePhase::Failed if held_by_us => Step::ReleaseTarget,
+        RestorePhase::Completed | RestorePhase::Failed => Step::Done,
+        RestorePhase::ScalingDown => {
             let Some(t) = &o.target else {
                 return if o.target_created {
                     Step::CreateTarget
@@ -547,7 +445,7 @@ fn step_now(o: &Observed) -> Step {
             }
             Step::StartJob
         }
-        Phase::Restoring => match &o.job {
+        RestorePhase::Restoring => match &o.job {
             None | Some(JobOutcome::Running) => {
                 Step::Wait(format!("the restore Job {} is running", o.job_name))
             }
@@ -579,7 +477,7 @@ fn step_now(o: &Observed) -> Step {
                 }
             }
         },
-        Phase::Starting => {
+        RestorePhase::Starting => {
             let Some(t) = &o.target else {
                 return Step::Fail(format!(
                     "Dhis2Instance {target} was deleted after its database was restored"
@@ -612,6 +510,7 @@ fn step_now(o: &Observed) -> Step {
 mod tests {
     use super::*;
     use crate::crd::dhis2_backup::Dhis2BackupStatus;
+    use crate::crd::dhis2_instance::Environment;
     use crate::crd::dhis2_restore::Dhis2Restore;
     use crate::job_report::JobReport;
 
@@ -625,83 +524,8 @@ mod tests {
         i
     }
 
-    fn staging() -> Dhis2Instance {
-        instance("staging", "version: '2.41.3'\nenvironment: staging\n")
-    }
-
     fn production() -> Dhis2Instance {
         instance("hmis", "version: '2.41.3'\nenvironment: production\n")
-    }
-
-    #[test]
-    fn a_new_target_needs_no_consent() {
-        let spec = restore("source: {instance: hmis}\ntarget: {instance: hmis-copy}\n");
-        assert_eq!(check_consent(&spec, None), Ok(Consent::NewInstance));
-    }
-
-    #[test]
-    fn overwriting_needs_the_targets_name_typed_again() {
-        let spec = restore("source: {instance: hmis}\ntarget: {instance: staging}\n");
-        let refusal = check_consent(&spec, Some(&staging())).unwrap_err();
-        assert_eq!(refusal.reason, "OverwriteNotConfirmed");
-        let refusal = refusal.message;
-        assert!(
-            refusal.contains("set spec.confirmOverwrite: staging"),
-            "{refusal}"
-        );
-        assert_eq!(refusal.lines().count(), 1);
-
-        let typo = restore(
-            "source: {instance: hmis}\ntarget: {instance: staging}\nconfirmOverwrite: stagign\n",
-        );
-        let refusal = check_consent(&typo, Some(&staging())).unwrap_err().message;
-        assert!(refusal.contains("'stagign'"), "{refusal}");
-        assert!(
-            refusal.contains("set spec.confirmOverwrite: staging"),
-            "{refusal}"
-        );
-
-        let confirmed = restore(
-            "source: {instance: hmis}\ntarget: {instance: staging}\nconfirmOverwrite: staging\n",
-        );
-        assert_eq!(
-            check_consent(&confirmed, Some(&staging())),
-            Ok(Consent::Overwrite)
-        );
-    }
-
-    #[test]
-    fn production_also_needs_an_approver() {
-        let confirmed =
-            restore("source: {instance: old}\ntarget: {instance: hmis}\nconfirmOverwrite: hmis\n");
-        let refusal = check_consent(&confirmed, Some(&production())).unwrap_err();
-        assert_eq!(refusal.reason, "ApprovalRequired");
-        let refusal = refusal.message;
-        assert!(refusal.contains("spec.approvedBy"), "{refusal}");
-        assert!(refusal.contains("production"), "{refusal}");
-
-        let blank = restore(
-            "source: {instance: old}\ntarget: {instance: hmis}\nconfirmOverwrite: hmis\napprovedBy: '  '\n",
-        );
-        assert!(check_consent(&blank, Some(&production())).is_err());
-
-        let approved = restore(
-            "source: {instance: old}\ntarget: {instance: hmis}\nconfirmOverwrite: hmis\napprovedBy: Dr. Sok Chea\n",
-        );
-        assert_eq!(
-            check_consent(&approved, Some(&production())),
-            Ok(Consent::Overwrite)
-        );
-        // An approver alone is no confirmation.
-        let unconfirmed = restore(
-            "source: {instance: old}\ntarget: {instance: hmis}\napprovedBy: Dr. Sok Chea\n",
-        );
-        assert!(
-            check_consent(&unconfirmed, Some(&production()))
-                .unwrap_err()
-                .message
-                .contains("spec.confirmOverwrite")
-        );
     }
 
     fn with_repository() -> Dhis2Instance {
@@ -873,7 +697,7 @@ mod tests {
         }
     }
 
-    fn observed(phase: Phase, target: Option<TargetFacts>) -> Observed<'static> {
+    fn observed(phase: RestorePhase, target: Option<TargetFacts>) -> Observed<'static> {
         Observed {
             phase,
             restore_name: "refresh",
@@ -894,7 +718,7 @@ mod tests {
         let mut stopping = held(Some("refresh"));
         stopping.deployment_stopped = false;
         stopping.dhis2_pods = 1;
-        let mut o = observed(Phase::ScalingDown, Some(stopping));
+        let mut o = observed(RestorePhase::ScalingDown, Some(stopping));
         assert!(matches!(next_step(&o), Step::Wait(_)));
         o.overdue = true;
         let Step::Fail(why) = next_step(&o) else {
@@ -905,7 +729,7 @@ mod tests {
             "{why}"
         );
 
-        let mut o = observed(Phase::Starting, Some(held(None)));
+        let mut o = observed(RestorePhase::Starting, Some(held(None)));
         assert!(matches!(next_step(&o), Step::Wait(_)));
         o.overdue = true;
         let Step::Fail(why) = next_step(&o) else {
@@ -921,7 +745,7 @@ mod tests {
     #[test]
     fn a_point_in_time_recovery_creates_its_database_waits_for_it_then_switches_the_target() {
         let pitr = |exists: bool, target_uses_it: bool, target: TargetFacts| {
-            let mut o = observed(Phase::ScalingDown, Some(target));
+            let mut o = observed(RestorePhase::ScalingDown, Some(target));
             o.point_in_time = Some(RecoveryFacts {
                 database: "refresh-db".into(),
                 exists,
@@ -961,7 +785,7 @@ mod tests {
 
         // A recovery that never ends fails after spec.deadlineSeconds: DHIS2 starts again on
         // the database it had.
-        let mut o = observed(Phase::ScalingDown, Some(held(Some("refresh"))));
+        let mut o = observed(RestorePhase::ScalingDown, Some(held(Some("refresh"))));
         if let Some(t) = o.target.as_mut() {
             t.database = Err("CloudNativePG cluster refresh-db: Setting up primary".into());
         }
@@ -979,36 +803,39 @@ mod tests {
 
     #[test]
     fn dhis2_is_stopped_before_the_job_starts() {
-        let free = observed(Phase::ScalingDown, Some(held(None)));
+        let free = observed(RestorePhase::ScalingDown, Some(held(None)));
         assert_eq!(next_step(&free), Step::HoldTarget);
 
         let mut running = held(Some("refresh"));
         running.deployment_stopped = false;
         running.dhis2_pods = 1;
         assert!(matches!(
-            next_step(&observed(Phase::ScalingDown, Some(running))),
+            next_step(&observed(RestorePhase::ScalingDown, Some(running))),
             Step::Wait(m) if m.contains("to stop (1 pod(s) left)")
         ));
         let mut terminating = held(Some("refresh"));
         terminating.dhis2_pods = 1;
         assert!(matches!(
-            next_step(&observed(Phase::ScalingDown, Some(terminating))),
+            next_step(&observed(RestorePhase::ScalingDown, Some(terminating))),
             Step::Wait(_)
         ));
         let mut no_db = held(Some("refresh"));
         no_db.database = Err("Dhis2Database copy-db is not ready".into());
         assert!(matches!(
-            next_step(&observed(Phase::ScalingDown, Some(no_db))),
+            next_step(&observed(RestorePhase::ScalingDown, Some(no_db))),
             Step::Wait(m) if m.contains("copy-db is not ready")
         ));
         let mut no_claim = held(Some("refresh"));
         no_claim.file_store_claim = Some(("copy-files".into(), false));
         assert!(matches!(
-            next_step(&observed(Phase::ScalingDown, Some(no_claim))),
+            next_step(&observed(RestorePhase::ScalingDown, Some(no_claim))),
             Step::Wait(m) if m.contains("copy-files")
         ));
         assert_eq!(
-            next_step(&observed(Phase::ScalingDown, Some(held(Some("refresh"))))),
+            next_step(&observed(
+                RestorePhase::ScalingDown,
+                Some(held(Some("refresh")))
+            )),
             Step::StartJob
         );
     }
@@ -1016,14 +843,14 @@ mod tests {
     #[test]
     fn one_restore_at_a_time_per_target() {
         assert!(matches!(
-            next_step(&observed(Phase::ScalingDown, Some(held(Some("other"))))),
+            next_step(&observed(RestorePhase::ScalingDown, Some(held(Some("other"))))),
             Step::Wait(m) if m.contains("Dhis2Restore other is restoring into copy")
         ));
     }
 
     #[test]
     fn a_created_target_is_created_again_after_a_restart_but_never_taken_from_someone_else() {
-        let mut o = observed(Phase::ScalingDown, None);
+        let mut o = observed(RestorePhase::ScalingDown, None);
         o.target_created = true;
         assert_eq!(next_step(&o), Step::CreateTarget);
         o.target = Some(held(None));
@@ -1031,13 +858,13 @@ mod tests {
         o.target = Some(held(Some("refresh")));
         assert_eq!(next_step(&o), Step::StartJob);
         // An existing target deleted before the restore began.
-        let gone = observed(Phase::ScalingDown, None);
+        let gone = observed(RestorePhase::ScalingDown, None);
         assert!(matches!(next_step(&gone), Step::Fail(m) if m.contains("nothing was restored")));
     }
 
     #[test]
     fn the_jobs_outcome_decides_and_dhis2_starts_again_either_way() {
-        let mut o = observed(Phase::Restoring, Some(held(Some("refresh"))));
+        let mut o = observed(RestorePhase::Restoring, Some(held(Some("refresh"))));
         o.job = Some(JobOutcome::Running);
         assert!(matches!(next_step(&o), Step::Wait(_)));
         let report = RestoreJobReport {
@@ -1097,50 +924,53 @@ mod tests {
         o.swap_evidence = None;
 
         // Failed or completed: the hold comes off, then nothing ever runs again.
-        let failed = observed(Phase::Failed, Some(held(Some("refresh"))));
+        let failed = observed(RestorePhase::Failed, Some(held(Some("refresh"))));
         assert_eq!(next_step(&failed), Step::ReleaseTarget);
         assert_eq!(
-            next_step(&observed(Phase::Failed, Some(held(None)))),
+            next_step(&observed(RestorePhase::Failed, Some(held(None)))),
             Step::Done
         );
         assert_eq!(
-            next_step(&observed(Phase::Completed, Some(held(None)))),
+            next_step(&observed(RestorePhase::Completed, Some(held(None)))),
             Step::Done
         );
-        assert_eq!(next_step(&observed(Phase::Completed, None)), Step::Done);
+        assert_eq!(
+            next_step(&observed(RestorePhase::Completed, None)),
+            Step::Done
+        );
     }
 
     #[test]
     fn a_failed_restore_never_starts_dhis2_on_the_empty_database_of_an_instance_it_created() {
-        let mut o = observed(Phase::Failed, Some(held(Some("refresh"))));
+        let mut o = observed(RestorePhase::Failed, Some(held(Some("refresh"))));
         o.target_created = true;
         assert_eq!(next_step(&o), Step::StopCreatedTarget);
         // Stopped (spec.replicas: 0): now it may be released; it stays stopped.
         o.target.as_mut().unwrap().spec_replicas = 0;
         assert_eq!(next_step(&o), Step::ReleaseTarget);
         // A target that existed before is the user's: it starts again as it was.
-        let mut existing = observed(Phase::Failed, Some(held(Some("refresh"))));
+        let mut existing = observed(RestorePhase::Failed, Some(held(Some("refresh"))));
         existing.target_created = false;
         assert_eq!(next_step(&existing), Step::ReleaseTarget);
         // A completed restore into a created instance starts DHIS2 on the restored data.
-        let mut completed = observed(Phase::Completed, Some(held(Some("refresh"))));
+        let mut completed = observed(RestorePhase::Completed, Some(held(Some("refresh"))));
         completed.target_created = true;
         assert_eq!(next_step(&completed), Step::ReleaseTarget);
     }
 
     #[test]
     fn analytics_are_requested_once_dhis2_is_ready_unless_declined() {
-        let held_still = observed(Phase::Starting, Some(held(Some("refresh"))));
+        let held_still = observed(RestorePhase::Starting, Some(held(Some("refresh"))));
         assert_eq!(next_step(&held_still), Step::ReleaseTarget);
-        let starting = observed(Phase::Starting, Some(held(None)));
+        let starting = observed(RestorePhase::Starting, Some(held(None)));
         assert!(matches!(next_step(&starting), Step::Wait(m) if m.contains("0/1 replicas ready")));
         let mut up = held(None);
         up.ready = true;
         assert_eq!(
-            next_step(&observed(Phase::Starting, Some(up.clone()))),
+            next_step(&observed(RestorePhase::Starting, Some(up.clone()))),
             Step::RegenerateAnalytics
         );
-        let mut declined = observed(Phase::Starting, Some(up));
+        let mut declined = observed(RestorePhase::Starting, Some(up));
         declined.regenerate_analytics = false;
         assert!(
             matches!(next_step(&declined), Step::Complete(m) if m.contains("regenerateAnalytics: false"))
@@ -1148,7 +978,7 @@ mod tests {
         let mut stopped = held(None);
         stopped.spec_replicas = 0;
         assert!(matches!(
-            next_step(&observed(Phase::Starting, Some(stopped))),
+            next_step(&observed(RestorePhase::Starting, Some(stopped))),
             Step::Complete(m) if m.contains("spec.replicas: 0")
         ));
     }
@@ -1182,20 +1012,5 @@ mod tests {
             resolution(Some(&none), "hmis"),
             Resolution::NotFound(m) if m.contains("no complete backup")
         ));
-    }
-
-    #[test]
-    fn phases_round_trip() {
-        for p in [
-            Phase::Pending,
-            Phase::ScalingDown,
-            Phase::Restoring,
-            Phase::Starting,
-            Phase::Completed,
-            Phase::Failed,
-        ] {
-            assert_eq!(Phase::parse(Some(p.as_str())), p);
-        }
-        assert_eq!(Phase::parse(None), Phase::Pending);
     }
 }

@@ -15,23 +15,8 @@ use crate::crd::dhis2_restore::Dhis2RestoreSpec;
 
 use crate::operator::database::cnpg::archive::{NoArchive, resolve_archive};
 use crate::operator::database::cnpg::build::default_instances;
-
-/// The longest name of a point-in-time `Dhis2Restore`: its database `<name>-db` becomes a
-/// CloudNativePG cluster whose Services (`<cluster>-rw`, `-ro`, `-r`) must be DNS labels.
-pub const MAX_RECOVERY_RESTORE_NAME: usize = 63 - "-db".len() - "-rw".len();
-
-/// A moment as people write it for point-in-time recovery (RFC 3339), or why not, for a message
-/// that names the field first.
-pub fn parse_moment(value: &str) -> Result<DateTime<FixedOffset>, String> {
-    DateTime::parse_from_rfc3339(value).map_err(|_| {
-        format!("'{value}' is not an RFC 3339 time: write it like 2026-12-07T10:13:00+07:00")
-    })
-}
-
-/// The cnpg `Dhis2Database` a point-in-time restore creates.
-pub fn recovery_database_name(restore: &str) -> String {
-    format!("{restore}-db")
-}
+use crate::rules::moment::parse_moment;
+use crate::rules::names::{MAX_RECOVERY_RESTORE_NAME, recovery_database_name};
 
 /// The moment to recover to and the repository holding the source's archive, or why not (one
 /// line naming the field and the fix).
@@ -169,7 +154,7 @@ pub fn recovery_database(
     db.metadata.namespace = Some(namespace.to_string());
     db.metadata.labels = Some(
         [(
-            crate::operator::kit::labels::INSTANCE_LABEL.to_string(),
+            crate::rules::names::INSTANCE_LABEL.to_string(),
             restore_name.to_string(),
         )]
         .into(),

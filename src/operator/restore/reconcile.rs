@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -22,6 +22,7 @@ use crate::crd::dhis2_database::{DatabaseProvider, Dhis2Database};
 use crate::crd::dhis2_instance::Dhis2Instance;
 use crate::crd::dhis2_restore::{Dhis2Restore, Dhis2RestoreStatus};
 
+use crate::crd::dhis2_restore::RestorePhase;
 use crate::operator::backup::repository_scope::{check_repository_scope, namespace_instances};
 use crate::operator::context::Context;
 use crate::operator::database::build::data_volume_bytes;
@@ -30,28 +31,31 @@ use crate::operator::database::cnpg::build::superuser_secret_name;
 use crate::operator::database::connection::{
     DatabaseSecret, instance_database_name, read_database_secret,
 };
+use crate::operator::database::connection_settings::DatabaseConnection;
 use crate::operator::error::{Error, Result};
 use crate::operator::instance::build::APP as DHIS2_APP;
-use crate::operator::instance::dhis_conf::DatabaseConnection;
 use crate::operator::instance::replaced_databases::databases_on_server;
 use crate::operator::jobs::outcome::{JobOutcome, job_outcome};
 use crate::operator::kit::conditions::is_true;
-use crate::operator::kit::labels::{
-    FINALIZER, RESTORE_IN_PROGRESS_ANNOTATION, dedicated_database_name, file_store_claim_name,
-};
+use crate::operator::kit::create_once::create_once;
+use crate::operator::kit::finalizers::{add_finalizer, has_finalizer, remove_finalizer};
+use crate::operator::kit::status_patch::patch_status;
 use crate::operator::restore::analytics::{dhis2_base_url, request_analytics};
 use crate::operator::restore::build::{
     RestoreJobPlan, build_resolve_job, build_restore_job, resolve_job_name, restore_job_name,
 };
 use crate::operator::restore::plan::{
-    Consent, Observed, Phase, RecoveryFacts, Resolution, ResolvedSource, SourceProblem, Step,
-    SwapEvidence, TargetFacts, check_consent, ended_without_report, new_target_instance, next_step,
-    repository_location, resolution, resolve_source, restores_file_store,
+    Observed, RecoveryFacts, Resolution, ResolvedSource, SourceProblem, Step, SwapEvidence,
+    TargetFacts, ended_without_report, new_target_instance, next_step, repository_location,
+    resolution, resolve_source, restores_file_store,
 };
-use crate::operator::restore::point_in_time::{
-    check_point_in_time, recovery_database, recovery_database_name,
-};
+use crate::operator::restore::point_in_time::{check_point_in_time, recovery_database};
 use crate::operator::restore::status::{acting_spec, refused_change, restore_conditions};
+use crate::rules::names::recovery_database_name;
+use crate::rules::names::{
+    RESTORE_IN_PROGRESS_ANNOTATION, dedicated_database_name, file_store_claim_name,
+};
+use crate::rules::restore_consent::{Consent, check_consent};
 
 pub const KIND: &str = "Dhis2Restore";
 
@@ -86,8 +90,8 @@ fn is_conflict(e: &kube::Error) -> bool {
 
 async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<Action> {
     let status = restore.status.clone().unwrap_or_default();
-    let phase = Phase::parse(status.phase.as_deref());
-    if phase == Phase::Pending {
+    let phase = status.phase.unwrap_or_default();
+    if phase == RestorePhase::Pending {
         let target_name = restore.spec.target.instance.as_str();
         let target = ctx
             .api::<Dhis2Instance>(ns)
@@ -114,7 +118,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
         .map_err(|e| Error::kube(format!("reading Dhis2Instance {target_name}"), e))?;
     let mut database = None;
     let mut facts = match &target {
-        Some(t) if matches!(phase, Phase::ScalingDown | Phase::Starting) => {
+        Some(t) if matches!(phase, RestorePhase::ScalingDown | RestorePhase::Starting) => {
             let (facts, db) = target_facts(restore, ctx, ns, t, phase).await?;
             database = db;
             Some(facts)
@@ -142,7 +146,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
         });
     let mut point_in_time = None;
     if let (Some(recovery_db), Some(t)) = (&status.recovery_database, &target)
-        && phase == Phase::ScalingDown
+        && phase == RestorePhase::ScalingDown
     {
         let (found, ready) = recovery_facts(ctx, ns, recovery_db, t, overdue).await?;
         point_in_time = Some(found);
@@ -155,7 +159,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
         .job_name
         .clone()
         .unwrap_or_else(|| restore_job_name(&restore.name_any()));
-    let job = if phase == Phase::Restoring {
+    let job = if phase == RestorePhase::Restoring {
         Some(read_job(ctx, ns, &job_name).await?)
     } else {
         None
@@ -183,7 +187,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
     tracing::debug!(restore = %name, ?phase, ?step, "restore step");
     match step {
         Step::Done => {
-            if !remove_finalizer(restore, ctx, ns).await? {
+            if !remove_finalizer(&ctx.api::<Dhis2Restore>(ns), restore).await? {
                 return Ok(Action::requeue(Duration::from_millis(500)));
             }
             // Seen, and deliberately not acted on: a finished restore never runs again.
@@ -198,7 +202,11 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
                 next.message = Some(why);
                 write_status(restore, ctx, ns, next).await?;
             }
-            let every = if phase == Phase::Restoring { 15 } else { 3 };
+            let every = if phase == RestorePhase::Restoring {
+                15
+            } else {
+                3
+            };
             Ok(Action::requeue(Duration::from_secs(every)))
         }
         Step::CreateTarget => create_target(restore, ctx, ns).await,
@@ -216,7 +224,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
         }
         Step::JobSucceeded(report) => {
             let mut next = status.clone();
-            next.phase = Some(Phase::Starting.as_str().into());
+            next.phase = Some(RestorePhase::Starting);
             let mut message = match &report {
                 Some(r) => {
                     next.backup_id = Some(r.id.clone());
@@ -262,7 +270,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
         }
         Step::RecoveryFinished => {
             let mut next = status.clone();
-            next.phase = Some(Phase::Starting.as_str().into());
+            next.phase = Some(RestorePhase::Starting);
             let recovered = status.recovery_database.clone().unwrap_or_default();
             let mut message = format!(
                 "{target_name} now uses Dhis2Database {recovered}, recovered by CloudNativePG to {}",
@@ -306,7 +314,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
             next.database_swapped = Some(true);
             next.file_store_restored = Some(r.files_dir.is_some());
             let reason = r.failure.clone().unwrap_or_default();
-            next.phase = Some(Phase::Failed.as_str().into());
+            next.phase = Some(RestorePhase::Failed);
             next.failure_reason = Some(reason.clone());
             next.completed_at = Some(ctx.clock.now().to_rfc3339());
             let kept = match &r.replaced_database {
@@ -366,7 +374,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
                     )
                 }
             };
-            next.phase = Some(Phase::Failed.as_str().into());
+            next.phase = Some(RestorePhase::Failed);
             next.failure_reason = Some(reason.clone());
             next.completed_at = Some(ctx.clock.now().to_rfc3339());
             next.message = Some(message.clone());
@@ -387,7 +395,7 @@ async fn reconcile_restore(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> R
             }
             if phase.is_finished() {
                 // Done next time, when the finalizer goes.
-                let _ = remove_finalizer(restore, ctx, ns).await?;
+                let _ = remove_finalizer(&ctx.api::<Dhis2Restore>(ns), restore).await?;
             }
             Ok(Action::requeue(Duration::from_secs(2)))
         }
@@ -556,11 +564,11 @@ async fn start(
         }
         other => other,
     };
-    if !add_finalizer(restore, ctx, ns).await? {
+    if !add_finalizer(&ctx.api::<Dhis2Restore>(ns), restore).await? {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let mut next = status.clone();
-    next.phase = Some(Phase::ScalingDown.as_str().into());
+    next.phase = Some(RestorePhase::ScalingDown);
     next.recovery_database = spec
         .point_in_time
         .as_ref()
@@ -615,16 +623,8 @@ async fn create_resolve_job(
     ) else {
         return Ok(());
     };
-    let job_name = job.name_any();
-    match ctx
-        .api::<Job>(ns)
-        .create(&PostParams::default(), &job)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_conflict(&e) => Ok(()),
-        Err(e) => Err(Error::kube(format!("creating Job {job_name}"), e)),
-    }
+    create_once(&ctx.api::<Job>(ns), &job, None).await?;
+    Ok(())
 }
 
 async fn read_source(
@@ -668,7 +668,7 @@ async fn pending(
                 .await;
         }
         let mut next = status;
-        next.phase = Some(Phase::Pending.as_str().into());
+        next.phase = Some(RestorePhase::Pending);
         next.message = Some(why);
         write_status(restore, ctx, ns, next).await?;
     }
@@ -684,7 +684,7 @@ async fn fail(
     after_job: bool,
 ) -> Result<()> {
     let mut next = status.clone();
-    next.phase = Some(Phase::Failed.as_str().into());
+    next.phase = Some(RestorePhase::Failed);
     next.failure_reason = Some(reason.to_string());
     next.completed_at = Some(ctx.clock.now().to_rfc3339());
     let target = &acting_spec(&restore.spec, Some(status)).target.instance;
@@ -709,7 +709,7 @@ async fn complete(
     let spec = acting_spec(&restore.spec, Some(status));
     let target = &spec.target.instance;
     let mut next = status.clone();
-    next.phase = Some(Phase::Completed.as_str().into());
+    next.phase = Some(RestorePhase::Completed);
     next.completed_at = Some(ctx.clock.now().to_rfc3339());
     let what = match (&spec.point_in_time, &status.recovery_database) {
         (Some(time), Some(db)) => {
@@ -757,15 +757,7 @@ async fn write_status(
         refused.as_deref(),
         restore.metadata.generation,
     );
-    ctx.api::<Dhis2Restore>(ns)
-        .patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await
-        .map_err(|e| Error::kube(format!("writing the status of Dhis2Restore {name}"), e))?;
-    Ok(())
+    patch_status(&ctx.api::<Dhis2Restore>(ns), &name, &status, &[]).await
 }
 
 /// What the target looks like now, and its database connection once it is known.
@@ -774,7 +766,7 @@ async fn target_facts(
     ctx: &Context,
     ns: &str,
     target: &Dhis2Instance,
-    phase: Phase,
+    phase: RestorePhase,
 ) -> Result<(TargetFacts, Option<TargetDatabase>)> {
     let name = target.name_any();
     let deployment = ctx
@@ -823,7 +815,7 @@ async fn target_facts(
         .status
         .as_ref()
         .is_some_and(|s| s.recovery_database.is_some());
-    let (database, connection) = if phase == Phase::ScalingDown && !point_in_time {
+    let (database, connection) = if phase == RestorePhase::ScalingDown && !point_in_time {
         match target_database(ctx, ns, target).await? {
             Ok(c) => (Ok(()), Some(c)),
             Err(why) => (Err(why), None),
@@ -1026,32 +1018,20 @@ async fn create_target(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Resul
         &source.spec,
         overrides.as_ref(),
     );
-    match ctx
-        .api::<Dhis2Instance>(ns)
-        .create(&PostParams::default(), &instance)
-        .await
-    {
-        Ok(_) => {
-            ctx.event(
-                restore,
-                false,
-                "InstanceCreated",
-                "Restore",
-                format!(
-                    "created Dhis2Instance {} from the spec of {}, stopped until the restore is done",
-                    spec.target.instance, spec.source.instance
-                ),
-            )
-            .await;
-        }
-        // Someone else's: the next step refuses to take it.
-        Err(e) if is_conflict(&e) => {}
-        Err(e) => {
-            return Err(Error::kube(
-                format!("creating Dhis2Instance {}", spec.target.instance),
-                e,
-            ));
-        }
+    // One that exists already is someone else's or ours from before a restart: the next step
+    // tells them apart and refuses to take someone else's.
+    if create_once(&ctx.api::<Dhis2Instance>(ns), &instance, None).await? {
+        ctx.event(
+            restore,
+            false,
+            "InstanceCreated",
+            "Restore",
+            format!(
+                "created Dhis2Instance {} from the spec of {}, stopped until the restore is done",
+                spec.target.instance, spec.source.instance
+            ),
+        )
+        .await;
     }
     Ok(Action::requeue(Duration::from_secs(1)))
 }
@@ -1240,18 +1220,10 @@ async fn start_job(
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
     let job_name = job.name_any();
-    match ctx
-        .api::<Job>(ns)
-        .create(&PostParams::default(), &job)
-        .await
-    {
-        Ok(_) => {}
-        // Created before an operator restart: the same Job, by its deterministic name.
-        Err(e) if is_conflict(&e) => {}
-        Err(e) => return Err(Error::kube(format!("creating Job {job_name}"), e)),
-    }
+    // Created before an operator restart: the same Job, by its deterministic name.
+    create_once(&ctx.api::<Job>(ns), &job, None).await?;
     let mut next = status.clone();
-    next.phase = Some(Phase::Restoring.as_str().into());
+    next.phase = Some(RestorePhase::Restoring);
     next.job_name = Some(job_name.clone());
     next.message = Some(format!(
         "restoring backup {} of {} into {target_name} (Job {job_name})",
@@ -1304,60 +1276,10 @@ async fn regenerate_analytics(
     Ok(request_analytics(&ctx.http, &base, (&user, &password)).await)
 }
 
-/// Adds the finalizer; false when the restore changed since it was read (read it again).
-async fn add_finalizer(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<bool> {
-    if restore.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(true);
-    }
-    let mut finalizers = restore.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_string());
-    patch_finalizers(restore, ctx, ns, finalizers).await
-}
-
-/// Removes the finalizer; false when the restore changed since it was read.
-async fn remove_finalizer(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<bool> {
-    if !restore.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(true);
-    }
-    let finalizers: Vec<String> = restore
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    patch_finalizers(restore, ctx, ns, finalizers).await
-}
-
-/// Writes the whole list, only over the version read (never drops another's finalizer).
-async fn patch_finalizers(
-    restore: &Dhis2Restore,
-    ctx: &Context,
-    ns: &str,
-    finalizers: Vec<String>,
-) -> Result<bool> {
-    let name = restore.name_any();
-    let patch = json!({"metadata": {
-        "resourceVersion": restore.resource_version(),
-        "finalizers": finalizers
-    }});
-    match ctx
-        .api::<Dhis2Restore>(ns)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if is_conflict(&e) => Ok(false),
-        Err(e) => Err(Error::kube(
-            format!("updating the finalizers of Dhis2Restore {name}"),
-            e,
-        )),
-    }
-}
-
 /// The restore is being deleted while it holds its target: stop its Job, wait until the
 /// engine's pod is gone (two writers never), then start DHIS2 again.
 async fn cleanup(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<Action> {
-    if !restore.finalizers().iter().any(|f| f == FINALIZER) {
+    if !has_finalizer(restore) {
         return Ok(Action::await_change());
     }
     let name = restore.name_any();
@@ -1432,7 +1354,7 @@ async fn cleanup(restore: &Dhis2Restore, ctx: &Context, ns: &str) -> Result<Acti
         }
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    if !remove_finalizer(restore, ctx, ns).await? {
+    if !remove_finalizer(&ctx.api::<Dhis2Restore>(ns), restore).await? {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     Ok(Action::await_change())
@@ -1532,27 +1454,19 @@ async fn create_recovery_database(
         &point,
     );
     let name = db.name_any();
-    match ctx
-        .api::<Dhis2Database>(ns)
-        .create(&PostParams::default(), &db)
-        .await
-    {
-        Ok(_) => {
-            ctx.event(
-                restore,
-                false,
-                "RecoveryDatabaseCreated",
-                "Restore",
-                format!(
-                    "Dhis2Database {name} created: CloudNativePG replays the archive of {} up to {}",
-                    source_db.name_any(),
-                    point.target_time.to_rfc3339()
-                ),
-            )
-            .await;
-        }
-        Err(e) if is_conflict(&e) => {}
-        Err(e) => return Err(Error::kube(format!("creating Dhis2Database {name}"), e)),
+    if create_once(&ctx.api::<Dhis2Database>(ns), &db, None).await? {
+        ctx.event(
+            restore,
+            false,
+            "RecoveryDatabaseCreated",
+            "Restore",
+            format!(
+                "Dhis2Database {name} created: CloudNativePG replays the archive of {} up to {}",
+                source_db.name_any(),
+                point.target_time.to_rfc3339()
+            ),
+        )
+        .await;
     }
     Ok(Action::requeue(Duration::from_secs(2)))
 }

@@ -5,8 +5,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::crd::dhis2_restore::{Dhis2RestoreSpec, Dhis2RestoreStatus};
 
+use crate::crd::dhis2_restore::RestorePhase;
 use crate::operator::kit::conditions::{condition, merge_conditions};
-use crate::operator::restore::plan::Phase;
 
 /// What a started restore acts on: the spec recorded when it started (a restore started by an
 /// operator that did not record it yet: the spec as it is).
@@ -75,7 +75,7 @@ pub fn restore_conditions(
     refused: Option<&str>,
     generation: Option<i64>,
 ) -> Vec<Condition> {
-    let phase = Phase::parse(status.phase.as_deref());
+    let phase = status.phase.unwrap_or_default();
     let message = status.message.clone().unwrap_or_default();
     let failure = status
         .failure_reason
@@ -83,8 +83,8 @@ pub fn restore_conditions(
         .unwrap_or_else(|| message.clone());
     let mut conditions = vec![
         match phase {
-            Phase::Completed => condition("Ready", true, "Completed", &message, generation),
-            Phase::Failed => condition("Ready", false, "Failed", &failure, generation),
+            RestorePhase::Completed => condition("Ready", true, "Completed", &message, generation),
+            RestorePhase::Failed => condition("Ready", false, "Failed", &failure, generation),
             other => condition("Ready", false, other.as_str(), &message, generation),
         },
         if phase.is_finished() {
@@ -92,7 +92,7 @@ pub fn restore_conditions(
         } else {
             condition("Progressing", true, phase.as_str(), &message, generation)
         },
-        if phase == Phase::Failed {
+        if phase == RestorePhase::Failed {
             condition("Degraded", true, "RestoreFailed", &failure, generation)
         } else {
             condition(
@@ -136,7 +136,7 @@ mod tests {
 
     fn started() -> Dhis2RestoreStatus {
         Dhis2RestoreStatus {
-            phase: Some("Restoring".into()),
+            phase: Some(RestorePhase::Restoring),
             started_with: Some(spec(
                 "source: {instance: hmis}\ntarget: {instance: staging}\nconfirmOverwrite: staging\n",
             )),
@@ -211,12 +211,12 @@ mod tests {
             of(&running, "Progressing").last_transition_time
         );
 
-        status.phase = Some("Completed".into());
+        status.phase = Some(RestorePhase::Completed);
         let done = restore_conditions(&running, &status, None, Some(3));
         assert_eq!(of(&done, "Ready").status, "True");
         assert_eq!(of(&done, "Progressing").status, "False");
 
-        status.phase = Some("Failed".into());
+        status.phase = Some(RestorePhase::Failed);
         status.failure_reason = Some("no such backup".into());
         let failed = restore_conditions(&running, &status, None, Some(3));
         assert_eq!(of(&failed, "Degraded").status, "True");

@@ -14,8 +14,8 @@ use crate::crd::dhis2_backup_schedule::Dhis2BackupSchedule;
 use crate::crd::dhis2_drill::{Dhis2Drill, Dhis2DrillSpec};
 use crate::crd::dhis2_instance::Dhis2Instance;
 
-use crate::operator::kit::labels::{INSTANCE_LABEL, SCHEDULE_LABEL};
 use crate::operator::schedule::plan::{MAX_NAME_LEN, fire_time_name, shorten_name};
+use crate::rules::names::{INSTANCE_LABEL, SCHEDULE_LABEL};
 
 /// On each object a schedule created: its fire time (RFC 3339, UTC).
 pub const SCHEDULED_TIME_ANNOTATION: &str = "dhis2operator.io/scheduled-time";

@@ -18,14 +18,16 @@ use crate::crd::dhis2_instance::Dhis2Instance;
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
 use crate::operator::kit::apply::Parent;
-use crate::operator::kit::labels::{INSTANCE_LABEL, SCHEDULE_LABEL};
-use crate::operator::kit::scheduled_objects::{create_once, delete_all, list_owned};
+use crate::operator::kit::create_once::create_once;
+use crate::operator::kit::scheduled_objects::{delete_all, list_owned};
 use crate::operator::schedule::build::{
     DRILL_SCHEDULE, DRILL_SCHEDULE_SINCE_ANNOTATION, SCHEDULED_DRILL_HISTORY,
     build_scheduled_drill, creation_time, parse_time, rfc3339, run_time, scheduled_time,
 };
-use crate::operator::schedule::plan::{MAX_SLEEP, Schedule, decide, requeue_after};
+use crate::operator::schedule::plan::{MAX_SLEEP, decide, requeue_after};
 use crate::operator::schedule::run_history::{FinishedRun, beyond_history_limit};
+use crate::rules::cron_schedule::Schedule;
+use crate::rules::names::{INSTANCE_LABEL, SCHEDULE_LABEL};
 
 /// For metrics and logs (the reconciled kind is `Dhis2Instance`).
 pub const KIND: &str = "Dhis2DrillSchedule";
@@ -97,7 +99,7 @@ async fn reconcile_drill_schedule(
     let decision = decide(&plan, since, now, spec.suspend);
     if let Some(fire) = decision.run {
         let drill = build_scheduled_drill(instance, fire);
-        if create_once(&drills_api, "Dhis2Drill", &drill, &parent).await? {
+        if create_once(&drills_api, &drill, Some(&parent)).await? {
             let local = fire.with_timezone(&plan.zone()).format("%Y-%m-%d %H:%M %Z");
             tracing::info!(instance = %name, drill = %drill.name_any(), fire_time = %rfc3339(fire), "scheduled drill created");
             ctx.event(

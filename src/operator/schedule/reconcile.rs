@@ -20,17 +20,20 @@ use crate::crd::dhis2_instance::Dhis2Instance;
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
 use crate::operator::kit::apply::Parent;
-use crate::operator::kit::labels::SCHEDULE_LABEL;
-use crate::operator::kit::scheduled_objects::{create_once, delete_all, list_owned};
+use crate::operator::kit::create_once::create_once;
+use crate::operator::kit::scheduled_objects::{delete_all, list_owned};
+use crate::operator::kit::status_patch::patch_status;
 use crate::operator::schedule::build::{
     SCHEDULE_SINCE_ANNOTATION, build_scheduled_backup, creation_time, parse_time, rfc3339,
     run_time, schedule_label_value, scheduled_time,
 };
 use crate::operator::schedule::plan::{
-    MAX_SLEEP, Schedule, decide, requeue_after, why_scheduled_backup_waits,
+    MAX_SLEEP, decide, requeue_after, why_scheduled_backup_waits,
 };
 use crate::operator::schedule::run_history::{FinishedRun, beyond_history_limit};
 use crate::operator::schedule::status::{ScheduleObservation, backup_schedule_status};
+use crate::rules::cron_schedule::Schedule;
+use crate::rules::names::SCHEDULE_LABEL;
 
 /// How soon a backup postponed by an upgrade or a restore looks again.
 const POSTPONED_LOOK_AGAIN: std::time::Duration = std::time::Duration::from_secs(20);
@@ -157,7 +160,7 @@ async fn reconcile_schedule(
     }
     if let Some(fire) = decision.run.filter(|_| waits.is_none()) {
         let backup = build_scheduled_backup(schedule, fire);
-        let created = create_once(&backups_api, "Dhis2Backup", &backup, &parent).await?;
+        let created = create_once(&backups_api, &backup, Some(&parent)).await?;
         if created {
             let local = fire.with_timezone(&plan.zone()).format("%Y-%m-%d %H:%M %Z");
             let catch_up = if decision.skipped_earlier {
@@ -268,19 +271,12 @@ async fn write_status(
     if schedule.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let mut patch = json!({ "status": status });
-    // A merge patch leaves out what is absent: a suspended schedule's next run must be cleared.
-    if status.next_run_time.is_none() {
-        patch["status"]["nextRunTime"] = serde_json::Value::Null;
-    }
-    ctx.api::<Dhis2BackupSchedule>(ns)
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .map_err(|e| {
-            Error::kube(
-                format!("writing the status of Dhis2BackupSchedule {name}"),
-                e,
-            )
-        })?;
-    Ok(())
+    // A suspended schedule's next run is cleared.
+    patch_status(
+        &ctx.api::<Dhis2BackupSchedule>(ns),
+        &name,
+        &status,
+        &["nextRunTime"],
+    )
+    .await
 }

@@ -17,7 +17,7 @@ use crate::crd::dhis2_instance::Environment;
 use crate::crd::upgrade::UpgradeOutcome;
 use crate::crd::{Dhis2Backup, Dhis2Database, Dhis2Instance};
 
-use crate::operator::kit::labels::dedicated_database_name;
+use crate::rules::names::dedicated_database_name;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct InstanceLabels {

@@ -18,18 +18,9 @@ use crate::crd::upgrade::{
 };
 use crate::upgrade::{CheckOutcome, Dhis2Version, UpgradeCheck};
 
-use crate::operator::kit::labels::ACCEPT_MIGRATED_DATABASE_ANNOTATION;
-use crate::operator::restore::plan::Phase as RestorePhase;
-
-/// Restarts of the new version's container while it migrates that count as a crash loop.
-pub const CRASH_LOOP_RESTARTS: i32 = 5;
-
-/// The version and image DHIS2 runs outside an upgrade.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Deployed {
-    pub version: String,
-    pub image: String,
-}
+use crate::crd::dhis2_restore::RestorePhase;
+use crate::rules::deployed_version::{CRASH_LOOP_RESTARTS, Deployed, same_version};
+use crate::rules::names::ACCEPT_MIGRATED_DATABASE_ANNOTATION;
 
 /// The pre-upgrade backup as the cluster shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -199,14 +190,6 @@ impl Decision {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// Equal as DHIS2 versions (`2.42.4` = `42.4.0`); as text when either is not one.
-pub fn same_version(a: &str, b: &str) -> bool {
-    match (Dhis2Version::parse(a), Dhis2Version::parse(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
 }
 
 /// The pre-upgrade backup's name: one per upgrade (its start time), at most 63 characters.

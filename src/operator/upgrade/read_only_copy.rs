@@ -21,10 +21,11 @@ use crate::crd::dhis2_instance::{Dhis2Instance, ReadOnlyCopyStatus};
 use crate::crd::dhis2_restore::{Dhis2Restore, Dhis2RestoreSpec, RestoreSource, RestoreTarget};
 use crate::crd::upgrade::{UpgradePhase, UpgradeSpec, UpgradeStatus};
 
+use crate::crd::dhis2_restore::RestorePhase;
+use crate::operator::database::connection_settings::DatabaseConnection;
 use crate::operator::instance::build::APP;
-use crate::operator::instance::dhis_conf::DatabaseConnection;
-use crate::operator::kit::labels::{RESTORE_IN_PROGRESS_ANNOTATION, child_meta, labels};
-use crate::operator::restore::plan::Phase as RestorePhase;
+use crate::operator::kit::labels::{child_meta, labels};
+use crate::rules::names::RESTORE_IN_PROGRESS_ANNOTATION;
 
 /// The dhis.conf key that makes DHIS2 refuse every write.
 pub const READ_ONLY_MODE_KEY: &str = "system.read_only_mode";

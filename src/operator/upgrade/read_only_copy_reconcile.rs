@@ -19,18 +19,17 @@ use crate::postgres::quote_ident;
 
 use crate::operator::context::Context;
 use crate::operator::database::connection::database_target;
+use crate::operator::database::connection_settings::DatabaseConnection;
 use crate::operator::error::{Error, Result};
-use crate::operator::instance::dhis_conf::DatabaseConnection;
 use crate::operator::kit::apply::{Ownership, Parent, ownership};
 use crate::operator::kit::conditions::is_true;
-use crate::operator::kit::labels::dedicated_database_name;
-use crate::operator::kit::scheduled_objects::create_once;
-use crate::operator::restore::plan::Phase as RestorePhase;
+use crate::operator::kit::create_once::create_once;
 use crate::operator::upgrade::read_only_copy::{
     CopyAction, CopyNames, CopySeen, copy_connection_secret, copy_database, copy_failed,
     copy_impossible, copy_instance, copy_restore, copy_wanted, create_database_failure,
     drop_database_statements, plan_copy,
 };
+use crate::rules::names::dedicated_database_name;
 
 /// The copy's status after this step, and how soon to look again.
 pub struct CopyProgress {
@@ -56,10 +55,7 @@ async fn seen(ctx: &Context, ns: &str, name: &str) -> Result<CopySeen> {
             .is_some_and(|s| is_true(&s.conditions, "Ready")),
         restore: restore.map(|r| {
             let s = r.status.unwrap_or_default();
-            (
-                RestorePhase::parse(s.phase.as_deref()),
-                s.failure_reason.or(s.message),
-            )
+            (s.phase.unwrap_or_default(), s.failure_reason.or(s.message))
         }),
     })
 }
@@ -224,34 +220,26 @@ async fn create_copy(
     let made = async {
         create_once(
             &ctx.api::<Secret>(ns),
-            "Secret",
             &copy_connection_secret(instance, names, connection),
-            &parent,
+            Some(&parent),
         )
         .await?;
         create_once(
             &ctx.api::<Dhis2Database>(ns),
-            "Dhis2Database",
             &copy_database(instance, names),
-            &parent,
+            Some(&parent),
         )
         .await?;
         let copy = copy_instance(instance, names, &u.from_version, u.from_image.as_deref());
-        if create_once(
-            &ctx.api::<Dhis2Instance>(ns),
-            "Dhis2Instance",
-            &copy,
-            &parent,
-        )
+        if create_once(&ctx.api::<Dhis2Instance>(ns), &copy, Some(&parent))
         .await?
         {
             tracing::info!(instance = %instance.name_any(), copy = %names.instance, "read-only copy created");
         }
         create_once(
             &ctx.api::<Dhis2Restore>(ns),
-            "Dhis2Restore",
             &copy_restore(instance, names, backup, &u.to_version),
-            &parent,
+            Some(&parent),
         )
         .await?;
         Ok::<_, Error>(())

@@ -19,24 +19,26 @@ use crate::upgrade::{
     CurrentVersion, Dhis2Version, UpgradeCheck, check_upgrade, read_database_facts,
 };
 
-use crate::operator::backup::build::backup_repository;
-use crate::operator::backup::repository_protection::{RepositoryUse, check_protection};
+use crate::crd::dhis2_restore::RestorePhase;
 use crate::operator::context::Context;
 use crate::operator::database::connection::database_target;
+use crate::operator::database::connection_settings::DatabaseConnection;
 use crate::operator::error::{Error, Result};
-use crate::operator::instance::build::{APP, dhis2_image};
-use crate::operator::instance::dhis_conf::DatabaseConnection;
+use crate::operator::instance::build::APP;
 use crate::operator::instance::health::Dhis2Health;
 use crate::operator::kit::apply::Parent;
-use crate::operator::kit::labels::ACCEPT_MIGRATED_DATABASE_ANNOTATION;
+use crate::operator::kit::create_once::create_once;
 use crate::operator::kit::labels::{child_meta, labels};
-use crate::operator::kit::scheduled_objects::create_once;
 use crate::operator::kit::secret_values::secret_value;
-use crate::operator::restore::plan::Phase as RestorePhase;
 use crate::operator::upgrade::plan::{
-    Action, BackupSeen, Confirmation, Deployed, DeploymentPlan, RestoreSeen, Safeguards,
-    UpgradeObserved, awaits_recovery, decide, deployment_plan, needs_check, same_version,
+    Action, BackupSeen, Confirmation, DeploymentPlan, RestoreSeen, Safeguards, UpgradeObserved,
+    awaits_recovery, decide, deployment_plan, needs_check,
 };
+use crate::rules::deployed_version::{Deployed, same_version};
+use crate::rules::deployed_version::{deployed_of, dhis2_image};
+use crate::rules::names::ACCEPT_MIGRATED_DATABASE_ANNOTATION;
+use crate::rules::repository::backup_repository;
+use crate::rules::repository_protection::{RepositoryUse, check_protection};
 
 /// What the reconcile records and runs after this step of the upgrade.
 pub struct UpgradeProgress {
@@ -45,25 +47,6 @@ pub struct UpgradeProgress {
     pub deployed: Deployed,
     pub plan: DeploymentPlan,
     pub requeue: Option<Duration>,
-}
-
-/// The version and image DHIS2 runs outside an upgrade: as recorded, else the spec's (a new
-/// instance, or one made before the operator recorded it: DHIS2's own answer is no guide, it
-/// may name a build such as 2.41.3.1 for the image 2.41.3).
-pub fn deployed_of(instance: &Dhis2Instance) -> Deployed {
-    let status = instance.status.clone().unwrap_or_default();
-    match status.deployed_version {
-        Some(version) => Deployed {
-            image: status
-                .deployed_image
-                .unwrap_or_else(|| format!("dhis2/core:{version}")),
-            version,
-        },
-        None => Deployed {
-            version: instance.spec.version.clone(),
-            image: dhis2_image(instance),
-        },
-    }
 }
 
 /// DHIS2's pods of the instance and the restarts of their containers.
@@ -112,7 +95,7 @@ async fn restore_seen(ctx: &Context, ns: &str, name: &str) -> Result<Option<Rest
     Ok(restore.map(|r| {
         let s = r.status.unwrap_or_default();
         RestoreSeen {
-            phase: RestorePhase::parse(s.phase.as_deref()),
+            phase: s.phase.unwrap_or_default(),
             message: s.failure_reason.or(s.message),
             replaced_database: s.replaced_database,
             database_swapped: s.database_swapped == Some(true),
@@ -200,7 +183,7 @@ async fn recovery_restore(
     Ok(restores.items.into_iter().find_map(|r| {
         let s = r.status.as_ref()?;
         let restored = matches!(
-            RestorePhase::parse(s.phase.as_deref()),
+            s.phase.unwrap_or_default(),
             RestorePhase::Starting | RestorePhase::Completed
         );
         let started = s
@@ -420,7 +403,7 @@ pub async fn advance_upgrade(
         None => {}
         Some(Action::CreateBackup { name: backup }) => {
             let obj = pre_upgrade_backup(instance, backup);
-            if create_once(&ctx.api::<Dhis2Backup>(ns), "Dhis2Backup", &obj, &parent).await? {
+            if create_once(&ctx.api::<Dhis2Backup>(ns), &obj, Some(&parent)).await? {
                 tracing::info!(instance = %name, backup = %backup, "pre-upgrade backup created");
             }
         }
@@ -439,7 +422,7 @@ pub async fn advance_upgrade(
             backup_name,
         }) => {
             let obj = rollback_restore(instance, restore_name, backup_name, &to);
-            if create_once(&ctx.api::<Dhis2Restore>(ns), "Dhis2Restore", &obj, &parent).await? {
+            if create_once(&ctx.api::<Dhis2Restore>(ns), &obj, Some(&parent)).await? {
                 tracing::warn!(instance = %name, restore = %restore_name, "upgrade rolling back");
             }
         }

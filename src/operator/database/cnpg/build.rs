@@ -9,20 +9,20 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cnpg::cluster::{
+use crate::cnpg::generated::cluster::{
     ClusterBackup, ClusterBackupBarmanObjectStore, ClusterBootstrap, ClusterBootstrapInitdb,
     ClusterBootstrapRecovery, ClusterBootstrapRecoveryRecoveryTarget, ClusterExternalClusters,
     ClusterExternalClustersPlugin, ClusterPlugins, ClusterPostgresql, ClusterResources,
     ClusterSpec, ClusterStorage,
 };
-use crate::cnpg::object_store::{
+use crate::cnpg::generated::object_store::{
     ObjectStoreConfiguration, ObjectStoreConfigurationData,
     ObjectStoreConfigurationDataCompression, ObjectStoreConfigurationS3Credentials,
     ObjectStoreConfigurationS3CredentialsAccessKeyId,
     ObjectStoreConfigurationS3CredentialsSecretAccessKey, ObjectStoreConfigurationWal,
     ObjectStoreConfigurationWalCompression, ObjectStoreSpec,
 };
-use crate::cnpg::scheduled_backup::{
+use crate::cnpg::generated::scheduled_backup::{
     ScheduledBackupBackupOwnerReference, ScheduledBackupCluster, ScheduledBackupMethod,
     ScheduledBackupPluginConfiguration, ScheduledBackupSpec,
 };

@@ -2,7 +2,7 @@
 //! now (a primary is up and no switch of primary is under way), and is anything wrong that a
 //! person should see (instances down, WAL archiving failing, CloudNativePG stuck).
 
-use crate::cnpg::cluster::ClusterStatus;
+use crate::cnpg::generated::cluster::ClusterStatus;
 use crate::crd::dhis2_database::CnpgStatus;
 
 /// CloudNativePG's phase when all is well.

@@ -7,8 +7,8 @@
 use crate::crd::dhis2_instance::Dhis2Instance;
 use crate::crd::dhis2_restore::Dhis2Restore;
 
-use crate::operator::kit::labels::dedicated_database_name;
-use crate::operator::restore::plan::Phase;
+use crate::crd::dhis2_restore::RestorePhase;
+use crate::rules::names::dedicated_database_name;
 
 /// The restore that needs the superuser of `database` now (the first by name), if any: one
 /// stopping its target or running its Job, whose target instance uses `database`. A
@@ -32,8 +32,8 @@ pub fn restore_needing_superuser(
         .iter()
         .filter(|r| r.spec.point_in_time.is_none())
         .filter(|r| {
-            let phase = Phase::parse(r.status.as_ref().and_then(|s| s.phase.as_deref()));
-            matches!(phase, Phase::ScalingDown | Phase::Restoring)
+            let phase = r.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
+            matches!(phase, RestorePhase::ScalingDown | RestorePhase::Restoring)
         })
         .filter(|r| uses_database(&r.spec.target.instance))
         .filter_map(|r| r.metadata.name.clone())

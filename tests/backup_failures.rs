@@ -22,17 +22,9 @@ async fn bulk_up(env: &Env, db: &str) {
         .expect("bulk data");
 }
 
-fn flip_byte(path: &std::path::Path, at: usize) {
-    let mut data = std::fs::read(path).unwrap();
-    let i = at.min(data.len() - 1);
-    data[i] ^= 0x01;
-    std::fs::write(path, data).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flipped_byte_in_any_object_fails_verify_and_restore() {
     let env = env();
-    let (_src, src_url) = env.seeded_database("dmg_src").await;
     let files = tempfile::tempdir().unwrap();
     std::fs::write(files.path().join("a.txt"), "file store content").unwrap();
     let conf_dir = tempfile::tempdir().unwrap();
@@ -40,22 +32,19 @@ async fn a_flipped_byte_in_any_object_fails_verify_and_restore() {
     std::fs::write(&conf, "encryption.password = abc\n").unwrap();
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    let out = backup_run(
-        &src_url,
+    let id = backed_up(
+        &env,
+        "dmg_src",
         repo_path,
-        "hmis",
         &[
             "--files-dir",
             files.path().to_str().unwrap(),
             "--dhis-conf",
             conf.to_str().unwrap(),
-            "-o",
-            "json",
         ],
     )
-    .await;
-    assert_success(&out, "backup");
-    let id = json(&out)["id"].as_str().unwrap().to_string();
+    .await
+    .id();
     let dir = repo.path().join("hmis").join(&id);
 
     for (object, at) in [
@@ -65,7 +54,7 @@ async fn a_flipped_byte_in_any_object_fails_verify_and_restore() {
     ] {
         let path = dir.join(object);
         let original = std::fs::read(&path).unwrap();
-        flip_byte(&path, at);
+        flip_byte(&path, at, 0x01);
         let out = dhis2ctl(&[
             "backup",
             "verify",
@@ -138,11 +127,8 @@ async fn a_flipped_byte_in_any_object_fails_verify_and_restore() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_damaged_object_in_s3_is_caught() {
     let env = env();
-    let (_src, src_url) = env.seeded_database("dmgs3_src").await;
     let (bucket, repo) = env.create_bucket("damage").await;
-    let out = backup_run(&src_url, &repo, "hmis", &["-o", "json"]).await;
-    assert_success(&out, "backup");
-    let id = json(&out)["id"].as_str().unwrap().to_string();
+    let id = backed_up(&env, "dmgs3_src", &repo, &[]).await.id();
     let key = format!("dhis2/hmis/{id}/database.pgdump.zst");
     let s3 = env.s3_client();
     let body = s3

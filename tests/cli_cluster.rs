@@ -6,91 +6,55 @@
 
 mod support;
 
+use std::ops::Deref;
 use std::process::Output;
 use std::time::Duration;
 
-use dhis2_operator::crd::{Dhis2Backup, Dhis2Instance, Dhis2Restore};
-use k8s_openapi::api::apps::v1::Deployment;
+use dhis2_operator::crd::Dhis2Backup;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use serde_json::json;
-use support::cluster_objects::{
-    S3_SERVICE, create, external_database, s3_credentials, s3_repository,
-    set_external_database_password,
-};
-use support::job_kubelet::JobKubelet;
-use support::kube_env::{
-    ADMIN, Dhis2State, FakeDhis2, FakeKubelet, Operator, client, namespace, wait_for,
-};
-use support::{Env, count, dhis2ctl, json as parse_json, stderr, stdout};
-
-const ENDPOINT_OVERRIDE: &str = "dhis2operator.io/endpoint-override";
+use support::fixtures::{Instance, up};
+use support::kube_env::{FakeDhis2, client, namespace, wait_for};
+use support::world::World;
+use support::{count, dhis2ctl, json as parse_json, stderr, stdout};
 
 /// One namespace with the operator, both kubelets, and `hmis`: a production instance on an
 /// external database (seeded, DHIS2-shaped) whose repository is a fresh bucket.
-struct World {
-    env: Env,
-    client: Client,
-    ns: String,
-    _operator: Operator,
-    _jobs: JobKubelet,
-    _kubelet: FakeKubelet,
+struct Cli {
+    world: World,
     _dhis2: FakeDhis2,
     source_db: String,
 }
 
-fn up() -> Dhis2State {
-    Dhis2State::Up {
-        version: "2.41.3".into(),
-        revision: "a1b2c3d".into(),
+impl Deref for Cli {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
     }
 }
 
-async fn world(prefix: &str) -> World {
-    let env = support::env();
-    let client = client().await;
-    let ns = namespace(&client, prefix).await;
-    let kubelet = FakeKubelet::start(client.clone(), &ns);
-    let jobs = JobKubelet::start(client.clone(), &ns);
-    jobs.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
-    let operator = Operator::start(&client, &ns).await;
-    s3_credentials(&env, &client, &ns).await;
-    create::<Secret>(
-        &client,
-        &ns,
-        json!({"metadata": {"name": "dhis2-admin"},
-            "stringData": {"username": ADMIN.0, "password": ADMIN.1}}),
-    )
-    .await;
-    let (source_db, _) = env.seeded_database("cli_src").await;
-    external_database(&env, &client, &ns, "hmis-db", &source_db).await;
-    let (bucket, _) = env.create_bucket("cli").await;
+async fn world(prefix: &str) -> Cli {
+    let world = World::start(prefix).await;
+    let (source_db, _) = world.env.seeded_database("cli_src").await;
+    world.external_database("hmis-db", &source_db).await;
     let dhis2 = FakeDhis2::start(up()).await;
-    create::<Dhis2Instance>(
-        &client,
-        &ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
-            "metadata": {"name": "hmis", "annotations": {ENDPOINT_OVERRIDE: dhis2.url}},
-            "spec": {"version": "2.41.3", "environment": "production", "replicas": 1,
-                "databaseRef": "hmis-db", "adminSecretRef": "dhis2-admin",
-                "backup": {"repository": s3_repository(&bucket)}}}),
-    )
-    .await;
-    World {
-        env,
-        client,
-        ns,
-        _operator: operator,
-        _jobs: jobs,
-        _kubelet: kubelet,
+    world
+        .create_instance(
+            Instance::new("hmis")
+                .served_by(&dhis2.url)
+                .database("hmis-db")
+                .repository(world.bucket()),
+        )
+        .await;
+    Cli {
+        world,
         _dhis2: dhis2,
         source_db,
     }
 }
 
-impl World {
+impl Cli {
     /// `dhis2ctl ARGS -n NS`; a command still running after 4 minutes fails the test (a `--wait`
     /// must end). `dhis2ctl` itself checks that no password or S3 key is printed.
     async fn ctl(&self, args: &[&str]) -> Output {
@@ -99,27 +63,6 @@ impl World {
         tokio::time::timeout(Duration::from_secs(240), dhis2ctl(&args))
             .await
             .unwrap_or_else(|_| panic!("dhis2ctl {args:?} still running after 4 minutes"))
-    }
-
-    async fn ready(&self, name: &str) {
-        let instances = Api::<Dhis2Instance>::namespaced(self.client.clone(), &self.ns);
-        wait_for(90, &format!("{name} Ready"), || async {
-            let i = instances.get(name).await.ok()?;
-            (i.status?.phase.as_deref() == Some("Ready")).then_some(())
-        })
-        .await
-    }
-
-    async fn replicas(&self, name: &str) -> Option<i32> {
-        Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
-            .get_opt(name)
-            .await
-            .unwrap()
-            .and_then(|d| d.spec.replicas)
-    }
-
-    async fn set_pg_password(&self, password: &str) {
-        set_external_database_password(&self.client, &self.ns, "hmis-db", password).await;
     }
 
     /// `status hmis` once it shows `needle` (the operator summarises on the instance shortly
@@ -198,7 +141,7 @@ async fn backups_drills_and_restores_are_asked_for_and_followed_from_the_command
     // backup create --wait: exits 0 once Completed, with the id and the size.
     let out = w.ctl(&["backup", "create", "hmis", "--wait"]).await;
     assert_ok(&out, "backup create --wait");
-    let backups = Api::<Dhis2Backup>::namespaced(w.client.clone(), &w.ns);
+    let backups = w.api::<Dhis2Backup>();
     let all = backups.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(all.len(), 1, "one Dhis2Backup");
     let name = all[0].metadata.name.clone().unwrap();
@@ -257,7 +200,7 @@ async fn backups_drills_and_restores_are_asked_for_and_followed_from_the_command
             && err.contains("--confirm-overwrite hmis"),
         "{err}"
     );
-    let restores = Api::<Dhis2Restore>::namespaced(w.client.clone(), &w.ns);
+    let restores = w.restores();
     assert!(
         restores
             .list(&ListParams::default())
@@ -290,13 +233,13 @@ async fn backups_drills_and_restores_are_asked_for_and_followed_from_the_command
             .items
             .is_empty()
     );
-    assert_eq!(w.replicas("hmis").await, Some(1));
+    assert_eq!(w.deployment_replicas("hmis").await, Some(1));
 
     // restore latest into a new instance, on a database of its own: completes, --wait exits 0.
     let (copy_db, _) = w.env.create_database("cli_copy").await;
-    external_database(&w.env, &w.client, &w.ns, "copy-db", &copy_db).await;
+    w.external_database("copy-db", &copy_db).await;
     let copy_dhis2 = FakeDhis2::start(up()).await;
-    let instances = Api::<Dhis2Instance>::namespaced(w.client.clone(), &w.ns);
+    let instances = w.instances();
     let restore = w.ctl(&[
         "restore",
         "latest",
@@ -314,16 +257,7 @@ async fn backups_drills_and_restores_are_asked_for_and_followed_from_the_command
             instances.get("hmis-copy").await.ok()
         })
         .await;
-        instances
-            .patch(
-                "hmis-copy",
-                &PatchParams::default(),
-                &Patch::Merge(
-                    json!({"metadata": {"annotations": {ENDPOINT_OVERRIDE: copy_dhis2.url}}}),
-                ),
-            )
-            .await
-            .unwrap();
+        w.reach_dhis2_at("hmis-copy", &copy_dhis2.url).await;
     };
     let (out, ()) = tokio::join!(restore, reach_copy);
     assert_ok(&out, "restore --to hmis-copy --wait");
@@ -341,7 +275,7 @@ async fn backups_drills_and_restores_are_asked_for_and_followed_from_the_command
     );
 
     // A failing backup: --wait exits 1 with the reason, and the password is never printed.
-    w.set_pg_password("not-the-password").await;
+    w.set_pg_password("hmis-db", "not-the-password").await;
     let first = w.ctl(&["backup", "create", "hmis", "--wait"]).await;
     assert_eq!(first.status.code(), Some(1), "{}", stdout(&first));
     let text = stdout(&first);
@@ -361,11 +295,7 @@ async fn backups_drills_and_restores_are_asked_for_and_followed_from_the_command
         assert!(!all.contains("not-the-password"), "{all}");
     }
     // The Jobs never carried a secret either.
-    let jobs = Api::<Job>::namespaced(w.client.clone(), &w.ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
+    let jobs = w.list::<Job>().await;
     let jobs = serde_json::to_string(&jobs).unwrap();
     for secret in w.env.secrets() {
         assert!(!jobs.contains(&secret));

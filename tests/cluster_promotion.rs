@@ -4,44 +4,43 @@
 
 mod support;
 
-use kube::Client;
+use std::ops::Deref;
+
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use dhis2_operator::crd::dhis2_promotion::Dhis2PromotionStatus;
 use dhis2_operator::crd::{Dhis2Drill, Dhis2Instance, Dhis2Promotion};
-use support::Env;
-use support::cluster_objects::{
-    S3_SERVICE, admin_secret, create, external_database, s3_credentials, s3_repository,
-};
-use support::job_kubelet::JobKubelet;
+use support::cluster_objects::create;
+use support::fixtures::Instance;
 use support::kube_env::*;
 use support::migrating_dhis2::{MigratingDhis2, Migration, marker_table};
+use support::world::World;
 
-const ENDPOINT_OVERRIDE: &str = "dhis2operator.io/endpoint-override";
-
-struct World {
-    env: Env,
-    client: Client,
-    ns: String,
-    _jobs: JobKubelet,
-    _kubelet: FakeKubelet,
-    _operator: Operator,
+/// Staging (2.43.0, its DHIS2 a FakeDhis2) and production `hmis` (2.42.4 on a copy of the real
+/// 2.42 database, DHIS2 played by MigratingDhis2), the operator's clock in a file.
+struct Promotion {
+    world: World,
     _staging_dhis2: FakeDhis2,
     production_dhis2: MigratingDhis2,
     db: String,
-    clock: TestClock,
+}
+
+impl Deref for Promotion {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
 }
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-impl World {
+impl Promotion {
     fn promotions(&self) -> Api<Dhis2Promotion> {
-        Api::namespaced(self.client.clone(), &self.ns)
+        self.api()
     }
-
     /// The promotion's status once `check` holds.
     async fn promotion_until(
         &self,
@@ -72,29 +71,29 @@ impl World {
     }
 }
 
-async fn world() -> World {
-    let env = support::env();
-    let client = client().await;
-    let ns = namespace(&client, "promo").await;
-    let kubelet = FakeKubelet::start(client.clone(), &ns);
-    let jobs = JobKubelet::start(client.clone(), &ns);
-    jobs.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
-    let clock = TestClock::starting_now();
-    let operator = Operator::start_with_clock(&client, &ns, &clock).await;
-    s3_credentials(&env, &client, &ns).await;
-    admin_secret(&client, &ns).await;
-    let (bucket, _) = env.create_bucket("promo").await;
+async fn world() -> Promotion {
+    let world = World::builder("promo")
+        .clock(TestClock::starting_now())
+        .start()
+        .await;
+    let env = &world.env;
     let (db, url) = env.real_dhis2_database("promo").await;
     let (staging_db, _) = env.create_database("promo_stg").await;
-    external_database(&env, &client, &ns, "hmis-db", &db).await;
-    external_database(&env, &client, &ns, "staging-db", &staging_db).await;
+    world.external_database("hmis-db", &db).await;
+    world.external_database("staging-db", &staging_db).await;
     let staging_dhis2 = FakeDhis2::start(Dhis2State::Up {
         version: "2.43.0".into(),
         revision: "b2c3d4e".into(),
     })
     .await;
-    let production_dhis2 =
-        MigratingDhis2::start(client.clone(), &ns, "hmis", &url, Migration::Quick).await;
+    let production_dhis2 = MigratingDhis2::start(
+        world.client.clone(),
+        &world.ns,
+        "hmis",
+        &url,
+        Migration::Quick,
+    )
+    .await;
     for (name, version, environment, database, endpoint) in [
         (
             "staging",
@@ -111,28 +110,22 @@ async fn world() -> World {
             production_dhis2.url.clone(),
         ),
     ] {
-        create::<Dhis2Instance>(
-            &client,
-            &ns,
-            json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
-                "metadata": {"name": name, "annotations": {ENDPOINT_OVERRIDE: endpoint}},
-                "spec": {"version": version, "environment": environment, "replicas": 1,
-                    "databaseRef": database, "adminSecretRef": "dhis2-admin",
-                    "backup": {"repository": s3_repository(&bucket)}}}),
-        )
-        .await;
+        world
+            .create_instance(
+                Instance::new(name)
+                    .served_by(&endpoint)
+                    .version(version)
+                    .environment(environment)
+                    .database(database)
+                    .repository(world.bucket()),
+            )
+            .await;
     }
-    World {
-        env,
-        client,
-        ns,
-        _jobs: jobs,
-        _kubelet: kubelet,
-        _operator: operator,
+    Promotion {
+        world,
         _staging_dhis2: staging_dhis2,
         production_dhis2,
         db,
-        clock,
     }
 }
 
@@ -153,7 +146,7 @@ async fn a_promotion_waits_for_every_gate_then_upgrades_production() {
     .await;
     assert_eq!(out.status.code(), Some(2), "{}", support::stderr(&out));
     assert!(support::stderr(&out).contains("--min-soak: 'soon' is not a duration"));
-    let instances: Api<Dhis2Instance> = Api::namespaced(w.client.clone(), &w.ns);
+    let instances = w.instances();
     wait_for(90, "staging and production Ready", || async {
         for name in ["staging", "hmis"] {
             let s = instances.get(name).await.ok()?.status?;
@@ -201,13 +194,11 @@ async fn a_promotion_waits_for_every_gate_then_upgrades_production() {
 
     // Staging's restore drill passed (drills themselves are exercised in cluster_drill.rs; here
     // the finished drill is recorded as the drill controller records it).
-    let drills: Api<Dhis2Drill> = Api::namespaced(w.client.clone(), &w.ns);
-    create::<Dhis2Drill>(
-        &w.client,
-        &w.ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Drill",
-            "metadata": {"name": "staging-drill"}, "spec": {"instanceRef": "staging"}}),
-    )
+    let drills = w.api::<Dhis2Drill>();
+    w.create::<Dhis2Drill>(json!({
+        "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Drill",
+        "metadata": {"name": "staging-drill"}, "spec": {"instanceRef": "staging"}
+    }))
     .await;
     let finished = rfc3339(chrono::Utc::now() + chrono::Duration::seconds(5));
     drills
@@ -223,17 +214,15 @@ async fn a_promotion_waits_for_every_gate_then_upgrades_production() {
         .await;
 
     // A real backup of production, made by the operator's Job.
-    create::<dhis2_operator::crd::Dhis2Backup>(
-        &w.client,
-        &w.ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Backup",
-            "metadata": {"name": "hmis-nightly"}, "spec": {"instanceRef": "hmis"}}),
-    )
+    w.create::<dhis2_operator::crd::Dhis2Backup>(json!({
+        "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Backup",
+        "metadata": {"name": "hmis-nightly"}, "spec": {"instanceRef": "hmis"}
+    }))
     .await;
     w.blocked_by(&["Soaked", "Approved"]).await;
 
     // Two hours later staging has soaked; production's backup is still fresh.
-    w.clock.advance(2 * 3600);
+    w.clock().advance(2 * 3600);
     w.blocked_by(&["Approved"]).await;
 
     let out = support::dhis2ctl(&[
@@ -261,7 +250,7 @@ async fn a_promotion_waits_for_every_gate_then_upgrades_production() {
         "production's pre-upgrade backup: {done:?}"
     );
 
-    let hmis: Api<Dhis2Instance> = Api::namespaced(w.client.clone(), &w.ns);
+    let hmis = w.instances();
     let production = hmis.get("hmis").await.unwrap();
     assert_eq!(production.spec.version, "2.43.0");
     let record = &production.status.unwrap().upgrade_history[0];
@@ -308,9 +297,10 @@ async fn a_promotion_reads_staging_in_its_own_namespace_once_the_operator_may() 
         create::<Dhis2Instance>(
             &client,
             namespace,
-            json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
-                "metadata": {"name": name},
-                "spec": {"version": version, "environment": environment, "replicas": 1}}),
+            Instance::new(name)
+                .version(version)
+                .environment(environment)
+                .json(),
         )
         .await;
     }

@@ -5,78 +5,62 @@
 
 mod support;
 
+use std::ops::{Deref, DerefMut};
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use dhis2_operator::crd::{Dhis2Instance, Dhis2Restore};
-use support::cluster_objects::{
-    S3_SERVICE, create, external_database, s3_credentials, s3_repository,
-};
-use support::job_kubelet::{JobKubelet, RunState};
+use support::cluster_objects::create;
+use support::fixtures::{Instance, up};
+use support::job_kubelet::RunState;
 use support::kube_env::*;
-use support::{Env, assert_success, backup_run, count, databases_like, json};
+use support::world::World;
+use support::{assert_success, backup_run, count, databases_like, json};
 
-const ENDPOINT_OVERRIDE: &str = "dhis2operator.io/endpoint-override";
 const RESTORE_IN_PROGRESS: &str = "dhis2operator.io/restore-in-progress";
 
 /// One namespace with the operator, both kubelets, a backed-up source instance `hmis` (its
 /// database seeded, its file store holding one document) and its DHIS2.
-struct World {
-    env: Env,
-    client: Client,
-    ns: String,
-    jobs: JobKubelet,
-    _kubelet: FakeKubelet,
-    operator: Operator,
+struct Restore {
+    world: World,
     _source_dhis2: FakeDhis2,
     source_db: String,
-    bucket: String,
     backup_id: String,
 }
 
+impl Deref for Restore {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl DerefMut for Restore {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.world
+    }
+}
+
 /// A `Dhis2Instance` on an external database, probed at `dhis2` (the endpoint override).
-async fn instance(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    environment: &str,
-    database: &str,
-    dhis2: &FakeDhis2,
-    bucket: &str,
-) {
-    create::<Dhis2Instance>(
-        client,
-        ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
-            "metadata": {"name": name, "annotations": {ENDPOINT_OVERRIDE: dhis2.url}},
-            "spec": {"version": "2.41.3", "environment": environment, "replicas": 1,
-                "databaseRef": database, "adminSecretRef": "dhis2-admin",
-                "backup": {"repository": s3_repository(bucket)}}}),
+async fn instance(w: &World, name: &str, environment: &str, database: &str, dhis2: &FakeDhis2) {
+    w.create_instance(
+        Instance::new(name)
+            .served_by(&dhis2.url)
+            .environment(environment)
+            .database(database)
+            .repository(w.bucket()),
     )
     .await;
 }
 
-async fn world(prefix: &str) -> World {
-    let env = support::env();
-    let client = client().await;
-    let ns = namespace(&client, prefix).await;
-    let kubelet = FakeKubelet::start(client.clone(), &ns);
-    let jobs = JobKubelet::start(client.clone(), &ns);
-    jobs.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
-    let operator = Operator::start(&client, &ns).await;
-    s3_credentials(&env, &client, &ns).await;
-    create::<Secret>(
-        &client,
-        &ns,
-        json!({"metadata": {"name": "dhis2-admin"},
-            "stringData": {"username": ADMIN.0, "password": ADMIN.1}}),
-    )
-    .await;
-
+async fn world(prefix: &str) -> Restore {
+    let world = World::start(prefix).await;
+    let env = &world.env;
     let (source_db, source_url) = env.seeded_database("rs_src").await;
     let files = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(files.path().join("documents")).unwrap();
@@ -85,10 +69,9 @@ async fn world(prefix: &str) -> World {
         "the 2026 malaria report",
     )
     .unwrap();
-    let (bucket, repo) = env.create_bucket("rs").await;
     let out = backup_run(
         &source_url,
-        &repo,
+        &world.repo(),
         "hmis",
         &["--files-dir", files.path().to_str().unwrap(), "-o", "json"],
     )
@@ -97,54 +80,22 @@ async fn world(prefix: &str) -> World {
     let backup_id = json(&out)["id"].as_str().unwrap().to_string();
 
     let source_dhis2 = FakeDhis2::start(up()).await;
-    external_database(&env, &client, &ns, "hmis-db", &source_db).await;
-    instance(
-        &client,
-        &ns,
-        "hmis",
-        "production",
-        "hmis-db",
-        &source_dhis2,
-        &bucket,
-    )
-    .await;
-    World {
-        env,
-        client,
-        ns,
-        jobs,
-        _kubelet: kubelet,
-        operator,
+    world.external_database("hmis-db", &source_db).await;
+    instance(&world, "hmis", "production", "hmis-db", &source_dhis2).await;
+    Restore {
+        world,
         _source_dhis2: source_dhis2,
         source_db,
-        bucket,
         backup_id,
     }
 }
 
-fn up() -> Dhis2State {
-    Dhis2State::Up {
-        version: "2.41.3".into(),
-        revision: "a1b2c3d".into(),
-    }
-}
-
-impl World {
-    fn restores(&self) -> Api<Dhis2Restore> {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    fn instances(&self) -> Api<Dhis2Instance> {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
+impl Restore {
     async fn restore(&self, name: &str, spec: serde_json::Value) {
-        create::<Dhis2Restore>(
-            &self.client,
-            &self.ns,
-            json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Restore",
-                "metadata": {"name": name}, "spec": spec}),
-        )
+        self.create::<Dhis2Restore>(json!({
+            "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Restore",
+            "metadata": {"name": name}, "spec": spec
+        }))
         .await;
     }
 
@@ -195,25 +146,8 @@ impl World {
         .await
     }
 
-    async fn ready(&self, name: &str) -> Dhis2Instance {
-        let instances = self.instances();
-        wait_for(90, &format!("{name} Ready"), || async {
-            let i = instances.get(name).await.ok()?;
-            (i.status.as_ref()?.phase.as_deref() == Some("Ready")).then_some(i)
-        })
-        .await
-    }
-
-    async fn deployment_replicas(&self, name: &str) -> Option<i32> {
-        Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
-            .get_opt(name)
-            .await
-            .unwrap()
-            .and_then(|d| d.spec.replicas)
-    }
-
     async fn dhis2_pods(&self, name: &str) -> usize {
-        Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+        self.api::<Pod>()
             .list(&ListParams::default().labels(&format!(
                 "app.kubernetes.io/name=dhis2,app.kubernetes.io/instance={name},app.kubernetes.io/component=dhis2"
             )))
@@ -225,7 +159,7 @@ impl World {
 
     /// DHIS2 runs its replicas again and they are ready.
     async fn running_again(&self, name: &str, replicas: i32) {
-        let deployments = Api::<Deployment>::namespaced(self.client.clone(), &self.ns);
+        let deployments = self.api::<Deployment>();
         wait_for(
             60,
             &format!("{name} running {replicas} replica(s)"),
@@ -248,10 +182,6 @@ impl World {
             .collect()
     }
 
-    async fn events(&self, reason: &str) -> Vec<String> {
-        event_messages(&self.client, &self.ns, reason).await
-    }
-
     async fn event(&self, reason: &str, needle: &str) -> String {
         wait_for(30, &format!("a {reason} event with '{needle}'"), || async {
             self.events(reason)
@@ -263,7 +193,7 @@ impl World {
     }
 
     async fn jobs(&self) -> Vec<Job> {
-        list_all(&self.client, &self.ns).await
+        self.list().await
     }
 
     /// Tables in `db`'s public schema.
@@ -295,17 +225,8 @@ async fn existing_target(w: &World, name: &str, environment: &str) -> (String, F
         .await
         .unwrap();
     let dhis2 = FakeDhis2::start(up()).await;
-    external_database(&w.env, &w.client, &w.ns, &format!("{name}-db"), &db).await;
-    instance(
-        &w.client,
-        &w.ns,
-        name,
-        environment,
-        &format!("{name}-db"),
-        &dhis2,
-        &w.bucket,
-    )
-    .await;
+    w.external_database(&format!("{name}-db"), &db).await;
+    instance(w, name, environment, &format!("{name}-db"), &dhis2).await;
     w.ready(name).await;
     (db, dhis2)
 }
@@ -314,7 +235,7 @@ async fn existing_target(w: &World, name: &str, environment: &str) -> (String, F
 async fn a_backup_is_restored_into_a_new_instance_made_from_the_sources_spec() {
     let w = world("rs-new").await;
     let (copy_db, _) = w.env.create_database("rs_copy").await;
-    external_database(&w.env, &w.client, &w.ns, "copy-db", &copy_db).await;
+    w.external_database("copy-db", &copy_db).await;
     let copy_dhis2 = FakeDhis2::start(up()).await;
     w.restore(
         "refresh-copy",
@@ -349,16 +270,7 @@ async fn a_backup_is_restored_into_a_new_instance_made_from_the_sources_spec() {
         Some("dhis2-admin")
     );
     // This cluster's operator reaches DHIS2 through the override (no cluster network here).
-    w.instances()
-        .patch(
-            "hmis-copy",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {ENDPOINT_OVERRIDE: copy_dhis2.url}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    w.reach_dhis2_at("hmis-copy", &copy_dhis2.url).await;
     wait_for(60, "the Deployment of hmis-copy at 0 replicas", || async {
         (w.deployment_replicas("hmis-copy").await == Some(0)).then_some(())
     })
@@ -367,10 +279,7 @@ async fn a_backup_is_restored_into_a_new_instance_made_from_the_sources_spec() {
     let done = w.phase("refresh-copy", "Completed", 180).await;
     let status = done.status.unwrap();
     assert_eq!(status.backup_id.as_deref(), Some(w.backup_id.as_str()));
-    assert_eq!(
-        status.repository.as_deref(),
-        Some(format!("s3://{}/dhis2", w.bucket).as_str())
-    );
+    assert_eq!(status.repository.as_deref(), Some(w.repo().as_str()));
     assert_eq!(status.target_created, Some(true));
     assert_eq!(status.previous_replicas, Some(1));
     // The target database existed, empty: the engine kept it aside all the same.
@@ -614,7 +523,7 @@ async fn a_failed_restore_leaves_the_target_as_it_was_and_starts_dhis2_again() {
 async fn a_failed_restore_into_a_new_instance_leaves_it_stopped() {
     let w = world("rs-newfail").await;
     let (db, _) = w.env.create_database("rs_newfail").await;
-    external_database(&w.env, &w.client, &w.ns, "broken-db", &db).await;
+    w.external_database("broken-db", &db).await;
     w.restore(
         "wrong-id",
         json!({"source": {"instance": "hmis", "backupId": "20990101T000000Z-deadbeef"},
@@ -638,7 +547,7 @@ async fn a_failed_restore_into_a_new_instance_leaves_it_stopped() {
 }
 
 /// Waits until the harness holds the restore command (paused), DHIS2 stopped meanwhile.
-async fn held_with_dhis2_stopped(w: &World, target: &str) {
+async fn held_with_dhis2_stopped(w: &Restore, target: &str) {
     wait_for(120, "the restore command to be held", || async {
         w.jobs
             .runs()
@@ -650,10 +559,9 @@ async fn held_with_dhis2_stopped(w: &World, target: &str) {
     assert_eq!(w.dhis2_pods(target).await, 0);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_operator_killed_mid_restore_finishes_it_once_after_its_restart() {
-    let mut w = world("rs-kill").await;
-    let (staging_db, staging_dhis2) = existing_target(&w, "staging", "staging").await;
+/// `refresh-staging` (hmis's latest backup over `staging`, confirmed) created while the harness
+/// is paused: returns once its restore command is held, DHIS2 of staging stopped meanwhile.
+async fn refresh_staging_held(w: &Restore) {
     w.jobs.pause();
     w.restore(
         "refresh-staging",
@@ -661,8 +569,12 @@ async fn an_operator_killed_mid_restore_finishes_it_once_after_its_restart() {
             "confirmOverwrite": "staging"}),
     )
     .await;
-    held_with_dhis2_stopped(&w, "staging").await;
-    // The operator dies; the engine runs to its end meanwhile.
+    held_with_dhis2_stopped(w, "staging").await;
+}
+
+/// The operator is killed while the restore command is held, then the command runs to its end
+/// (successfully) with nobody watching; the operator is left stopped.
+async fn restore_runs_while_the_operator_is_away(w: &mut Restore) {
     w.operator.kill().await;
     w.jobs.resume();
     let run = wait_for(120, "the restore command to finish", || async {
@@ -672,6 +584,15 @@ async fn an_operator_killed_mid_restore_finishes_it_once_after_its_restart() {
     })
     .await;
     assert_eq!(run.state, RunState::Exited(0), "{}", run.output);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_killed_mid_restore_finishes_it_once_after_its_restart() {
+    let mut w = world("rs-kill").await;
+    let (staging_db, staging_dhis2) = existing_target(&w, "staging", "staging").await;
+    refresh_staging_held(&w).await;
+    // The operator dies; the engine runs to its end meanwhile.
+    restore_runs_while_the_operator_is_away(&mut w).await;
     w.operator.restart();
     let done = w.phase("refresh-staging", "Completed", 180).await;
     assert!(done.status.unwrap().replaced_database.is_some());
@@ -688,26 +609,11 @@ async fn an_operator_killed_mid_restore_finishes_it_once_after_its_restart() {
 async fn a_restore_job_deleted_after_the_swap_is_reported_as_swapped_never_as_left_as_it_was() {
     let mut w = world("rs-gone").await;
     let (staging_db, _staging_dhis2) = existing_target(&w, "staging", "staging").await;
-    w.jobs.pause();
-    w.restore(
-        "refresh-staging",
-        json!({"source": {"instance": "hmis"}, "target": {"instance": "staging"},
-            "confirmOverwrite": "staging"}),
-    )
-    .await;
-    held_with_dhis2_stopped(&w, "staging").await;
+    refresh_staging_held(&w).await;
     // While the operator is away the engine swaps the restored database in, and someone
     // deletes the Job outright: no report (termination message) survives to say so.
-    w.operator.kill().await;
-    w.jobs.resume();
-    let run = wait_for(120, "the restore command to finish", || async {
-        w.restore_runs()
-            .into_iter()
-            .find(|r| matches!(r.state, RunState::Exited(_)))
-    })
-    .await;
-    assert_eq!(run.state, RunState::Exited(0), "{}", run.output);
-    let jobs: Api<Job> = Api::namespaced(w.client.clone(), &w.ns);
+    restore_runs_while_the_operator_is_away(&mut w).await;
+    let jobs = w.api::<Job>();
     jobs.delete("refresh-staging-restore", &DeleteParams::background())
         .await
         .unwrap();
@@ -746,14 +652,7 @@ async fn a_restore_job_deleted_after_the_swap_is_reported_as_swapped_never_as_le
 async fn deleting_a_restore_mid_run_stops_its_job_and_starts_dhis2_again() {
     let w = world("rs-del").await;
     let (staging_db, staging_dhis2) = existing_target(&w, "staging", "staging").await;
-    w.jobs.pause();
-    w.restore(
-        "refresh-staging",
-        json!({"source": {"instance": "hmis"}, "target": {"instance": "staging"},
-            "confirmOverwrite": "staging"}),
-    )
-    .await;
-    held_with_dhis2_stopped(&w, "staging").await;
+    refresh_staging_held(&w).await;
     w.restores()
         .delete("refresh-staging", &Default::default())
         .await
@@ -788,14 +687,7 @@ async fn a_spec_changed_mid_restore_is_refused_and_the_restore_carries_on_with_i
     let w = world("rs-edit").await;
     let (staging_db, staging_dhis2) = existing_target(&w, "staging", "staging").await;
     let (national_db, national_dhis2) = existing_target(&w, "national", "staging").await;
-    w.jobs.pause();
-    w.restore(
-        "refresh-staging",
-        json!({"source": {"instance": "hmis"}, "target": {"instance": "staging"},
-            "confirmOverwrite": "staging"}),
-    )
-    .await;
-    held_with_dhis2_stopped(&w, "staging").await;
+    refresh_staging_held(&w).await;
     // Someone re-points the running restore at another instance, consent and all.
     w.patch_restore(
         "refresh-staging",
@@ -888,7 +780,7 @@ async fn latest_is_resolved_before_dhis2_stops_and_a_newer_backup_changes_nothin
     // A newer backup of hmis completes while DHIS2 of staging is stopping.
     let out = backup_run(
         &w.env.url_for(&w.source_db),
-        &format!("s3://{}/dhis2", w.bucket),
+        &w.repo(),
         "hmis",
         &["-o", "json"],
     )
@@ -922,7 +814,7 @@ async fn replaced_databases_are_dropped_once_older_than_the_days_kept() {
     let ns = namespace(&client, "rs-replaced").await;
     let _operator = Operator::start(&client, &ns).await;
     let (db, _) = env.create_database("rs_replaced").await;
-    external_database(&env, &client, &ns, "hmis-db", &db).await;
+    support::cluster_objects::external_database(&env, &client, &ns, "hmis-db", &db).await;
     let recent = chrono::Utc::now() - chrono::Duration::days(2);
     let old = format!("{db}__replaced_20260101t000000z");
     let kept = format!("{db}__replaced_{}", recent.format("%Y%m%dt%H%M%Sz"));
@@ -937,10 +829,11 @@ async fn replaced_databases_are_dropped_once_older_than_the_days_kept() {
     create::<Dhis2Instance>(
         &client,
         &ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
-            "metadata": {"name": "hmis"},
-            "spec": {"version": "2.42.4", "environment": "staging", "replicas": 1,
-                "databaseRef": "hmis-db"}}),
+        Instance::new("hmis")
+            .version("2.42.4")
+            .environment("staging")
+            .database("hmis-db")
+            .json(),
     )
     .await;
     let exists = |name: String| {

@@ -5,67 +5,32 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use dhis2_operator::crd::backup_common::RunPhase;
-use dhis2_operator::crd::{
-    Dhis2Backup, Dhis2BackupSchedule, Dhis2Database, Dhis2Drill, Dhis2Instance,
-};
-use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, Resource, ResourceExt};
+use dhis2_operator::crd::{Dhis2Backup, Dhis2BackupSchedule, Dhis2Drill, Dhis2Instance};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use support::cluster_objects::set_external_database_password;
-use support::job_kubelet::JobKubelet;
+use support::cluster_objects::s3_credentials;
+use support::fixtures::Instance;
 use support::kube_env::*;
+use support::world::World;
 
-/// An operator in its own namespace whose clock is a file the test writes.
-struct World {
-    client: Client,
-    ns: String,
-    clock: PathBuf,
-    operator: Operator,
-    _dir: tempfile::TempDir,
+/// An operator in its own namespace whose clock is a file the test writes (no FakeKubelet, no
+/// Secrets, no bucket: `WorldBuilder::bare`).
+async fn world(prefix: &str, now: &str) -> World {
+    World::builder(prefix)
+        .clock(TestClock::at(now))
+        .bare()
+        .start()
+        .await
 }
 
 impl World {
-    async fn start(prefix: &str, now: &str) -> Self {
-        let client = client().await;
-        let ns = namespace(&client, prefix).await;
-        let dir = tempfile::tempdir().unwrap();
-        let clock = dir.path().join("now");
-        set_clock(&clock, now);
-        let operator = Operator::start_with(
-            &client,
-            &ns,
-            OperatorOptions {
-                clock_file: Some(clock.clone()),
-                ..Default::default()
-            },
-        )
-        .await;
-        Self {
-            client,
-            ns,
-            clock,
-            operator,
-            _dir: dir,
-        }
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
     /// Moves the operator's clock to `now` and wakes the schedule `name` (a Dhis2BackupSchedule,
     /// or a Dhis2Instance for its drill schedule).
     async fn at<K>(&self, now: &str, name: &str)
@@ -75,20 +40,16 @@ impl World {
             + DeserializeOwned
             + std::fmt::Debug,
     {
-        set_clock(&self.clock, now);
+        self.clock().set_to(now);
         nudge(&self.api::<K>(), name).await;
     }
 
     async fn create_schedule(&self, name: &str, spec: serde_json::Value) {
-        let schedule: Dhis2BackupSchedule = serde_json::from_value(json!({
+        self.create::<Dhis2BackupSchedule>(json!({
             "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2BackupSchedule",
             "metadata": {"name": name}, "spec": spec
         }))
-        .unwrap();
-        self.api::<Dhis2BackupSchedule>()
-            .create(&PostParams::default(), &schedule)
-            .await
-            .expect("create Dhis2BackupSchedule");
+        .await;
     }
 
     /// Waits until the schedule's status satisfies `check`.
@@ -158,85 +119,34 @@ impl World {
     }
 }
 
-/// The S3 endpoint as the cluster would name it; the harness maps it to the test SeaweedFS.
-const S3_SERVICE: &str = "seaweedfs.storage.svc";
-
 /// Real backups for a `World`: an instance `hmis` on an external database (a seeded
 /// DHIS2-shaped database on the test PostgreSQL), an S3 repository in a fresh bucket on the
-/// test SeaweedFS, and the JobKubelet running the engine's Jobs.
+/// test SeaweedFS; the World's Job harness runs the engine's Jobs.
 struct Repository {
-    kubelet: JobKubelet,
     repo: String,
     pg_password: String,
 }
 
 impl World {
     async fn instance_with_repository(&self) -> Repository {
-        let env = support::env();
-        let kubelet = JobKubelet::start(self.client.clone(), &self.ns);
-        kubelet.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
+        let env = &self.env;
         let (database, _) = env.seeded_database("sched").await;
-        let rest = env.pg_url.trim_start_matches("postgresql://");
-        let (userinfo, hostpart) = rest.split_once('@').unwrap();
-        let (user, password) = userinfo.split_once(':').unwrap();
-        let (host, port) = hostpart.split_once('/').unwrap().0.split_once(':').unwrap();
-        self.secret(
-            "moh-pg",
-            json!({"host": host, "port": port, "database": database, "username": user, "password": password}),
-        )
-        .await;
+        self.external_database("moh", &database).await;
         let (bucket, repo) = env.create_bucket("sched").await;
-        self.secret(
-            "backup-s3",
-            json!({"accessKey": env.access_key, "secretKey": env.secret_key}),
-        )
-        .await;
-        let db: Dhis2Database = serde_json::from_value(json!({
-            "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Database",
-            "metadata": {"name": "moh"}, "spec": {"provider": "external", "externalSecretRef": "moh-pg"}
-        }))
-        .unwrap();
-        self.api::<Dhis2Database>()
-            .create(&PostParams::default(), &db)
-            .await
-            .unwrap();
-        let instance: Dhis2Instance = serde_json::from_value(json!({
-            "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
-            "metadata": {"name": "hmis"},
-            "spec": {"version": "2.41.3", "environment": "production", "databaseRef": "moh",
-                     "backup": {"repository": {"s3": {"bucket": bucket, "prefix": "dhis2",
-                         "endpoint": format!("http://{S3_SERVICE}:8333"), "pathStyle": true,
-                         "credentialsSecretRef": "backup-s3"}}}}
-        }))
-        .unwrap();
-        self.api::<Dhis2Instance>()
-            .create(&PostParams::default(), &instance)
-            .await
-            .unwrap();
+        s3_credentials(env, &self.client, &self.ns).await;
+        self.create_instance(Instance::new("hmis").database("moh").repository(&bucket))
+            .await;
         let secrets = self.api::<Secret>();
         wait_for(60, "the instance's dhis.conf Secret", || async {
             secrets.get_opt("hmis-dhis-conf").await.ok().flatten()
         })
         .await;
+        let userinfo = env.pg_url.trim_start_matches("postgresql://");
+        let (_, password) = userinfo.split_once('@').unwrap().0.split_once(':').unwrap();
         Repository {
-            kubelet,
             repo,
             pg_password: password.to_string(),
         }
-    }
-
-    async fn secret(&self, name: &str, data: serde_json::Value) {
-        let secret: Secret =
-            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
-                .unwrap();
-        self.api::<Secret>()
-            .create(&PostParams::default(), &secret)
-            .await
-            .expect("create secret");
-    }
-
-    async fn set_pg_password(&self, password: &str) {
-        set_external_database_password(&self.client, &self.ns, "moh", password).await;
     }
 
     /// Waits until the Dhis2Backup `name` exists and reached `phase`.
@@ -294,17 +204,6 @@ fn status_field(
     s.status.as_ref().and_then(f)
 }
 
-async fn events_with_reason(client: &Client, ns: &str, reason: &str) -> Vec<String> {
-    Api::<Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter_map(|e| e.message)
-        .collect()
-}
-
 const NIGHTLY: &str = "hmis-nightly";
 
 fn nightly_spec() -> serde_json::Value {
@@ -316,7 +215,7 @@ fn nightly_spec() -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_schedule_fires_once_at_two_in_the_morning_phnom_penh_time() {
     // 01:00 in Phnom Penh (UTC+7) on 25 November is 18:00 UTC on the 24th.
-    let w = World::start("sched-fire", "2026-11-25T01:00:00+07:00").await;
+    let w = world("sched-fire", "2026-11-25T01:00:00+07:00").await;
     w.create_schedule(NIGHTLY, nightly_spec()).await;
     let s = w
         .wait_schedule(NIGHTLY, "the next run", |s| {
@@ -393,7 +292,7 @@ async fn a_schedule_fires_once_at_two_in_the_morning_phnom_penh_time() {
         Some("2026-11-24T19:00:00Z")
     );
     assert_eq!(st.last_backup.as_deref(), Some(name));
-    let created = events_with_reason(&w.client, &w.ns, "Scheduled").await;
+    let created = w.events("Scheduled").await;
     assert!(
         created
             .iter()
@@ -409,17 +308,14 @@ async fn a_schedule_fires_once_at_two_in_the_morning_phnom_penh_time() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nightly_backup_waits_while_a_restore_holds_the_instance_then_runs_once() {
-    let w = World::start("sched-held", "2026-11-25T01:00:00+07:00").await;
-    let instance: Dhis2Instance = serde_json::from_value(json!({
-        "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
-        "metadata": {"name": "hmis",
-            "annotations": {"dhis2operator.io/restore-in-progress": "hmis-dr-restore"}},
-        "spec": {"version": "2.42.1", "environment": "production", "replicas": 0}}))
-    .unwrap();
-    w.api::<Dhis2Instance>()
-        .create(&PostParams::default(), &instance)
-        .await
-        .unwrap();
+    let w = world("sched-held", "2026-11-25T01:00:00+07:00").await;
+    w.create_instance(
+        Instance::new("hmis")
+            .version("2.42.1")
+            .replicas(0)
+            .annotation("dhis2operator.io/restore-in-progress", "hmis-dr-restore"),
+    )
+    .await;
     w.create_schedule(NIGHTLY, nightly_spec()).await;
     w.wait_schedule(NIGHTLY, "the next run", |s| {
         status_field(s, |st| st.next_run_time.clone()).as_deref() == Some("2026-11-24T19:00:00Z")
@@ -431,7 +327,7 @@ async fn a_nightly_backup_waits_while_a_restore_holds_the_instance_then_runs_onc
     w.at::<Dhis2BackupSchedule>("2026-11-25T02:00:30+07:00", NIGHTLY)
         .await;
     wait_for(30, "the Postponed event", || async {
-        let m = events_with_reason(&w.client, &w.ns, "Postponed").await;
+        let m = w.events("Postponed").await;
         m.iter()
             .any(|m| m.contains("2026-11-25 02:00") && m.contains("hmis-dr-restore"))
             .then_some(())
@@ -461,7 +357,7 @@ async fn a_nightly_backup_waits_while_a_restore_holds_the_instance_then_runs_onc
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_days_down_is_one_catch_up_and_a_restart_never_doubles_it() {
-    let mut w = World::start("sched-catchup", "2026-11-25T01:00:00+07:00").await;
+    let mut w = world("sched-catchup", "2026-11-25T01:00:00+07:00").await;
     w.create_schedule(NIGHTLY, nightly_spec()).await;
     w.wait_schedule(NIGHTLY, "the first status", |s| s.status.is_some())
         .await;
@@ -472,7 +368,7 @@ async fn three_days_down_is_one_catch_up_and_a_restart_never_doubles_it() {
 
     // The operator is down for three days: the fire times of the 26th, 27th and 28th pass.
     w.operator.kill().await;
-    set_clock(&w.clock, "2026-11-28T10:00:00+07:00");
+    w.clock().set_to("2026-11-28T10:00:00+07:00");
     w.operator.restart();
     let catch_up = "hmis-nightly-202611271900";
     w.wait_backups(NIGHTLY, &[first, catch_up]).await;
@@ -487,7 +383,7 @@ async fn three_days_down_is_one_catch_up_and_a_restart_never_doubles_it() {
         s.status.unwrap().next_run_time.as_deref(),
         Some("2026-11-28T19:00:00Z")
     );
-    let created = events_with_reason(&w.client, &w.ns, "Scheduled").await;
+    let created = w.events("Scheduled").await;
     assert!(
         created
             .iter()
@@ -514,7 +410,7 @@ async fn three_days_down_is_one_catch_up_and_a_restart_never_doubles_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_suspended_schedule_makes_no_backups() {
-    let w = World::start("sched-suspend", "2026-11-25T01:00:00+07:00").await;
+    let w = world("sched-suspend", "2026-11-25T01:00:00+07:00").await;
     let mut spec = nightly_spec();
     spec["suspend"] = json!(true);
     w.create_schedule(NIGHTLY, spec).await;
@@ -552,18 +448,11 @@ async fn a_suspended_schedule_makes_no_backups() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn history_limits_delete_the_oldest_failed_backup_objects() {
-    let w = World::start("sched-history", "2026-11-25T00:30:00Z").await;
+    let w = world("sched-history", "2026-11-25T00:30:00Z").await;
     // An instance without a backup repository: the Dhis2Backup controller fails each backup at
     // once, naming what is missing.
-    let instance: Dhis2Instance = serde_json::from_value(json!({
-        "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
-        "metadata": {"name": "hmis"}, "spec": {"version": "2.41.3", "environment": "staging"}
-    }))
-    .unwrap();
-    w.api::<Dhis2Instance>()
-        .create(&PostParams::default(), &instance)
-        .await
-        .unwrap();
+    w.create_instance(Instance::new("hmis").environment("staging"))
+        .await;
     let hourly = "hmis-hourly";
     w.create_schedule(
         hourly,
@@ -605,7 +494,7 @@ async fn history_limits_delete_the_oldest_failed_backup_objects() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_time_zone_is_reported_on_the_schedule() {
-    let w = World::start("sched-invalid", "2026-11-25T01:00:00+07:00").await;
+    let w = world("sched-invalid", "2026-11-25T01:00:00+07:00").await;
     let mut spec = nightly_spec();
     spec["timeZone"] = json!("Asia/Phnom Penh");
     w.create_schedule(NIGHTLY, spec).await;
@@ -628,7 +517,7 @@ async fn a_bad_time_zone_is_reported_on_the_schedule() {
         "{}",
         ready.message
     );
-    let events = events_with_reason(&w.client, &w.ns, "InvalidSpec").await;
+    let events = w.events("InvalidSpec").await;
     assert!(
         events.iter().any(|m| m.contains("spec.timeZone")),
         "{events:?}"
@@ -655,19 +544,14 @@ async fn a_bad_time_zone_is_reported_on_the_schedule() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_instance_drill_schedule_creates_drills_and_keeps_the_newest_four() {
     // Sunday 29 November 2026, 02:00 in Phnom Penh.
-    let w = World::start("sched-drill", "2026-11-29T02:00:00+07:00").await;
-    let instance: Dhis2Instance = serde_json::from_value(json!({
-        "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
-        "metadata": {"name": "hmis"},
-        "spec": {"version": "2.41.3", "environment": "production",
-                 "backup": {"drill": {"schedule": "0 3 * * 0", "timeZone": "Asia/Phnom_Penh"}}}
-    }))
-    .unwrap();
-    let instances = w.api::<Dhis2Instance>();
-    let instance = instances
-        .create(&PostParams::default(), &instance)
-        .await
-        .unwrap();
+    let w = world("sched-drill", "2026-11-29T02:00:00+07:00").await;
+    let instance = w
+        .create_instance(Instance::new("hmis").spec(
+            "backup",
+            json!({"drill": {"schedule": "0 3 * * 0", "timeZone": "Asia/Phnom_Penh"}}),
+        ))
+        .await;
+    let instances = w.instances();
     wait_for(30, "the drill schedule's start recorded", || async {
         instances.get("hmis").await.ok().filter(|i| {
             i.annotations()
@@ -748,7 +632,7 @@ async fn the_instance_drill_schedule_creates_drills_and_keeps_the_newest_four() 
         .await
         .unwrap();
     let events = wait_for(30, "the InvalidDrillSchedule event", || async {
-        let events = events_with_reason(&w.client, &w.ns, "InvalidDrillSchedule").await;
+        let events = w.events("InvalidDrillSchedule").await;
         (!events.is_empty()).then_some(events)
     })
     .await;
@@ -760,7 +644,7 @@ async fn the_instance_drill_schedule_creates_drills_and_keeps_the_newest_four() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scheduled_backups_apply_retention_and_keep_their_history() {
-    let w = World::start("sched-retain", "2026-11-25T01:00:00+07:00").await;
+    let w = world("sched-retain", "2026-11-25T01:00:00+07:00").await;
     let r = w.instance_with_repository().await;
     w.create_schedule(
         NIGHTLY,
@@ -819,14 +703,14 @@ async fn scheduled_backups_apply_retention_and_keep_their_history() {
         st.last_schedule_time.as_deref(),
         Some("2026-11-26T19:00:00Z")
     );
-    assert_eq!(r.kubelet.runs().len(), 3, "one engine Job per fire time");
+    assert_eq!(w.jobs.runs().len(), 3, "one engine Job per fire time");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_scheduled_backup_does_not_stop_the_next_one() {
-    let w = World::start("sched-failed", "2026-11-25T01:00:00+07:00").await;
+    let w = world("sched-failed", "2026-11-25T01:00:00+07:00").await;
     let r = w.instance_with_repository().await;
-    w.set_pg_password("not-the-password").await;
+    w.set_pg_password("moh", "not-the-password").await;
     w.create_schedule(
         NIGHTLY,
         json!({"instanceRef": "hmis", "schedule": "0 2 * * *", "timeZone": "Asia/Phnom_Penh"}),
@@ -857,7 +741,7 @@ async fn a_failed_scheduled_backup_does_not_stop_the_next_one() {
     assert_eq!(s.status.unwrap().last_successful_time, None);
 
     // Fixed the next day: the next fire time runs and completes.
-    w.set_pg_password(&r.pg_password).await;
+    w.set_pg_password("moh", &r.pg_password).await;
     w.at::<Dhis2BackupSchedule>("2026-11-26T02:00:30+07:00", NIGHTLY)
         .await;
     let second = "hmis-nightly-202611251900";

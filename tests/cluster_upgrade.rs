@@ -6,91 +6,74 @@
 
 mod support;
 
+use std::ops::{Deref, DerefMut};
+
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use kube::Client;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+use kube::api::{ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use serde_json::json;
 
 use dhis2_operator::crd::dhis2_restore::RestorePhase;
 use dhis2_operator::crd::upgrade::{UpgradeOutcome, UpgradePhase};
 use dhis2_operator::crd::{Dhis2Backup, Dhis2Instance, Dhis2Restore};
-use support::Env;
-use support::cluster_objects::{
-    S3_SERVICE, admin_secret, create, external_database, s3_credentials, s3_repository,
-};
-use support::job_kubelet::JobKubelet;
+use support::cluster_objects::s3_repository;
+use support::fixtures::Instance;
 use support::kube_env::*;
 use support::migrating_dhis2::{MigratingDhis2, Migration, marker_table};
-
-const ENDPOINT_OVERRIDE: &str = "dhis2operator.io/endpoint-override";
+use support::world::World;
 
 /// One namespace with the operator (its clock in a file), both kubelets, and `hmis` running
 /// DHIS2 2.42.4 on a copy of the real 2.42 database.
-struct World {
-    env: Env,
-    client: Client,
-    ns: String,
-    _jobs: JobKubelet,
-    _kubelet: FakeKubelet,
-    operator: Operator,
+struct Upgrade {
+    world: World,
     dhis2: MigratingDhis2,
     db: String,
-    clock: TestClock,
 }
 
-async fn world(prefix: &str, migration: Migration) -> World {
+impl Deref for Upgrade {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl DerefMut for Upgrade {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.world
+    }
+}
+
+async fn world(prefix: &str, migration: Migration) -> Upgrade {
     world_with(prefix, migration, json!({"timeoutSeconds": 600})).await
 }
 
-async fn world_with(prefix: &str, migration: Migration, upgrade: serde_json::Value) -> World {
-    let env = support::env();
-    let client = client().await;
-    let ns = namespace(&client, prefix).await;
-    let kubelet = FakeKubelet::start(client.clone(), &ns);
-    let jobs = JobKubelet::start(client.clone(), &ns);
-    jobs.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
-    let clock = TestClock::starting_now();
-    let operator = Operator::start_with_clock(&client, &ns, &clock).await;
-    s3_credentials(&env, &client, &ns).await;
-    admin_secret(&client, &ns).await;
-    let (db, url) = env.real_dhis2_database("upg").await;
-    let (bucket, _) = env.create_bucket("upg").await;
-    external_database(&env, &client, &ns, "hmis-db", &db).await;
-    let dhis2 = MigratingDhis2::start(client.clone(), &ns, "hmis", &url, migration).await;
-    create::<Dhis2Instance>(
-        &client,
-        &ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
-            "metadata": {"name": "hmis", "annotations": {ENDPOINT_OVERRIDE: dhis2.url}},
-            "spec": {"version": "2.42.4", "environment": "production", "replicas": 1,
-                "databaseRef": "hmis-db", "adminSecretRef": "dhis2-admin",
-                "backup": {"repository": s3_repository(&bucket)},
-                "upgrade": upgrade}}),
-    )
-    .await;
-    let w = World {
-        env,
-        client,
-        ns,
-        _jobs: jobs,
-        _kubelet: kubelet,
-        operator,
-        dhis2,
-        db,
-        clock,
-    };
+async fn world_with(prefix: &str, migration: Migration, upgrade: serde_json::Value) -> Upgrade {
+    let world = World::builder(prefix)
+        .clock(TestClock::starting_now())
+        .start()
+        .await;
+    let (db, url) = world.env.real_dhis2_database("upg").await;
+    world.external_database("hmis-db", &db).await;
+    let dhis2 =
+        MigratingDhis2::start(world.client.clone(), &world.ns, "hmis", &url, migration).await;
+    world
+        .create_instance(
+            Instance::new("hmis")
+                .served_by(&dhis2.url)
+                .version("2.42.4")
+                .database("hmis-db")
+                .repository(world.bucket())
+                .spec("upgrade", upgrade),
+        )
+        .await;
+    let w = Upgrade { world, dhis2, db };
     w.runs("2.42.4").await;
     w
 }
 
-impl World {
-    fn instances(&self) -> Api<Dhis2Instance> {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
+impl Upgrade {
     async fn set_version(&self, version: &str) {
         self.instances()
             .patch(
@@ -135,10 +118,7 @@ impl World {
     }
 
     async fn deployment(&self) -> (String, i32) {
-        let d = Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
-            .get("hmis")
-            .await
-            .unwrap();
+        let d = self.api::<Deployment>().get("hmis").await.unwrap();
         let image = d.spec.template.spec.as_ref().unwrap().containers[0]
             .image
             .clone()
@@ -146,16 +126,8 @@ impl World {
         (image, d.spec.replicas.unwrap_or(1))
     }
 
-    async fn events(&self, reason: &str) -> Vec<String> {
-        event_messages(&self.client, &self.ns, reason).await
-    }
-
     async fn backups(&self) -> Vec<Dhis2Backup> {
-        list_all(&self.client, &self.ns).await
-    }
-
-    async fn restores(&self) -> Vec<Dhis2Restore> {
-        list_all(&self.client, &self.ns).await
+        self.list().await
     }
 
     async fn query_one(&self, sql: &str) -> Option<String> {
@@ -209,7 +181,7 @@ impl World {
 }
 
 /// What a national HMIS holds before its upgrade: Khmer names, a materialized SQL view.
-async fn write_before_upgrade(w: &World) {
+async fn write_before_upgrade(w: &Upgrade) {
     w.execute(
         "CREATE TABLE written_before_upgrade (note text);
          INSERT INTO written_before_upgrade VALUES ('របាយការណ៍ខែវិច្ឆិកា');
@@ -268,12 +240,12 @@ async fn an_upgrade_stops_dhis2_backs_up_migrates_and_runs_the_new_version() {
     );
     assert_eq!(w.deployment().await, ("dhis2/core:2.43.0".to_string(), 1));
     assert_eq!(w.events("UpgradeSucceeded").await.len(), 1);
-    assert!(w.restores().await.is_empty());
+    assert!(w.list::<Dhis2Restore>().await.is_empty());
     w.drop_database().await;
 }
 
 /// `hmis` with data written before, asked for 2.43.0, whose migration has begun and never ends.
-async fn stuck_migrating(prefix: &str) -> (World, Dhis2Instance) {
+async fn stuck_migrating(prefix: &str) -> (Upgrade, Dhis2Instance) {
     let w = world(prefix, Migration::Never).await;
     write_before_upgrade(&w).await;
     w.set_version("2.43.0").await;
@@ -286,7 +258,7 @@ async fn stuck_migrating(prefix: &str) -> (World, Dhis2Instance) {
 async fn a_migration_that_never_finishes_is_rolled_back_by_restoring_the_backup() {
     let (w, _) = stuck_migrating("upg-rb").await;
     // Within the timeout it waits; past it, it rolls back.
-    w.clock.advance(300);
+    w.clock().advance(300);
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(
         w.instances()
@@ -300,7 +272,7 @@ async fn a_migration_that_never_finishes_is_rolled_back_by_restoring_the_backup(
             .phase,
         UpgradePhase::Migrating
     );
-    w.clock.advance(301);
+    w.clock().advance(301);
     let i = w.upgrade_phase(UpgradePhase::Failed, 240).await;
     let upgrade = i.status.clone().unwrap().upgrade.unwrap();
     assert_eq!(
@@ -328,7 +300,7 @@ async fn a_migration_that_never_finishes_is_rolled_back_by_restoring_the_backup(
         w.dhis2.observed()
     );
     assert_eq!(w.backups().await.len(), 1, "one backup");
-    assert_eq!(w.restores().await.len(), 1, "one restore");
+    assert_eq!(w.list::<Dhis2Restore>().await.len(), 1, "one restore");
     let history = i.status.unwrap().upgrade_history;
     assert_eq!(history[0].outcome, UpgradeOutcome::RolledBack);
     assert_eq!(w.events("UpgradeRollingBack").await.len(), 1);
@@ -341,16 +313,13 @@ async fn a_migration_that_never_finishes_is_rolled_back_by_restoring_the_backup(
         i.status?.upgrade.is_none().then_some(())
     })
     .await;
-    assert_eq!(w.restores().await.len(), 1);
+    assert_eq!(w.list::<Dhis2Restore>().await.len(), 1);
     w.drop_database().await;
 }
 
 /// The instance's Service selects the pods of `instance` (and only those).
 async fn service_sends_users_to(w: &World, instance: &str) {
-    let service = Api::<Service>::namespaced(w.client.clone(), &w.ns)
-        .get("hmis")
-        .await
-        .unwrap();
+    let service = w.api::<Service>().get("hmis").await.unwrap();
     let selector = service.spec.unwrap().selector.unwrap();
     assert_eq!(
         selector
@@ -364,7 +333,8 @@ async fn service_sends_users_to(w: &World, instance: &str) {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let pods = Api::<Pod>::namespaced(w.client.clone(), &w.ns)
+    let pods = w
+        .api::<Pod>()
         .list(&ListParams::default().labels(&labels))
         .await
         .unwrap();
@@ -407,16 +377,7 @@ async fn while_the_new_version_migrates_a_read_only_copy_serves_users_until_the_
     })
     .await;
     assert_eq!(copy.spec.version, "2.42.4", "the previous version");
-    w.instances()
-        .patch(
-            "hmis-readonly",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {ENDPOINT_OVERRIDE: copy_dhis2.url}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    w.reach_dhis2_at("hmis-readonly", &copy_dhis2.url).await;
     let i = wait_for(240, "users sent to the read-only copy", || async {
         let i = w.instances().get("hmis").await.ok()?;
         let s = i.status.clone()?;
@@ -428,7 +389,8 @@ async fn while_the_new_version_migrates_a_read_only_copy_serves_users_until_the_
     assert_eq!(status.upgrade.unwrap().phase, UpgradePhase::Migrating);
     service_sends_users_to(&w, "hmis-readonly").await;
     // The copy: DHIS2 2.42.4, read-only, on what was written before the upgrade.
-    let conf = Api::<Secret>::namespaced(w.client.clone(), &w.ns)
+    let conf = w
+        .api::<Secret>()
         .get("hmis-readonly-dhis-conf")
         .await
         .unwrap();
@@ -448,7 +410,7 @@ async fn while_the_new_version_migrates_a_read_only_copy_serves_users_until_the_
     assert!(backup.spec.include_analytics, "dashboards need analytics");
 
     // The migration never finishes: rolled back; the copy serves until the instance is back.
-    w.clock.advance(601);
+    w.clock().advance(601);
     w.upgrade_phase(UpgradePhase::Failed, 240).await;
     wait_for(120, "the read-only copy removed", || async {
         let i = w.instances().get("hmis").await.ok()?;
@@ -499,7 +461,7 @@ async fn a_read_only_copy_that_cannot_be_made_is_reported_and_the_upgrade_goes_o
         ))
         .await
         .unwrap();
-    Api::<Secret>::namespaced(w.client.clone(), &w.ns)
+    w.api::<Secret>()
         .patch(
             "hmis-db-pg",
             &PatchParams::default(),
@@ -507,7 +469,7 @@ async fn a_read_only_copy_that_cannot_be_made_is_reported_and_the_upgrade_goes_o
         )
         .await
         .unwrap();
-    let secret = Api::<Secret>::namespaced(w.client.clone(), &w.ns);
+    let secret = w.api::<Secret>();
     wait_for(
         60,
         "dhis.conf to use the account without CREATEDB",
@@ -667,7 +629,7 @@ async fn an_operator_killed_at_every_step_of_an_upgrade_resumes_it_with_one_back
     }
     w.runs("2.43.0").await;
     assert_eq!(w.backups().await.len(), 1, "one backup");
-    assert!(w.restores().await.is_empty());
+    assert!(w.list::<Dhis2Restore>().await.is_empty());
     assert!(w.dhis2.version_conflicts().is_empty());
     let history = w
         .instances()
@@ -682,7 +644,7 @@ async fn an_operator_killed_at_every_step_of_an_upgrade_resumes_it_with_one_back
     w.drop_database().await;
 }
 
-impl World {
+impl Upgrade {
     /// Waits until the new version has begun migrating the database.
     async fn migration_started(&self) {
         wait_for(60, "the migration to start", || async {
@@ -697,7 +659,7 @@ impl World {
 
     /// Sets one key of a Secret of the namespace.
     async fn set_secret(&self, name: &str, key: &str, value: &str) {
-        Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+        self.api::<Secret>()
             .patch(
                 name,
                 &PatchParams::default(),
@@ -795,7 +757,7 @@ async fn after_a_failed_rollback_dhis2_stays_stopped_until_a_restore_brings_it_b
     // The rollback's restore cannot read the repository: it fails.
     w.set_secret("backup-s3", "secretKey", "wrong-secret-key")
         .await;
-    w.clock.advance(601);
+    w.clock().advance(601);
     let i = w.upgrade_phase(UpgradePhase::Failed, 300).await;
     let upgrade = i.status.unwrap().upgrade.unwrap();
     assert_eq!(
@@ -821,17 +783,15 @@ async fn after_a_failed_rollback_dhis2_stays_stopped_until_a_restore_brings_it_b
     // The way out: restore the pre-upgrade backup over the instance.
     w.set_secret("backup-s3", "secretKey", &w.env.secret_key)
         .await;
-    create::<Dhis2Restore>(
-        &w.client,
-        &w.ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Restore",
-            "metadata": {"name": "after-failed-rollback"},
-            "spec": {"source": {"instance": "hmis", "backupRef": backup},
-                "target": {"instance": "hmis"}, "confirmOverwrite": "hmis",
-                "approvedBy": "Dr Sok Chenda", "regenerateAnalytics": false}}),
-    )
+    w.create::<Dhis2Restore>(json!({
+        "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Restore",
+        "metadata": {"name": "after-failed-rollback"},
+        "spec": {"source": {"instance": "hmis", "backupRef": backup},
+            "target": {"instance": "hmis"}, "confirmOverwrite": "hmis",
+            "approvedBy": "Dr Sok Chenda", "regenerateAnalytics": false}
+    }))
     .await;
-    let restores: Api<Dhis2Restore> = Api::namespaced(w.client.clone(), &w.ns);
+    let restores = w.restores();
     wait_for(300, "the restore to complete", || async {
         let r = restores.get("after-failed-rollback").await.ok()?;
         (r.status?.phase? == RestorePhase::Completed).then_some(())

@@ -7,6 +7,8 @@
 
 mod support;
 
+use std::ops::{Deref, DerefMut};
+
 use dhis2_operator::cnpg::{Cluster, ObjectStore, ScheduledBackup};
 use dhis2_operator::crd::backup_common::{RepositorySpec, RunPhase};
 use dhis2_operator::crd::{Dhis2Backup, Dhis2Database, Dhis2Drill, Dhis2Instance, Dhis2Restore};
@@ -14,92 +16,71 @@ use dhis2_operator::operator::database::cnpg::archive::resolve_archive;
 use dhis2_operator::operator::database::cnpg::build::{ClusterPlan, build_cnpg_children};
 use k8s_openapi::api::core::v1::{Event, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use kube::{Client, ResourceExt};
 use serde_json::json;
-use support::cluster_objects::{S3_SERVICE, admin_secret, create, s3_credentials, s3_repository};
+use support::cluster_objects::{S3_SERVICE, s3_repository};
 use support::cnpg::{FakeCnpg, HEALTHY, install_crds, set_status, uninstall_crds};
-use support::job_kubelet::{JobKubelet, RunState};
+use support::count;
+use support::fixtures::{Instance, up};
+use support::job_kubelet::RunState;
 use support::kube_env::*;
-use support::{Env, count};
+use support::world::World;
 
 /// CloudNativePG's CRDs are cluster-wide: the test that removes them runs alone.
 static CNPG_CRDS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-const ENDPOINT_OVERRIDE: &str = "dhis2operator.io/endpoint-override";
-
-struct World {
-    env: Env,
-    client: Client,
-    ns: String,
-    jobs: JobKubelet,
-    _kubelet: FakeKubelet,
-    operator: Operator,
+/// A `World` with FakeCnpg playing CloudNativePG's controller in it, and one FakeDhis2 for
+/// every instance.
+struct Cnpg {
+    world: World,
     cnpg: FakeCnpg,
     dhis2: FakeDhis2,
-    bucket: String,
 }
 
-async fn world(prefix: &str) -> World {
-    let env = support::env();
-    let client = client().await;
-    let ns = namespace(&client, prefix).await;
-    let kubelet = FakeKubelet::start(client.clone(), &ns);
-    let jobs = JobKubelet::start(client.clone(), &ns);
-    jobs.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
-    let cnpg = FakeCnpg::start(env.clone(), client.clone(), &ns, jobs.host_mapper());
-    let operator = Operator::start(&client, &ns).await;
-    s3_credentials(&env, &client, &ns).await;
-    admin_secret(&client, &ns).await;
-    let (bucket, _) = env.create_bucket(prefix).await;
-    let dhis2 = FakeDhis2::start(Dhis2State::Up {
-        version: "2.41.3".into(),
-        revision: "a1b2c3d".into(),
-    })
-    .await;
-    World {
-        env,
-        client,
-        ns,
-        jobs,
-        _kubelet: kubelet,
-        operator,
-        cnpg,
-        dhis2,
-        bucket,
+impl Deref for Cnpg {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
     }
 }
 
-impl World {
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        Api::namespaced(self.client.clone(), &self.ns)
+impl DerefMut for Cnpg {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.world
     }
+}
 
+async fn world(prefix: &str) -> Cnpg {
+    let world = World::start(prefix).await;
+    let cnpg = FakeCnpg::start(
+        world.env.clone(),
+        world.client.clone(),
+        &world.ns,
+        world.jobs.host_mapper(),
+    );
+    let dhis2 = FakeDhis2::start(up()).await;
+    Cnpg { world, cnpg, dhis2 }
+}
+
+impl Cnpg {
     async fn database(&self, name: &str, cnpg: serde_json::Value) {
-        create::<Dhis2Database>(
-            &self.client,
-            &self.ns,
-            json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Database",
-                "metadata": {"name": name},
-                "spec": {"provider": "cnpg", "storage": {"size": "20Gi"},
-                    "resources": {"limits": {"memory": "8Gi"}}, "cnpg": cnpg}}),
-        )
+        self.create::<Dhis2Database>(json!({
+            "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Database",
+            "metadata": {"name": name},
+            "spec": {"provider": "cnpg", "storage": {"size": "20Gi"},
+                "resources": {"limits": {"memory": "8Gi"}}, "cnpg": cnpg}
+        }))
         .await;
     }
 
     async fn instance(&self, name: &str, environment: &str, database: &str) {
-        create::<Dhis2Instance>(
-            &self.client,
-            &self.ns,
-            json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
-                "metadata": {"name": name, "annotations": {ENDPOINT_OVERRIDE: self.dhis2.url}},
-                "spec": {"version": "2.41.3", "environment": environment, "replicas": 1,
-                    "databaseRef": database, "adminSecretRef": "dhis2-admin",
-                    "backup": {"repository": s3_repository(&self.bucket)}}}),
+        self.create_instance(
+            Instance::new(name)
+                .served_by(&self.dhis2.url)
+                .environment(environment)
+                .database(database)
+                .repository(self.bucket()),
         )
         .await;
     }
@@ -256,7 +237,7 @@ async fn a_production_instance_runs_on_a_three_instance_cnpg_cluster_archiving_w
     let configuration = &store_spec["configuration"];
     assert_eq!(
         configuration["destinationPath"],
-        format!("s3://{}/dhis2/_cnpg", w.bucket)
+        format!("s3://{}/dhis2/_cnpg", w.bucket())
     );
     assert_eq!(
         configuration["endpointURL"],
@@ -292,7 +273,7 @@ async fn a_production_instance_runs_on_a_three_instance_cnpg_cluster_archiving_w
 
     // What the operator builds is what CloudNativePG's schema stored, field for field.
     let db = w.api::<Dhis2Database>().get("hmis-db").await.unwrap();
-    let repository: RepositorySpec = serde_json::from_value(s3_repository(&w.bucket)).unwrap();
+    let repository: RepositorySpec = serde_json::from_value(s3_repository(w.bucket())).unwrap();
     let archive = resolve_archive(None, Some((&repository, "the instance's")), true).unwrap();
     let built = build_cnpg_children(
         &db,
@@ -336,7 +317,7 @@ async fn a_production_instance_runs_on_a_three_instance_cnpg_cluster_archiving_w
     assert_eq!(cnpg.wal_archiving.as_deref(), Some("plugin"));
     assert_eq!(
         cnpg.archive.as_deref(),
-        Some(format!("s3://{}/dhis2/_cnpg/hmis-db", w.bucket).as_str())
+        Some(format!("s3://{}/dhis2/_cnpg/hmis-db", w.bucket()).as_str())
     );
     assert_eq!(status.credentials_secret.as_deref(), Some("hmis-db-app"));
     assert_eq!(
@@ -445,12 +426,10 @@ async fn logical_backups_and_drills_work_against_a_cnpg_database_as_against_any_
     let rows = count(&w.env, &fake.database, "datavalue").await;
     assert!(rows > 0);
 
-    create::<Dhis2Backup>(
-        &w.client,
-        &w.ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Backup",
-            "metadata": {"name": "hmis-now"}, "spec": {"instanceRef": "hmis"}}),
-    )
+    w.create::<Dhis2Backup>(json!({
+        "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Backup",
+        "metadata": {"name": "hmis-now"}, "spec": {"instanceRef": "hmis"}
+    }))
     .await;
     let backup = wait_for(120, "the backup to finish", || async {
         let b = w.api::<Dhis2Backup>().get("hmis-now").await.ok()?;
@@ -461,7 +440,7 @@ async fn logical_backups_and_drills_work_against_a_cnpg_database_as_against_any_
     let status = backup.status.unwrap();
     assert_eq!(status.phase, Some(RunPhase::Completed), "{status:?}");
     let id = status.backup_id.unwrap();
-    let repo = format!("s3://{}/dhis2", w.bucket);
+    let repo = w.repo();
     assert_eq!(
         support::listed_backup_ids(&repo, Some("hmis")).await,
         vec![id.clone()]
@@ -482,12 +461,10 @@ async fn logical_backups_and_drills_work_against_a_cnpg_database_as_against_any_
     );
     assert!(!job.contains(&fake.password));
 
-    create::<Dhis2Drill>(
-        &w.client,
-        &w.ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Drill",
-            "metadata": {"name": "weekly"}, "spec": {"instanceRef": "hmis"}}),
-    )
+    w.create::<Dhis2Drill>(json!({
+        "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Drill",
+        "metadata": {"name": "weekly"}, "spec": {"instanceRef": "hmis"}
+    }))
     .await;
     let drill = wait_for(240, "the drill to finish", || async {
         let d = w.api::<Dhis2Drill>().get("weekly").await.ok()?;
@@ -524,7 +501,7 @@ async fn logical_backups_and_drills_work_against_a_cnpg_database_as_against_any_
     // turns it off after the restore, once, as it would have.
     w.jobs.pause();
     let ns = w.ns.clone();
-    let (jobs, operator) = (&w.jobs, &mut w.operator);
+    let (jobs, operator) = (&w.world.jobs, &mut w.world.operator);
     let restore_args = [
         "restore",
         "hmis-now",
@@ -653,15 +630,13 @@ async fn a_point_in_time_restore_recovers_a_new_cluster_to_the_moment_and_moves_
         .with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).unwrap())
         .format("%Y-%m-%dT%H:%M:%S%:z")
         .to_string();
-    create::<Dhis2Restore>(
-        &w.client,
-        &w.ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Restore",
-            "metadata": {"name": "hmis-1013"},
-            "spec": {"source": {"instance": "hmis"}, "target": {"instance": "hmis"},
-                "confirmOverwrite": "hmis", "approvedBy": "Dr. Sok Chea, HMIS director",
-                "pointInTime": moment}}),
-    )
+    w.create::<Dhis2Restore>(json!({
+        "apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Restore",
+        "metadata": {"name": "hmis-1013"},
+        "spec": {"source": {"instance": "hmis"}, "target": {"instance": "hmis"},
+            "confirmOverwrite": "hmis", "approvedBy": "Dr. Sok Chea, HMIS director",
+            "pointInTime": moment}
+    }))
     .await;
 
     // A new cluster, bootstrapped from the source's archive up to the moment.
@@ -689,7 +664,7 @@ async fn a_point_in_time_restore_recovers_a_new_cluster_to_the_moment_and_moves_
         .unwrap();
     assert_eq!(
         spec_of(&source_store)["configuration"]["destinationPath"],
-        format!("s3://{}/dhis2/_cnpg", w.bucket)
+        format!("s3://{}/dhis2/_cnpg", w.bucket())
     );
     assert!(
         spec_of(&source_store).get("retentionPolicy").is_none(),
@@ -798,7 +773,7 @@ async fn without_cnpg_the_database_is_degraded_saying_how_to_install_it_and_is_m
         "{}",
         degraded.message
     );
-    let events: Vec<String> = event_messages(&w.client, &w.ns, "CnpgNotInstalled").await;
+    let events: Vec<String> = w.events("CnpgNotInstalled").await;
     assert_eq!(events.len(), 1, "one Event, not one per look: {events:?}");
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert!(w.operator.is_running(), "no crash, no crash loop");
@@ -814,18 +789,19 @@ async fn without_cnpg_the_database_is_degraded_saying_how_to_install_it_and_is_m
     let store = &spec["backup"]["barmanObjectStore"];
     assert_eq!(
         store["destinationPath"],
-        format!("s3://{}/dhis2/_cnpg", w.bucket)
+        format!("s3://{}/dhis2/_cnpg", w.bucket())
     );
     assert_eq!(
         store["s3Credentials"]["secretAccessKey"],
         json!({"name": "backup-s3", "key": "secretKey"})
     );
     assert_eq!(spec["backup"]["retentionPolicy"], "30d");
-    let scheduled = w
-        .api::<ScheduledBackup>()
-        .get("hmis-db-base-backup")
-        .await
-        .unwrap();
+    // The ScheduledBackup is applied right after the Cluster: wait for it, don't race it.
+    let scheduled_backups = w.api::<ScheduledBackup>();
+    let scheduled = wait_for(60, "the ScheduledBackup of hmis-db", || async {
+        scheduled_backups.get("hmis-db-base-backup").await.ok()
+    })
+    .await;
     assert_eq!(spec_of(&scheduled)["method"], "barmanObjectStore");
     let (db, _) = w.database_condition("hmis-db", "Ready", "True", None).await;
     assert_eq!(
@@ -910,16 +886,7 @@ async fn dhis2ctl_recovers_a_moment_into_a_new_instance_and_leaves_the_source_al
     })
     .await;
     assert_eq!(copy.spec.database_ref, Some(format!("{name}-db")));
-    w.api::<Dhis2Instance>()
-        .patch(
-            "hmis-copy",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(
-                json!({"metadata": {"annotations": {ENDPOINT_OVERRIDE: w.dhis2.url}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    w.reach_dhis2_at("hmis-copy", &w.dhis2.url).await;
     let cluster = w.cluster(&format!("{name}-db")).await;
     assert_eq!(
         spec_of(&cluster)["bootstrap"]["recovery"]["recoveryTarget"]["targetTime"],

@@ -10,22 +10,12 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams};
-use serde_json::json;
-
-use dhis2_operator::crd::{Dhis2Backup, Dhis2Instance};
-use support::cluster_objects::{
-    S3_SERVICE, create, external_database, s3_credentials, s3_repository,
-};
-use support::job_kubelet::JobKubelet;
-use support::kube_env::{
-    ADMIN, Dhis2State, FakeDhis2, FakeKubelet, Operator, client, namespace, wait_for,
-};
+use dhis2_operator::crd::Dhis2Backup;
+use support::fixtures::Instance;
+use support::kube_env::{Dhis2State, FakeDhis2};
 use support::runbook::{blocks, follow, run};
+use support::world::World;
 use support::{Env, count};
-
-const ENDPOINT_OVERRIDE: &str = "dhis2operator.io/endpoint-override";
 
 async fn delete_recent_data_values(env: &Env, db: &str) -> i64 {
     let client = env.client(db).await;
@@ -42,45 +32,24 @@ async fn delete_recent_data_values(env: &Env, db: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cluster_runbook_brings_lost_data_back() {
-    let env = support::env();
-    let admin = client().await;
-    let ns = namespace(&admin, "dr-runbook").await;
-    let _kubelet = FakeKubelet::start(admin.clone(), &ns);
-    let jobs = JobKubelet::start(admin.clone(), &ns);
-    jobs.map_host(S3_SERVICE, env.s3_endpoint.trim_start_matches("http://"));
-    let _operator = Operator::start(&admin, &ns).await;
-    s3_credentials(&env, &admin, &ns).await;
-    create::<Secret>(
-        &admin,
-        &ns,
-        json!({"metadata": {"name": "dhis2-admin"},
-            "stringData": {"username": ADMIN.0, "password": ADMIN.1}}),
-    )
-    .await;
+    let w = World::start("dr-runbook").await;
+    let (env, ns) = (&w.env, &w.ns);
     let (db, _) = env.real_dhis2_database("dr_cluster").await;
-    external_database(&env, &admin, &ns, "hmis-db", &db).await;
-    let (bucket, _) = env.create_bucket("dr-cluster").await;
+    w.external_database("hmis-db", &db).await;
     let dhis2 = FakeDhis2::start(Dhis2State::Up {
         version: "2.42.1".into(),
         revision: "r".into(),
     })
     .await;
-    create::<Dhis2Instance>(
-        &admin,
-        &ns,
-        json!({"apiVersion": "dhis2operator.io/v1alpha1", "kind": "Dhis2Instance",
-            "metadata": {"name": "hmis", "annotations": {ENDPOINT_OVERRIDE: dhis2.url}},
-            "spec": {"version": "2.42.1", "environment": "production", "replicas": 1,
-                "databaseRef": "hmis-db", "adminSecretRef": "dhis2-admin",
-                "backup": {"repository": s3_repository(&bucket)}}}),
+    w.create_instance(
+        Instance::new("hmis")
+            .served_by(&dhis2.url)
+            .version("2.42.1")
+            .database("hmis-db")
+            .repository(w.bucket()),
     )
     .await;
-    let instances = Api::<Dhis2Instance>::namespaced(admin.clone(), &ns);
-    wait_for(90, "hmis Ready", || async {
-        let i = instances.get("hmis").await.ok()?;
-        (i.status?.phase.as_deref() == Some("Ready")).then_some(())
-    })
-    .await;
+    w.ready("hmis").await;
 
     // Last night's backup, then the damage.
     let mut vars = BTreeMap::from([
@@ -91,34 +60,32 @@ async fn the_cluster_runbook_brings_lost_data_back() {
     run(
         "dhis2ctl backup create \"$INSTANCE\" -n \"$NS\" --wait",
         &vars,
-        &env,
+        env,
     )
     .await;
-    let nightly = Api::<Dhis2Backup>::namespaced(admin.clone(), &ns)
-        .list(&ListParams::default())
+    let nightly = w
+        .list::<Dhis2Backup>()
         .await
-        .unwrap()
-        .items
         .into_iter()
         .find_map(|b| b.status?.backup_id)
         .expect("the nightly backup's id");
-    let before = count(&env, &db, "datavalue").await;
-    let deleted = delete_recent_data_values(&env, &db).await;
-    assert_eq!(count(&env, &db, "datavalue").await, before - deleted);
+    let before = count(env, &db, "datavalue").await;
+    let deleted = delete_recent_data_values(env, &db).await;
+    assert_eq!(count(env, &db, "datavalue").await, before - deleted);
 
     // The officer follows the runbook with `BACKUP=latest` (step 3: the damage is newer than
     // the nightly backup): the backup step 2 takes of the damaged data must not be the one
     // restored.
     assert!(!nightly.is_empty());
     vars.insert("BACKUP", "latest".to_string());
-    let ran = follow("In the cluster", &vars, &env).await;
+    let ran = follow("In the cluster", &vars, env).await;
     assert_eq!(ran, 5, "the cluster runbook's commands");
     assert_eq!(
-        count(&env, &db, "datavalue").await,
+        count(env, &db, "datavalue").await,
         before,
         "the data values deleted after the backup are back"
     );
-    let hmis = instances.get("hmis").await.unwrap();
+    let hmis = w.instances().get("hmis").await.unwrap();
     assert_eq!(hmis.status.unwrap().phase.as_deref(), Some("Ready"));
 }
 

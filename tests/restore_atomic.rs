@@ -48,13 +48,9 @@ async fn fingerprint(env: &Env, db: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forced_restore_swaps_the_database_in_and_keeps_the_old_one() {
     let env = env();
-    let (_src, src_url) = env.seeded_database("atomic_src").await;
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    assert_success(
-        &backup_run(&src_url, repo_path, "hmis", &[]).await,
-        "backup",
-    );
+    backed_up(&env, "atomic_src", repo_path, &[]).await;
 
     let (dst, dst_url) = env.create_database("atomic_dst").await;
     env.client(&dst)
@@ -137,21 +133,16 @@ async fn a_forced_restore_swaps_the_database_in_and_keeps_the_old_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dump_damaged_late_leaves_a_populated_target_exactly_as_it_was() {
     let env = env();
-    let (_src, src_url) = env.seeded_database("late_src").await;
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    let out = backup_run(&src_url, repo_path, "hmis", &["-o", "json"]).await;
-    assert_success(&out, "backup");
-    let id = json(&out)["id"].as_str().unwrap().to_string();
+    let id = backed_up(&env, "late_src", repo_path, &[]).await.id();
     let dump = repo
         .path()
         .join("hmis")
         .join(&id)
         .join("database.pgdump.zst");
-    let mut data = std::fs::read(&dump).unwrap();
-    let late = data.len() * 9 / 10;
-    data[late] ^= 0x20;
-    std::fs::write(&dump, data).unwrap();
+    let late = std::fs::metadata(&dump).unwrap().len() as usize * 9 / 10;
+    flip_byte(&dump, late, 0x20);
 
     let (dst, dst_url) = env.seeded_database("late_dst").await;
     env.client(&dst)
@@ -180,14 +171,10 @@ async fn a_dump_damaged_late_leaves_a_populated_target_exactly_as_it_was() {
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_never_takes_its_target_from_the_backup_source_variable() {
     let env = env();
-    let (src, src_url) = env.seeded_database("env_src").await;
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    assert_success(
-        &backup_run(&src_url, repo_path, "hmis", &[]).await,
-        "backup",
-    );
-    let before = fingerprint(&env, &src).await;
+    let src = backed_up(&env, "env_src", repo_path, &[]).await;
+    let before = fingerprint(&env, &src.db).await;
     let out = dhis2ctl_with_env(
         &[
             "backup",
@@ -199,7 +186,7 @@ async fn restore_never_takes_its_target_from_the_backup_source_variable() {
             "latest",
             "--force",
         ],
-        &[("DHIS2_DATABASE_URL", &src_url)],
+        &[("DHIS2_DATABASE_URL", &src.url)],
     )
     .await;
     assert_eq!(
@@ -211,11 +198,11 @@ async fn restore_never_takes_its_target_from_the_backup_source_variable() {
     let err = stderr(&out);
     assert!(err.contains("--database-url"), "{err}");
     assert!(err.contains("DHIS2_RESTORE_DATABASE_URL"), "{err}");
-    assert_eq!(fingerprint(&env, &src).await, before);
+    assert_eq!(fingerprint(&env, &src.db).await, before);
 
     let out = dhis2ctl_with_env(
         &["drill", "--repo", repo_path, "--instance", "hmis"],
-        &[("DHIS2_DATABASE_URL", &src_url)],
+        &[("DHIS2_DATABASE_URL", &src.url)],
     )
     .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -233,14 +220,14 @@ async fn restore_never_takes_its_target_from_the_backup_source_variable() {
             "latest",
         ],
         &[
-            ("DHIS2_DATABASE_URL", &src_url),
+            ("DHIS2_DATABASE_URL", &src.url),
             ("DHIS2_RESTORE_DATABASE_URL", &dst_url),
         ],
     )
     .await;
     assert_success(&out, "restore through DHIS2_RESTORE_DATABASE_URL");
     assert_eq!(count(&env, &dst, "datavalue").await, 150_000);
-    assert_eq!(fingerprint(&env, &src).await, before);
+    assert_eq!(fingerprint(&env, &src.db).await, before);
 }
 
 /// The operator restores any backup into an instance with a file store volume: a backup without
@@ -248,13 +235,9 @@ async fn restore_never_takes_its_target_from_the_backup_source_variable() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_without_files_restores_its_database_alone_when_files_are_optional() {
     let env = env();
-    let (_src, src_url) = env.seeded_database("nofiles_src").await;
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    assert_success(
-        &backup_run(&src_url, repo_path, "hmis", &[]).await,
-        "backup",
-    );
+    backed_up(&env, "nofiles_src", repo_path, &[]).await;
     let files = tempfile::tempdir().unwrap();
     std::fs::write(files.path().join("kept.txt"), "uploaded before").unwrap();
     let files_dir = files.path().to_str().unwrap();
@@ -286,13 +269,9 @@ async fn a_backup_without_files_restores_its_database_alone_when_files_are_optio
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_pg_restore_is_a_tooling_error_not_a_damaged_backup() {
     let env = env();
-    let (_src, src_url) = env.seeded_database("tool_src").await;
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    assert_success(
-        &backup_run(&src_url, repo_path, "hmis", &[]).await,
-        "backup",
-    );
+    backed_up(&env, "tool_src", repo_path, &[]).await;
     let out = dhis2ctl(&[
         "backup",
         "verify",
@@ -329,7 +308,6 @@ async fn a_missing_pg_restore_is_a_tooling_error_not_a_damaged_backup() {
 async fn a_file_store_comes_back_into_its_directory_with_the_old_contents_kept() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let env = env();
-    let (_src, src_url) = env.seeded_database("fs_src").await;
     let files = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(files.path().join("documents")).unwrap();
     let doc = files.path().join("documents/report.pdf");
@@ -348,10 +326,10 @@ async fn a_file_store_comes_back_into_its_directory_with_the_old_contents_kept()
     }
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    let out = backup_run(
-        &src_url,
+    backed_up(
+        &env,
+        "fs_src",
         repo_path,
-        "hmis",
         &[
             "--files-dir",
             files.path().to_str().unwrap(),
@@ -360,7 +338,6 @@ async fn a_file_store_comes_back_into_its_directory_with_the_old_contents_kept()
         ],
     )
     .await;
-    assert_success(&out, "backup");
 
     // The target directory stands for a mount point: it must stay the same directory.
     let target_root = tempfile::tempdir().unwrap();
@@ -520,11 +497,9 @@ async fn troubled_proxy(upstream: String, after: u64, trouble: Trouble) -> Strin
 #[tokio::test(flavor = "multi_thread")]
 async fn a_network_cut_mid_restore_leaves_the_target_as_it_was() {
     let env = env();
-    let (_src, src_url) = env.seeded_database("cut_src").await;
     let (_bucket, repo) = env.create_bucket("restorecut").await;
-    let out = backup_run(&src_url, &repo, "hmis", &["-o", "json"]).await;
-    assert_success(&out, "backup");
-    let dump_size = json(&out)["objects"][0]["sizeBytes"].as_u64().unwrap();
+    let backup = backed_up(&env, "cut_src", &repo, &[]).await;
+    let dump_size = backup.report["objects"][0]["sizeBytes"].as_u64().unwrap();
     assert!(dump_size > 1_000_000, "dump of {dump_size} bytes");
 
     let (dst, dst_url) = env.seeded_database("cut_dst").await;
@@ -563,7 +538,6 @@ async fn a_network_cut_mid_restore_leaves_the_target_as_it_was() {
 #[tokio::test]
 async fn a_failure_after_the_swap_is_reported_as_swapped_not_as_left_as_it_was() {
     let env = env();
-    let (src, src_url) = env.seeded_database("as_src").await;
     let files = tempfile::tempdir().unwrap();
     std::fs::write(files.path().join("report.pdf"), "new report").unwrap();
     let conf_dir = tempfile::tempdir().unwrap();
@@ -571,10 +545,10 @@ async fn a_failure_after_the_swap_is_reported_as_swapped_not_as_left_as_it_was()
     std::fs::write(&conf, "encryption.password = abc\n").unwrap();
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    let out = backup_run(
-        &src_url,
+    let src = backed_up(
+        &env,
+        "as_src",
         repo_path,
-        "hmis",
         &[
             "--files-dir",
             files.path().to_str().unwrap(),
@@ -583,7 +557,6 @@ async fn a_failure_after_the_swap_is_reported_as_swapped_not_as_left_as_it_was()
         ],
     )
     .await;
-    assert_success(&out, "backup");
 
     let (dst, dst_url) = env.create_database("as_dst").await;
     env.client(&dst)
@@ -643,7 +616,7 @@ async fn a_failure_after_the_swap_is_reported_as_swapped_not_as_left_as_it_was()
     // As it says: the target holds the backup, the replaced database its old table.
     assert_eq!(
         count(&env, &dst, "datavalue").await,
-        count(&env, &src, "datavalue").await
+        count(&env, &src.db, "datavalue").await
     );
     assert_eq!(
         databases_like(&env, replaced).await,
@@ -658,13 +631,9 @@ async fn a_failure_after_the_swap_is_reported_as_swapped_not_as_left_as_it_was()
 #[tokio::test]
 async fn a_restore_the_server_has_no_room_for_is_refused_before_anything_is_built() {
     let env = env();
-    let (_src, src_url) = env.seeded_database("room_src").await;
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    assert_success(
-        &backup_run(&src_url, repo_path, "hmis", &[]).await,
-        "backup",
-    );
+    backed_up(&env, "room_src", repo_path, &[]).await;
     // The manifest records what a restore of it takes.
     let listed = json(&dhis2ctl(&["backup", "list", "--repo", repo_path, "-o", "json"]).await);
     let id = listed[0]["id"].as_str().unwrap().to_string();
@@ -740,13 +709,9 @@ async fn a_restore_the_server_has_no_room_for_is_refused_before_anything_is_buil
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_waits_for_a_server_that_refuses_connections_for_a_moment() {
     let env = env();
-    let (_src, src_url) = env.seeded_database("refused_src").await;
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap().to_string();
-    assert_success(
-        &backup_run(&src_url, &repo_path, "hmis", &[]).await,
-        "backup",
-    );
+    backed_up(&env, "refused_src", &repo_path, &[]).await;
     let (dst, dst_url) = env.create_database("refused_dst").await;
     // A port nobody listens on yet, which will forward to the server in a few seconds.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -789,13 +754,9 @@ async fn a_restore_waits_for_a_server_that_refuses_connections_for_a_moment() {
 #[tokio::test]
 async fn the_next_restore_drops_what_a_killed_restore_left_behind() {
     let env = env();
-    let (_src, src_url) = env.seeded_database("lo_src").await;
     let repo = tempfile::tempdir().unwrap();
     let repo_path = repo.path().to_str().unwrap();
-    assert_success(
-        &backup_run(&src_url, repo_path, "hmis", &[]).await,
-        "backup",
-    );
+    backed_up(&env, "lo_src", repo_path, &[]).await;
     let (dst, dst_url) = env.create_database("lo_dst").await;
     // What a restore killed mid-way leaves: its half-filled side database.
     let leftover = format!("{dst}__restoring_20200101t000000z_dead");
@@ -823,11 +784,9 @@ async fn the_next_restore_drops_what_a_killed_restore_left_behind() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_stopped_by_sigterm_or_sigint_drops_its_side_database() {
     let env = env();
-    let (_src, src_url) = env.seeded_database("sig_src").await;
     let (_bucket, repo) = env.create_bucket("restoresig").await;
-    let out = backup_run(&src_url, &repo, "hmis", &["-o", "json"]).await;
-    assert_success(&out, "backup");
-    let dump_size = json(&out)["objects"][0]["sizeBytes"].as_u64().unwrap();
+    let backup = backed_up(&env, "sig_src", &repo, &[]).await;
+    let dump_size = backup.report["objects"][0]["sizeBytes"].as_u64().unwrap();
     for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
         let (dst, dst_url) = env.seeded_database("sig_dst").await;
         let before = fingerprint(&env, &dst).await;

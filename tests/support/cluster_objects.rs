@@ -16,6 +16,9 @@ pub const S3_SERVICE: &str = "seaweedfs.storage.svc";
 /// The Secret holding the repository's S3 keys.
 pub const S3_CREDENTIALS: &str = "backup-s3";
 
+/// The Secret holding the fake DHIS2's admin account (`spec.adminSecretRef`).
+pub const ADMIN_SECRET: &str = "dhis2-admin";
+
 /// Creates a namespaced object from its JSON.
 pub async fn create<K>(client: &Client, ns: &str, value: serde_json::Value)
 where
@@ -89,13 +92,13 @@ pub fn s3_repository(bucket: &str) -> serde_json::Value {
     }})
 }
 
-/// The Secret `dhis2-admin` with the fake DHIS2's admin account (`adminSecretRef`).
+/// The `ADMIN_SECRET` Secret with the fake DHIS2's admin account (`adminSecretRef`).
 pub async fn admin_secret(client: &Client, ns: &str) {
     let (username, password) = super::kube_env::ADMIN;
     create::<Secret>(
         client,
         ns,
-        json!({"metadata": {"name": "dhis2-admin"},
+        json!({"metadata": {"name": ADMIN_SECRET},
             "stringData": {"username": username, "password": password}}),
     )
     .await;

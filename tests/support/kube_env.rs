@@ -162,6 +162,19 @@ impl TestClock {
         clock
     }
 
+    /// Starting at `rfc3339`, written as given (its offset kept).
+    pub fn at(rfc3339: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("now");
+        set_clock(&path, rfc3339);
+        Self { _dir: dir, path }
+    }
+
+    /// Moves the clock to `rfc3339`, written as given.
+    pub fn set_to(&self, rfc3339: &str) {
+        set_clock(&self.path, rfc3339);
+    }
+
     fn set(&self, t: chrono::DateTime<chrono::Utc>) {
         set_clock(
             &self.path,

@@ -7,6 +7,7 @@ pub mod age_keys;
 pub mod cluster_objects;
 pub mod cnpg;
 pub mod drill_server;
+pub mod fixtures;
 pub mod job_kubelet;
 pub mod kube_env;
 pub mod migrating_dhis2;
@@ -15,6 +16,7 @@ pub mod proxy;
 pub mod real_dhis2;
 pub mod real_node;
 pub mod runbook;
+pub mod world;
 
 use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -193,6 +195,50 @@ pub async fn backup_run(url: &str, repo: &str, instance: &str, extra: &[&str]) -
     ];
     args.extend_from_slice(extra);
     dhis2ctl(&args).await
+}
+
+/// A seeded source database and its one backup (see [`backed_up`]).
+pub struct BackedUp {
+    /// The source database's name and URL.
+    pub db: String,
+    pub url: String,
+    /// What `backup run -o json` reported.
+    pub report: serde_json::Value,
+}
+
+impl BackedUp {
+    /// The backup's id.
+    pub fn id(&self) -> String {
+        self.report["id"]
+            .as_str()
+            .expect("the backup's id")
+            .to_string()
+    }
+}
+
+/// A fresh database named after `prefix`, filled by `demo seed`, backed up once as instance
+/// `hmis` into `repo` (`backup run … EXTRA -o json`, which must succeed): what a test then
+/// breaks or restores.
+pub async fn backed_up(env: &Env, prefix: &str, repo: &str, extra: &[&str]) -> BackedUp {
+    let (db, url) = env.seeded_database(prefix).await;
+    let mut args = extra.to_vec();
+    args.extend(["-o", "json"]);
+    let out = backup_run(&url, repo, "hmis", &args).await;
+    assert_success(&out, "backup");
+    BackedUp {
+        db,
+        url,
+        report: json(&out),
+    }
+}
+
+/// Flips the bits of `mask` in the byte at `at` of a file (the last byte if `at` is past the
+/// end): damage a backup's checksums must catch.
+pub fn flip_byte(path: &std::path::Path, at: usize, mask: u8) {
+    let mut data = std::fs::read(path).unwrap();
+    let i = at.min(data.len() - 1);
+    data[i] ^= mask;
+    std::fs::write(path, data).unwrap();
 }
 
 /// `SELECT count(*) FROM table` in database `db`.

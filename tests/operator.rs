@@ -15,9 +15,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use dhis2_operator::crd::{Dhis2Database, Dhis2Instance};
+use dhis2_operator::rules::names::ENDPOINT_OVERRIDE_ANNOTATION as ANNOTATION;
 use support::kube_env::*;
-
-const ANNOTATION: &str = "dhis2operator.io/endpoint-override";
 
 async fn create_instance(
     client: &Client,

@@ -14,9 +14,9 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use dhis2_operator::crd::Dhis2Instance;
+use dhis2_operator::rules::names::ENDPOINT_OVERRIDE_ANNOTATION as ANNOTATION;
 use support::kube_env::*;
 
-const ANNOTATION: &str = "dhis2operator.io/endpoint-override";
 const LIMIT: u16 = 2;
 
 /// A DHIS2 that takes `delay` to answer anything (an overloaded server): counts the requests in

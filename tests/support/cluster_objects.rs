@@ -19,8 +19,8 @@ pub const S3_CREDENTIALS: &str = "backup-s3";
 /// The Secret holding the fake DHIS2's admin account (`spec.adminSecretRef`).
 pub const ADMIN_SECRET: &str = "dhis2-admin";
 
-/// Creates a namespaced object from its JSON.
-pub async fn create<K>(client: &Client, ns: &str, value: serde_json::Value)
+/// Creates a namespaced object from its JSON; the object as stored.
+pub async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> K
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -33,7 +33,7 @@ where
     Api::<K>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &obj)
         .await
-        .unwrap_or_else(|e| panic!("create {}: {e}", K::kind(&Default::default())));
+        .unwrap_or_else(|e| panic!("create {}: {e}", K::kind(&Default::default())))
 }
 
 /// An external `Dhis2Database` named `name` for database `database` on the test PostgreSQL; its

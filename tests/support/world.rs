@@ -6,7 +6,7 @@
 //! A test file keeps only what is its own: a struct holding `world: World` beside its extra
 //! fields (dereferencing to the `World`), or methods in an `impl World` block of its own.
 
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde_json::json;
 
@@ -15,7 +15,8 @@ use dhis2_operator::rules::names::ENDPOINT_OVERRIDE_ANNOTATION;
 
 use super::Env;
 use super::cluster_objects::{
-    S3_SERVICE, admin_secret, external_database, s3_credentials, set_external_database_password,
+    S3_SERVICE, admin_secret, create, external_database, s3_credentials,
+    set_external_database_password,
 };
 use super::fixtures::Instance;
 use super::job_kubelet::JobKubelet;
@@ -156,11 +157,7 @@ impl World {
             + std::fmt::Debug,
         K::DynamicType: Default,
     {
-        let object: K = serde_json::from_value(value).expect("object");
-        self.api::<K>()
-            .create(&PostParams::default(), &object)
-            .await
-            .unwrap_or_else(|e| panic!("create {}: {e}", K::kind(&Default::default())))
+        create(&self.client, &self.ns, value).await
     }
 
     pub async fn create_instance(&self, instance: Instance) -> Dhis2Instance {

@@ -2,14 +2,16 @@
 """Renders the dhis2-operator chart with Helm's own engine (PyPI helm-python-sdk: Helm v4's Go
 SDK, no helm binary), and keeps the committed renderings and the chart's copies in step.
 
-  charts/render.py template [--values JSON] [--release NAME] [--namespace NS] [--crds]
-      The chart's objects as one YAML stream, in Helm's install order (as `helm template`).
+  charts/render.py template [--values JSON] [--release NAME] [--namespace NS] [--notes] [--hooks]
+      The chart's objects as one YAML stream, in Helm's install order (as `helm template`);
+      the CRDs among them unless crds.create is false.
       Values refused by values.schema.json: the error on stderr, exit 1.
   charts/render.py lint [--values JSON]
       `helm lint --strict`: exit 1 on any warning or error.
   charts/render.py write
-      Copies manifests/crds/ and manifests/monitoring/{prometheus-rules.yaml,grafana-dashboard.json}
-      into the chart, then writes manifests/install.yaml and manifests/operator/** from the chart.
+      Writes the chart's templates/crds.yaml from manifests/crds/ (the CRDs `dhis2-operator crd`
+      prints), copies manifests/monitoring/{prometheus-rules.yaml,grafana-dashboard.json} into
+      the chart, then writes manifests/install.yaml and manifests/operator/** from the chart.
   charts/render.py check
       Writes nothing; exits 1 naming each file that `write` would change (tests/helm_chart.rs).
 
@@ -46,7 +48,6 @@ INSTALL_ORDER = [
 
 # The chart's copies of files generated or kept elsewhere: (source in the repo, copy in the chart).
 COPIES = [
-    ("manifests/crds/dhis2operator.io.yaml", "charts/dhis2-operator/crds/dhis2operator.io.yaml"),
     ("manifests/monitoring/prometheus-rules.yaml", "charts/dhis2-operator/files/prometheus-rules.yaml"),
     ("manifests/monitoring/grafana-dashboard.json", "charts/dhis2-operator/files/grafana-dashboard.json"),
 ]
@@ -82,7 +83,8 @@ def order_key(kind: str) -> tuple[int, str]:
     return (INSTALL_ORDER.index(kind), "") if kind in INSTALL_ORDER else (len(INSTALL_ORDER), kind)
 
 
-def render(values: dict, release: str = RELEASE, namespace: str = NAMESPACE) -> list[tuple[str, str]]:
+def render(values: dict, release: str = RELEASE, namespace: str = NAMESPACE,
+           hooks: bool = False) -> list[tuple[str, str]]:
     """(template path, document) in install order; raises helm's error for refused values."""
     h = helm()
     with h.Chart.load(str(CHART)) as chart:
@@ -92,6 +94,9 @@ def render(values: dict, release: str = RELEASE, namespace: str = NAMESPACE) -> 
         if path.endswith("NOTES.txt"):
             continue
         for doc in split_docs(rendered[path]):
+            # Hooks (the `helm test` pod) are not installed objects: `helm install` leaves them.
+            if not hooks and re.search(r"(?m)^    helm\.sh/hook:", doc):
+                continue
             docs.append((path, doc))
     # Stable: within a kind, the order of the templates (sorted by path) and of their documents.
     docs.sort(key=lambda item: order_key(kind_of(item[1])))
@@ -112,10 +117,6 @@ def stream(docs: list[tuple[str, str]], header: str = "") -> str:
     return header + text[len("---\n"):] if header else text
 
 
-def crds_text() -> str:
-    return (CHART / "crds" / "dhis2operator.io.yaml").read_text(encoding="utf-8")
-
-
 def without_namespace(doc: str) -> str:
     """The Role/RoleBinding of role.yaml without metadata.namespace: `kubectl apply -n NS` puts
     them into the namespace the operator manages."""
@@ -124,9 +125,12 @@ def without_namespace(doc: str) -> str:
 
 def committed_renderings() -> dict[str, str]:
     """Every committed rendering of the chart, by path in the repository."""
-    cluster = render({"namespace": {"create": True}})
-    namespaced = render({"namespace": {"create": True},
+    everything = render({"namespace": {"create": True}})
+    cluster = render({"namespace": {"create": True}, "crds": {"create": False}})
+    namespaced = render({"namespace": {"create": True}, "crds": {"create": False},
                          "rbac": {"mode": "namespaced", "namespaces": [WATCHED]}})
+    if not any(kind_of(d) == "CustomResourceDefinition" for _, d in everything):
+        sys.exit("render.py: the default rendering has no CRDs (crds.create defaults to true)")
     watched = [(p, d) for p, d in namespaced if p.endswith("/rbac-namespaced.yaml")]
     people = [(p, d) for p, d in namespaced if p.endswith("/rbac-users.yaml")]
     own = [(p, d) for p, d in namespaced
@@ -134,14 +138,15 @@ def committed_renderings() -> dict[str, str]:
     if not watched or len(watched) + len(people) + len(own) != len(namespaced):
         sys.exit("render.py: the namespaced rendering has no Role for the watched namespace")
     return {
-        "manifests/install.yaml": (
+        "manifests/install.yaml": stream(
+            everything,
             GENERATED
             + "# Everything in one file, the chart with its default values: the CRDs, the namespace\n"
             + "# dhis2-operator, and the operator watching all namespaces (two replicas, leader election):\n"
-            + "#   kubectl apply --server-side -f manifests/install.yaml\n"
-            + "# Set the image first (no image is published yet: build it from the Dockerfile).\n"
-            + crds_text()
-            + stream(cluster)
+            + "#   kubectl apply --server-side --force-conflicts -f manifests/install.yaml\n"
+            + "# (--force-conflicts: an upgrade takes over the fields an earlier apply or Helm set.)\n"
+            + "# The image dhis2-operator:VERSION must be on the nodes (the release's image archive) or\n"
+            + "# in your registry: then change `image:` below.\n",
         ),
         "manifests/operator/operator.yaml": stream(
             cluster,
@@ -180,8 +185,40 @@ def committed_renderings() -> dict[str, str]:
     }
 
 
+CRDS_SOURCE = "manifests/crds/dhis2operator.io.yaml"
+CRDS_TEMPLATE = "charts/dhis2-operator/templates/crds.yaml"
+
+
+def crds_template(crds: str) -> str:
+    """The chart's CRDs as a template (not in crds/, which Helm installs once and never
+    upgrades): behind crds.create, labelled as the release's, and kept by `helm uninstall`
+    (deleting a CRD deletes every Dhis2Instance, Dhis2Backup... of the cluster)."""
+    if "{{" in crds:
+        sys.exit(f"render.py: {CRDS_SOURCE} holds '{{{{', which Helm would read as a template")
+    docs = [d for d in re.split(r"(?m)^---[ \t]*\n", crds) if d.strip()]
+    out = []
+    for doc in docs:
+        head = "metadata:\n"
+        if head not in doc:
+            sys.exit(f"render.py: a document of {CRDS_SOURCE} has no metadata")
+        doc = doc.replace(head, head
+                          + "  annotations:\n"
+                          + "    # Kept when the release is uninstalled: deleting a CRD deletes all its objects.\n"
+                          + "    helm.sh/resource-policy: keep\n"
+                          + "  labels:\n"
+                          + '    {{- include "dhis2-operator.labels" . | nindent 4 }}\n', 1)
+        out.append("---\n" + doc)
+    return ("{{- /* Generated by charts/render.py from " + CRDS_SOURCE + ": edit the Rust types, then\n"
+            + "regenerate (tests/crds.rs says how). In templates/, not crds/, so that `helm upgrade`\n"
+            + "upgrades them with the operator. */}}\n"
+            + "{{- if .Values.crds.create }}\n"
+            + "".join(out)
+            + "{{- end }}\n")
+
+
 def expected_files() -> dict[str, str]:
     files = {copy: (REPO / source).read_text(encoding="utf-8") for source, copy in COPIES}
+    files[CRDS_TEMPLATE] = crds_template((REPO / CRDS_SOURCE).read_text(encoding="utf-8"))
     return files
 
 
@@ -224,12 +261,11 @@ def parse_values(text: str | None) -> dict:
 def cmd_template(args) -> int:
     h = helm()
     try:
-        docs = render(parse_values(args.values), args.release, args.namespace)
+        docs = render(parse_values(args.values), args.release, args.namespace, args.hooks)
     except h.HelmError as e:
         print(f"render.py: {e}", file=sys.stderr)
         return 1
-    out = crds_text() if args.crds else ""
-    sys.stdout.write(out + stream(docs))
+    sys.stdout.write(stream(docs))
     if args.notes:
         sys.stderr.write(notes(parse_values(args.values), args.release, args.namespace))
     return 0
@@ -253,8 +289,8 @@ def main() -> int:
     t.add_argument("--values", help="values as a JSON object")
     t.add_argument("--release", default=RELEASE)
     t.add_argument("--namespace", default=NAMESPACE)
-    t.add_argument("--crds", action="store_true", help="the CRDs first, as install.yaml")
     t.add_argument("--notes", action="store_true", help="NOTES.txt on stderr")
+    t.add_argument("--hooks", action="store_true", help="the hooks too (the `helm test` pod)")
     t.set_defaults(func=cmd_template)
     l = sub.add_parser("lint")
     l.add_argument("--values", help="values as a JSON object")

@@ -5,22 +5,13 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Cargo keys the crate's build on the checkout's path and its files' modification times, so a
-# clean clone elsewhere rebuilds the whole crate and every test binary (~10 of CI's minutes here).
-# Run from one fixed mirror instead, where rsync rewrites only the files whose content changed
-# (checksums, modification times not copied): CI on this machine rebuilds only what changed.
-# DHIS2_TEST_IN_PLACE=1 runs in the checkout itself.
-MIRROR=/var/cache/dhis2-operator/checkout
+# Run from the one fixed mirror of the checkout (scripts/mirror.sh says why): CI on this machine
+# then rebuilds only what changed. DHIS2_TEST_IN_PLACE=1 runs in the checkout itself.
+MIRROR=${DHIS2_MIRROR:-/var/cache/dhis2-operator/checkout}
 if [ -z "${DHIS2_TEST_IN_PLACE:-}" ] && [ "$(pwd -P)" != "$MIRROR" ]; then
-  command -v rsync >/dev/null || { apt-get update -q && apt-get install -y -q rsync; } >/dev/null
-  mkdir -p "$MIRROR"
-  exec 9>"$MIRROR.lock"
-  flock 9
-  rsync --recursive --links --perms --checksum --delete --exclude=/target ./ "$MIRROR/"
-  # The tests read ../shared/ (the real DHIS2 database, CloudNativePG's CRDs) beside the checkout.
-  if [ -d ../shared ]; then ln -sfn "$(cd .. && pwd -P)/shared" "$(dirname "$MIRROR")/shared"; fi
-  echo "== running from $MIRROR (a mirror of $(pwd -P))"
-  exec "$MIRROR/scripts/test.sh" "$@"
+  mirror=$(scripts/mirror.sh)
+  echo "== running from $mirror (a mirror of $(pwd -P))"
+  exec "$mirror/scripts/test.sh" "$@"
 fi
 
 # Builds live outside the clone so CI on the same machine rebuilds only what changed.

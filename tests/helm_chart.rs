@@ -23,11 +23,40 @@ fn committed_renderings_and_chart_copies_are_up_to_date() {
 }
 
 #[test]
-fn the_charts_crds_match_the_rust_types() {
+fn the_charts_crds_are_the_rust_types_upgraded_with_the_chart_and_kept_on_uninstall() {
+    let rendered = docs(&render(&json!({})).expect("the default values render"));
+    let mut crds: Vec<Value> = rendered
+        .into_iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .collect();
+    for crd in &mut crds {
+        let name = crd["metadata"]["name"].clone();
+        let metadata = crd["metadata"].as_object_mut().expect("metadata");
+        let annotations = metadata.remove("annotations").unwrap_or_default();
+        assert_eq!(
+            annotations["helm.sh/resource-policy"], "keep",
+            "{name}: `helm uninstall` must keep it (deleting a CRD deletes all its objects)"
+        );
+        let labels = metadata.remove("labels").unwrap_or_default();
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm", "{name}");
+    }
+    assert_eq!(
+        crds,
+        docs(&dhis2_operator::crd::crds_yaml()),
+        "the chart's templates/crds.yaml is stale: regenerate manifests/crds/ (tests/crds.rs says how), then run `python3 charts/render.py write`"
+    );
+    let without = docs(&render(&json!({"crds": {"create": false}})).expect("renders"));
     assert!(
-        dhis2_operator::crd::crds_yaml()
-            == read("charts/dhis2-operator/crds/dhis2operator.io.yaml"),
-        "charts/dhis2-operator/crds/dhis2operator.io.yaml is stale: regenerate manifests/crds/ (tests/crds.rs says how), then run `python3 charts/render.py write`"
+        !kinds(&without).contains(&"CustomResourceDefinition".to_string()),
+        "crds.create=false renders no CRD"
+    );
+    assert!(
+        !std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/charts/dhis2-operator/crds"
+        ))
+        .exists(),
+        "charts/dhis2-operator/crds/ is installed once and never upgraded by Helm: the CRDs belong in templates/"
     );
 }
 
@@ -74,7 +103,15 @@ fn default_values_two_replicas_with_leader_election_accepted_by_the_apiserver() 
     assert_eq!(
         kinds(&objects),
         [
+            "PodDisruptionBudget",
             "ServiceAccount",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "ClusterRole",
             "ClusterRole",
             "ClusterRole",
@@ -183,11 +220,35 @@ fn default_values_two_replicas_with_leader_election_accepted_by_the_apiserver() 
         assert_eq!(&labels[k], v, "the Service selects the operator's pods");
     }
 
+    // Two replicas: a drain leaves one running.
+    let pdb = find(&objects, "PodDisruptionBudget", RELEASE);
+    assert_eq!(
+        pdb["apiVersion"], "policy/v1",
+        "offline renderings use policy/v1"
+    );
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        *labels_of(deployment)
+    );
+    // Scrape annotations are opt-in (with a ServiceMonitor as well, every alert fired twice).
+    assert!(
+        deployment["spec"]["template"]["metadata"]["annotations"].is_null(),
+        "no prometheus.io annotations by default"
+    );
+
     kubernetes_validate(&text, "default-values");
     install_crds();
     ensure_namespace(NAMESPACE);
-    let out = server_dry_run(&text);
+    // The test server is Kubernetes 1.20, which serves the same PodDisruptionBudget only as
+    // policy/v1beta1 (Helm picks it there from the server's API versions).
+    let out = server_dry_run(&text.replace(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget",
+        "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget",
+    ));
     for object in [
+        "poddisruptionbudget.policy/dhis2-operator",
+        "customresourcedefinition.apiextensions.k8s.io/dhis2instances.dhis2operator.io",
         "clusterrole.rbac.authorization.k8s.io/dhis2-operator",
         "role.rbac.authorization.k8s.io/dhis2-operator-leader-election",
         "deployment.apps/dhis2-operator",
@@ -196,16 +257,133 @@ fn default_values_two_replicas_with_leader_election_accepted_by_the_apiserver() 
         assert!(out.contains(object), "{object} missing: {out}");
     }
 
-    // manifests/install.yaml: the CRDs first, the namespace, then this rendering.
+    // manifests/install.yaml: the namespace, then this rendering (the CRDs among it).
     let install = docs(&read("manifests/install.yaml"));
-    let crds = install
-        .iter()
-        .take_while(|d| d["kind"] == "CustomResourceDefinition")
-        .count();
-    assert_eq!(crds, 7, "install.yaml starts with the seven CRDs");
-    assert_eq!(install[crds]["kind"], "Namespace");
-    assert_eq!(install[crds]["metadata"]["name"], NAMESPACE);
-    assert_eq!(&install[crds + 1..], &objects[..]);
+    assert_eq!(install[0]["kind"], "Namespace");
+    assert_eq!(install[0]["metadata"]["name"], NAMESPACE);
+    assert_eq!(&install[1..], &objects[..]);
+}
+
+fn labels_of(deployment: &Value) -> &Value {
+    &deployment["spec"]["selector"]["matchLabels"]
+}
+
+/// What a cluster's own policies and conventions ask of a chart: names, extra settings,
+/// security contexts, scraping the way the site does it, a `helm test`, and NOTES that name
+/// nothing a chart user does not have.
+#[test]
+fn a_site_can_rename_extend_secure_and_scrape_the_operator_its_own_way() {
+    let values = json!({
+        "fullnameOverride": "moh-operator",
+        "nameOverride": "hmis-operator",
+        "replicaCount": 1,
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.moh.gov.kh:3128"}],
+        "extraArgs": ["--metrics-addr", "0.0.0.0:9090"],
+        "metrics": {"port": 9090, "scrapeAnnotations": true},
+        "monitoring": {"podMonitor": {"enabled": true, "labels": {"release": "kube-prometheus-stack"}}},
+        "podSecurityContext": {"runAsNonRoot": true, "runAsUser": 1001, "fsGroup": 1001},
+        "containerSecurityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}, "seLinuxOptions": {"type": "spc_t"}},
+    });
+    let (ok, out, notes) = run(
+        "python3",
+        &[
+            "charts/render.py",
+            "template",
+            "--values",
+            &values.to_string(),
+            "--hooks",
+            "--notes",
+        ],
+        None,
+    );
+    assert!(ok, "{notes}");
+    let objects = docs(&out);
+    assert!(
+        !kinds(&objects).contains(&"PodDisruptionBudget".to_string()),
+        "one replica: a PodDisruptionBudget of minAvailable 1 would block every drain"
+    );
+    let deployment = find(&objects, "Deployment", "moh-operator");
+    assert_eq!(
+        deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "hmis-operator"
+    );
+    let template = &deployment["spec"]["template"];
+    assert_eq!(
+        template["metadata"]["annotations"]["prometheus.io/scrape"],
+        "true"
+    );
+    assert_eq!(
+        template["metadata"]["annotations"]["prometheus.io/port"],
+        "9090"
+    );
+    assert_eq!(template["spec"]["securityContext"]["runAsUser"], 1001);
+    assert_eq!(template["spec"]["securityContext"]["fsGroup"], 1001);
+    let c = &template["spec"]["containers"][0];
+    assert_eq!(c["securityContext"]["seLinuxOptions"]["type"], "spc_t");
+    assert_eq!(
+        c["args"],
+        json!([
+            "run",
+            "--log-format",
+            "json",
+            "--metrics-addr",
+            "0.0.0.0:9090"
+        ])
+    );
+    assert_eq!(
+        env_value(c, "HTTPS_PROXY").as_deref(),
+        Some("http://proxy.moh.gov.kh:3128")
+    );
+    let monitor = find(&objects, "PodMonitor", "moh-operator");
+    assert_eq!(
+        monitor["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    assert_eq!(
+        monitor["spec"]["podMetricsEndpoints"][0]["honorLabels"],
+        true
+    );
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+
+    // `helm test`: a pod of the operator's own image asks the metrics Service.
+    let test_pod = find(&objects, "Pod", "moh-operator-test-metrics");
+    assert_eq!(test_pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+    assert_eq!(test_pod["spec"]["containers"][0]["image"], c["image"]);
+    let script = test_pod["spec"]["containers"][0]["args"][0]
+        .as_str()
+        .unwrap();
+    assert!(
+        script.contains("moh-operator-metrics.dhis2-operator.svc") && script.contains("9090"),
+        "{script}"
+    );
+    let (ok, out, err) = run("bash", &["-n"], Some(script));
+    assert!(ok, "the test pod's script does not parse: {out}{err}");
+    let installed = render(&values).expect("renders");
+    assert!(
+        !installed.contains("helm.sh/hook"),
+        "hooks are not installed objects: install.yaml must not carry the test pod"
+    );
+
+    // NOTES.txt: a chart user has the chart, not this repository.
+    for notes in [notes, {
+        let (_, _, default_notes) = run(
+            "python3",
+            &["charts/render.py", "template", "--notes"],
+            None,
+        );
+        default_notes
+    }] {
+        assert!(notes.contains("helm test"), "{notes}");
+        for path in ["manifests/", "charts/", "docs/", "README"] {
+            assert!(
+                !notes.contains(path),
+                "NOTES.txt names the repository's {path}: {notes}"
+            );
+        }
+    }
 }
 
 const WATCHED: &str = "chart-test-watched";
@@ -234,6 +412,13 @@ fn namespaced_mode_with_monitoring_and_one_replica() {
         [
             "ServiceAccount",
             "ConfigMap",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "Role",
             "Role",
             "Role",
@@ -378,6 +563,18 @@ fn values_the_schema_refuses_are_refused_naming_the_field() {
         ),
         (json!({"replicas": 2}), "'replicas'"),
         (json!({"logFormat": "xml"}), "/logFormat"),
+        (
+            json!({"monitoring": {"serviceMonitor": {"enabled": true}, "podMonitor": {"enabled": true}}}),
+            "/monitoring",
+        ),
+        (json!({"nameOverride": "HMIS_Operator"}), "/nameOverride"),
+        (json!({"crds": {"create": "yes"}}), "/crds/create"),
+        (json!({"extraEnv": [{"value": "x"}]}), "/extraEnv/0"),
+        (json!({"extraArgs": [7]}), "/extraArgs/0"),
+        (
+            json!({"podDisruptionBudget": {"minAvailable": 2}}),
+            "/podDisruptionBudget",
+        ),
     ] {
         match render(&values) {
             Ok(_) => panic!("accepted bad values {values}"),

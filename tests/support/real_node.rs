@@ -155,13 +155,10 @@ pub fn install_operator(node: &Node) {
         node.operator_image
     );
     create_node_namespace(node, OPERATOR_NAMESPACE);
-    kubectl_ok(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        manifest,
-    ]);
+    kubectl_apply_with(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        &for_this_server(&text),
+    );
     kubectl_ok(&[
         "rollout",
         "status",
@@ -174,6 +171,26 @@ pub fn install_operator(node: &Node) {
         let holder = leader_pod();
         (!holder.is_empty()).then_some(holder)
     });
+}
+
+/// install.yaml as this server takes it: the PodDisruptionBudget is `policy/v1`, which
+/// Kubernetes serves from 1.21; the test node is 1.20, which has the same object (the same
+/// `minAvailable` and selector) only as `policy/v1beta1`.
+fn for_this_server(install_yaml: &str) -> String {
+    const V1: &str = "apiVersion: policy/v1\nkind: PodDisruptionBudget\n";
+    assert!(
+        install_yaml.contains(V1),
+        "manifests/install.yaml has no policy/v1 PodDisruptionBudget"
+    );
+    let versions = kubectl_ok(&["api-versions"]);
+    if versions.lines().any(|v| v.trim() == "policy/v1") {
+        install_yaml.to_string()
+    } else {
+        install_yaml.replace(
+            V1,
+            "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget\n",
+        )
+    }
 }
 
 /// Removes what `install_operator` installed but the CRDs (other test binaries use them, and

@@ -109,7 +109,7 @@ Homepage: https://github.com/dhis2-operator/dhis2-operator
 Description: back up, restore and upgrade DHIS2 safely
  dhis2ctl backs up a DHIS2 server (database, file store, dhis.conf) to S3-compatible
  storage, verifies and restores backups, runs restore drills, and drives the
- dhis2-operator in a Kubernetes cluster (also as the kubectl plugin `kubectl dhis2`).
+ dhis2-operator in a Kubernetes cluster (also as the kubectl plugin "kubectl dhis2").
  Backups need pg_dump of the server's PostgreSQL major version or newer
  (postgresql-client).
 CONTROL

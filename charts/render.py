@@ -178,7 +178,7 @@ def committed_renderings() -> dict[str, str]:
             [(p, without_namespace(d)) for p, d in people],
             GENERATED
             + "# Namespaced mode, part 3: roles for people in the namespace the operator manages (viewer,\n"
-            + "# backup operator, restore approver; README \"Who may do what\"). Bind them with RoleBindings:\n"
+            + "# backup operator, restore approver; docs/guides/rbac.md). Bind them with RoleBindings:\n"
             + f"#   kubectl apply -n {WATCHED} -f manifests/operator/namespaced/user-roles.yaml\n"
             + f"#   kubectl create rolebinding hmis-backups -n {WATCHED} --role=dhis2-operator-backup-operator --user=...\n",
         ),

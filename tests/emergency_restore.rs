@@ -1,5 +1,5 @@
-//! The README promises a backup restores with standard tools alone (sha256sum, zstd, pg_restore,
-//! tar). This test runs exactly those steps, without dhis2ctl.
+//! docs/emergency-restore.md promises a backup restores with standard tools alone (sha256sum, zstd,
+//! pg_restore, tar). This test runs exactly those steps, without dhis2ctl.
 
 mod support;
 
@@ -35,7 +35,7 @@ async fn a_backup_restores_with_standard_tools_alone() {
     let (dst, dst_url) = env.create_database("emerg_dst").await;
     let restored = tempfile::tempdir().unwrap();
 
-    // The same steps as README.md, "Emergency restore with standard tools".
+    // The same steps as docs/emergency-restore.md, "Emergency restore with standard tools alone".
     let script = r#"
         set -euo pipefail
         cd "$BACKUP"
@@ -98,7 +98,7 @@ async fn an_encrypted_backup_restores_with_the_age_cli_and_standard_tools() {
     let (dst, dst_url) = env.create_database("emerg_age_dst").await;
     let restored = tempfile::tempdir().unwrap();
 
-    // The same steps as README.md, "Emergency restore with standard tools" (encrypted backups).
+    // The same steps as docs/emergency-restore.md (encrypted backups).
     let script = r#"
         set -euo pipefail
         cd "$BACKUP"
@@ -119,7 +119,7 @@ async fn an_encrypted_backup_restores_with_the_age_cli_and_standard_tools() {
     assert_restored(&env, &src, &dst, restored.path()).await;
 }
 
-/// Runs the README's steps (`script`, bash) on one backup set into `target`, the file store and
+/// Runs the page's steps (`script`, bash) on one backup set into `target`, the file store and
 /// dhis.conf into `restored`.
 fn run_steps(
     script: &str,

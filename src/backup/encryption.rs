@@ -407,7 +407,7 @@ pub fn parse_identity_file(text: &str, origin: &str) -> Result<Vec<x25519::Ident
                 Err(_) => "is not a valid age private key (damaged or cut short)",
             }
         } else if line.starts_with("AGE-PLUGIN-") {
-            "is a plugin identity (a hardware key), which dhis2ctl cannot use; decrypt with the age CLI instead (README: emergency restore)"
+            "is a plugin identity (a hardware key), which dhis2ctl cannot use; decrypt with the age CLI instead (docs/emergency-restore.md)"
         } else if line.starts_with("age1") {
             "is a public key: restoring needs the private key (AGE-SECRET-KEY-1…) that `age-keygen` wrote"
         } else {

@@ -745,7 +745,7 @@ pub async fn schedule(
     }
     if views.is_empty() {
         super::print_stdout(&format!(
-            "{instance} has no backup schedule: nothing backs it up automatically. Create a Dhis2BackupSchedule (see README: Backups in the cluster)"
+            "{instance} has no backup schedule: nothing backs it up automatically. Create a Dhis2BackupSchedule (see docs/guides/backup.md: Backups in the cluster)"
         ));
         return Ok(ExitCode::SUCCESS);
     }

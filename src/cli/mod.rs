@@ -312,8 +312,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// What the README promises: 2 when the command line itself is wrong (found before any work:
-/// a flag's value, a missing policy), 1 for every failure met while working.
+/// What docs/guides/dhis2ctl.md promises: 2 when the command line itself is wrong (found before
+/// any work: a flag's value, a missing policy), 1 for every failure met while working.
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_FAILURE: u8 = 1;
 

@@ -142,7 +142,7 @@ pub async fn journey_namespace(client: &Client, node: &Node, prefix: &str) -> St
     name
 }
 
-/// Installs the operator as a user does (README, "Install"): `manifests/install.yaml` as it is
+/// Installs the operator as a user does (docs/guides/install.md): `manifests/install.yaml` as it is
 /// committed — two replicas with leader election, cluster-wide, under its ServiceAccount — with
 /// the project's image already on the node, as on an air-gapped site. Waits until both replicas
 /// are ready and one holds the Lease.

@@ -47,7 +47,7 @@ pub fn credentials_plan(found: SecretFound, volume_exists: bool) -> CredentialsP
 }
 
 /// What an officer reads in the `Degraded` condition and the Event: what is wrong and the two
-/// ways out (restore the Secret; or reset the password in PostgreSQL, see the README).
+/// ways out (restore the Secret; or reset the password in PostgreSQL: docs/concepts/operator.md).
 pub fn credentials_missing_message(
     namespace: &str,
     database: &str,
@@ -66,7 +66,7 @@ pub fn credentials_missing_message(
          kubectl -n {namespace} create secret generic {secret} --from-literal=password=<the old password> \
          && kubectl -n {namespace} annotate secret {secret} dhis2operator.io/retained-for=Dhis2Database/{database} \
          (the operator re-adds host, port, database and username). If the password is lost, \
-         set a new one inside PostgreSQL first (README: \"Changing the database password\")"
+         set a new one inside PostgreSQL first (docs/concepts/operator.md: \"Changing the database password\")"
     )
 }
 

@@ -42,8 +42,9 @@ fn a_release_installs_runs_and_imports_as_a_ministry_uses_it() {
     let out = dist.path().to_str().unwrap();
     let pg_major = std::env::var("DHIS2_OPERATOR_IMAGE_PG_MAJOR").unwrap_or_else(|_| "15".into());
     let debug = target_debug();
-    // up.sh and `cargo test` build the binaries this packages.
-    ok("cargo", &["build", "--bins", "--quiet"]);
+    // The binaries this packages are built by up.sh (`cargo build --bins`) before the tests.
+    // (No cargo from inside a test: its CARGO_MANIFEST_DIR would make ring's build script,
+    // and everything above it, rebuild.)
     let built = ok(
         "scripts/release.sh",
         &[

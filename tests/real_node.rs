@@ -44,6 +44,10 @@ fn main() {
             "operator_and_kubelet_restarts_mid_backup_and_mid_upgrade",
             |n| Box::pin(operator_and_kubelet_restarts_mid_backup_and_mid_upgrade(n)),
         ),
+        (
+            "the_chart_installs_with_helm_and_its_helm_test_passes",
+            |n| Box::pin(the_chart_installs_with_helm_and_its_helm_test_passes(n)),
+        ),
     ];
     let listing = args.list;
     let trials: Vec<Trial> = journeys
@@ -589,4 +593,68 @@ async fn operator_and_kubelet_restarts_mid_backup_and_mid_upgrade(node: Node) {
     w.wait_ready("hmis", "2.42.1", 120).await;
     assert_eq!(schema_lines(&w, "hmis"), ["2.41", "2.42"]);
     assert_eq!(khmer_rows(&w, "hmis"), "1");
+}
+
+/// `helm install` of the chart (Helm's own SDK, scripts/helm.py) in namespaced mode, then
+/// `helm test`: its pod, of the operator's image, reaches /healthz and /metrics through the
+/// metrics Service by its DNS name, as Prometheus would.
+async fn the_chart_installs_with_helm_and_its_helm_test_passes(node: Node) {
+    let client = client().await;
+    let release_ns = journey_namespace(&client, &node, "helm").await;
+    let watched = journey_namespace(&client, &node, "helm-watched").await;
+    let helm = |args: &[&str]| {
+        let out = std::process::Command::new("python3")
+            .arg("scripts/helm.py")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run scripts/helm.py");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "helm {}: {text}", args.join(" "));
+        text
+    };
+    // The CRDs are the install.yaml operator's (cluster-wide); this release manages one empty
+    // namespace, so it never meets the other journeys' objects.
+    let values = serde_json::json!({
+        "replicaCount": 1,
+        "leaderElection": {"enabled": false},
+        "rbac": {"mode": "namespaced", "namespaces": [watched]},
+        "crds": {"create": false},
+        "userRoles": {"create": false},
+    })
+    .to_string();
+    helm(&[
+        "install",
+        "helm-journey",
+        "charts/dhis2-operator",
+        "-n",
+        &release_ns,
+        "--values",
+        &values,
+    ]);
+    support::real_node::kubectl_ok(&[
+        "rollout",
+        "status",
+        "-n",
+        &release_ns,
+        "deployment/helm-journey-dhis2-operator",
+        "--timeout=180s",
+    ]);
+    let tested = helm(&[
+        "test",
+        "helm-journey",
+        "-n",
+        &release_ns,
+        "--timeout",
+        "120",
+    ]);
+    assert!(
+        tested.contains("GET /metrics: HTTP/1.0 200 OK") && tested.contains("tests passed"),
+        "{tested}"
+    );
+    helm(&["uninstall", "helm-journey", "-n", &release_ns]);
 }

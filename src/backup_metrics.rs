@@ -2,6 +2,11 @@
 //! (`operator::fleet_metrics`) and a plain server's node_exporter textfile (`metrics_textfile`)
 //! export the same names, types and help.
 
+/// The label that names the DHIS2 instance on every per-instance series. Not `instance`: that is
+/// Prometheus's own label (the scrape target's address), and a series carrying its own
+/// `instance` needs `honor_labels` or gets it renamed `exported_instance`.
+pub const INSTANCE_LABEL: &str = "dhis2_instance";
+
 /// One metric: its series name (a counter's with `_total`), its type and its help.
 pub struct Metric {
     pub name: &'static str,

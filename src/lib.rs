@@ -8,6 +8,7 @@ pub mod cnpg;
 pub mod crd;
 pub mod demo;
 pub mod job_report;
+pub mod markdown;
 pub mod metrics_textfile;
 pub mod operator;
 pub mod output;

@@ -11,8 +11,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::backup_metrics::{
-    DRILL_LAST, DRILL_RPO, DRILL_RTO, DRILL_SUCCESS, FAILURES, LAST_DURATION, LAST_SIZE,
-    LAST_SUCCESS, Metric,
+    DRILL_LAST, DRILL_RPO, DRILL_RTO, DRILL_SUCCESS, FAILURES, INSTANCE_LABEL, LAST_DURATION,
+    LAST_SIZE, LAST_SUCCESS, Metric,
 };
 
 /// Every metric this file writes, in the order it writes them.
@@ -30,8 +30,12 @@ const OWN_METRICS: [&Metric; 8] = [
 /// The values of `environment` the alert rules and dashboard know (docs/metrics.md).
 pub const ENVIRONMENTS: [&str; 4] = ["staging", "production", "training", "other"];
 
-/// Who a series is about: `instance` (the engine's instance name), `namespace=""` (there is no
-/// cluster) and `environment` (empty unless given).
+/// What dhis2ctl called `INSTANCE_LABEL` before it was renamed. A file an older dhis2ctl wrote
+/// still holds series labelled so; they are this instance's too, and are rewritten.
+const OLD_INSTANCE_LABEL: &str = "instance";
+
+/// Who a series is about: `dhis2_instance` (the engine's instance name), `namespace=""` (there
+/// is no cluster) and `environment` (empty unless given).
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceLabels {
     pub instance: String,
@@ -42,15 +46,19 @@ impl InstanceLabels {
     fn pairs(&self) -> Vec<(String, String)> {
         vec![
             ("namespace".into(), String::new()),
-            ("instance".into(), self.instance.clone()),
+            (INSTANCE_LABEL.into(), self.instance.clone()),
             ("environment".into(), self.environment.clone()),
         ]
     }
 
-    /// A series is this instance's whatever its environment was: changing the environment
-    /// moves the series instead of leaving stale ones behind.
+    /// A series is this instance's whatever its environment was, or the name of its instance
+    /// label: changing the environment, or a newer dhis2ctl, moves the series instead of
+    /// leaving stale ones behind.
     fn owns(&self, sample: &Sample) -> bool {
-        sample.label("instance") == Some(self.instance.as_str())
+        let instance = sample
+            .label(INSTANCE_LABEL)
+            .or_else(|| sample.label(OLD_INSTANCE_LABEL));
+        instance == Some(self.instance.as_str())
             && sample.label("namespace").unwrap_or_default().is_empty()
     }
 }
@@ -419,16 +427,16 @@ mod tests {
             file.render(),
             "# HELP dhis2_backup_last_success_timestamp_seconds Completion time of the newest completed backup.\n\
              # TYPE dhis2_backup_last_success_timestamp_seconds gauge\n\
-             dhis2_backup_last_success_timestamp_seconds{namespace=\"\",instance=\"hmis\",environment=\"\"} 1700000000\n\
+             dhis2_backup_last_success_timestamp_seconds{namespace=\"\",dhis2_instance=\"hmis\",environment=\"\"} 1700000000\n\
              # HELP dhis2_backup_last_size_bytes Stored size of the newest completed backup.\n\
              # TYPE dhis2_backup_last_size_bytes gauge\n\
-             dhis2_backup_last_size_bytes{namespace=\"\",instance=\"hmis\",environment=\"\"} 1500000\n\
+             dhis2_backup_last_size_bytes{namespace=\"\",dhis2_instance=\"hmis\",environment=\"\"} 1500000\n\
              # HELP dhis2_backup_last_duration_seconds Duration of the newest completed backup.\n\
              # TYPE dhis2_backup_last_duration_seconds gauge\n\
-             dhis2_backup_last_duration_seconds{namespace=\"\",instance=\"hmis\",environment=\"\"} 12.5\n\
+             dhis2_backup_last_duration_seconds{namespace=\"\",dhis2_instance=\"hmis\",environment=\"\"} 12.5\n\
              # HELP dhis2_backup_failures_total Backups that failed.\n\
              # TYPE dhis2_backup_failures_total counter\n\
-             dhis2_backup_failures_total{namespace=\"\",instance=\"hmis\",environment=\"\"} 0\n"
+             dhis2_backup_failures_total{namespace=\"\",dhis2_instance=\"hmis\",environment=\"\"} 0\n"
         );
     }
 
@@ -519,7 +527,7 @@ mod tests {
         let previous = "# A comment someone wrote\n\
             # HELP dhis2_backup_failures_total Backups that failed.\n\
             # TYPE dhis2_backup_failures_total counter\n\
-            dhis2_backup_failures_total{namespace=\"\",instance=\"training\",environment=\"training\"} 4\n\
+            dhis2_backup_failures_total{namespace=\"\",dhis2_instance=\"training\",environment=\"training\"} 4\n\
             # HELP node_custom_thing Something else.\n\
             # TYPE node_custom_thing gauge\n\
             node_custom_thing{path=\"a \\\"quoted\\\" \\\\ name\"} 7 1700000000000\n\
@@ -531,8 +539,8 @@ mod tests {
         file.record_backup(&hmis(), &BackupOutcome::Failed);
         let text = file.render();
         assert!(text.contains(
-            "dhis2_backup_failures_total{namespace=\"\",instance=\"training\",environment=\"training\"} 4\n\
-             dhis2_backup_failures_total{namespace=\"\",instance=\"hmis\",environment=\"\"} 1\n"
+            "dhis2_backup_failures_total{namespace=\"\",dhis2_instance=\"training\",environment=\"training\"} 4\n\
+             dhis2_backup_failures_total{namespace=\"\",dhis2_instance=\"hmis\",environment=\"\"} 1\n"
         ), "{text}");
         assert!(
             text.contains(
@@ -556,10 +564,10 @@ mod tests {
 
     #[test]
     fn broken_lines_are_dropped_and_the_rest_kept() {
-        let previous = "dhis2_backup_failures_total{namespace=\"\",instance=\"hmis\",environment=\"\"} 3\n\
-            dhis2_backup_last_success_timestamp_seconds{instance=\"hmis\",namespace=\"\",environment=\"\"} 1700000000\n\
-            dhis2_backup_last_size_bytes{instance=\"hmis\"\n\
-            dhis2_backup_last_duration_seconds{instance=\"hmis\"} twelve\n\
+        let previous = "dhis2_backup_failures_total{namespace=\"\",dhis2_instance=\"hmis\",environment=\"\"} 3\n\
+            dhis2_backup_last_success_timestamp_seconds{dhis2_instance=\"hmis\",namespace=\"\",environment=\"\"} 1700000000\n\
+            dhis2_backup_last_size_bytes{dhis2_instance=\"hmis\"\n\
+            dhis2_backup_last_duration_seconds{dhis2_instance=\"hmis\"} twelve\n\
             3bad_name 1\n\
             ok_metric{a=\"1\",} 5\n\
             trailing_garbage 1 2 3\n\
@@ -587,15 +595,56 @@ mod tests {
         file.record_backup(&production, &BackupOutcome::Failed);
         let text = file.render();
         assert!(!text.contains("environment=\"\""), "{text}");
-        assert_eq!(text.matches("instance=\"hmis\"").count(), 4, "{text}");
+        assert_eq!(text.matches("dhis2_instance=\"hmis\"").count(), 4, "{text}");
         assert_eq!(file.value(FAILURES.name, "hmis"), Some(1.0));
         assert_eq!(file.value(LAST_SUCCESS.name, "hmis"), Some(1_700_000_000.0));
     }
 
     #[test]
+    fn a_file_an_older_dhis2ctl_labelled_instance_is_taken_over_and_relabelled() {
+        let previous = "# HELP dhis2_backup_last_success_timestamp_seconds Completion time of the newest completed backup.\n\
+            # TYPE dhis2_backup_last_success_timestamp_seconds gauge\n\
+            dhis2_backup_last_success_timestamp_seconds{namespace=\"\",instance=\"hmis\",environment=\"\"} 1700000000\n\
+            # HELP dhis2_backup_failures_total Backups that failed.\n\
+            # TYPE dhis2_backup_failures_total counter\n\
+            dhis2_backup_failures_total{namespace=\"\",instance=\"hmis\",environment=\"\"} 2\n\
+            dhis2_backup_failures_total{namespace=\"\",instance=\"training\",environment=\"\"} 5\n\
+            # HELP dhis2_drill_last_success 1 when the newest restore drill passed, 0 when it failed.\n\
+            # TYPE dhis2_drill_last_success gauge\n\
+            dhis2_drill_last_success{namespace=\"\",instance=\"hmis\",environment=\"\"} 1\n";
+        let mut file = Textfile::parse(previous);
+        assert_eq!(file.value(FAILURES.name, "hmis"), Some(2.0));
+        file.record_backup(&hmis(), &BackupOutcome::Failed);
+        let text = file.render();
+        assert!(
+            text.contains(
+                "dhis2_backup_failures_total{namespace=\"\",dhis2_instance=\"hmis\",environment=\"\"} 3\n"
+            ),
+            "the counter goes on from the old series: {text}"
+        );
+        assert!(
+            text.contains("dhis2_backup_last_success_timestamp_seconds{namespace=\"\",dhis2_instance=\"hmis\",environment=\"\"} 1700000000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dhis2_drill_last_success{namespace=\"\",dhis2_instance=\"hmis\",environment=\"\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("instance=\"hmis\"").count(),
+            text.matches("dhis2_instance=\"hmis\"").count(),
+            "no old series of hmis is left beside the new one: {text}"
+        );
+        assert!(
+            text.contains("{namespace=\"\",instance=\"training\",environment=\"\"} 5\n"),
+            "another instance's series is its own dhis2ctl's to take over: {text}"
+        );
+    }
+
+    #[test]
     fn a_garbled_counter_starts_again_from_zero() {
         let mut file = Textfile::parse(
-            "dhis2_backup_failures_total{namespace=\"\",instance=\"hmis\",environment=\"\"} NaN\n",
+            "dhis2_backup_failures_total{namespace=\"\",dhis2_instance=\"hmis\",environment=\"\"} NaN\n",
         );
         file.record_backup(&hmis(), &BackupOutcome::Failed);
         assert_eq!(file.value(FAILURES.name, "hmis"), Some(1.0));
@@ -604,16 +653,16 @@ mod tests {
     #[test]
     fn a_series_of_a_cluster_namespace_is_not_this_instances() {
         let mut file = Textfile::parse(
-            "dhis2_backup_failures_total{namespace=\"moh\",instance=\"hmis\",environment=\"\"} 9\n",
+            "dhis2_backup_failures_total{namespace=\"moh\",dhis2_instance=\"hmis\",environment=\"\"} 9\n",
         );
         file.record_backup(&hmis(), &BackupOutcome::Failed);
         let text = file.render();
         assert!(
-            text.contains("{namespace=\"moh\",instance=\"hmis\",environment=\"\"} 9"),
+            text.contains("{namespace=\"moh\",dhis2_instance=\"hmis\",environment=\"\"} 9"),
             "{text}"
         );
         assert!(
-            text.contains("{namespace=\"\",instance=\"hmis\",environment=\"\"} 1"),
+            text.contains("{namespace=\"\",dhis2_instance=\"hmis\",environment=\"\"} 1"),
             "{text}"
         );
     }

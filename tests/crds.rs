@@ -37,6 +37,21 @@ fn the_apiserver_accepts_the_crds_defaults_specs_and_refuses_bad_ones() {
         None,
     );
     assert!(ok, "{text}");
+    // `kubectl explain` says what each kind is for (#[kube(doc = …)]), once the apiserver has
+    // published the CRDs' OpenAPI.
+    let mut explained = String::new();
+    for _ in 0..60 {
+        let (ok, text) = kubectl(&["explain", "dhis2instance"], None);
+        explained = text;
+        if ok && explained.contains("One DHIS2 server") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        explained.contains("One DHIS2 server") && !explained.contains("Auto-generated"),
+        "{explained}"
+    );
 
     let good = instance(
         "hmis-staging",

@@ -6,14 +6,14 @@ mod support;
 
 use std::path::Path;
 
-use support::prometheus::assert_promtool_accepts_metrics;
+use support::prometheus::{assert_no_instance_label, assert_promtool_accepts_metrics};
 use support::*;
 
-/// `name{…instance="INSTANCE"…} VALUE` in the file, as a number.
+/// `name{…dhis2_instance="INSTANCE"…} VALUE` in the file, as a number.
 fn value(text: &str, metric: &str, instance: &str) -> Option<f64> {
     text.lines()
         .filter(|l| l.starts_with(&format!("{metric}{{")))
-        .filter(|l| l.contains(&format!("instance=\"{instance}\"")))
+        .filter(|l| l.contains(&format!("dhis2_instance=\"{instance}\"")))
         .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
 }
 
@@ -62,9 +62,10 @@ async fn backups_and_drills_share_one_textfile_that_promtool_accepts() {
     );
     assert!(text.contains("# TYPE dhis2_backup_failures_total counter"));
     assert!(
-        text.contains("{namespace=\"\",instance=\"hmis\",environment=\"\"}"),
+        text.contains("{namespace=\"\",dhis2_instance=\"hmis\",environment=\"\"}"),
         "{text}"
     );
+    assert_no_instance_label(&text, "the textfile");
     let id = manifest["id"].as_str().unwrap();
     assert!(!text.contains(id), "never a backup id in the file: {text}");
     assert!(

@@ -196,7 +196,7 @@ impl Contract {
                 .map(str::to_string)
                 .collect()
         };
-        // "Labels: `namespace`, `instance`, `environment` (`staging`, …) on every per-instance
+        // "Labels: `namespace`, `dhis2_instance`, `environment` (`staging`, …) on every per-instance
         // series": the names before the parenthesis.
         let instance_labels: BTreeSet<String> = text
             .lines()
@@ -288,6 +288,12 @@ impl Contract {
 
     /// What is wrong with the names `expr` uses (empty when nothing is).
     fn problems(&self, expr: &str) -> Vec<String> {
+        self.problems_besides(expr, &[])
+    }
+
+    /// `problems`, with `also` allowed on every series (the labels Prometheus adds to what it
+    /// scrapes, for a series as Prometheus stores it).
+    fn problems_besides(&self, expr: &str, also: &[&str]) -> Vec<String> {
         let Names {
             selectors,
             grouping_labels,
@@ -304,7 +310,11 @@ impl Contract {
             match self.labels_of(metric) {
                 None => problems.push(format!("`{metric}` is not in docs/metrics.md")),
                 Some(allowed) => {
-                    for label in selector.labels.iter().filter(|l| !allowed.contains(*l)) {
+                    for label in selector
+                        .labels
+                        .iter()
+                        .filter(|l| !allowed.contains(*l) && !also.contains(&l.as_str()))
+                    {
                         problems.push(format!("`{metric}` has no label `{label}`"));
                     }
                 }
@@ -493,6 +503,9 @@ fn every_alert_has_a_unit_test_where_it_fires_and_one_where_it_does_not() {
 
 // --- only what the operator exports -----------------------------------------------------------
 
+/// The labels Prometheus gives every series it scrapes: the target's, never the DHIS2 instance's.
+const TARGET_LABELS: [&str; 2] = ["job", "instance"];
+
 #[test]
 fn rules_tests_and_dashboard_use_only_metrics_and_labels_of_the_contract() {
     let contract = Contract::read();
@@ -505,7 +518,7 @@ fn rules_tests_and_dashboard_use_only_metrics_and_labels_of_the_contract() {
     }
     for group in rule_tests().tests {
         for input in &group.input_series {
-            for p in contract.problems(&input.series) {
+            for p in contract.problems_besides(&input.series, &TARGET_LABELS) {
                 problems.push(format!(
                     "prometheus-rules.test.yaml, test {:?}, series {}: {p}",
                     group.name, input.series
@@ -597,14 +610,72 @@ fn the_dashboard_filters_instance_panels_by_its_variables() {
             s.metric
                 .as_deref()
                 .and_then(|m| contract.series.get(m))
-                .is_some_and(|labels| labels.contains("instance"))
+                .is_some_and(|labels| labels.contains("dhis2_instance"))
         });
         if per_instance {
             assert!(
                 expr.contains("namespace=~\"$namespace\"")
-                    && expr.contains("instance=~\"$instance\""),
+                    && expr.contains("dhis2_instance=~\"$instance\""),
                 "panel {title:?} ignores $namespace or $instance: {expr}"
             );
         }
     }
+}
+
+#[test]
+fn the_dhis2_instance_is_named_by_dhis2_instance_never_by_prometheus_s_instance() {
+    // `instance` is the scrape target's address: an alert, a join or a legend that reads it
+    // names the operator's pod or the node_exporter, not the DHIS2 instance.
+    let mut problems = Vec::new();
+    for rule in alert_rules() {
+        let alert = rule.alert.as_deref().unwrap_or_default();
+        let names = names_in(&rule.expr).unwrap();
+        if names.grouping_labels.iter().any(|l| l == "instance") {
+            problems.push(format!(
+                "prometheus-rules.yaml, {alert}: joins on `instance`"
+            ));
+        }
+        for (key, text) in &rule.annotations {
+            if text.contains("$labels.instance") {
+                problems.push(format!(
+                    "prometheus-rules.yaml, {alert}: annotation {key} says $labels.instance"
+                ));
+            }
+        }
+    }
+    let dashboard = dashboard();
+    for (title, expr) in dashboard_queries(&dashboard) {
+        let names = names_in(&expr).unwrap();
+        if names.grouping_labels.iter().any(|l| l == "instance") {
+            problems.push(format!(
+                "grafana-dashboard.json, panel {title:?}: groups by `instance`"
+            ));
+        }
+    }
+    for panel in panels(&dashboard) {
+        let title = panel["title"].as_str().unwrap_or("?");
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let legend = target["legendFormat"].as_str().unwrap_or_default();
+            if legend.contains("{{instance}}") {
+                problems.push(format!(
+                    "grafana-dashboard.json, panel {title:?}: legend {legend:?} shows `instance`"
+                ));
+            }
+        }
+        for transformation in panel["transformations"].as_array().into_iter().flatten() {
+            for key in ["indexByName", "renameByName", "excludeByName"] {
+                if transformation["options"][key].get("instance").is_some() {
+                    problems.push(format!(
+                        "grafana-dashboard.json, panel {title:?}: {key} names the column `instance`"
+                    ));
+                }
+            }
+        }
+    }
+    // (The variables' label_values(…, LABEL) are checked against the contract above.)
+    assert!(
+        problems.is_empty(),
+        "the DHIS2 instance is the label `dhis2_instance` (docs/metrics.md):\n  {}",
+        problems.join("\n  ")
+    );
 }

@@ -427,7 +427,7 @@ async fn plain_server_playbook_installs_units_that_back_up_copy_prune_and_drill(
     let metrics = std::fs::read_to_string(&textfile).expect("the unit wrote the textfile");
     assert!(
         metrics.contains(
-            "dhis2_backup_last_success_timestamp_seconds{namespace=\"\",instance=\"hmis\",environment=\"production\"}"
+            "dhis2_backup_last_success_timestamp_seconds{namespace=\"\",dhis2_instance=\"hmis\",environment=\"production\"}"
         ),
         "{metrics}"
     );
@@ -458,7 +458,7 @@ async fn plain_server_playbook_installs_units_that_back_up_copy_prune_and_drill(
     let metrics = std::fs::read_to_string(&textfile).unwrap();
     assert!(
         metrics.contains(
-            "dhis2_drill_last_success{namespace=\"\",instance=\"hmis\",environment=\"production\"} 1"
+            "dhis2_drill_last_success{namespace=\"\",dhis2_instance=\"hmis\",environment=\"production\"} 1"
         ),
         "{metrics}"
     );
@@ -480,7 +480,7 @@ async fn plain_server_playbook_installs_units_that_back_up_copy_prune_and_drill(
     let metrics = std::fs::read_to_string(&textfile).unwrap();
     assert!(
         metrics.contains(
-            "dhis2_drill_last_success{namespace=\"\",instance=\"hmis\",environment=\"production\"} 0"
+            "dhis2_drill_last_success{namespace=\"\",dhis2_instance=\"hmis\",environment=\"production\"} 0"
         ),
         "{metrics}"
     );

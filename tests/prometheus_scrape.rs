@@ -3,7 +3,8 @@
 //! rule engine: an instance's series appear with the contract's labels, a backup that fails in
 //! its Job fires DHIS2BackupFailing, a successful one sets the freshness series, and DHIS2
 //! going silent in the fake turns `dhis2_instance_up` to 0 and DHIS2Down pending. The raw
-//! scrape passes `promtool check metrics`.
+//! scrape passes `promtool check metrics`, and names the DHIS2 instance `dhis2_instance`, never
+//! `instance` (Prometheus's own: the target's address, which it keeps).
 
 mod support;
 
@@ -18,7 +19,9 @@ use support::job_kubelet::JobKubelet;
 use support::kube_env::{
     Dhis2State, FakeDhis2, FakeKubelet, Operator, OperatorOptions, client, namespace, wait_for,
 };
-use support::prometheus::{Prometheus, assert_promtool_accepts_metrics, free_port};
+use support::prometheus::{
+    Prometheus, assert_no_instance_label, assert_promtool_accepts_metrics, free_port,
+};
 
 const RULES: &str = "manifests/monitoring/prometheus-rules.yaml";
 
@@ -76,9 +79,9 @@ async fn prometheus_scrapes_the_operator_and_the_rules_fire_on_a_failed_backup_a
         &[std::path::Path::new(RULES)],
     )
     .await;
-    let selector = format!("{{namespace=\"{ns}\",instance=\"hmis\"}}");
+    let selector = format!("{{namespace=\"{ns}\",dhis2_instance=\"hmis\"}}");
 
-    // The operator and the instance, with the contract's labels (honor_labels keeps `instance`).
+    // The operator and the instance, with the contract's labels (honor_labels keeps `namespace`).
     assert_eq!(
         prometheus.wait_value("dhis2_operator_build_info", 60).await,
         1.0
@@ -89,6 +92,10 @@ async fn prometheus_scrapes_the_operator_and_the_rules_fire_on_a_failed_backup_a
     assert_eq!(info.len(), 1, "{info:?}");
     assert_eq!(info[0].0["version"], "2.42.1");
     assert_eq!(info[0].0["environment"], "production");
+    assert_eq!(
+        info[0].0["instance"], metrics_addr,
+        "Prometheus's own `instance` is the target's address"
+    );
     assert_eq!(
         prometheus
             .wait_value(&format!("dhis2_instance_up{selector} == 1"), 90)
@@ -161,7 +168,7 @@ async fn prometheus_scrapes_the_operator_and_the_rules_fire_on_a_failed_backup_a
     // Before it, the instance "never had a backup" (DHIS2BackupMissing pending for 26 h); now not.
     wait_for(30, "DHIS2BackupMissing to clear", || async {
         prometheus
-            .query("ALERTS{alertname=\"DHIS2BackupMissing\",instance=\"hmis\"}")
+            .query("ALERTS{alertname=\"DHIS2BackupMissing\",dhis2_instance=\"hmis\"}")
             .await
             .is_empty()
             .then_some(())
@@ -185,6 +192,7 @@ async fn prometheus_scrapes_the_operator_and_the_rules_fire_on_a_failed_backup_a
         .await
         .unwrap();
     assert_promtool_accepts_metrics(&text, "the operator's /metrics");
+    assert_no_instance_label(&text, "the operator's /metrics");
     for secret in env.secrets() {
         assert!(!text.contains(&secret), "a secret in /metrics");
     }

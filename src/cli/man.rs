@@ -11,6 +11,8 @@ use clap::{Arg, Command};
 use clap_mangen::Man;
 use clap_mangen::roff::{Inline, Roff, bold, italic, roman};
 
+use super::help_tree::{shown, shown_arg};
+
 /// Writes dhis2ctl(1) for `cmd` (the whole `dhis2ctl` command tree).
 pub fn render(mut cmd: Command, w: &mut dyn Write) -> std::io::Result<()> {
     cmd.build();
@@ -50,12 +52,6 @@ fn walk(roff: &mut Roff, path: &mut Vec<String>, cmd: &Command) {
     path.pop();
 }
 
-/// The commands somebody types: not hidden ones, and not clap's own `help`.
-fn shown(cmd: &Command) -> impl Iterator<Item = &Command> {
-    cmd.get_subcommands()
-        .filter(|c| !c.is_hide_set() && c.get_name() != "help")
-}
-
 fn command(roff: &mut Roff, name: &str, cmd: &Command) {
     roff.control("SS", [name]);
     let about = cmd.get_long_about().or(cmd.get_about());
@@ -84,11 +80,6 @@ fn command(roff: &mut Roff, name: &str, cmd: &Command) {
         }
         roff.text(body);
     }
-}
-
-/// Options every command takes (global) are in OPTIONS already; `--help` needs no entry.
-fn shown_arg(arg: &Arg) -> bool {
-    !arg.is_hide_set() && !arg.is_global_set() && !matches!(arg.get_id().as_str(), "help")
 }
 
 /// `-o, --output <FORMAT>` or `<INSTANCE>`, in man page type faces.

@@ -8,10 +8,13 @@ mod cluster_backup;
 mod cluster_upgrade;
 mod demo;
 mod encryption;
+mod help_tree;
 mod kube_access;
 mod man;
 mod metrics_textfile;
 mod promote;
+pub mod reference;
+mod reference_markdown;
 mod refresh;
 mod upgrade;
 mod upgrade_history;
@@ -107,6 +110,9 @@ pub enum Command {
     },
     /// Print the man page, dhis2ctl(1), in roff: `dhis2ctl man > /usr/local/share/man/man1/dhis2ctl.1`.
     Man,
+    /// Write docs/reference/ (api.md from the CRDs, dhis2ctl.md from this command line).
+    #[command(hide = true)]
+    Reference(reference::ReferenceArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -417,6 +423,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             print_stdout(String::from_utf8_lossy(&page).trim_end());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reference(args) => Ok(reference::reference(args)?),
     }
 }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RepositorySpec {
+    /// An S3-compatible bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3RepositorySpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +65,7 @@ pub enum ObjectLockMode {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3RepositorySpec {
+    /// Bucket name.
     #[schemars(length(min = 3, max = 63))]
     pub bucket: String,
     /// Key prefix inside the bucket, e.g. `hmis/production`.
@@ -72,6 +74,7 @@ pub struct S3RepositorySpec {
     /// Endpoint of an S3-compatible store (MinIO, SeaweedFS, Ceph), e.g. `https://s3.moh.gov.kh`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The bucket's region (default `us-east-1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Path-style addressing (default: on with a custom endpoint).
@@ -88,6 +91,7 @@ pub struct S3RepositorySpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeRepositorySpec {
+    /// The PersistentVolumeClaim (same namespace).
     pub claim_name: String,
     /// Directory inside the volume (default: its root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,15 +102,19 @@ pub struct VolumeRepositorySpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionSpec {
+    /// Keep the newest N backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N days that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last N weeks that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last N months that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub keep_monthly: Option<u32>,

@@ -28,8 +28,10 @@ pub struct VolumeSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
+    /// What the pod is guaranteed (the scheduler places it where this fits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<CpuMemory>,
+    /// The most it may use: more memory than this and it is killed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<CpuMemory>,
 }

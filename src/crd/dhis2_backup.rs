@@ -14,6 +14,7 @@ use super::backup_common::{
     group = "dhis2operator.io",
     version = "v1alpha1",
     kind = "Dhis2Backup",
+    doc = "One backup of one DHIS2 instance: its database, and its file store unless left out. The operator runs it in a Job that writes it to the backup repository (an S3 bucket or a volume), then applies retention if asked; status tells whether it completed, its id and size, or why it failed.",
     plural = "dhis2backups",
     shortname = "d2backup",
     category = "dhis2",

@@ -15,6 +15,7 @@ use super::backup_common::{
     group = "dhis2operator.io",
     version = "v1alpha1",
     kind = "Dhis2BackupSchedule",
+    doc = "Regular backups of one DHIS2 instance, e.g. every night at 02:00 in the ministry's time zone. At each fire time the operator creates a Dhis2Backup, and after each success deletes the backups the retention rules no longer keep.",
     plural = "dhis2backupschedules",
     shortname = "d2schedule",
     category = "dhis2",
@@ -52,10 +53,13 @@ pub struct Dhis2BackupScheduleSpec {
     #[serde(default = "default_failed_history")]
     #[schemars(range(min = 0, max = 1000))]
     pub failed_backups_history_limit: u32,
+    /// Include the file store volume (uploaded documents, images) in each backup.
     #[serde(default = "default_true")]
     pub include_file_store: bool,
+    /// Also keep the data of analytics and resource tables (DHIS2 regenerates it).
     #[serde(default)]
     pub include_analytics: bool,
+    /// A backup still running after this long is stopped and `Failed`.
     #[serde(default = "default_deadline_seconds")]
     #[schemars(range(min = 60))]
     pub deadline_seconds: i64,

@@ -20,6 +20,7 @@ pub const DEFAULT_CNPG_POSTGIS_IMAGE: &str = "ghcr.io/cloudnative-pg/postgis:16-
     group = "dhis2operator.io",
     version = "v1alpha1",
     kind = "Dhis2Database",
+    doc = "The PostgreSQL/PostGIS server a DHIS2 instance keeps its data in: run by the operator (managed), one the ministry already runs (external), or a highly available CloudNativePG cluster (cnpg). The operator runs the managed and cnpg ones with settings tuned for DHIS2, checks that it can connect, and reports whether the database is ready and how big it is.",
     plural = "dhis2databases",
     shortname = "d2db",
     category = "dhis2",
@@ -46,6 +47,7 @@ pub struct Dhis2DatabaseSpec {
     /// Data volume for `managed`, and of each instance for `cnpg`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<VolumeSpec>,
+    /// CPU and memory of the PostgreSQL pods (`managed`, `cnpg`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     /// PostgreSQL settings that override the operator's DHIS2-tuned defaults.

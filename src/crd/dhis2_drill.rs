@@ -17,6 +17,7 @@ pub const DEFAULT_DRILL_POSTGIS_IMAGE: &str = "postgis/postgis:16-3.4";
     group = "dhis2operator.io",
     version = "v1alpha1",
     kind = "Dhis2Drill",
+    doc = "A restore drill: proof that an instance's backup can be restored. The operator restores the backup into a throw-away PostgreSQL server, checks the data, records how long it took (RTO) and how old the data was (RPO), then deletes everything it created. Live DHIS2 is not touched.",
     plural = "dhis2drills",
     shortname = "d2drill",
     category = "dhis2",
@@ -31,6 +32,7 @@ pub const DEFAULT_DRILL_POSTGIS_IMAGE: &str = "postgis/postgis:16-3.4";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct Dhis2DrillSpec {
+    /// The `Dhis2Instance` (same namespace) whose backup is drilled.
     #[schemars(length(min = 1, max = 63))]
     pub instance_ref: String,
     /// Backup id, or `latest` (default).
@@ -42,6 +44,7 @@ pub struct Dhis2DrillSpec {
     /// Image of the throw-away PostGIS server (default postgis/postgis:16-3.4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgis_image: Option<String>,
+    /// A drill still running after this long is stopped and `Failed`.
     #[serde(default = "default_deadline_seconds")]
     #[schemars(range(min = 60))]
     pub deadline_seconds: i64,

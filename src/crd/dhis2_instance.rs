@@ -17,6 +17,7 @@ use super::upgrade::{UpgradeRecord, UpgradeSpec, UpgradeStatus};
     group = "dhis2operator.io",
     version = "v1alpha1",
     kind = "Dhis2Instance",
+    doc = "One DHIS2 server: the version to run, its environment, database, file store, public host name and backup settings. The operator runs DHIS2 (Deployment, dhis.conf, Service, Ingress), checks that it answers, and carries out version upgrades with a backup first and a rollback when they fail.",
     plural = "dhis2instances",
     shortname = "d2",
     shortname = "dhis2",
@@ -39,6 +40,8 @@ pub struct Dhis2InstanceSpec {
     /// Image override (e.g. an immutable `dhis2/core:41.3.0-<timestamp>` tag or a mirror).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// `staging`, `production`, `training` or `other`. Labels the instance's metrics and alerts;
+    /// a `production` instance is never refreshed, and a restore over it needs `approvedBy`.
     pub environment: Environment,
     /// DHIS2 replicas; more than one needs `redis` (DHIS2 clusters require it).
     #[serde(default = "default_replicas")]
@@ -57,6 +60,7 @@ pub struct Dhis2InstanceSpec {
     /// Public host name: sets server.base.url and an Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// The Ingress made for `hostname`: its class, TLS Secret and annotations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
     /// Extra dhis.conf keys (the operator's own keys win).
@@ -118,8 +122,10 @@ pub enum Environment {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileStore {
+    /// A volume the operator claims for the files (the default when `s3` is absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeSpec>,
+    /// An S3-compatible bucket instead of the volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3FileStore>,
 }
@@ -127,9 +133,12 @@ pub struct FileStore {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3FileStore {
+    /// Bucket holding DHIS2's uploaded files.
     pub bucket: String,
+    /// Endpoint of an S3-compatible store (default: AWS S3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The bucket's region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Secret with `accessKey` and `secretKey`.
@@ -139,11 +148,13 @@ pub struct S3FileStore {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressSpec {
+    /// IngressClass, e.g. `nginx` (default: the cluster's default class).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_name: Option<String>,
     /// TLS Secret for the hostname.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_secret_name: Option<String>,
+    /// Annotations of the Ingress, e.g. for cert-manager or the ingress controller.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -151,13 +162,16 @@ pub struct IngressSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
+    /// Redis host name.
     pub host: String,
+    /// Redis port (default 6379).
     #[serde(default = "default_redis_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
     /// Secret with `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<String>,
+    /// Connect to Redis over TLS.
     #[serde(default)]
     pub ssl: bool,
 }

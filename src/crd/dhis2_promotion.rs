@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
     group = "dhis2operator.io",
     version = "v1alpha1",
     kind = "Dhis2Promotion",
+    doc = "Takes the DHIS2 version a staging instance has proven to a production instance. The operator checks the gates (staging is Ready, has run the version long enough and passed a restore drill since; production has a recent backup; someone approved) and only then sets production's version; production then upgrades with its own checks, backup and rollback.",
     plural = "dhis2promotions",
     shortname = "d2promo",
     category = "dhis2",

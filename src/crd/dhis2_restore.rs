@@ -14,6 +14,7 @@ use super::backup_common::{RepositorySpec, default_deadline_seconds, default_tru
     group = "dhis2operator.io",
     version = "v1alpha1",
     kind = "Dhis2Restore",
+    doc = "Puts a backup back: into a new DHIS2 instance, or over an existing one when its name is typed again in confirmOverwrite (and, for production, approvedBy names who agreed). The operator stops DHIS2, restores the database (keeping the one it replaces) and the file store, starts DHIS2 again and asks it to regenerate analytics.",
     plural = "dhis2restores",
     shortname = "d2restore",
     category = "dhis2",
@@ -48,6 +49,7 @@ pub struct Dhis2RestoreSpec {
     /// used before is kept. Instead of `backupRef`/`backupId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub point_in_time: Option<String>,
+    /// A restore still running after this long is stopped and `Failed`.
     #[serde(default = "default_deadline_seconds")]
     #[schemars(range(min = 60))]
     pub deadline_seconds: i64,
@@ -82,6 +84,8 @@ pub struct RestoreSource {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreTarget {
+    /// The `Dhis2Instance` restored into: an existing one (with `confirmOverwrite`), or the name
+    /// of a new one.
     #[schemars(length(min = 1, max = 63))]
     pub instance: String,
     /// For a new instance: overrides of the source's spec. Without them the new instance gets
@@ -96,6 +100,7 @@ pub struct NewInstanceOverrides {
     /// A `Dhis2Database` for the new instance (default: its own managed one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_ref: Option<String>,
+    /// Public host name of the new instance (default: none, no Ingress).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     /// `staging`, `production`, `training` or `other` (default: the source's).

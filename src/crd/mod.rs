@@ -2,6 +2,7 @@
 //! officer declares. Schemas come from these types; `dhis2-operator crd` prints them and
 //! manifests/crds/ holds the generated copy (CI fails when it drifts).
 
+pub mod api_reference;
 pub mod backup_common;
 pub mod common;
 pub mod dhis2_backup;
@@ -25,9 +26,9 @@ pub use dhis2_restore::{Dhis2Restore, Dhis2RestoreSpec};
 
 pub const API_GROUP: &str = "dhis2operator.io";
 
-/// Every CRD, in the order they should be applied, as one multi-document YAML.
-pub fn crds_yaml() -> String {
-    let crds = [
+/// Every CRD, in the order they should be applied, as the API server receives them.
+pub fn crds() -> Vec<serde_json::Value> {
+    [
         Dhis2Database::crd(),
         Dhis2Instance::crd(),
         Dhis2Backup::crd(),
@@ -35,13 +36,23 @@ pub fn crds_yaml() -> String {
         Dhis2Restore::crd(),
         Dhis2Drill::crd(),
         Dhis2Promotion::crd(),
-    ];
-    crds.iter()
-        .map(|crd| {
-            let mut value = serde_json::to_value(crd).unwrap_or_default();
-            drop_null_from_enums(&mut value);
+    ]
+    .iter()
+    .map(|crd| {
+        let mut value = serde_json::to_value(crd).unwrap_or_default();
+        drop_null_from_enums(&mut value);
+        value
+    })
+    .collect()
+}
+
+/// `crds()` as one multi-document YAML.
+pub fn crds_yaml() -> String {
+    crds()
+        .iter()
+        .map(|value| {
             // serde-saphyr: kube-rs' choice now that serde_yaml is unmaintained.
-            let mut doc = serde_saphyr::to_string(&value).unwrap_or_default();
+            let mut doc = serde_saphyr::to_string(value).unwrap_or_default();
             if !doc.ends_with('\n') {
                 doc.push('\n');
             }

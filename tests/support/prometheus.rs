@@ -2,6 +2,7 @@
 //! second with `honor_labels: true` (as docs/runbooks.md asks of users), evaluates the given
 //! rule files every second, and answers queries over its HTTP API.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -37,6 +38,43 @@ pub fn assert_promtool_accepts_metrics(text: &str, what: &str) {
         "promtool check metrics refused {what}:\n{}{}\n{text}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The label names the series of `text` (Prometheus's text format) carry.
+pub fn label_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(open) = line.find('{') else { continue };
+        let mut rest = &line[open + 1..];
+        while let Some((name, value_and_more)) = rest.split_once("=\"") {
+            names.insert(name.trim_start_matches(',').trim().to_string());
+            let mut escaped = false;
+            let Some(end) = value_and_more.char_indices().find_map(|(i, c)| {
+                let closes = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                closes.then_some(i)
+            }) else {
+                break;
+            };
+            rest = &value_and_more[end + 1..];
+            if rest.starts_with('}') {
+                break;
+            }
+        }
+    }
+    names
+}
+
+/// The DHIS2 instance is named by `dhis2_instance` in `text`, and no series carries a label
+/// `instance`: that one is Prometheus's own (the scrape target), so a series carrying it needs
+/// `honor_labels` or has it renamed `exported_instance`.
+pub fn assert_no_instance_label(text: &str, what: &str) {
+    let names = label_names(text);
+    assert!(
+        names.contains("dhis2_instance") && !names.contains("instance"),
+        "{what}: the series must name the DHIS2 instance `dhis2_instance`, never `instance`; \
+         labels: {names:?}\n{text}"
     );
 }
 
@@ -144,14 +182,15 @@ impl Prometheus {
             .unwrap_or_default()
     }
 
-    /// Waits for the alert `name` of `instance` in `state` (`pending` or `firing`).
+    /// Waits for the alert `name` of the DHIS2 instance `instance` in `state` (`pending` or
+    /// `firing`).
     pub async fn wait_alert(&self, name: &str, instance: &str, state: &str, secs: u64) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
             let alerts = self.alerts().await;
             if let Some(a) = alerts.iter().find(|a| {
                 a["labels"]["alertname"] == name
-                    && a["labels"]["instance"] == instance
+                    && a["labels"]["dhis2_instance"] == instance
                     && a["state"] == state
             }) {
                 return a.clone();

@@ -257,7 +257,7 @@ mod tests {
         assert_eq!(names.grouping_labels, vec!["le", "kind"]);
 
         let names = names_in(
-            "up == 0\n  unless on (namespace, instance) b{a!~\"x\"} == 1 and on () count(c) > 0",
+            "up == 0\n  unless on (namespace, dhis2_instance) b{a!~\"x\"} == 1 and on () count(c) > 0",
         )
         .unwrap();
         assert_eq!(
@@ -268,7 +268,7 @@ mod tests {
                 selector(Some("c"), &[])
             ]
         );
-        assert_eq!(names.grouping_labels, vec!["namespace", "instance"]);
+        assert_eq!(names.grouping_labels, vec!["namespace", "dhis2_instance"]);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! instance"), read off what the operator already knows: the instances' status and the
 //! `Dhis2Backup` objects (pure; `src/operator/telemetry/fleet_collector.rs` feeds it the watch stores at each scrape).
 //!
-//! Labels are the contract's: `namespace`, `instance`, `environment`, and `version` on
-//! `dhis2_instance_info` alone. Never a backup id, a time or an error message.
+//! Labels are the contract's: `namespace`, `dhis2_instance`, `environment`, and `version` on
+//! `dhis2_instance_info` alone. Never a backup id, a time or an error message. The instance's
+//! name is `dhis2_instance`, not `instance`: that one is Prometheus's own (the scrape target).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,14 +23,14 @@ use crate::rules::names::dedicated_database_name;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct InstanceLabels {
     pub namespace: String,
-    pub instance: String,
+    pub dhis2_instance: String,
     pub environment: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub namespace: String,
-    pub instance: String,
+    pub dhis2_instance: String,
     pub environment: String,
     pub version: String,
 }
@@ -139,7 +140,7 @@ pub fn fleet_metrics(
         let name = i.name_any();
         let labels = InstanceLabels {
             namespace: namespace.clone(),
-            instance: name.clone(),
+            dhis2_instance: name.clone(),
             environment: environment_label(i.spec.environment).to_string(),
         };
         let status = i.status.clone().unwrap_or_default();
@@ -150,7 +151,7 @@ pub fn fleet_metrics(
         info.push((
             VersionLabels {
                 namespace: labels.namespace.clone(),
-                instance: labels.instance.clone(),
+                dhis2_instance: labels.dhis2_instance.clone(),
                 environment: labels.environment.clone(),
                 version,
             },
@@ -453,7 +454,7 @@ mod tests {
             .unwrap_or_else(|| panic!("no family {name}"))
             .series
             .iter()
-            .find(|(l, _)| l.instance == instance)
+            .find(|(l, _)| l.dhis2_instance == instance)
             .map(|(_, v)| *v)
     }
 
@@ -605,6 +606,30 @@ mod tests {
         assert_eq!(
             value(&m, "dhis2_instance_last_upgrade_success", "hmis"),
             Some(0.0)
+        );
+    }
+
+    #[test]
+    fn the_instance_is_labelled_dhis2_instance_never_prometheus_s_own_instance() {
+        use prometheus_client::metrics::{family::Family, gauge::Gauge};
+        let family = Family::<InstanceLabels, Gauge>::default();
+        family
+            .get_or_create(&InstanceLabels {
+                namespace: "moh".into(),
+                dhis2_instance: "hmis".into(),
+                environment: "production".into(),
+            })
+            .set(1);
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("dhis2_instance_up", "Up", family);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let label = backup_metrics::INSTANCE_LABEL;
+        assert!(
+            text.contains(&format!(
+                "dhis2_instance_up{{namespace=\"moh\",{label}=\"hmis\",environment=\"production\"}} 1"
+            )),
+            "{text}"
         );
     }
 

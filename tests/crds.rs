@@ -4,7 +4,7 @@
 
 mod install_support;
 
-use install_support::{docs, kubectl};
+use install_support::{docs, kubectl, pdb_as_the_test_server_serves_it};
 
 const COMMITTED: &str = include_str!("../manifests/crds/dhis2operator.io.yaml");
 
@@ -121,7 +121,7 @@ fn the_operator_manifests_are_accepted_by_the_apiserver() {
     assert!(ok || text.contains("AlreadyExists"), "{text}");
     let (ok, text) = kubectl(
         &["apply", "--validate=false", "--dry-run=server", "-f", "-"],
-        Some(manifests),
+        Some(&pdb_as_the_test_server_serves_it(manifests)),
     );
     assert!(ok, "{text}");
     for object in [
@@ -176,9 +176,9 @@ fn the_namespaced_mode_manifests_are_accepted_by_the_apiserver() {
     assert!(ok || text.contains("AlreadyExists"), "{text}");
     let (ok, text) = kubectl(
         &["apply", "--validate=false", "--dry-run=server", "-f", "-"],
-        Some(include_str!(
+        Some(&pdb_as_the_test_server_serves_it(include_str!(
             "../manifests/operator/namespaced/operator.yaml"
-        )),
+        ))),
     );
     assert!(ok, "{text}");
     assert!(text.contains("deployment.apps/dhis2-operator"), "{text}");

@@ -8,8 +8,8 @@
 mod install_support;
 
 use install_support::{
-    docs, ensure_namespace, find, install_crds, kinds, kubernetes_validate, read, render, run,
-    server_dry_run, stream,
+    docs, ensure_namespace, find, install_crds, kinds, kubernetes_validate,
+    pdb_as_the_test_server_serves_it, read, render, run, server_dry_run, stream,
 };
 use serde_json::{Value, json};
 
@@ -240,12 +240,7 @@ fn default_values_two_replicas_with_leader_election_accepted_by_the_apiserver() 
     kubernetes_validate(&text, "default-values");
     install_crds();
     ensure_namespace(NAMESPACE);
-    // The test server is Kubernetes 1.20, which serves the same PodDisruptionBudget only as
-    // policy/v1beta1 (Helm picks it there from the server's API versions).
-    let out = server_dry_run(&text.replace(
-        "apiVersion: policy/v1\nkind: PodDisruptionBudget",
-        "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget",
-    ));
+    let out = server_dry_run(&pdb_as_the_test_server_serves_it(&text));
     for object in [
         "poddisruptionbudget.policy/dhis2-operator",
         "customresourcedefinition.apiextensions.k8s.io/dhis2instances.dhis2operator.io",

@@ -178,3 +178,13 @@ pub fn kubernetes_validate(yaml: &str, what: &str) {
         );
     }
 }
+
+/// `text` as the test apiserver takes it: the chart's PodDisruptionBudget is `policy/v1`, which
+/// Kubernetes serves from 1.21; the test server is 1.20, which has the same object (the same
+/// fields) only as `policy/v1beta1`. Helm picks the version from the server's API versions.
+pub fn pdb_as_the_test_server_serves_it(text: &str) -> String {
+    text.replace(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget",
+        "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget",
+    )
+}

@@ -17,7 +17,7 @@ use serde_json::json;
 use support::fixtures::{Instance, up};
 use support::kube_env::{FakeDhis2, client, namespace, wait_for};
 use support::world::World;
-use support::{count, dhis2ctl, json as parse_json, stderr, stdout};
+use support::{count, dhis2ctl, dhis2ctl_with_env, json as parse_json, stderr, stdout};
 
 /// One namespace with the operator, both kubelets, and `hmis`: a production instance on an
 /// external database (seeded, DHIS2-shaped) whose repository is a fresh bucket.
@@ -300,4 +300,41 @@ async fn backups_drills_and_restores_are_asked_for_and_followed_from_the_command
     for secret in w.env.secrets() {
         assert!(!jobs.contains(&secret));
     }
+}
+
+/// `--kubeconfig FILE` on a cluster verb: the file named is the one used, whatever KUBECONFIG
+/// says, and a file that cannot be read is named with the flag.
+#[tokio::test]
+async fn kubeconfig_names_the_cluster_to_use() {
+    let client = client().await;
+    let ns = namespace(&client, "cli-kubeconfig").await;
+    let real = std::env::var("KUBECONFIG").expect("KUBECONFIG of the test cluster");
+    // No kubeconfig where dhis2ctl would look by itself (nor a ~/.kube/config).
+    let elsewhere = [
+        ("KUBECONFIG", "/nonexistent/kubeconfig"),
+        ("HOME", "/nonexistent"),
+    ];
+    let lost = dhis2ctl_with_env(&["get", "instances", "-n", &ns], &elsewhere).await;
+    assert_ne!(lost.status.code(), Some(0), "{}", stderr(&lost));
+    let found = dhis2ctl_with_env(
+        &["get", "instances", "-n", &ns, "--kubeconfig", &real],
+        &elsewhere,
+    )
+    .await;
+    assert_ok(&found, "get instances --kubeconfig");
+    let bad = dhis2ctl(&[
+        "status",
+        "hmis",
+        "-n",
+        &ns,
+        "--kubeconfig",
+        "/nonexistent/config",
+    ])
+    .await;
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("--kubeconfig /nonexistent/config"),
+        "{}",
+        stderr(&bad)
+    );
 }

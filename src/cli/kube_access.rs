@@ -10,7 +10,9 @@ use crate::output::human_duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("cannot load the Kubernetes configuration ({0}); set KUBECONFIG or --context")]
+    #[error(
+        "cannot load the Kubernetes configuration ({0}); name it with --kubeconfig FILE (or KUBECONFIG) and --context"
+    )]
     Config(String),
     #[error("Kubernetes API: {0}")]
     Api(String),
@@ -34,6 +36,10 @@ pub struct KubeArgs {
     /// kubeconfig context to use.
     #[arg(long)]
     pub context: Option<String>,
+    /// kubeconfig file to use (default: KUBECONFIG, then ~/.kube/config, then the pod's
+    /// service account).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 pub(super) async fn connect(args: &KubeArgs) -> Result<(Client, String), ClusterError> {
@@ -41,7 +47,13 @@ pub(super) async fn connect(args: &KubeArgs) -> Result<(Client, String), Cluster
         context: args.context.clone(),
         ..Default::default()
     };
-    let config = match Kubeconfig::read() {
+    let read = match &args.kubeconfig {
+        // A file named on the command line is the one to use: no fallback to another cluster.
+        Some(path) => Ok(Kubeconfig::read_from(path)
+            .map_err(|e| ClusterError::Config(format!("--kubeconfig {}: {e}", path.display())))?),
+        None => Kubeconfig::read(),
+    };
+    let config = match read {
         Ok(kubeconfig) => Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
             .map_err(|e| ClusterError::Config(e.to_string()))?,

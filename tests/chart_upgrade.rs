@@ -218,7 +218,7 @@ fn an_operator_upgraded_with_helm_gets_its_new_crd_fields_and_uninstall_keeps_th
 
     // Helm refuses to take over CRDs it did not create from templates: it says so, and
     // changes nothing.
-    let (ok, refusal) = helm(&[
+    let upgrade = [
         "upgrade",
         RELEASE,
         "charts/dhis2-operator",
@@ -226,7 +226,8 @@ fn an_operator_upgraded_with_helm_gets_its_new_crd_fields_and_uninstall_keeps_th
         NAMESPACE,
         "--values",
         &values,
-    ]);
+    ];
+    let (ok, refusal) = helm(&upgrade);
     assert!(
         !ok,
         "the upgrade took over CRDs without the documented step: {refusal}"
@@ -236,15 +237,7 @@ fn an_operator_upgraded_with_helm_gets_its_new_crd_fields_and_uninstall_keeps_th
 
     // The documented upgrade: adopt the CRDs once, then `helm upgrade`.
     adopt_the_crds();
-    helm_ok(&[
-        "upgrade",
-        RELEASE,
-        "charts/dhis2-operator",
-        "-n",
-        NAMESPACE,
-        "--values",
-        &values,
-    ]);
+    helm_ok(&upgrade);
     assert!(crd_has_new_field(), "helm upgrade upgraded the CRDs");
     // The same write; what is stored is the API server's decision (kubectl's cached schema
     // would still be the old one for minutes).

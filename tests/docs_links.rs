@@ -2,8 +2,13 @@
 //! leads to a file that exists (and, with `#anchor`, to a heading of it), and every page of
 //! docs/ is listed in docs/README.md, the index.
 
+#[path = "support/markdown_anchor.rs"]
+mod markdown_anchor;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+use markdown_anchor::anchor;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -54,17 +59,6 @@ fn links(text: &str) -> Vec<String> {
         }
     }
     out
-}
-
-/// GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens.
-fn anchor(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
-        .map(|c| if c == ' ' { '-' } else { c })
-        .collect()
 }
 
 fn anchors(path: &Path) -> BTreeSet<String> {

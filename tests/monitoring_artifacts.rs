@@ -4,6 +4,8 @@
 //! what to do, links a runbook section that exists, and reads only metrics and labels the
 //! operator exports. Needs `promtool` (Debian package prometheus; scripts/testenv/install.sh).
 
+#[path = "support/markdown_anchor.rs"]
+mod markdown_anchor;
 #[path = "support/promql_names.rs"]
 mod promql_names;
 
@@ -11,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use markdown_anchor::anchor;
 use promql_names::{Names, names_in};
 use serde::Deserialize;
 
@@ -393,17 +396,6 @@ fn every_dashboard_query_is_valid_promql() {
 }
 
 // --- what an alert tells the officer ----------------------------------------------------------
-
-/// GitHub's anchor for a Markdown heading.
-fn anchor(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
-        .map(|c| if c == ' ' { '-' } else { c })
-        .collect()
-}
 
 #[test]
 fn every_alert_says_what_to_do_and_links_a_runbook_section_that_exists() {
